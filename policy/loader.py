@@ -1,0 +1,248 @@
+"""Find jurisdiction files, apply `extends`, overlay imported units, and build validated policies."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from policy.catalog import Catalog, load_catalog
+from policy.errors import PolicyError, PolicyIssue, format_path
+from policy.models import Policy, Unit
+from policy.yamlio import Origin, OriginMap, load_yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CATALOG_FILE = "_catalog.yaml"
+UNITS_CSV_SUFFIX = ".units.csv"
+UNIT_CSV_COLUMNS = ("id", "name", "level", "parent")
+# Keyed lists merge item by item under `extends`; the first key all items carry wins.
+LIST_KEYS = ("code", "number", "id", "id_prefix", "seed", "kind")
+
+
+def jurisdictions_dir() -> Path:
+    return Path(os.environ.get("GRIDPOLICY_JURISDICTIONS", REPO_ROOT / "jurisdictions"))
+
+
+def seeds_dir() -> Path:
+    return Path(os.environ.get("GRIDPOLICY_SEEDS", REPO_ROOT.parent / "shared" / "seeds"))
+
+
+@dataclass
+class Jurisdiction:
+    """A resolved, validated policy plus everything derived from it."""
+    policy: Policy
+    files: list[str]
+    units: dict[str, Unit]
+    catalog: Catalog
+    content_hash: str
+    type_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.policy.id
+
+    def type_name(self, code: str) -> str:
+        return self.type_names[code]
+
+    def units_at(self, level: int) -> list[Unit]:
+        return [u for u in self.units.values() if u.level == level]
+
+
+@dataclass
+class RawDoc:
+    id: str
+    data: dict
+    files: list[str]
+
+
+def _merge_lists(base: list, child: list) -> list:
+    if not (base and child and all(isinstance(i, dict) for i in base + child)):
+        return child
+    key = next((k for k in LIST_KEYS if all(k in i for i in base + child)), None)
+    if key is None:
+        return child
+    merged = {item[key]: item for item in base}
+    for item in child:
+        if item.get("remove") is True:
+            merged.pop(item[key], None)
+        elif item[key] in merged and isinstance(merged[item[key]], dict):
+            merged[item[key]] = _merge(merged[item[key]], item)
+        else:
+            merged[item[key]] = item
+    return list(merged.values())
+
+
+def _merge(base: Any, child: Any) -> Any:
+    if isinstance(base, dict) and isinstance(child, dict):
+        out = dict(base)
+        for key, value in child.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    if isinstance(base, list) and isinstance(child, list):
+        return _merge_lists(base, child)
+    return child
+
+
+class Loader:
+    """Loads every jurisdiction under one directory; errors are collected, never raised mid-way."""
+
+    def __init__(self, directory: Path | None = None):
+        self.directory = Path(directory or jurisdictions_dir())
+        self.origins = OriginMap()
+        self.issues: list[PolicyIssue] = []
+        self.catalog = self._guard(lambda: load_catalog(self.directory / CATALOG_FILE, self.origins))
+        self.raw: dict[str, RawDoc] = {}
+        self._discover()
+
+    def _guard(self, fn):
+        try:
+            return fn()
+        except PolicyError as err:
+            self.issues.extend(err.issues)
+            return None
+
+    def _discover(self) -> None:
+        for path in sorted(self.directory.iterdir()):
+            if path.name == CATALOG_FILE or path.name.startswith("."):
+                continue
+            if path.is_dir():
+                files = sorted(path.glob("*.yaml"))
+            elif path.suffix == ".yaml":
+                files = [path]
+            else:
+                continue
+            doc = self._guard(lambda: self._read(files))
+            if doc is None:
+                continue
+            expected = path.stem if path.is_file() else path.name
+            if doc.id != expected:
+                self.issues.append(PolicyIssue(file=doc.files[0], path="id", message=(
+                    f"id '{doc.id}' 与文件名 '{expected}' 不一致 — the id must match the file or folder name")))
+            elif doc.id in self.raw:
+                self.issues.append(PolicyIssue(file=doc.files[0], path="id", message=f"重复的辖区 id '{doc.id}'"))
+            else:
+                self.raw[doc.id] = doc
+
+    def _read(self, files: list[Path]) -> RawDoc:
+        data: dict = {}
+        for file in files:
+            part = load_yaml(file, self.origins)
+            if not isinstance(part, dict):
+                raise PolicyError([PolicyIssue(file=str(file), message="顶层须为映射 — the top level must be a mapping")])
+            for key, value in part.items():
+                if key in data and isinstance(data[key], list) and isinstance(value, list):
+                    data[key] = data[key] + value  # a folder may split one list over several files
+                elif key in data:
+                    raise PolicyError([PolicyIssue(file=str(file), path=key, message=(
+                        f"键 '{key}' 已在同一辖区的其他文件中定义 — defined in another file of this folder"))])
+                else:
+                    data[key] = value
+        if not isinstance(data.get("id"), str):
+            raise PolicyError([PolicyIssue(file=str(files[0]), path="id", message="缺少辖区 id — missing `id`")])
+        return RawDoc(data["id"], data, [str(f) for f in files])
+
+    def _resolve_raw(self, jid: str, chain: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
+        doc = self.raw[jid]
+        parent = doc.data.get("extends")
+        if parent is None:
+            return doc.data, doc.files
+        if parent in chain + (jid,):
+            cycle = " → ".join(chain + (jid, parent))
+            raise PolicyError([PolicyIssue(file=doc.files[0], path="extends", message=f"extends 形成循环 cycle: {cycle}")])
+        if parent not in self.raw:
+            raise PolicyError([PolicyIssue(file=doc.files[0], path="extends", message=(
+                f"extends 引用了不存在的辖区或模板 '{parent}'; 可用 valid: {', '.join(sorted(self.raw))}"))])
+        base, base_files = self._resolve_raw(parent, chain + (jid,))
+        base = {k: v for k, v in base.items() if k not in ("template", "extends", "id", "name")}
+        return _merge(base, doc.data), base_files + doc.files
+
+    def _overlay_units_csv(self, jid: str, data: dict) -> list[str]:
+        csv_path = self.directory / f"{jid}{UNITS_CSV_SUFFIX}"
+        if not csv_path.exists():
+            return []
+        units = read_units_csv(csv_path, self.origins)
+        levels = {u["level"] for u in units}
+        data["unit_groups"] = [g for g in data.get("unit_groups", []) if g.get("level") not in levels]
+        keep = [u for u in data.get("units", []) if u.get("level") not in levels]
+        data["units"] = keep + units
+        return [str(csv_path)]
+
+    def build(self, jid: str) -> Jurisdiction:
+        data, files = self._resolve_raw(jid)
+        data = dict(data)
+        files = files + self._overlay_units_csv(jid, data)
+        try:
+            policy = Policy.model_validate(data)
+        except ValidationError as exc:
+            raise PolicyError([self._issue_from_pydantic(data, err, files) for err in exc.errors()]) from None
+        from policy.validate import expand_units, validate_policy  # noqa: PLC0415 (validate imports Jurisdiction)
+        units = expand_units(policy)
+        digest = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True,
+                                           ensure_ascii=False).encode()).hexdigest()[:12]
+        names = {t.code: t.name or (self.catalog.name(t.code) if self.catalog else t.code) for t in policy.problem_types}
+        jur = Jurisdiction(policy, files, units, self.catalog, digest, names)
+        issues = validate_policy(jur, data, self.origins, files[-1])
+        if issues:
+            raise PolicyError(issues)
+        return jur
+
+    def _issue_from_pydantic(self, data: dict, err: dict, files: list[str]) -> PolicyIssue:
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+        file, line = self.origins.locate(data, loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = f"未知字段 unknown field '{loc[-1]}'"
+        elif err["type"] == "missing":
+            message = f"缺少必填字段 missing required field '{loc[-1]}'"
+        return PolicyIssue(file=file or files[-1], line=line, path=format_path(loc), message=message)
+
+    def load_all(self, include_templates: bool = False) -> tuple[dict[str, Jurisdiction], list[PolicyIssue]]:
+        result: dict[str, Jurisdiction] = {}
+        issues = list(self.issues)
+        if self.catalog is None:
+            return result, issues
+        for jid, doc in self.raw.items():
+            if doc.data.get("template") and not include_templates:
+                continue
+            try:
+                result[jid] = self.build(jid)
+            except PolicyError as err:
+                issues.extend(err.issues)
+        return result, issues
+
+
+def read_units_csv(path: Path, origins: OriginMap) -> list[dict]:
+    """Rows id,name,level,parent (UTF-8, header required); real unit names replace placeholders."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if tuple(reader.fieldnames or ()) [:4] != UNIT_CSV_COLUMNS:
+                raise PolicyError([PolicyIssue(file=str(path), line=1, message=(
+                    f"表头须为 {','.join(UNIT_CSV_COLUMNS)} — the header must be {','.join(UNIT_CSV_COLUMNS)}"))])
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                try:
+                    level = int(row["level"])
+                except (TypeError, ValueError):
+                    raise PolicyError([PolicyIssue(file=str(path), line=line, path="level", message=(
+                        f"层级须为整数, 而非 {row['level']!r} — level must be an integer"))]) from None
+                unit = {"id": row["id"], "name": row["name"], "level": level, "parent": row["parent"] or None,
+                        "assumption": f"由 {path.name} 导入的网格单元 (imported unit)"}
+                origins.record(unit, Origin(str(path), line))
+                rows.append(unit)
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PolicyError([PolicyIssue(file=str(path), message=f"无法读取 CSV cannot read CSV: {exc}")]) from None
+
+
+def load_jurisdictions(directory: Path | None = None) -> dict[str, Jurisdiction]:
+    """All routable jurisdictions, or PolicyError listing every problem."""
+    jurisdictions, issues = Loader(directory).load_all()
+    if issues:
+        raise PolicyError(issues)
+    return jurisdictions

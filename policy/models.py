@@ -1,0 +1,311 @@
+"""The declarative policy language: pydantic models of one jurisdiction's rules.
+
+Every rule-bearing item carries provenance: a `source` (seed file, clause, exact quote) or an
+`assumption` (why a value the documents do not give was chosen).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from policy.facts import ALL_FACTS, BOOLEAN_FACTS, ENUM_FACTS
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_][a-z0-9_\-]*$", max_length=64)]
+Code = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+){1,4}$")]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    seed: NonEmpty
+    clause: NonEmpty
+    quote: NonEmpty
+
+
+class Provenanced(Strict):
+    source: Source | None = None
+    assumption: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def _one_provenance(self):
+        if (self.source is None) == (self.assumption is None):
+            raise ValueError("每条规则须有且仅有一种出处: source(原文出处) 或 assumption(假设说明) "
+                             "— exactly one of `source` or `assumption` is required")
+        return self
+
+    @property
+    def provenance(self) -> dict:
+        if self.source is not None:
+            return {"seed": self.source.seed, "clause": self.source.clause, "quote": self.source.quote}
+        return {"assumption": self.assumption}
+
+
+class SeedDocument(Strict):
+    seed: NonEmpty
+    title: NonEmpty
+    sections: list[str] = []
+
+
+class StatedCount(Provenanced):
+    count: Annotated[int, Field(gt=0)]
+    scope: str = ""
+
+
+class Level(Provenanced):
+    number: Annotated[int, Field(ge=1, le=6)]
+    name: NonEmpty
+    unit_kind: NonEmpty
+    head_role: NonEmpty
+    staff_roles: list[NonEmpty] = []
+    unit_counts: list[StatedCount] = []
+
+    @property
+    def stated_count(self) -> int | None:
+        return sum(c.count for c in self.unit_counts) if self.unit_counts else None
+
+
+class Unit(Provenanced):
+    id: Slug
+    name: NonEmpty
+    level: int
+    parent: Slug | None = None
+    placeholder: bool = False
+
+
+class UnitGroup(Provenanced):
+    """Placeholder units where the document gives only a count; replaced by a CSV import."""
+    generate: Annotated[int, Field(gt=0)]
+    level: int
+    parents: list[Slug]
+    id_prefix: Slug
+    name: NonEmpty = Field(description="名称模板, {n} 为序号")
+
+    @field_validator("name")
+    @classmethod
+    def _has_counter(cls, v: str) -> str:
+        if "{n" not in v:
+            raise ValueError("名称模板须包含 {n} 序号 — the name template must contain {n}")
+        return v
+
+
+class Department(Provenanced):
+    id: Slug
+    name: NonEmpty
+    duties: list[NonEmpty] = []
+
+
+class ProblemType(Provenanced):
+    code: Code
+    name: str | None = Field(None, description="默认取基础目录中的名称")
+    level: int | None = Field(None, description="有处置权的网格层级")
+    departments: list[Slug] = []
+    persuade_first: bool = False
+
+
+class CalendarKind(str, Enum):
+    natural = "natural"
+    working = "working"
+
+
+class Deadline(Provenanced):
+    duration: timedelta
+    calendar: CalendarKind = CalendarKind.natural
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("时限必须为正 — a deadline must be positive (ISO 8601, e.g. P3D or PT24H)")
+        return v
+
+
+FactValue = Union[bool, int, str]
+
+
+class Condition(Strict):
+    """Conjunction of fact tests, with an optional disjunction of further conjunctions."""
+    model_config = ConfigDict(extra="allow", frozen=True)
+    any: list[dict[str, FactValue]] = []
+
+    @model_validator(mode="after")
+    def _known_facts(self):
+        for group in [self.tests, *self.any]:
+            for name, value in group.items():
+                _check_fact(name, value)
+        return self
+
+    @property
+    def tests(self) -> dict[str, FactValue]:
+        return dict(self.model_extra or {})
+
+    def facts(self) -> set[str]:
+        return set(self.tests).union(*[set(g) for g in self.any])
+
+
+def _check_fact(name: str, value: FactValue) -> None:
+    if name not in ALL_FACTS:
+        raise ValueError(f"未知的事实 unknown fact '{name}'; 可用 valid: {', '.join(ALL_FACTS)}")
+    if name in BOOLEAN_FACTS and not isinstance(value, bool):
+        raise ValueError(f"事实 '{name}' 须为 true/false — fact '{name}' takes true or false")
+    if name in ENUM_FACTS and value not in ENUM_FACTS[name][1]:
+        raise ValueError(f"事实 '{name}' 的取值须为 {sorted(ENUM_FACTS[name][1])} 之一, 而非 {value!r}")
+    if name == "handler_level" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError("handler_level 须为整数层级 — handler_level takes a level number")
+
+
+class ActionKind(str, Enum):
+    persuade = "persuade"
+    report = "report"
+    assign = "assign"
+    dispose = "dispose"
+    dispatch = "dispatch"
+    joint_enforcement = "joint_enforcement"
+    transfer = "transfer"
+    record_close = "record_close"
+    re_report = "re_report"
+    escalate = "escalate"
+    notify = "notify"
+
+
+ACTION_LABELS = {
+    "persuade": "告知劝阻", "report": "上报", "assign": "交办", "dispose": "处置", "dispatch": "派遣",
+    "joint_enforcement": "联合执法", "transfer": "移交移送", "record_close": "记录结案",
+    "re_report": "再次上报", "escalate": "超期升级", "notify": "通报",
+}
+
+# Who acts / who receives: a role in the case, a named department, or a level.
+Party = Annotated[str, StringConstraints(pattern=r"^(finder|handler|upper|departments|department:[a-z0-9_\-]+|level:[1-6]|leader)$")]
+
+
+class Action(Strict):
+    kind: ActionKind
+    by: Party = "handler"
+    to: Party | None = None
+    note: str = ""
+
+
+class HandlerChange(Strict):
+    """Moves the case to another grid: the units' common ancestor, a fixed level, or up N levels."""
+    to: Literal["common_ancestor"] | None = None
+    level: int | None = None
+    up: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if sum(x is not None for x in (self.to, self.level, self.up)) != 1:
+            raise ValueError("handler 须恰好指定 to: common_ancestor、level 或 up 之一")
+        return self
+
+
+class Effect(Strict):
+    handler: HandlerChange | None = None
+    actions: list[Action] = []
+    stop: bool = Field(False, description="命中后不再评估优先级更低的规则")
+
+
+class Rule(Provenanced):
+    id: Slug
+    name: NonEmpty
+    priority: Annotated[int, Field(ge=1, le=999)]
+    when: Condition
+    then: Effect
+
+
+class WorkflowStep(Provenanced):
+    id: Slug
+    name: NonEmpty
+    actor: NonEmpty
+    deadline: Deadline
+    on_failure: Slug | None = Field(None, description="失败时回到的步骤 (如核查未通过→再次上报)")
+    handling: bool = Field(False, description="处置时限步骤: 超期即触发升级")
+
+
+class Workflow(Provenanced):
+    id: Slug
+    name: NonEmpty
+    when: Condition | None = None
+    steps: list[WorkflowStep]
+
+
+class Period(str, Enum):
+    day = "day"
+    week = "week"
+    half_month = "half_month"
+    month = "month"
+    quarter = "quarter"
+    half_year = "half_year"
+    year = "year"
+
+
+PERIOD_LABELS = {"day": "日", "week": "周", "half_month": "半月", "month": "月", "quarter": "季度",
+                 "half_year": "半年", "year": "年"}
+
+
+class Cadence(Provenanced):
+    id: Slug
+    name: NonEmpty
+    activity: Literal["patrol", "leader_contact", "leader_inspection", "source_inspection", "report",
+                      "meeting", "assessment", "feedback", "summary"]
+    level: int | None = None
+    times: Annotated[int, Field(ge=1)] = 1
+    per: Period
+    at_least: bool = True
+    source_class: str | None = None
+
+
+class SourceClass(Provenanced):
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Z]$")]
+    name: NonEmpty
+    description: str = ""
+
+
+class Deduction(Provenanced):
+    id: Slug
+    name: NonEmpty
+    points: Annotated[float, Field(gt=0)]
+    trigger: str = Field("", description="派生扣分的事件 (late_report, verification_failed …)")
+
+
+class Veto(Provenanced):
+    id: Slug
+    name: NonEmpty
+
+
+class Assessment(Provenanced):
+    kind: Literal["self", "upper", "daily", "annual"]
+    per: Period
+
+
+class Scoring(Provenanced):
+    scheme: Literal["deduction", "points"]
+    total: Annotated[float, Field(gt=0)]
+    period: Period
+    publish: Period | None = None
+    deductions: list[Deduction] = []
+    vetoes: list[Veto] = []
+    assessments: list[Assessment] = []
+
+
+class Policy(Strict):
+    """A resolved jurisdiction (inheritance applied)."""
+    id: Slug
+    name: NonEmpty
+    template: bool = False
+    extends: Slug | None = None
+    sources: list[SeedDocument]
+    levels: list[Level]
+    units: list[Unit] = []
+    unit_groups: list[UnitGroup] = []
+    departments: list[Department] = []
+    problem_types: list[ProblemType] = []
+    workflows: list[Workflow] = []
+    rules: list[Rule] = []
+    cadences: list[Cadence] = []
+    source_classes: list[SourceClass] = []
+    scoring: Scoring | None = None

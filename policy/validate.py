@@ -1,0 +1,242 @@
+"""Semantic checks on a resolved policy: references, the unit tree, counts, escalation cycles, provenance."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from policy.errors import PolicyIssue
+from policy.models import Policy, Provenanced, Rule, Unit
+from policy.yamlio import OriginMap
+
+if TYPE_CHECKING:
+    from policy.loader import Jurisdiction
+
+_NOT_TEXT = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def expand_units(policy: Policy) -> dict[str, Unit]:
+    """Named units plus the placeholders generated from counts, in a stable order."""
+    units: dict[str, Unit] = {u.id: u for u in policy.units}
+    for group in policy.unit_groups:
+        width = len(str(group.generate))
+        for n in range(1, group.generate + 1):
+            parent = group.parents[(n - 1) * len(group.parents) // group.generate] if group.parents else None
+            unit_id = f"{group.id_prefix}-{n:0{width}d}"
+            units[unit_id] = Unit(id=unit_id, name=group.name.format(n=n), level=group.level, parent=parent,
+                                  placeholder=True, source=group.source, assumption=group.assumption)
+    return units
+
+
+def _normalise(text: str) -> str:
+    return _NOT_TEXT.sub("", text)
+
+
+@lru_cache(maxsize=32)
+def _seed_text(path: Path) -> str | None:
+    try:
+        return _normalise(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+def _provenanced(value, loc: tuple) -> Iterator[tuple[tuple, Provenanced]]:
+    if isinstance(value, Provenanced):
+        yield loc, value
+    if hasattr(value, "__pydantic_fields__"):
+        for name in type(value).model_fields:
+            yield from _provenanced(getattr(value, name), loc + (name,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _provenanced(item, loc + (i,))
+
+
+class _Checker:
+    def __init__(self, jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str):
+        self.jur, self.policy, self.data, self.origins = jur, jur.policy, data, origins
+        self.default_file = default_file
+        self.issues: list[PolicyIssue] = []
+        self.levels = sorted(lv.number for lv in self.policy.levels)
+
+    def add(self, loc: tuple, message: str) -> None:
+        file, line = self.origins.locate(self.data, loc)
+        path = ""
+        for part in loc:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        self.issues.append(PolicyIssue(message=message, file=file or self.default_file, line=line, path=path))
+
+    def level_ok(self, loc: tuple, level: int | None, what: str) -> None:
+        if level is not None and level not in self.levels:
+            self.add(loc, f"{what}层级 {level} 不存在; 本辖区层级为 {self.levels} — level {level} is not declared")
+
+    def duplicates(self, field: str, key: str) -> None:
+        counts = Counter(getattr(item, key) for item in getattr(self.policy, field))
+        for i, item in enumerate(getattr(self.policy, field)):
+            if counts[getattr(item, key)] > 1:
+                self.add((field, i, key), f"重复的 {key} '{getattr(item, key)}' — duplicate {key}")
+
+    def run(self) -> list[PolicyIssue]:
+        if self.policy.template:
+            return self.issues
+        for field, key in (("levels", "number"), ("departments", "id"), ("problem_types", "code"),
+                           ("rules", "id"), ("workflows", "id"), ("cadences", "id"), ("units", "id")):
+            self.duplicates(field, key)
+        self.check_levels()
+        self.check_units()
+        self.check_problem_types()
+        self.check_rules()
+        self.check_workflows()
+        self.check_cadences()
+        self.check_provenance()
+        return self.issues
+
+    def check_levels(self) -> None:
+        if self.levels != list(range(1, len(self.levels) + 1)):
+            self.add(("levels",), f"层级须从 1 连续编号, 实为 {self.levels} — levels must be numbered 1..n")
+
+    def check_units(self) -> None:
+        units = self.jur.units
+        group_levels = {g.level for g in self.policy.unit_groups}
+        for i, group in enumerate(self.policy.unit_groups):
+            self.level_ok(("unit_groups", i, "level"), group.level, "网格单元")
+            for parent in group.parents:
+                if parent not in units:
+                    self.add(("unit_groups", i, "parents"), f"上级单元 '{parent}' 不存在 — unknown parent unit")
+        named = {u.id: i for i, u in enumerate(self.policy.units)}
+        for uid, unit in units.items():
+            loc = ("units", named[uid]) if uid in named else ("unit_groups",)
+            self.level_ok(loc + ("level",), unit.level, "网格单元")
+            if unit.level == 1:
+                if unit.parent is not None:
+                    self.add(loc + ("parent",), f"一级网格 '{uid}' 不应有上级 — a level-1 unit has no parent")
+                continue
+            if unit.parent is None:
+                self.add(loc + ("parent",), f"网格单元 '{uid}' (第{unit.level}级) 缺少上级单元 — orphan unit")
+            elif unit.parent not in units:
+                self.add(loc + ("parent",), f"上级单元 '{unit.parent}' 不存在 — unknown parent of '{uid}'")
+            elif units[unit.parent].level != unit.level - 1:
+                self.add(loc + ("parent",), (
+                    f"'{uid}' 在第{unit.level}级, 其上级 '{unit.parent}' 须在第{unit.level - 1}级, "
+                    f"实在第{units[unit.parent].level}级 — wrong parent level"))
+        for uid in units:  # a parent chain longer than the unit count is a cycle
+            seen, cur = [uid], units[uid].parent
+            while cur in units and cur not in seen:
+                seen.append(cur)
+                cur = units[cur].parent
+            if cur in seen:
+                self.add(("units", named.get(uid, 0), "parent"), f"网格单元上下级形成循环 cycle: {' → '.join(seen + [cur])}")
+                break
+        counts = Counter(u.level for u in units.values())
+        for i, level in enumerate(self.policy.levels):
+            stated = level.stated_count
+            if stated is not None and counts[level.number] != stated:
+                self.add(("levels", i, "unit_counts"), (
+                    f"第{level.number}级声明 {stated} 个网格, 实有 {counts[level.number]} 个 "
+                    f"— the stated count contradicts the units ({'placeholders' if level.number in group_levels else 'named'})"))
+            if counts[level.number] == 0:
+                self.add(("levels", i), f"第{level.number}级没有任何网格单元 — a level needs at least one unit")
+
+    def check_problem_types(self) -> None:
+        catalog = self.jur.catalog
+        departments = {d.id for d in self.policy.departments}
+        for i, ptype in enumerate(self.policy.problem_types):
+            if catalog is not None and ptype.code not in catalog.types:
+                from policy.catalog import close_matches  # noqa: PLC0415
+                hint = close_matches(ptype.name or ptype.code.rsplit(".", 1)[-1],
+                                     {c: e.name for c, e in catalog.types.items()}, limit=3)
+                self.add(("problem_types", i, "code"), (
+                    f"问题类型代码 '{ptype.code}' 不在基础目录 _catalog.yaml 中 — unknown code"
+                    + (f"; 相近 close: {', '.join(hint)}" if hint else "")))
+            if ptype.level is None:
+                self.add(("problem_types", i), f"问题类型 '{ptype.code}' 没有处置层级 — no handler level")
+            self.level_ok(("problem_types", i, "level"), ptype.level, "处置")
+            for dept in ptype.departments:
+                if dept not in departments:
+                    self.add(("problem_types", i, "departments"), (
+                        f"职能部门 '{dept}' 未声明; 已声明 declared: {', '.join(sorted(departments)) or '无'}"))
+
+    def check_party(self, loc: tuple, party: str | None) -> None:
+        if party and party.startswith("department:"):
+            dept = party.split(":", 1)[1]
+            if dept not in {d.id for d in self.policy.departments}:
+                self.add(loc, f"职能部门 '{dept}' 未声明 — undeclared department")
+        if party and party.startswith("level:"):
+            self.level_ok(loc, int(party.split(":", 1)[1]), "目标")
+
+    def check_rules(self) -> None:
+        for i, rule in enumerate(self.policy.rules):
+            if rule.then.handler is not None:
+                self.level_ok(("rules", i, "then", "handler", "level"), rule.then.handler.level, "目标")
+            for j, action in enumerate(rule.then.actions):
+                self.check_party(("rules", i, "then", "actions", j, "to"), action.to)
+                self.check_party(("rules", i, "then", "actions", j, "by"), action.by)
+            if "handler_level" in rule.when.tests:
+                self.level_ok(("rules", i, "when", "handler_level"), rule.when.tests["handler_level"], "条件")
+        self.check_escalation_cycles()
+
+    def check_escalation_cycles(self) -> None:
+        """Deadline escalation must move strictly up: otherwise a missed deadline could loop forever."""
+        for level in self.levels:
+            for i, rule in enumerate(self.policy.rules):
+                target = escalation_target(rule, level)
+                if target is not None and target >= level:
+                    self.add(("rules", i, "then", "handler"), (
+                        f"超期升级规则 '{rule.id}' 会把第{level}级的案件交给第{target}级, 可能形成循环 — "
+                        f"escalation can cycle: level {level} → {target} → …; use `up: 1` or a higher level"))
+
+    def check_workflows(self) -> None:
+        defaults = [w.id for w in self.policy.workflows if w.when is None]
+        if self.policy.workflows and len(defaults) != 1:
+            self.add(("workflows",), f"须恰好有一个无 when 条件的默认流程, 实有 {len(defaults)} 个 — need one default workflow")
+        for i, workflow in enumerate(self.policy.workflows):
+            ids = [s.id for s in workflow.steps]
+            for j, step in enumerate(workflow.steps):
+                if ids.count(step.id) > 1:
+                    self.add(("workflows", i, "steps", j, "id"), f"重复的步骤 id '{step.id}'")
+                if step.on_failure and step.on_failure not in ids[:j]:
+                    self.add(("workflows", i, "steps", j, "on_failure"), (
+                        f"on_failure 须指向此前的步骤 {ids[:j]}, 而非 '{step.on_failure}'"))
+
+    def check_cadences(self) -> None:
+        classes = {c.id for c in self.policy.source_classes}
+        for i, cadence in enumerate(self.policy.cadences):
+            self.level_ok(("cadences", i, "level"), cadence.level, "频次")
+            if cadence.source_class and cadence.source_class not in classes:
+                self.add(("cadences", i, "source_class"), f"污染源类别 '{cadence.source_class}' 未声明 — undeclared class")
+
+    def check_provenance(self) -> None:
+        declared = {s.seed for s in self.policy.sources}
+        for loc, item in _provenanced(self.policy, ()):
+            if item.source is None:
+                continue
+            if item.source.seed not in declared:
+                self.add(loc + ("source", "seed"), f"出处文件 '{item.source.seed}' 未在 sources 中声明; 已声明 {sorted(declared)}")
+                continue
+            text = _seed_text(seed_path(item.source.seed))
+            if text is not None and _normalise(item.source.quote) not in text:
+                self.add(loc + ("source", "quote"), (
+                    f"引文在 {item.source.seed} 中找不到 — quote not found in the seed: '{item.source.quote[:40]}'"))
+
+
+def seed_path(seed: str) -> Path:
+    from policy.loader import seeds_dir  # noqa: PLC0415
+    return seeds_dir() / seed
+
+
+def escalation_target(rule: Rule, level: int) -> int | None:
+    """The level a deadline-missed rule hands a case at `level` to, or None if it does not apply."""
+    tests = rule.when.tests
+    if tests.get("deadline_missed") is not True or rule.then.handler is None:
+        return None
+    if "handler_level" in tests and tests["handler_level"] != level:
+        return None
+    change = rule.then.handler
+    if change.up is not None:
+        return level - change.up
+    return change.level
+
+
+def validate_policy(jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str) -> list[PolicyIssue]:
+    return _Checker(jur, data, origins, default_file).run()
