@@ -91,8 +91,9 @@ def _merge(base: Any, child: Any) -> Any:
 class Loader:
     """Loads every jurisdiction under one directory; errors are collected, never raised mid-way."""
 
-    def __init__(self, directory: Path | None = None):
+    def __init__(self, directory: Path | None = None, units_csv: dict[str, Path] | None = None):
         self.directory = Path(directory or jurisdictions_dir())
+        self.units_csv = units_csv or {}  # jurisdiction id -> CSV to use instead of <id>.units.csv
         self.origins = OriginMap()
         self.issues: list[PolicyIssue] = []
         self.catalog = self._guard(lambda: load_catalog(self.directory / CATALOG_FILE, self.origins))
@@ -162,7 +163,7 @@ class Loader:
         return _merge(base, doc.data), base_files + doc.files
 
     def _overlay_units_csv(self, jid: str, data: dict) -> list[str]:
-        csv_path = self.directory / f"{jid}{UNITS_CSV_SUFFIX}"
+        csv_path = self.units_csv.get(jid, self.directory / f"{jid}{UNITS_CSV_SUFFIX}")
         if not csv_path.exists():
             return []
         units = read_units_csv(csv_path, self.origins)

@@ -1,0 +1,58 @@
+"""Due times on natural or working-time calendars (Chinese public holidays and make-up working days)."""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+
+import chinese_calendar
+
+from policy.models import CalendarKind
+
+
+@lru_cache(maxsize=20_000)
+def _library_workday(day: date) -> bool | None:
+    """The library's answer, or None for a year it does not cover (it scans its tables per call)."""
+    try:
+        return chinese_calendar.is_workday(day)
+    except NotImplementedError:
+        return None
+
+
+class WorkCalendar:
+    """`chinese-calendar` knows the State Council's holiday notices for the years it covers; for other
+    years it raises, so those fall back to Monday–Friday plus admin-set overrides instead of crashing."""
+
+    def __init__(self, overrides: dict[date, bool] | None = None):
+        self.overrides = dict(overrides or {})
+        self._after: dict[tuple[date, int], date] = {}  # (day, n) -> n-th working day after it
+
+    def is_workday(self, day: date) -> bool:
+        if day in self.overrides:
+            return self.overrides[day]
+        known = _library_workday(day)
+        return day.weekday() < 5 if known is None else known
+
+    def covers(self, day: date) -> bool:
+        """Whether the holiday data (library or overrides) knows this day's year."""
+        return _library_workday(day) is not None or any(d.year == day.year for d in self.overrides)
+
+    def add(self, start: datetime, duration: timedelta, kind: CalendarKind) -> datetime:
+        """Natural time adds the duration. Working time counts whole days as working days and lands
+        any remainder on a working day, so P3D from a Friday before a holiday skips the holiday."""
+        if kind == CalendarKind.natural:
+            return start + duration
+        due = datetime.combine(self._working_days_after(start.date(), duration.days), start.timetz())
+        due += duration - timedelta(days=duration.days)
+        while not self.is_workday(due.date()):
+            due += timedelta(days=1)
+        return due
+
+    def _working_days_after(self, day: date, count: int) -> date:
+        key = (day, count)
+        if key not in self._after:
+            current, left = day, count
+            while left > 0:
+                current += timedelta(days=1)
+                left -= self.is_workday(current)
+            self._after[key] = current
+        return self._after[key]

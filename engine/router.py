@@ -1,0 +1,284 @@
+"""route(policy, case) -> Decision: the rules decide, this module resolves grids, deadlines and the trace."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine.calendar import WorkCalendar
+from engine.compiler import RULE_PREFIX, TYPE_PREFIX, WORKFLOW_PREFIX, CompiledPolicy, default_facts
+from policy.catalog import close_matches
+from policy.facts import CASE_FACTS, ENUM_FACTS
+from policy.models import ACTION_LABELS, Action, ProblemType, Rule, Unit, Workflow
+from policy.validate import escalation_target
+
+
+class RoutingError(ValueError):
+    """A case the policy cannot route as given: says which field and what would be valid."""
+
+    def __init__(self, field_name: str, message: str, suggestions: list[str] | None = None):
+        self.field = field_name
+        self.suggestions = suggestions or []
+        super().__init__(message + (f"; 相近 close matches: {', '.join(self.suggestions)}" if self.suggestions else ""))
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    problem_type: str = Field(min_length=1, max_length=200)
+    unit: str | None = Field(None, max_length=200)
+    found_at_level: int | None = Field(None, ge=1, le=6)
+    units_involved: list[str] = Field(default_factory=list, max_length=100)
+    facts: dict[str, bool | str] = Field(default_factory=dict)
+    reported_at: datetime | None = None
+
+    @field_validator("facts")
+    @classmethod
+    def _known(cls, facts: dict) -> dict:
+        for name, value in facts.items():
+            if name in CASE_FACTS:
+                if not isinstance(value, bool):
+                    raise ValueError(f"事实 '{name}' 须为 true/false")
+            elif name == "enterprise_class":
+                if value not in ENUM_FACTS[name][1]:
+                    raise ValueError(f"enterprise_class 须为 {sorted(ENUM_FACTS[name][1])} 之一")
+            else:
+                raise ValueError(f"未知的事实 unknown fact '{name}'; 可用 valid: {', '.join(sorted([*CASE_FACTS, 'enterprise_class']))}")
+        return facts
+
+
+@dataclass
+class Evaluation:
+    """What the rules table decided for one set of facts, before grids are resolved."""
+    fired: list[Rule]
+    applied: list[Rule]
+    workflow: Workflow | None
+    handler_level: int
+    to_common_ancestor: bool = False
+    actions: list[tuple[Rule, Action]] = field(default_factory=list)
+
+
+def entry_of(found_level: int, handler_level: int) -> str:
+    return "below" if found_level > handler_level else "at" if found_level == handler_level else "above"
+
+
+def type_features(ptype: ProblemType) -> dict:
+    return {"persuade_first": ptype.persuade_first, "has_department": bool(ptype.departments),
+            "multi_department": len(ptype.departments) > 1, "handler_level": ptype.level}
+
+
+def evaluate(compiled: CompiledPolicy, facts: dict) -> Evaluation:
+    """Fire the rules table on one complete fact set and apply the fired rules in priority order."""
+    names = compiled.rules.fire({"kind": "case"} | {name: facts[name] for name in compiled.tested_facts})
+    rules = sorted((compiled.rules_by_id[n[len(RULE_PREFIX):]] for n in names if n.startswith(RULE_PREFIX)),
+                   key=lambda r: (r.priority, r.id))
+    selected = [compiled.workflows_by_id[n[len(WORKFLOW_PREFIX):]] for n in names if n.startswith(WORKFLOW_PREFIX)]
+    workflow = next((w for w in selected if w.when is not None), selected[0] if selected else None)
+    result = Evaluation(fired=rules, applied=[], workflow=workflow, handler_level=facts["handler_level"])
+    for rule in rules:
+        result.applied.append(rule)
+        change = rule.then.handler
+        if change is not None:
+            if change.to == "common_ancestor":
+                result.to_common_ancestor = True
+            elif change.level is not None:
+                result.handler_level = change.level
+            else:
+                result.handler_level = max(1, result.handler_level - change.up)
+        result.actions.extend((rule, action) for action in rule.then.actions)
+        if rule.then.stop:
+            break
+    return result
+
+
+class Router:
+    """Routes cases for one compiled policy version."""
+
+    def __init__(self, compiled: CompiledPolicy, calendar: WorkCalendar | None = None):
+        self.compiled = compiled
+        self.jur = compiled.jurisdiction
+        self.calendar = calendar or WorkCalendar()
+        self.units = self.jur.units
+        self._names = {t.code: self.jur.type_name(t.code) for t in self.jur.policy.problem_types}
+        self._by_name = {name: code for code, name in self._names.items()}
+        for t in self.jur.policy.problem_types:
+            entry = self.jur.catalog.types.get(t.code) if self.jur.catalog else None
+            for alias in entry.aliases if entry else []:
+                self._by_name.setdefault(alias, t.code)
+        self._unit_by_name: dict[str, str] = {}
+        for unit in self.units.values():
+            self._unit_by_name.setdefault(unit.name, unit.id)
+        self._levels = {lv.number: lv for lv in self.jur.policy.levels}
+        self._departments = {d.id: d for d in self.jur.policy.departments}
+
+    # --- resolving the case's words to the policy's objects
+    def resolve_type(self, text: str) -> ProblemType:
+        code = text if text in self._names else self._by_name.get(text.strip())
+        fired = self.compiled.types.fire({"kind": "case", "problem_type": code}) if code else []
+        if len(fired) != 1:
+            raise RoutingError("problem_type", f"未知的问题类型 unknown problem type '{text}' (辖区 {self.jur.id})",
+                               close_matches(text, self._names))
+        return self.compiled.types_by_code[fired[0][len(TYPE_PREFIX):]]
+
+    def resolve_unit(self, text: str, field_name: str = "unit") -> Unit:
+        uid = text if text in self.units else self._unit_by_name.get(text.strip())
+        if uid is None:
+            names = {u.id: u.name for u in self.units.values()}
+            raise RoutingError(field_name, f"网格单元 '{text}' 不属于辖区 {self.jur.id} — unknown unit",
+                               close_matches(text, names, limit=3))
+        return self.units[uid]
+
+    def ancestors(self, unit: Unit) -> list[Unit]:
+        chain = [unit]
+        while chain[-1].parent is not None:
+            chain.append(self.units[chain[-1].parent])
+        return chain
+
+    def ancestor_at(self, unit: Unit | None, level: int) -> Unit | None:
+        if unit is None:
+            candidates = self.jur.units_at(level)
+            return candidates[0] if len(candidates) == 1 else None
+        return next((u for u in self.ancestors(unit) if u.level == level), None)
+
+    def common_ancestor(self, units: list[Unit]) -> Unit | None:
+        chains = [self.ancestors(u) for u in units]
+        shared = set(u.id for u in chains[0]).intersection(*[{u.id for u in c} for c in chains[1:]])
+        return next((u for u in chains[0] if u.id in shared), None)
+
+    # --- the decision
+    def route(self, case: Case) -> dict:
+        ptype = self.resolve_type(case.problem_type)
+        found = self.resolve_unit(case.unit) if case.unit else None
+        involved = [self.resolve_unit(u, "units_involved") for u in case.units_involved]
+        if found is not None and found not in involved and involved:
+            involved.insert(0, found)
+        found_level = found.level if found else case.found_at_level
+        if found_level is None:
+            found_level = max(self._levels) if not involved else max(u.level for u in involved)
+        if found_level not in self._levels:
+            raise RoutingError("found_at_level", f"层级 {found_level} 不存在; 本辖区层级为 {sorted(self._levels)}")
+        ancestor = self.common_ancestor(involved) if len(involved) > 1 else None
+        facts = default_facts() | {k: v for k, v in case.facts.items()} | type_features(ptype) | {
+            "problem_type": ptype.code,
+            "entry": entry_of(found_level, ptype.level),
+            "cross_boundary": bool(ancestor is not None and ancestor.level < ptype.level),
+        }
+        ev = evaluate(self.compiled, facts)
+        anchor = found or (involved[0] if involved else None)
+        if ev.to_common_ancestor and ancestor is not None and ancestor.level < ev.handler_level:
+            handler_level, handler_unit = ancestor.level, ancestor
+        else:
+            handler_level = ev.handler_level
+            handler_unit = self.ancestor_at(anchor, handler_level)
+        finder = {"kind": "grid", "level": found_level, **self._unit_ref(found)}
+        handler = {"kind": "grid", "level": handler_level, **self._unit_ref(handler_unit)}
+        actions = [a for rule, action in ev.actions for a in self._actions(rule, action, ptype, finder, handler)]
+        when = case.reported_at or datetime.now(timezone.utc)
+        closed = any(a["kind"] == "record_close" for a in actions)
+        deadlines, handling_due, handling_step = ([], None, None) if closed else self._deadlines(ev.workflow, when)
+        escalation, esc_trace = ([], []) if closed or handling_due is None else self._escalation(
+            facts, handler_level, handler_unit, handling_due, handling_step)
+        trace = [{"rule": f"{TYPE_PREFIX}{ptype.code}", "name": f"问题类型 {self._names[ptype.code]} 由第{ptype.level}级网格处置",
+                  "source": ptype.provenance}]
+        trace += [{"rule": r.id, "name": r.name, "priority": r.priority, "source": r.provenance} for r in ev.applied]
+        if ev.workflow is not None and not closed:
+            trace.append({"rule": f"{WORKFLOW_PREFIX}{ev.workflow.id}", "name": ev.workflow.name,
+                          "source": ev.workflow.provenance})
+        trace += esc_trace
+        return {
+            "jurisdiction": self.jur.id,
+            "policy_version": self.compiled.version,
+            "problem_type": {"code": ptype.code, "name": self._names[ptype.code]},
+            "handler": {"level": handler_level, "unit": handler_unit.id if handler_unit else None,
+                        "unit_name": handler_unit.name if handler_unit else None,
+                        "departments": [self._department_ref(d) for d in ptype.departments]},
+            "first_action": actions[0]["kind"] if actions else None,
+            "actions": actions,
+            "deadlines": deadlines,
+            "escalation_path": escalation,
+            "trace": trace,
+        }
+
+    def _unit_ref(self, unit: Unit | None) -> dict:
+        return {"unit": unit.id, "name": unit.name} if unit else {"unit": None, "name": None}
+
+    def _department_ref(self, dept_id: str) -> dict:
+        return {"kind": "department", "id": dept_id, "name": self._departments[dept_id].name}
+
+    def _party(self, party: str, ptype: ProblemType, finder: dict, handler: dict) -> list[dict]:
+        if party == "finder":
+            return [finder]
+        if party == "handler":
+            return [handler]
+        if party == "departments":
+            return [self._department_ref(d) for d in ptype.departments]
+        if party.startswith("department:"):
+            return [self._department_ref(party.split(":", 1)[1])]
+        if party == "leader":
+            return [{"kind": "leader", "name": "包抓领导", "of": handler.get("name") or f"第{handler['level']}级网格"}]
+        level = max(1, handler["level"] - 1) if party == "upper" else int(party.split(":", 1)[1])
+        unit = self.ancestor_at(self.units.get(handler.get("unit") or ""), level)
+        return [{"kind": "grid", "level": level, **self._unit_ref(unit)}]
+
+    def _actions(self, rule: Rule, action: Action, ptype: ProblemType, finder: dict, handler: dict) -> list[dict]:
+        by = self._party(action.by, ptype, finder, handler)[0]
+        targets = self._party(action.to, ptype, finder, handler) if action.to else [None]
+        reason = rule.name + (f" ({action.note})" if action.note else "")
+        return [{"kind": action.kind.value, "label": ACTION_LABELS[action.kind.value], "by": by, "to": to,
+                 "reason": reason, "rule": rule.id} for to in targets]
+
+    def _deadlines(self, workflow: Workflow | None, start: datetime):
+        if workflow is None:
+            return [], None, None
+        out, due, handling_due, handling_step = [], start, None, None
+        for step in workflow.steps:
+            due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
+            out.append({"step": step.id, "name": step.name, "actor": step.actor,
+                        "duration": _iso_duration(step.deadline.duration),
+                        "calendar": step.deadline.calendar.value, "due": due.isoformat(),
+                        "source": step.deadline.provenance})
+            if step.handling and handling_due is None:
+                handling_due, handling_step = due, step
+        return out, handling_due, handling_step
+
+    def _escalation(self, facts: dict, level: int, unit: Unit | None, due: datetime, step) -> tuple[list, list]:
+        """Who takes over each time the handling deadline is missed, until level 1 (terminates: every
+        hop must move strictly up, else it stops)."""
+        path, trace = [], []
+        for _ in range(len(self._levels)):
+            if level <= 1:
+                break
+            rule, new_level = self._escalation_hop(facts, level)
+            if rule is None or new_level >= level:
+                break
+            level, unit = new_level, self.ancestor_at(unit, new_level)
+            path.append({"level": level, "unit": unit.id if unit else None, "name": unit.name if unit else None,
+                         "after": due.isoformat(), "rule": rule.id})
+            trace.append({"rule": rule.id, "name": rule.name, "priority": rule.priority, "source": rule.provenance,
+                          "phase": "escalation"})
+            due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
+        return path, trace
+
+    def _escalation_hop(self, facts: dict, level: int) -> tuple[Rule | None, int]:
+        """The deadline rule that fires for a case held at `level`. Memoised on the facts the
+        deadline rules test: the rules table decides once per distinct combination."""
+        tested = self.compiled.deadline_facts
+        key = (level, tuple(facts.get(name) for name in tested))
+        cached = self.compiled.escalation_cache.get(key)
+        if cached is None:
+            hop = evaluate(self.compiled, facts | {"deadline_missed": True, "handler_level": level,
+                                                  "entry": "at", "cross_boundary": False})
+            rule = next((r for r in hop.applied if escalation_target(r, level) is not None), None)
+            cached = (rule, escalation_target(rule, level) if rule else level)
+            self.compiled.escalation_cache[key] = cached
+        return cached
+
+
+def _iso_duration(delta: timedelta) -> str:
+    days, seconds = delta.days, delta.seconds
+    hours, rem = divmod(seconds, 3600)
+    minutes = rem // 60
+    out = "P" + (f"{days}D" if days else "")
+    if hours or minutes or not days:
+        out += "T" + (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes or not hours else "")
+    return out

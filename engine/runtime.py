@@ -1,0 +1,97 @@
+"""A thin, thread-safe wrapper over durable-rules' C core.
+
+durable-rules' Python `Host` starts self-rescheduling timer threads that race with synchronous posts
+(segfaults, actions on the wrong thread). The C extension called directly starts no threads, and the
+name of each rule that fired is the whole result, so no Python action runs inside the engine.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+
+import durable_rules_engine as _core
+
+# Limits of durable-rules 2.0.28's C core, checked before loading: past them it hangs or errors.
+MAX_RULES = 4096
+MAX_DISTINCT_VALUES = 512
+_NOT_HANDLED = 1
+
+# The C core never releases the GIL and keeps process-global state: one lock for all rulesets.
+_lock = threading.Lock()
+
+
+class RulesetLimitError(ValueError):
+    pass
+
+
+def check_limits(name: str, definition: dict) -> None:
+    if len(definition) > MAX_RULES:
+        raise RulesetLimitError(
+            f"规则集 {name} 有 {len(definition)} 条规则, 超过 durable-rules 上限 {MAX_RULES} — too many rules")
+    values: dict[str, set] = {}
+    for rule in definition.values():
+        for field, value in _equalities(rule["all"][0]["m"]):
+            values.setdefault(field, set()).add(json.dumps(value))
+    for field, distinct in values.items():
+        if len(distinct) > MAX_DISTINCT_VALUES:
+            raise RulesetLimitError(
+                f"规则集 {name} 的字段 '{field}' 有 {len(distinct)} 个不同取值, 超过 durable-rules 单节点上限 "
+                f"{MAX_DISTINCT_VALUES} (否则编译无法返回) — split the table")
+
+
+def _equalities(expr: dict):
+    for key, value in expr.items():
+        if key in ("$and", "$or"):
+            for sub in value:
+                yield from _equalities(sub)
+        elif not key.startswith("$"):
+            yield key, value
+
+
+def _rule_name(message: str) -> str:
+    """The fired rule's name is the first key of the action message ('{"rule:x":{"m":…}}'); rule
+    names are slugs without quotes, so slicing avoids decoding the echoed fact."""
+    start = message.index('"') + 1
+    return message[start:message.index('"', start)]
+
+
+class Ruleset:
+    """One registered durable-rules ruleset; `fire` returns the names of the rules a fact matched."""
+
+    _sids = itertools.count(1)
+
+    def __init__(self, name: str, definition: dict):
+        check_limits(name, definition)
+        self.name = name
+        self.definition = definition
+        with _lock:
+            self._handle = _core.create_ruleset(name, json.dumps(definition, ensure_ascii=False))
+        self._closed = False
+
+    def fire(self, fact: dict) -> list[str]:
+        """Assert one fact in a fresh session, collect every rule that fired (priority order), then
+        delete the session: each live session holds ~1 MB and the core allows only 1,024 of them."""
+        with _lock:
+            if self._closed:
+                raise RuntimeError(f"ruleset {self.name} was unloaded")
+            sid = str(next(self._sids))
+            message = json.dumps({**fact, "sid": sid, "id": "case"}, ensure_ascii=False)
+            try:
+                status, state_handle = _core.assert_fact(self._handle, message)
+                if status == _NOT_HANDLED:
+                    return []
+                fired: list[str] = []
+                result = _core.start_action_for_state(self._handle, state_handle)
+                while result:
+                    fired.append(_rule_name(result[1] if isinstance(result, tuple) else result))
+                    result = _core.complete_and_start_action(self._handle, state_handle)
+                return fired
+            finally:
+                _core.delete_state(self._handle, sid)
+
+    def close(self) -> None:
+        with _lock:
+            if not self._closed:
+                _core.delete_ruleset(self._handle)
+                self._closed = True

@@ -1,0 +1,135 @@
+"""Verification run at compile time (blocks publishing): coverage, conflicts, shadowing, escalation.
+
+Types that share (handling level, persuade-first, department count) behave identically in the rules
+table, so the fact combinations are enumerated once per such profile; every type's own rule in the
+types table is checked separately.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from engine.compiler import TYPE_PREFIX, CompiledPolicy, default_facts
+from engine.router import entry_of, evaluate, type_features
+from policy.facts import BOOLEAN_FACTS, DERIVED_FACTS, ENUM_FACTS
+from policy.validate import escalation_target
+
+
+@dataclass
+class VerifyReport:
+    jurisdiction: str
+    version: str
+    combinations: int = 0
+    gaps: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    shadowed: list[str] = field(default_factory=list)
+    escalation: list[str] = field(default_factory=list)
+    matrix: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.gaps or self.conflicts or self.unreachable or self.shadowed or self.escalation)
+
+    def problems(self) -> list[str]:
+        return [*self.gaps, *self.conflicts, *self.unreachable, *self.shadowed, *self.escalation]
+
+
+def _fact_space(compiled: CompiledPolicy) -> list[str]:
+    """Case facts the rules test (derived facts come from the type and the entry level)."""
+    return [f for f in compiled.tested_facts
+            if (f in BOOLEAN_FACTS and f not in DERIVED_FACTS) or f == "enterprise_class"]
+
+
+def combinations(compiled: CompiledPolicy, ptype) -> itertools.product:
+    levels = [lv.number for lv in compiled.jurisdiction.policy.levels]
+    names = _fact_space(compiled)
+    domains = [list(ENUM_FACTS[n][1]) if n in ENUM_FACTS else [False, True] for n in names]
+    cross = [False, True] if ptype.level > 1 else [False]
+    for found_level in levels:
+        for crossing in cross:
+            for values in itertools.product(*domains):
+                facts = default_facts() | dict(zip(names, values)) | type_features(ptype) | {
+                    "problem_type": ptype.code, "entry": entry_of(found_level, ptype.level),
+                    "cross_boundary": crossing}
+                yield found_level, facts
+
+
+def verify(compiled: CompiledPolicy) -> VerifyReport:
+    jur = compiled.jurisdiction
+    report = VerifyReport(jur.id, compiled.version)
+    levels = sorted(lv.number for lv in jur.policy.levels)
+    for ptype in jur.policy.problem_types:
+        fired = compiled.types.fire({"kind": "case", "problem_type": ptype.code})
+        if fired != [f"{TYPE_PREFIX}{ptype.code}"]:
+            report.gaps.append(f"问题类型 {ptype.code} 在类型表中命中 {fired}, 应恰好命中自身 — type table gap")
+    fired_ever: set[str] = set()
+    applied_ever: set[str] = set()
+    profiles: dict[tuple, object] = {}
+    for ptype in jur.policy.problem_types:
+        profiles.setdefault((ptype.level, ptype.persuade_first, len(ptype.departments) > 1, bool(ptype.departments)), ptype)
+    for ptype in profiles.values():
+        for found_level, facts in combinations(compiled, ptype):
+            report.combinations += 1
+            ev = evaluate(compiled, facts)
+            fired_ever.update(r.id for r in ev.fired)
+            applied_ever.update(r.id for r in ev.applied)
+            where = f"{ptype.code} 第{found_level}级发现 {_describe(facts)}"
+            if not ev.actions:
+                report.gaps.append(f"{where}: 没有任何动作 — no action results")
+            if ev.workflow is None and jur.policy.workflows:
+                report.gaps.append(f"{where}: 没有匹配的流程 — no workflow applies")
+            if ev.handler_level not in levels:
+                report.gaps.append(f"{where}: 处置层级 {ev.handler_level} 不存在")
+            for a, b in itertools.combinations(ev.applied, 2):
+                if a.priority == b.priority and a.then.handler and b.then.handler and a.then.handler != b.then.handler:
+                    report.conflicts.append(f"{where}: 规则 {a.id} 与 {b.id} 优先级相同({a.priority})但改变处置网格的方式不同 — conflict")
+    for rule in jur.policy.rules:
+        if rule.id not in fired_ever:
+            report.unreachable.append(f"规则 {rule.id} 在任何事实组合下都不会命中 — unreachable")
+        elif rule.id not in applied_ever:
+            report.shadowed.append(f"规则 {rule.id} 总被更高优先级的终止规则遮蔽 — shadowed by a stop rule")
+    report.conflicts = sorted(set(report.conflicts))[:50]
+    for level in levels[1:]:
+        report.escalation.extend(_escalation_problems(compiled, level, levels))
+    report.matrix = coverage_matrix(compiled)
+    return report
+
+
+def _escalation_problems(compiled: CompiledPolicy, start: int, levels: list[int]) -> list[str]:
+    """Missed deadlines must climb to level 1 within len(levels) hops."""
+    level, hops = start, 0
+    while level > 1:
+        facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
+                                   "cross_boundary": False, "persuade_first": False,
+                                   "has_department": False, "multi_department": False}
+        rule = next((r for r in evaluate(compiled, facts).applied if escalation_target(r, level) is not None), None)
+        if rule is None:
+            return [f"第{level}级超期后没有升级规则, 无法到达第1级 — escalation does not reach level 1"]
+        level, hops = escalation_target(rule, level), hops + 1
+        if hops > len(levels):
+            return [f"从第{start}级开始的超期升级未在 {len(levels)} 步内到达第1级 — escalation does not terminate"]
+    return []
+
+
+def _describe(facts: dict) -> str:
+    on = [k for k in BOOLEAN_FACTS if facts.get(k) and k not in DERIVED_FACTS]
+    extra = [f"{k}={facts[k]}" for k in ("enterprise_class",) if facts.get(k) not in (None, "none")]
+    return "[" + ", ".join(on + extra + ["cross_boundary" if facts.get("cross_boundary") else ""]).strip(", ") + "]"
+
+
+def coverage_matrix(compiled: CompiledPolicy) -> list[dict]:
+    """Problem type × entry level → handler level, departments and first action (default facts)."""
+    jur = compiled.jurisdiction
+    rows = []
+    for ptype in jur.policy.problem_types:
+        row = {"code": ptype.code, "name": jur.type_name(ptype.code), "level": ptype.level,
+               "departments": list(ptype.departments), "entries": {}}
+        for lv in jur.policy.levels:
+            facts = default_facts() | type_features(ptype) | {
+                "problem_type": ptype.code, "entry": entry_of(lv.number, ptype.level), "cross_boundary": False}
+            ev = evaluate(compiled, facts)
+            row["entries"][lv.number] = {"handler_level": ev.handler_level,
+                                         "first_action": ev.actions[0][1].kind.value if ev.actions else None}
+        rows.append(row)
+    return rows
