@@ -1,6 +1,7 @@
 """route(policy, case) -> Decision: the rules decide, this module resolves grids, deadlines and the trace."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -109,6 +110,8 @@ class Router:
         for unit in self.units.values():
             self._unit_by_name.setdefault(unit.name, unit.id)
         self._levels = {lv.number: lv for lv in self.jur.policy.levels}
+        per_level = Counter(u.level for u in self.units.values())
+        self._sole_unit = {u.level: u for u in self.units.values() if per_level[u.level] == 1}
         self._departments = {d.id: d for d in self.jur.policy.departments}
 
     # --- resolving the case's words to the policy's objects
@@ -135,10 +138,10 @@ class Router:
         return chain
 
     def ancestor_at(self, unit: Unit | None, level: int) -> Unit | None:
-        if unit is None:
-            candidates = self.jur.units_at(level)
-            return candidates[0] if len(candidates) == 1 else None
-        return next((u for u in self.ancestors(unit) if u.level == level), None)
+        """The grid at `level` above `unit`; below it only the level's sole unit is determined."""
+        if unit is not None and unit.level >= level:
+            return next(u for u in self.ancestors(unit) if u.level == level)
+        return self._sole_unit.get(level)
 
     def common_ancestor(self, units: list[Unit]) -> Unit | None:
         chains = [self.ancestors(u) for u in units]

@@ -31,9 +31,6 @@ class Catalog:
     categories: dict[str, str]
     types: dict[str, CatalogEntry]
 
-    def name(self, code: str) -> str:
-        return self.types[code].name
-
     def category(self, code: str) -> str:
         return code.rsplit(".", 1)[0]
 

@@ -185,7 +185,8 @@ class Loader:
         units = expand_units(policy)
         digest = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True,
                                            ensure_ascii=False).encode()).hexdigest()[:12]
-        names = {t.code: t.name or (self.catalog.name(t.code) if self.catalog else t.code) for t in policy.problem_types}
+        known = self.catalog.types if self.catalog else {}
+        names = {t.code: t.name or (known[t.code].name if t.code in known else t.code) for t in policy.problem_types}
         jur = Jurisdiction(policy, files, units, self.catalog, digest, names)
         issues = validate_policy(jur, data, self.origins, files[-1])
         if issues:

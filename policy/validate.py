@@ -1,6 +1,7 @@
 """Semantic checks on a resolved policy: references, the unit tree, counts, escalation cycles, provenance."""
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from functools import lru_cache
@@ -143,9 +144,7 @@ class _Checker:
         departments = {d.id for d in self.policy.departments}
         for i, ptype in enumerate(self.policy.problem_types):
             if catalog is not None and ptype.code not in catalog.types:
-                from policy.catalog import close_matches  # noqa: PLC0415
-                hint = close_matches(ptype.name or ptype.code.rsplit(".", 1)[-1],
-                                     {c: e.name for c, e in catalog.types.items()}, limit=3)
+                hint = difflib.get_close_matches(ptype.code, list(catalog.types), n=3)
                 self.add(("problem_types", i, "code"), (
                     f"问题类型代码 '{ptype.code}' 不在基础目录 _catalog.yaml 中 — unknown code"
                     + (f"; 相近 close: {', '.join(hint)}" if hint else "")))
