@@ -113,6 +113,23 @@ class Router:
         per_level = Counter(u.level for u in self.units.values())
         self._sole_unit = {u.level: u for u in self.units.values() if per_level[u.level] == 1}
         self._departments = {d.id: d for d in self.jur.policy.departments}
+        self._trace = self._trace_entries()
+        self._steps = {(w.id, step.id): {"step": step.id, "name": step.name, "actor": step.actor,
+                                         "duration": _iso_duration(step.deadline.duration),
+                                         "calendar": step.deadline.calendar.value, "source": step.deadline.provenance}
+                       for w in self.jur.policy.workflows for step in w.steps}
+
+    def _trace_entries(self) -> dict[str, dict]:
+        """Trace lines are fixed per rule: built once, copied into each decision."""
+        policy = self.jur.policy
+        entries = {f"{TYPE_PREFIX}{t.code}": {"rule": f"{TYPE_PREFIX}{t.code}",
+                                               "name": f"问题类型 {self._names[t.code]} 由第{t.level}级网格处置",
+                                               "source": t.provenance} for t in policy.problem_types}
+        entries.update({r.id: {"rule": r.id, "name": r.name, "priority": r.priority, "source": r.provenance}
+                        for r in policy.rules})
+        entries.update({f"{WORKFLOW_PREFIX}{w.id}": {"rule": f"{WORKFLOW_PREFIX}{w.id}", "name": w.name,
+                                                      "source": w.provenance} for w in policy.workflows})
+        return entries
 
     # --- resolving the case's words to the policy's objects
     def resolve_type(self, text: str) -> ProblemType:
@@ -181,12 +198,10 @@ class Router:
         deadlines, handling_due, handling_step = ([], None, None) if closed else self._deadlines(ev.workflow, when)
         escalation, esc_trace = ([], []) if closed or handling_due is None else self._escalation(
             facts, handler_level, handler_unit, handling_due, handling_step)
-        trace = [{"rule": f"{TYPE_PREFIX}{ptype.code}", "name": f"问题类型 {self._names[ptype.code]} 由第{ptype.level}级网格处置",
-                  "source": ptype.provenance}]
-        trace += [{"rule": r.id, "name": r.name, "priority": r.priority, "source": r.provenance} for r in ev.applied]
+        trace = [dict(self._trace[f"{TYPE_PREFIX}{ptype.code}"])]
+        trace += [dict(self._trace[r.id]) for r in ev.applied]
         if ev.workflow is not None and not closed:
-            trace.append({"rule": f"{WORKFLOW_PREFIX}{ev.workflow.id}", "name": ev.workflow.name,
-                          "source": ev.workflow.provenance})
+            trace.append(dict(self._trace[f"{WORKFLOW_PREFIX}{ev.workflow.id}"]))
         trace += esc_trace
         return {
             "jurisdiction": self.jur.id,
@@ -236,10 +251,7 @@ class Router:
         out, due, handling_due, handling_step = [], start, None, None
         for step in workflow.steps:
             due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
-            out.append({"step": step.id, "name": step.name, "actor": step.actor,
-                        "duration": _iso_duration(step.deadline.duration),
-                        "calendar": step.deadline.calendar.value, "due": due.isoformat(),
-                        "source": step.deadline.provenance})
+            out.append(self._steps[workflow.id, step.id] | {"due": due.isoformat()})
             if step.handling and handling_due is None:
                 handling_due, handling_step = due, step
         return out, handling_due, handling_step
@@ -257,8 +269,7 @@ class Router:
             level, unit = new_level, self.ancestor_at(unit, new_level)
             path.append({"level": level, "unit": unit.id if unit else None, "name": unit.name if unit else None,
                          "after": due.isoformat(), "rule": rule.id})
-            trace.append({"rule": rule.id, "name": rule.name, "priority": rule.priority, "source": rule.provenance,
-                          "phase": "escalation"})
+            trace.append(self._trace[rule.id] | {"phase": "escalation"})
             due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
         return path, trace
 
