@@ -177,31 +177,9 @@ class Loader:
         data, files = self._resolve_raw(jid)
         data = dict(data)
         files = files + self._overlay_units_csv(jid, data)
-        try:
-            policy = Policy.model_validate(data)
-        except ValidationError as exc:
-            raise PolicyError([self._issue_from_pydantic(data, err, files) for err in exc.errors()]) from None
-        from policy.validate import expand_units, validate_policy  # noqa: PLC0415 (validate imports Jurisdiction)
-        units = expand_units(policy)
-        digest = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True,
-                                           ensure_ascii=False).encode()).hexdigest()[:12]
-        known = self.catalog.types if self.catalog else {}
-        names = {t.code: t.name or (known[t.code].name if t.code in known else t.code) for t in policy.problem_types}
-        jur = Jurisdiction(policy, files, units, self.catalog, digest, names)
-        issues = validate_policy(jur, data, self.origins, files[-1])
-        if issues:
-            raise PolicyError(issues)
-        return jur
-
-    def _issue_from_pydantic(self, data: dict, err: dict, files: list[str]) -> PolicyIssue:
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-        file, line = self.origins.locate(data, loc)
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = f"未知字段 unknown field '{loc[-1]}'"
-        elif err["type"] == "missing":
-            message = f"缺少必填字段 missing required field '{loc[-1]}'"
-        return PolicyIssue(file=file or files[-1], line=line, path=format_path(loc), message=message)
+        if self.catalog is None:
+            raise PolicyError(self.issues)
+        return build_jurisdiction(data, self.catalog, files, self.origins)
 
     def load_all(self, include_templates: bool = False) -> tuple[dict[str, Jurisdiction], list[PolicyIssue]]:
         result: dict[str, Jurisdiction] = {}
@@ -216,6 +194,37 @@ class Loader:
             except PolicyError as err:
                 issues.extend(err.issues)
         return result, issues
+
+
+def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: OriginMap | None = None) -> Jurisdiction:
+    """Validate resolved policy data (from files or from a stored version) into a Jurisdiction."""
+    from policy.validate import expand_units, validate_policy  # noqa: PLC0415 (validate imports Jurisdiction)
+    origins = origins or OriginMap()
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError([_issue_from_pydantic(data, err, files, origins) for err in exc.errors()]) from None
+    units = expand_units(policy)
+    digest = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True,
+                                       ensure_ascii=False).encode()).hexdigest()[:12]
+    names = {t.code: t.name or (catalog.types[t.code].name if t.code in catalog.types else t.code)
+             for t in policy.problem_types}
+    jur = Jurisdiction(policy, files, units, catalog, digest, names)
+    issues = validate_policy(jur, data, origins, files[-1])
+    if issues:
+        raise PolicyError(issues)
+    return jur
+
+
+def _issue_from_pydantic(data: dict, err: dict, files: list[str], origins: OriginMap) -> PolicyIssue:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    file, line = origins.locate(data, loc)
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = f"未知字段 unknown field '{loc[-1]}'"
+    elif err["type"] == "missing":
+        message = f"缺少必填字段 missing required field '{loc[-1]}'"
+    return PolicyIssue(file=file or files[-1], line=line, path=format_path(loc), message=message)
 
 
 def read_units_csv(path: Path, origins: OriginMap) -> list[dict]:
