@@ -212,6 +212,7 @@ class Router:
                         "departments": [self._department_ref(d) for d in ptype.departments]},
             "first_action": actions[0]["kind"] if actions else None,
             "actions": actions,
+            "workflow": ev.workflow.id if ev.workflow is not None and not closed else None,
             "deadlines": deadlines,
             "escalation_path": escalation,
             "trace": trace,

@@ -1,0 +1,384 @@
+"""The Litestar service: /v1 for intake systems and policy tooling, /health, OpenAPI at /schema.
+
+Handlers are synchronous and run on the event loop (sync_to_thread=False): the rules engine holds the
+GIL and serialises anyway, so a worker serves one request at a time; scale with worker processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from litestar import Litestar, Request, Response, get, post, put
+from litestar.config.app import AppConfig
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import text
+from sqlmodel import Session
+
+from engine.router import Case, RoutingError
+from policy.catalog import search_score
+from policy.diff import compare, diff
+from policy.errors import PolicyError
+from policy.loader import Loader
+from store.apikeys import authorize
+from store.cases import ACTION_LABELS, CaseService, Transition
+from store.db import make_engine, migrate
+from store.errors import StoreError
+from store.sweeper import sweep
+from store.tables import CaseRecord, PolicyVersion
+from store.versions import PolicyStore
+
+log = logging.getLogger("gridpolicy")
+MAX_BODY = 256 * 1024
+PROBLEM_JSON = "application/problem+json"
+POLL_SECONDS = 2.0
+SWEEP_SECONDS = 30.0
+
+
+def problem(status: int, title: str, detail: str, field: str | None = None, **extra) -> Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field:
+        body["field"] = field
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _store_error(_: Request, exc: StoreError) -> Response:
+    return problem(exc.status, exc.title, exc.message, exc.field, **exc.extra)
+
+
+def _validation_error(_: Request, exc: ValidationException) -> Response:
+    errors = []
+    for item in exc.extra or []:
+        if isinstance(item, dict):
+            errors.append({"field": item.get("key") or item.get("source"), "message": item.get("message")})
+    field = errors[0]["field"] if errors else None
+    return problem(400, "请求格式错误 Invalid request", "请求内容不符合接口定义: " +
+                   "; ".join(f"{e['field']}: {e['message']}" for e in errors), field, errors=errors)
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response:
+    detail = {404: "没有这个地址 — no such endpoint", 405: "不支持此方法 — method not allowed",
+              413: f"请求体过大, 上限 {MAX_BODY // 1024} KB — request body too large"}.get(exc.status_code, exc.detail)
+    return problem(exc.status_code, exc.detail if exc.status_code not in (404, 405, 413) else detail, detail)
+
+
+def _routing_error(_: Request, exc: RoutingError) -> Response:
+    return problem(422, "无法路由 Cannot route", str(exc), exc.field, suggestions=exc.suggestions or None)
+
+
+def _pydantic_error(_: Request, exc: ValidationError) -> Response:
+    errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"].removeprefix("Value error, ")}
+              for e in exc.errors()]
+    return problem(400, "请求格式错误 Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                   errors[0]["field"] if errors else None, errors=errors)
+
+
+def _unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", exc_info=exc)
+    return problem(500, "服务器内部错误 Internal error", "服务器内部错误, 已记录日志")
+
+
+@dataclass
+class Services:
+    policies: PolicyStore
+    cases: CaseService
+
+
+# --- request bodies
+class RouteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jurisdiction: str = Field(min_length=1, max_length=64)
+    problem_type: str = Field(min_length=1, max_length=200)
+    unit: str | None = Field(None, max_length=200)
+    found_at_level: int | None = Field(None, ge=1, le=6)
+    units_involved: list[str] = Field(default_factory=list, max_length=100)
+    facts: dict[str, bool | str] = Field(default_factory=dict)
+
+    def case(self) -> Case:
+        return Case(problem_type=self.problem_type, unit=self.unit, found_at_level=self.found_at_level,
+                    units_involved=self.units_involved, facts=self.facts)
+
+
+class TransitionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: str = Field(min_length=1, max_length=32)
+    actor: str = Field(min_length=1, max_length=128)
+    note: str = Field("", max_length=2000)
+    facts: dict[str, bool | str] | None = None
+    approved_by: str | None = Field(None, max_length=128)
+    extend_by: timedelta | None = None
+
+
+class DraftUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    author: str = Field(min_length=1, max_length=128)
+    document: dict[str, Any]
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    actor: str = Field(min_length=1, max_length=128)
+    note: str = Field(max_length=2000)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _version_json(v: PolicyVersion, with_document: bool = False) -> dict:
+    out = {"jurisdiction": v.jurisdiction, "number": v.number, "status": v.status, "active": v.active,
+           "content_hash": v.content_hash, "revision": v.revision, "author": v.author, "note": v.note,
+           "created_at": v.created_at.isoformat(), "published_at": v.published_at.isoformat() if v.published_at else None,
+           "published_by": v.published_by}
+    if with_document:
+        out["document"] = v.document
+    return out
+
+
+def case_json(record: CaseRecord, services: Services, events=None, clocks=None) -> dict:
+    out = record.model_dump(mode="json", exclude={"idempotency_key"})
+    out["allowed_actions"] = [{"action": a, "label": ACTION_LABELS[a]} for a in services.cases.allowed_actions(record)]
+    if events is not None:
+        out["events"] = [e.model_dump(mode="json", exclude={"case_id"}) for e in events]
+    if clocks is not None:
+        out["clocks"] = [c.model_dump(mode="json", exclude={"case_id", "next_check_at"}) for c in clocks]
+    return out
+
+
+# --- policy endpoints (public, read-only)
+@get("/v1/jurisdictions", sync_to_thread=False)
+def list_jurisdictions(request: Request) -> list[dict]:
+    s = _services(request)
+    out = []
+    for jid in sorted(s.policies.refresh()):
+        router = s.policies.router(jid)
+        p = router.jur.policy
+        out.append({"id": jid, "name": p.name, "version": router.compiled.version,
+                    "levels": [{"number": lv.number, "name": lv.name,
+                                "units": len(router.jur.units_at(lv.number)),
+                                "problem_types": sum(1 for t in p.problem_types if t.level == lv.number)}
+                               for lv in p.levels]})
+    return out
+
+
+@get("/v1/jurisdictions/{jid:str}", sync_to_thread=False)
+def get_jurisdiction(request: Request, jid: str) -> dict:
+    router = _services(request).policies.router(jid)
+    data = router.jur.policy.model_dump(mode="json", exclude_none=True)
+    data["version"] = router.compiled.version
+    data["units"] = [u.model_dump(mode="json", exclude_none=True) for u in router.jur.units.values()]
+    data.pop("unit_groups", None)
+    return data
+
+
+@get("/v1/jurisdictions/{jid:str}/problem-types", sync_to_thread=False)
+def problem_types(request: Request, jid: str, q: Annotated[str | None, Parameter(max_length=100)] = None) -> list[dict]:
+    router = _services(request).policies.router(jid)
+    rows = []
+    for t in router.jur.policy.problem_types:
+        name = router.jur.type_name(t.code)
+        score = search_score(q, t.code, name) if q else 1.0
+        if score >= 1.0:
+            rows.append((score, {"code": t.code, "name": name, "level": t.level, "departments": list(t.departments),
+                                 "persuade_first": t.persuade_first, "source": t.provenance}))
+    return [row for _, row in sorted(rows, key=lambda r: (-r[0], r[1]["code"]))]
+
+
+@get("/v1/jurisdictions/{jid:str}/versions", sync_to_thread=False)
+def versions(request: Request, jid: str) -> list[dict]:
+    return [_version_json(v) for v in _services(request).policies.list_versions(jid)]
+
+
+@get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
+def version(request: Request, jid: str, number: int) -> Response:
+    v = _services(request).policies.get_version(jid, number)
+    return Response(_version_json(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
+
+
+@get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=False)
+def version_diff(request: Request, jid: str, from_: Annotated[int, Parameter(query="from", ge=1)],
+                 to: Annotated[int, Parameter(ge=1)]) -> dict:
+    s = _services(request).policies
+    old, new = s.get_version(jid, from_), s.get_version(jid, to)
+    return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy)}
+
+
+@get("/v1/compare", sync_to_thread=False)
+def compare_jurisdictions(request: Request, ids: Annotated[str, Parameter(max_length=500)]) -> dict:
+    s = _services(request).policies
+    wanted = [i for i in ids.split(",") if i]
+    if len(wanted) < 2:
+        raise StoreError("比较至少需要两个辖区, 如 ids=hefei,panjin", field="ids")
+    return compare([s.router(jid).jur for jid in wanted])
+
+
+# --- policy changes (API key with the jurisdiction in scope)
+@post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=False)
+def create_draft(request: Request, jid: str, data: PublishRequest,
+                 x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> Response:
+    s = _services(request)
+    authorize(s.policies.engine, x_api_key, jid)
+    v = s.policies.create_draft(jid, data.actor)
+    return Response(_version_json(v, with_document=True), status_code=201, headers={"ETag": f'"{v.revision}"'})
+
+
+@put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
+def update_draft(request: Request, jid: str, number: int, data: DraftUpdate,
+                 if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+                 x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> Response:
+    s = _services(request)
+    authorize(s.policies.engine, x_api_key, jid)
+    if not if_match or not if_match.strip('"').isdigit():
+        return problem(428, "需要 If-Match", "修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改",
+                       "If-Match")
+    v = s.policies.update_draft(jid, number, data.document, int(if_match.strip('"')), data.author)
+    return Response(_version_json(v), headers={"ETag": f'"{v.revision}"'})
+
+
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False)
+def publish(request: Request, jid: str, number: int, data: PublishRequest,
+            x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+    s = _services(request)
+    authorize(s.policies.engine, x_api_key, jid)
+    return _version_json(s.policies.publish(jid, number, data.actor, data.note))
+
+
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False)
+def rollback(request: Request, jid: str, number: int, data: PublishRequest,
+             x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+    s = _services(request)
+    authorize(s.policies.engine, x_api_key, jid)
+    return _version_json(s.policies.rollback(jid, number, data.actor, data.note))
+
+
+# --- routing and cases (API key)
+@post("/v1/route", sync_to_thread=False, status_code=200)
+def route(request: Request, data: RouteRequest,
+          x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+    s = _services(request)
+    authorize(s.policies.engine, x_api_key, data.jurisdiction)
+    return s.policies.router(data.jurisdiction).route(data.case())
+
+
+@post("/v1/cases", sync_to_thread=False)
+def create_case(request: Request, data: RouteRequest,
+                x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None,
+                idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200)] = None,
+                ) -> Response:
+    s = _services(request)
+    key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
+    record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
+                            idempotency_key=idempotency_key)
+    _, events, clocks = s.cases.get(record.id)
+    return Response(case_json(record, s, events, clocks), status_code=201,
+                    headers={"Location": f"/v1/cases/{record.id}"})
+
+
+@get("/v1/cases/{case_id:int}", sync_to_thread=False)
+def get_case(request: Request, case_id: int,
+             x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+    s = _services(request)
+    record, events, clocks = s.cases.get(case_id)
+    authorize(s.policies.engine, x_api_key, record.jurisdiction)
+    return case_json(record, s, events, clocks)
+
+
+@get("/v1/cases", sync_to_thread=False)
+def list_cases(request: Request, jurisdiction: str, unit: str | None = None, status: str | None = None,
+               overdue: bool | None = None, limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+               offset: Annotated[int, Parameter(ge=0)] = 0,
+               x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+    s = _services(request)
+    authorize(s.policies.engine, x_api_key, jurisdiction)
+    total, rows = s.cases.search(jurisdiction, unit, status, overdue, limit, offset)
+    return {"total": total, "limit": limit, "offset": offset, "items": [case_json(r, s) for r in rows]}
+
+
+@post("/v1/cases/{case_id:int}/transitions", sync_to_thread=False, status_code=200)
+def transition(request: Request, case_id: int, data: TransitionRequest,
+               x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+    s = _services(request)
+    record, _, _ = s.cases.get(case_id)
+    authorize(s.policies.engine, x_api_key, record.jurisdiction)
+    if data.facts is not None:
+        Case(problem_type=record.problem_type, facts=data.facts)  # same fact checks as intake
+    s.cases.transition(case_id, Transition(data.action, data.actor, data.note, data.facts, data.approved_by,
+                                           data.extend_by))
+    record, events, clocks = s.cases.get(case_id)
+    return case_json(record, s, events, clocks)
+
+
+@get("/health", sync_to_thread=False)
+def health(request: Request) -> Response:
+    s = _services(request)
+    try:
+        with Session(s.policies.engine) as session:
+            session.exec(text("SELECT 1"))
+        db = "ok"
+    except Exception as exc:  # noqa: BLE001 - health reports any database failure
+        db = f"error: {exc.__class__.__name__}"
+    active = s.policies.registry.active()
+    body = {"status": "ok" if db == "ok" and active else "degraded", "database": db,
+            "engines_loaded": len(active), "versions": active}
+    return Response(body, status_code=200 if body["status"] == "ok" else 503)
+
+
+async def _background(app: Litestar) -> None:
+    """Each worker polls for newly published versions and sweeps deadlines; all state is in the DB."""
+    services: Services = app.state.services
+    last_sweep = 0.0
+    while True:
+        await asyncio.sleep(POLL_SECONDS)
+        try:
+            await asyncio.to_thread(services.policies.refresh)
+            now = asyncio.get_running_loop().time()
+            if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
+                last_sweep = now
+                await asyncio.to_thread(sweep, services.cases)
+        except Exception:  # noqa: BLE001 - keep the worker alive; the next round retries
+            log.exception("background refresh/sweep failed")
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Litestar):
+    task = asyncio.create_task(_background(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True) -> Litestar:
+    engine = make_engine(database_url)
+    migrate(engine)
+    policies = PolicyStore(engine, Loader().catalog)
+    try:
+        policies.bootstrap(Loader())
+    except PolicyError as err:
+        raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
+    services = Services(policies, CaseService(policies))
+
+    def _state(config: AppConfig) -> AppConfig:
+        config.state.update({"services": services, "sweep": sweep_enabled})
+        return config
+
+    return Litestar(
+        route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
+                        compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
+                        get_case, list_cases, transition, health],
+        exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
+                            RoutingError: _routing_error, ValidationError: _pydantic_error,
+                            HTTPException: _http_error, Exception: _unexpected},
+        openapi_config=OpenAPIConfig(title="gridpolicy", version="1", path="/schema",
+                                     description="网格化环境监管规则路由服务 — policy-as-data routing"),
+        request_max_body_size=MAX_BODY,
+        lifespan=[_lifespan] if background else [],
+        on_app_init=[_state],
+    )

@@ -1,0 +1,62 @@
+"""API keys for intake systems: random secrets, stored as SHA-256 (high-entropy keys need no slow
+hash), scoped to jurisdictions, revocable."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from store.errors import Forbidden, NotFound
+from store.tables import ApiKey, utcnow
+from store.versions import audit
+
+PREFIX_BYTES = 4
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(engine: Engine, jurisdictions: list[str], label: str, actor: str) -> str:
+    """Returns the full key once; only its prefix and hash are stored."""
+    prefix = secrets.token_hex(PREFIX_BYTES)
+    key = f"gp_{prefix}_{secrets.token_urlsafe(32)}"
+    with Session(engine) as session:
+        session.add(ApiKey(prefix=prefix, secret_hash=_digest(key), jurisdictions=sorted(jurisdictions), label=label))
+        audit(session, actor, "apikey_created", None, None, prefix=prefix, jurisdictions=sorted(jurisdictions))
+        session.commit()
+    return key
+
+
+def revoke_key(engine: Engine, prefix: str, actor: str) -> None:
+    with Session(engine) as session:
+        key = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+        if key is None:
+            raise NotFound(f"没有前缀为 {prefix} 的 API key", field="prefix")
+        key.revoked_at = utcnow()
+        session.add(key)
+        audit(session, actor, "apikey_revoked", None, None, prefix=prefix)
+        session.commit()
+
+
+def list_keys(engine: Engine) -> list[ApiKey]:
+    with Session(engine) as session:
+        return list(session.exec(select(ApiKey).order_by(ApiKey.id)).all())
+
+
+def authorize(engine: Engine, key: str | None, jurisdiction: str | None) -> ApiKey:
+    """The key's record if it is valid, not revoked and covers `jurisdiction`; else Forbidden."""
+    if not key:
+        raise Forbidden("缺少 API key (请求头 X-API-Key)", field="X-API-Key")
+    parts = key.split("_")
+    prefix = parts[1] if len(parts) >= 3 and parts[0] == "gp" else ""
+    with Session(engine) as session:
+        record = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if record is None or record.revoked_at is not None or not hmac.compare_digest(record.secret_hash, _digest(key)):
+        raise Forbidden("API key 无效或已吊销", field="X-API-Key")
+    if record.jurisdictions and jurisdiction not in record.jurisdictions:
+        raise Forbidden(f"此 API key 无权访问辖区 '{jurisdiction}'", field="jurisdiction")
+    return record

@@ -1,0 +1,123 @@
+"""Database tables (SQLModel). Schema changes go through Alembic migrations in store/migrations."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class PolicyVersion(SQLModel, table=True):
+    """One version of a jurisdiction's resolved policy. Published versions are immutable."""
+    __tablename__ = "policy_version"
+    __table_args__ = (UniqueConstraint("jurisdiction", "number"),)
+    id: int | None = Field(default=None, primary_key=True)
+    jurisdiction: str = Field(index=True, max_length=64)
+    number: int
+    status: str = Field(max_length=16)  # draft | published
+    content_hash: str = Field(max_length=32, index=True)
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    active: bool = Field(default=False)
+    revision: int = Field(default=1)  # bumps on every draft edit: the ETag for optimistic concurrency
+    author: str = Field(max_length=128)
+    note: str = Field(default="")
+    created_at: datetime = Field(default_factory=utcnow)
+    published_at: datetime | None = None
+    published_by: str | None = Field(default=None, max_length=128)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only record of every change to policies, keys and cases' configuration."""
+    __tablename__ = "audit_entry"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    jurisdiction: str | None = Field(default=None, max_length=64, index=True)
+    version_number: int | None = None
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class CaseRecord(SQLModel, table=True):
+    __tablename__ = "case_record"
+    __table_args__ = (
+        UniqueConstraint("jurisdiction", "idempotency_key"),
+        Index("ix_case_open_due", "status", "due_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    jurisdiction: str = Field(index=True, max_length=64)
+    policy_version: str = Field(max_length=32)
+    version_number: int
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    problem_type: str = Field(max_length=128, index=True)
+    unit: str | None = Field(default=None, max_length=128, index=True)
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    decision: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    handler_level: int
+    handler_unit: str | None = Field(default=None, max_length=128, index=True)
+    status: str = Field(max_length=32, index=True)  # the current workflow step, or closed
+    cycle: int = Field(default=1)  # a reopened case starts a new clock cycle
+    due_at: datetime | None = None
+    overdue: bool = Field(default=False, index=True)
+    reported_by: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+
+
+class CaseEvent(SQLModel, table=True):
+    """Append-only: every transition of a case, who did it, when and why."""
+    __tablename__ = "case_event"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case_record.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=32)
+    from_status: str | None = Field(default=None, max_length=32)
+    to_status: str | None = Field(default=None, max_length=32)
+    note: str = Field(default="")
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class CaseClock(SQLModel, table=True):
+    """One running deadline of one workflow step in one cycle; the sweeper works from these rows."""
+    __tablename__ = "case_clock"
+    __table_args__ = (Index("ix_clock_open", "stopped_at", "next_check_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case_record.id", index=True)
+    cycle: int
+    step: str = Field(max_length=64)
+    calendar: str = Field(max_length=16)
+    started_at: datetime
+    due_at: datetime
+    warned_50_at: datetime | None = None
+    warned_75_at: datetime | None = None
+    overdue_at: datetime | None = None
+    stopped_at: datetime | None = None
+    next_check_at: datetime  # the earliest moment the sweeper has something to record
+
+
+class Notification(SQLModel, table=True):
+    __tablename__ = "notification"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case_record.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(max_length=32)  # warning_50 | warning_75 | overdue | escalated
+    recipient: str = Field(max_length=200)
+    message: str
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: int | None = Field(default=None, primary_key=True)
+    prefix: str = Field(max_length=16, unique=True)  # shown in listings; the secret is stored hashed
+    secret_hash: str = Field(max_length=256)
+    jurisdictions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # [] = all
+    label: str = Field(default="", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

@@ -1,0 +1,220 @@
+"""Policy versions: drafts, publishing (compile + verify first), rollback, audit, and the engines."""
+from __future__ import annotations
+
+from sqlalchemy import func, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from engine.registry import EngineRegistry, VerificationFailed
+from engine.router import Router
+from policy.catalog import Catalog
+from policy.errors import PolicyError
+from policy.loader import Jurisdiction, Loader, build_jurisdiction
+from store.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from store.tables import AuditEntry, PolicyVersion, utcnow
+
+SYSTEM = "system"
+
+
+def audit(session: Session, actor: str, action: str, jurisdiction: str | None = None,
+          version_number: int | None = None, **detail) -> None:
+    session.add(AuditEntry(actor=actor, action=action, jurisdiction=jurisdiction,
+                           version_number=version_number, detail=detail))
+
+
+def document_of(jur: Jurisdiction) -> dict:
+    return jur.policy.model_dump(mode="json")
+
+
+class PolicyStore:
+    """Versions live in the database; each process compiles the active ones it serves and notices a
+    newly activated version on `refresh()` (polled), so several workers stay consistent."""
+
+    def __init__(self, engine: Engine, catalog: Catalog, registry: EngineRegistry | None = None):
+        self.engine = engine
+        self.catalog = catalog
+        self.registry = registry or EngineRegistry()
+        self._built: dict[str, Jurisdiction] = {}
+
+    # --- building and serving
+    def build(self, version: PolicyVersion) -> Jurisdiction:
+        if version.content_hash not in self._built:
+            label = f"{version.jurisdiction} 版本 v{version.number}"
+            self._built[version.content_hash] = build_jurisdiction(version.document, self.catalog, [label])
+        return self._built[version.content_hash]
+
+    def refresh(self) -> dict[str, str]:
+        """Load every active version not yet compiled here; returns jurisdiction -> active hash."""
+        with Session(self.engine) as session:
+            active = session.exec(select(PolicyVersion).where(PolicyVersion.active)).all()
+        for version in active:
+            if self.registry.active().get(version.jurisdiction) != version.content_hash:
+                self.registry.load(self.build(version), check=False)  # verified when published
+        return self.registry.active()
+
+    def router(self, jurisdiction: str, version_hash: str | None = None) -> Router:
+        try:
+            return self.registry.router(jurisdiction, version_hash)
+        except KeyError:
+            if version_hash is None and jurisdiction in self.refresh():
+                return self.registry.router(jurisdiction)
+            if version_hash is not None:
+                with Session(self.engine) as session:
+                    stored = session.exec(select(PolicyVersion).where(
+                        PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.content_hash == version_hash)).first()
+                if stored is not None:
+                    return self.registry.load(self.build(stored), activate=False, check=False)
+            raise NotFound(f"未知辖区 unknown jurisdiction '{jurisdiction}'", field="jurisdiction",
+                           valid=sorted(self.registry.active())) from None
+
+    # --- bundled jurisdictions
+    def bootstrap(self, loader: Loader) -> list[str]:
+        """First start: import every bundled jurisdiction as published v1. Later starts: a bundled file
+        that differs from every stored version becomes a draft for a publisher to review."""
+        jurisdictions, issues = loader.load_all()
+        if issues:
+            raise PolicyError(issues)
+        changed = []
+        with Session(self.engine) as session:
+            for jid, jur in jurisdictions.items():
+                known = session.exec(select(PolicyVersion.content_hash).where(PolicyVersion.jurisdiction == jid)).all()
+                if jur.content_hash in known:
+                    continue
+                first = not known
+                version = self._new_version(session, jid, jur, author=SYSTEM,
+                                            note="随附规则文件导入 imported from jurisdictions/" if first
+                                            else "规则文件已更新, 待审核发布 bundled file changed")
+                if first:
+                    self.registry.load(jur)  # verify before the first activation
+                    version.status, version.active = "published", True
+                    version.published_at, version.published_by = utcnow(), SYSTEM
+                audit(session, SYSTEM, "bootstrap_import" if first else "bootstrap_draft", jid, version.number,
+                      content_hash=jur.content_hash)
+                changed.append(jid)
+            session.commit()
+        self.refresh()
+        return changed
+
+    def _new_version(self, session: Session, jid: str, jur: Jurisdiction, author: str, note: str) -> PolicyVersion:
+        number = (session.exec(select(func.max(PolicyVersion.number)).where(PolicyVersion.jurisdiction == jid)).one()
+                  or 0) + 1
+        version = PolicyVersion(jurisdiction=jid, number=number, status="draft", content_hash=jur.content_hash,
+                                document=document_of(jur), author=author, note=note)
+        session.add(version)
+        session.flush()
+        return version
+
+    # --- reading
+    def list_versions(self, jid: str) -> list[PolicyVersion]:
+        with Session(self.engine) as session:
+            versions = session.exec(select(PolicyVersion).where(PolicyVersion.jurisdiction == jid)
+                                    .order_by(PolicyVersion.number)).all()
+        if not versions:
+            raise NotFound(f"未知辖区 unknown jurisdiction '{jid}'", field="jurisdiction")
+        return list(versions)
+
+    def get_version(self, jid: str, number: int) -> PolicyVersion:
+        with Session(self.engine) as session:
+            version = session.exec(select(PolicyVersion).where(
+                PolicyVersion.jurisdiction == jid, PolicyVersion.number == number)).first()
+        if version is None:
+            raise NotFound(f"辖区 {jid} 没有版本 v{number}", field="number")
+        return version
+
+    def active_version(self, jid: str) -> PolicyVersion:
+        with Session(self.engine) as session:
+            version = session.exec(select(PolicyVersion).where(
+                PolicyVersion.jurisdiction == jid, PolicyVersion.active)).first()
+        if version is None:
+            raise NotFound(f"未知辖区 unknown jurisdiction '{jid}'", field="jurisdiction")
+        return version
+
+    # --- changing
+    def create_draft(self, jid: str, author: str, from_number: int | None = None) -> PolicyVersion:
+        base = self.get_version(jid, from_number) if from_number else self.active_version(jid)
+        with Session(self.engine) as session:
+            version = self._new_version(session, jid, self.build(base), author, note=f"基于 v{base.number} 的草稿")
+            audit(session, author, "draft_created", jid, version.number, from_version=base.number)
+            session.commit()
+            session.refresh(version)
+            return version
+
+    def update_draft(self, jid: str, number: int, document: dict, revision: int, author: str) -> PolicyVersion:
+        """Replace a draft's document if `revision` (the ETag the editor saw) is still current."""
+        if document.get("id") != jid:
+            raise Invalid(f"文档 id 须为 '{jid}'", field="document.id")
+        try:
+            jur = build_jurisdiction(document, self.catalog, [f"{jid} 草稿 v{number}"])
+        except PolicyError as err:
+            raise Invalid("草稿未通过校验", field="document",
+                          issues=[{"path": i.path, "message": i.message} for i in err.issues]) from None
+        with Session(self.engine) as session:
+            result = session.exec(
+                update(PolicyVersion)
+                .where(PolicyVersion.jurisdiction == jid, PolicyVersion.number == number,
+                       PolicyVersion.status == "draft", PolicyVersion.revision == revision)
+                .values(document=document_of(jur), content_hash=jur.content_hash, revision=revision + 1))
+            if result.rowcount != 1:
+                current = session.exec(select(PolicyVersion).where(
+                    PolicyVersion.jurisdiction == jid, PolicyVersion.number == number)).first()
+                if current is None:
+                    raise NotFound(f"辖区 {jid} 没有版本 v{number}", field="number")
+                if current.status != "draft":
+                    raise Conflict(f"v{number} 已发布, 不可修改 — published versions are immutable", field="number")
+                raise PreconditionFailed(
+                    f"草稿 v{number} 已被他人修改 (当前修订 {current.revision}, 你基于 {revision}); 请重新加载后再改",
+                    field="If-Match", current_revision=current.revision)
+            audit(session, author, "draft_updated", jid, number, revision=revision + 1,
+                  content_hash=jur.content_hash)
+            session.commit()
+        return self.get_version(jid, number)
+
+    def publish(self, jid: str, number: int, publisher: str, note: str) -> PolicyVersion:
+        if not note.strip():
+            raise Invalid("发布须填写变更说明 — a change note is required", field="note")
+        version = self.get_version(jid, number)
+        if version.status != "draft":
+            raise Conflict(f"v{number} 不是草稿, 无需发布; 回滚请用 rollback", field="number")
+        try:
+            self.registry.load(self.build(version), activate=False)
+        except VerificationFailed as err:
+            raise Invalid("发布被拒绝: 覆盖校验未通过", field="document", problems=err.report.problems()) from None
+        except PolicyError as err:
+            raise Invalid("发布被拒绝: 规则校验未通过", field="document",
+                          issues=[{"path": i.path, "message": i.message} for i in err.issues]) from None
+        with Session(self.engine) as session:
+            changed = session.exec(update(PolicyVersion).where(
+                PolicyVersion.id == version.id, PolicyVersion.status == "draft").values(
+                status="published", published_at=utcnow(), published_by=publisher, note=note)).rowcount
+            if changed != 1:
+                raise Conflict(f"v{number} 已被他人发布", field="number")
+            self._activate(session, jid, number)
+            audit(session, publisher, "published", jid, number, note=note, content_hash=version.content_hash)
+            session.commit()
+        self.refresh()
+        return self.get_version(jid, number)
+
+    def rollback(self, jid: str, number: int, actor: str, note: str) -> PolicyVersion:
+        """Rollback = make an earlier published version active again."""
+        version = self.get_version(jid, number)
+        if version.status != "published":
+            raise Conflict(f"只能回滚到已发布的版本, v{number} 是草稿", field="number")
+        with Session(self.engine) as session:
+            self._activate(session, jid, number)
+            audit(session, actor, "rolled_back", jid, number, note=note)
+            session.commit()
+        self.refresh()
+        return self.get_version(jid, number)
+
+    @staticmethod
+    def _activate(session: Session, jid: str, number: int) -> None:
+        session.exec(update(PolicyVersion).where(PolicyVersion.jurisdiction == jid).values(active=False))
+        session.exec(update(PolicyVersion).where(PolicyVersion.jurisdiction == jid,
+                                                 PolicyVersion.number == number).values(active=True))
+
+    def audit_log(self, jid: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        with Session(self.engine) as session:
+            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if jid:
+                query = query.where(AuditEntry.jurisdiction == jid)
+            return list(session.exec(query).all())
