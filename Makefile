@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 validate: $(STAMP)
 	$(BIN)/gridpolicy validate
 
-# Until the service lands (issue: API), `run` validates and prints the loaded jurisdictions.
+# Validates the rules, migrates var/gridpolicy.db, imports the bundled jurisdictions on first start
+# and serves on 127.0.0.1:8000 (GRIDPOLICY_DATABASE_URL selects PostgreSQL instead).
 run: validate
-	$(BIN)/gridpolicy list
+	$(BIN)/gridpolicy serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -16,7 +16,7 @@ from litestar import Litestar, Request, Response, get, post, put
 from litestar.config.app import AppConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlmodel import Session
@@ -128,6 +128,9 @@ class PublishRequest(BaseModel):
     note: str = Field(max_length=2000)
 
 
+ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
+
+
 def _services(request: Request) -> Services:
     return request.app.state.services
 
@@ -169,7 +172,7 @@ def list_jurisdictions(request: Request) -> list[dict]:
 
 
 @get("/v1/jurisdictions/{jid:str}", sync_to_thread=False)
-def get_jurisdiction(request: Request, jid: str) -> dict:
+def get_jurisdiction(request: Request, jid: FromPath[str]) -> dict:
     router = _services(request).policies.router(jid)
     data = router.jur.policy.model_dump(mode="json", exclude_none=True)
     data["version"] = router.compiled.version
@@ -179,7 +182,7 @@ def get_jurisdiction(request: Request, jid: str) -> dict:
 
 
 @get("/v1/jurisdictions/{jid:str}/problem-types", sync_to_thread=False)
-def problem_types(request: Request, jid: str, q: Annotated[str | None, Parameter(max_length=100)] = None) -> list[dict]:
+def problem_types(request: Request, jid: FromPath[str], q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> list[dict]:
     router = _services(request).policies.router(jid)
     rows = []
     for t in router.jur.policy.problem_types:
@@ -192,26 +195,26 @@ def problem_types(request: Request, jid: str, q: Annotated[str | None, Parameter
 
 
 @get("/v1/jurisdictions/{jid:str}/versions", sync_to_thread=False)
-def versions(request: Request, jid: str) -> list[dict]:
+def versions(request: Request, jid: FromPath[str]) -> list[dict]:
     return [_version_json(v) for v in _services(request).policies.list_versions(jid)]
 
 
 @get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
-def version(request: Request, jid: str, number: int) -> Response:
+def version(request: Request, jid: FromPath[str], number: FromPath[int]) -> Response:
     v = _services(request).policies.get_version(jid, number)
     return Response(_version_json(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=False)
-def version_diff(request: Request, jid: str, from_: Annotated[int, Parameter(query="from", ge=1)],
-                 to: Annotated[int, Parameter(ge=1)]) -> dict:
+def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1)],
+                 to: Annotated[int, QueryParameter(ge=1)]) -> dict:
     s = _services(request).policies
     old, new = s.get_version(jid, from_), s.get_version(jid, to)
     return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy)}
 
 
 @get("/v1/compare", sync_to_thread=False)
-def compare_jurisdictions(request: Request, ids: Annotated[str, Parameter(max_length=500)]) -> dict:
+def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(max_length=500)]) -> dict:
     s = _services(request).policies
     wanted = [i for i in ids.split(",") if i]
     if len(wanted) < 2:
@@ -221,8 +224,8 @@ def compare_jurisdictions(request: Request, ids: Annotated[str, Parameter(max_le
 
 # --- policy changes (API key with the jurisdiction in scope)
 @post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=False)
-def create_draft(request: Request, jid: str, data: PublishRequest,
-                 x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> Response:
+def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishRequest],
+                 x_api_key: ApiKeyHeader = None) -> Response:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jid)
     v = s.policies.create_draft(jid, data.actor)
@@ -230,9 +233,9 @@ def create_draft(request: Request, jid: str, data: PublishRequest,
 
 
 @put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
-def update_draft(request: Request, jid: str, number: int, data: DraftUpdate,
-                 if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
-                 x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> Response:
+def update_draft(request: Request, jid: FromPath[str], number: FromPath[int], data: JSONBody[DraftUpdate],
+                 if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+                 x_api_key: ApiKeyHeader = None) -> Response:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jid)
     if not if_match or not if_match.strip('"').isdigit():
@@ -242,17 +245,17 @@ def update_draft(request: Request, jid: str, number: int, data: DraftUpdate,
     return Response(_version_json(v), headers={"ETag": f'"{v.revision}"'})
 
 
-@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False)
-def publish(request: Request, jid: str, number: int, data: PublishRequest,
-            x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False, status_code=200)
+def publish(request: Request, jid: FromPath[str], number: FromPath[int], data: JSONBody[PublishRequest],
+            x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jid)
     return _version_json(s.policies.publish(jid, number, data.actor, data.note))
 
 
-@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False)
-def rollback(request: Request, jid: str, number: int, data: PublishRequest,
-             x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False, status_code=200)
+def rollback(request: Request, jid: FromPath[str], number: FromPath[int], data: JSONBody[PublishRequest],
+             x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jid)
     return _version_json(s.policies.rollback(jid, number, data.actor, data.note))
@@ -260,17 +263,17 @@ def rollback(request: Request, jid: str, number: int, data: PublishRequest,
 
 # --- routing and cases (API key)
 @post("/v1/route", sync_to_thread=False, status_code=200)
-def route(request: Request, data: RouteRequest,
-          x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+def route(request: Request, data: JSONBody[RouteRequest],
+          x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, data.jurisdiction)
     return s.policies.router(data.jurisdiction).route(data.case())
 
 
 @post("/v1/cases", sync_to_thread=False)
-def create_case(request: Request, data: RouteRequest,
-                x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None,
-                idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200)] = None,
+def create_case(request: Request, data: JSONBody[RouteRequest],
+                x_api_key: ApiKeyHeader = None,
+                idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
                 ) -> Response:
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
@@ -282,8 +285,8 @@ def create_case(request: Request, data: RouteRequest,
 
 
 @get("/v1/cases/{case_id:int}", sync_to_thread=False)
-def get_case(request: Request, case_id: int,
-             x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+def get_case(request: Request, case_id: FromPath[int],
+             x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     record, events, clocks = s.cases.get(case_id)
     authorize(s.policies.engine, x_api_key, record.jurisdiction)
@@ -291,10 +294,11 @@ def get_case(request: Request, case_id: int,
 
 
 @get("/v1/cases", sync_to_thread=False)
-def list_cases(request: Request, jurisdiction: str, unit: str | None = None, status: str | None = None,
-               overdue: bool | None = None, limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-               offset: Annotated[int, Parameter(ge=0)] = 0,
-               x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[str | None] = None,
+               status: FromQuery[str | None] = None, overdue: FromQuery[bool | None] = None,
+               limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+               offset: Annotated[int, QueryParameter(ge=0)] = 0,
+               x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jurisdiction)
     total, rows = s.cases.search(jurisdiction, unit, status, overdue, limit, offset)
@@ -302,8 +306,8 @@ def list_cases(request: Request, jurisdiction: str, unit: str | None = None, sta
 
 
 @post("/v1/cases/{case_id:int}/transitions", sync_to_thread=False, status_code=200)
-def transition(request: Request, case_id: int, data: TransitionRequest,
-               x_api_key: Annotated[str | None, Parameter(header="X-API-Key")] = None) -> dict:
+def transition(request: Request, case_id: FromPath[int], data: JSONBody[TransitionRequest],
+               x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     record, _, _ = s.cases.get(case_id)
     authorize(s.policies.engine, x_api_key, record.jurisdiction)

@@ -22,6 +22,8 @@ app = typer.Typer(help="gridpolicy — 网格化环境监管规则 policy-as-dat
                   pretty_exceptions_enable=False)
 units_app = typer.Typer(help="网格单元 grid units", no_args_is_help=True)
 app.add_typer(units_app, name="units")
+apikey_app = typer.Typer(help="接入系统 API key", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
 
 
 def _fail(lines: list[str], code: int = 1) -> None:
@@ -190,6 +192,89 @@ def units_import(jid: str, csv_file: Path) -> None:
     shutil.copyfile(csv_file, staged)
     os.replace(staged, target)  # atomic: readers see the old file or the new one, never half
     typer.echo(f"已导入 {csv_file} → {target}; {jid} 现有 {len(jur.units)} 个网格单元")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          workers: Annotated[int, typer.Option(help="工作进程数 (规则引擎持有 GIL, 以进程扩展)")] = 1) -> None:
+    """启动服务 (迁移数据库、首次导入随附辖区); 数据库由 GRIDPOLICY_DATABASE_URL 指定, 默认 var/ 下的 SQLite。"""
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    from store.db import database_url  # noqa: PLC0415
+    typer.echo(f"gridpolicy 服务: http://{host}:{port}  数据库: {database_url().split('@')[-1]}  进程: {workers}")
+    typer.echo("接口文档 OpenAPI: /schema   健康检查: /health   创建接入密钥: gridpolicy apikey create --all")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+def _engine():
+    from store.db import make_engine, migrate  # noqa: PLC0415
+    engine = make_engine()
+    migrate(engine)
+    return engine
+
+
+@apikey_app.command("create")
+def apikey_create(
+    jurisdiction: Annotated[Optional[list[str]], typer.Option("--jurisdiction", help="可访问的辖区 (可重复)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="可访问全部辖区")] = False,
+    label: str = "",
+) -> None:
+    """创建 API key; 密钥只显示一次, 在最后一行。"""
+    from store.apikeys import create_key  # noqa: PLC0415
+    if bool(jurisdiction) == all_:
+        _fail(["须指定 --jurisdiction ID (可重复) 或 --all 之一"], 2)
+    known = Loader().raw
+    unknown = [j for j in jurisdiction or [] if j not in known]
+    if unknown:
+        _fail([f"未知辖区 {', '.join(unknown)}; 可用: {', '.join(sorted(k for k in known if not k.startswith('_')))}"], 2)
+    key = create_key(_engine(), [] if all_ else list(jurisdiction), label, actor="cli")
+    typer.echo(f"已创建, 范围: {'全部辖区' if all_ else ', '.join(jurisdiction)}。请妥善保存, 不会再次显示:")
+    typer.echo(key)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(prefix: str) -> None:
+    """吊销 API key (按前缀, 即 gp_<前缀>_… 中的前缀)。"""
+    from store.apikeys import revoke_key  # noqa: PLC0415
+    from store.errors import StoreError  # noqa: PLC0415
+    try:
+        revoke_key(_engine(), prefix, actor="cli")
+    except StoreError as err:
+        _fail([err.message])
+    typer.echo(f"已吊销 {prefix}")
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """列出 API key (只显示前缀)。"""
+    from store.apikeys import list_keys  # noqa: PLC0415
+    for key in list_keys(_engine()):
+        state = f"已吊销 {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "有效"
+        typer.echo(f"{key.prefix}  {','.join(key.jurisdictions) or '全部辖区'}  {key.label}  {state}")
+
+
+@app.command("compare")
+def compare_cmd(ids: Annotated[list[str], typer.Argument(help="两个或更多辖区 id")]) -> None:
+    """并排比较辖区: 层级、网格数、共有问题类型的处置层级 (差异标 *)、流程时限。"""
+    from policy.diff import compare  # noqa: PLC0415
+    if len(ids) < 2:
+        _fail(["至少需要两个辖区"], 2)
+    result = compare([_load_one(jid) for jid in ids])
+    for j in result["jurisdictions"]:
+        levels = " / ".join(f"{lv['name']}×{lv['units']}({lv['problem_types']}类)" for lv in j["levels"])
+        typer.echo(f"{j['id']:<12} {levels}")
+    typer.echo("\n共有问题类型的处置层级 (* 表示不同):")
+    typer.echo(f"{'问题类型':<24}" + "".join(f"{i:>12}" for i in ids))
+    for row in result["problem_types"]:
+        if len(row["by_jurisdiction"]) < 2:
+            continue
+        cells = "".join(f"{('第' + str(row['by_jurisdiction'][i]['level']) + '级') if i in row['by_jurisdiction'] else '—':>12}"
+                        for i in ids)
+        typer.echo(f"{'*' if row['differs'] else ' '}{row['name'][:20]:<23}{cells}")
+    for j in result["jurisdictions"]:
+        for w in j["workflows"]:
+            steps = " → ".join(f"{s['name']}({s['duration'] / 3600:g}h{'?' if s['assumed'] else ''})" for s in w["steps"])
+            typer.echo(f"{j['id']} 流程 {w['name']}: {steps}")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,150 @@
+"""The HTTP API through Litestar's test client (real ASGI requests, real SQLite database)."""
+from __future__ import annotations
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from store.apikeys import create_key
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(f"sqlite:///{tmp_path / 'api.db'}", background=False)
+    engine = app.state.services.policies.engine
+    keys = {"all": create_key(engine, [], "all", "test"), "other": create_key(engine, ["nowhere"], "scoped", "test")}
+    with TestClient(app) as test_client:
+        test_client.keys = keys
+        test_client.key_headers = {"X-API-Key": keys["all"]}
+        yield test_client
+
+
+def route_body(**extra):
+    return {"jurisdiction": "karamay", "problem_type": "医疗废物处置", "unit": "kmy-l3-01", **extra}
+
+
+def test_health_and_openapi(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["versions"]["karamay"]
+    schema = client.get("/schema/openapi.json").json()
+    assert "/v1/route" in schema["paths"] and "/v1/cases/{case_id}/transitions" in schema["paths"]
+
+
+def test_route_returns_the_engine_decision_with_version(client):
+    response = client.post("/v1/route", json=route_body(), headers=client.key_headers)
+    assert response.status_code == 200
+    decision = response.json()
+    assert decision["handler"]["level"] == 2 and decision["policy_version"] == client.get("/health").json()["versions"]["karamay"]
+    assert {"jurisdiction", "problem_type", "handler", "first_action", "actions", "deadlines",
+            "escalation_path", "trace"} <= set(decision)
+
+
+@pytest.mark.parametrize("body, status, field", [
+    (route_body(problem_type="医疗"), 422, "problem_type"),
+    (route_body(unit="nowhere"), 422, "unit"),
+    (route_body(jurisdiction="nope"), 404, "jurisdiction"),
+    (route_body(problem_type=5), 400, "problem_type"),
+    (route_body(facts={"persuasion_faild": True}), 400, "facts"),
+    ({"problem_type": "x"}, 400, "jurisdiction"),
+])
+def test_bad_input_is_problem_json_never_500(client, body, status, field):
+    response = client.post("/v1/route", json=body, headers=client.key_headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == status and field in (problem.get("field") or "") + problem["detail"]
+
+
+def test_oversized_body_is_413(client):
+    response = client.post("/v1/route", content=b'{"x": "' + b"a" * 300_000 + b'"}',
+                           headers={**client.key_headers, "Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["status"] == 413
+
+
+def test_api_keys_are_required_and_scoped(client):
+    assert client.post("/v1/route", json=route_body()).status_code == 403
+    assert client.post("/v1/route", json=route_body(), headers={"X-API-Key": "gp_bad_key"}).status_code == 403
+    scoped = client.post("/v1/route", json=route_body(), headers={"X-API-Key": client.keys["other"]})
+    assert scoped.status_code == 403 and "karamay" in scoped.json()["detail"]
+    assert client.get("/v1/jurisdictions").status_code == 200  # read-only policy endpoints are public
+
+
+def test_problem_type_search_by_pinyin_and_name(client):
+    by_pinyin = client.get("/v1/jurisdictions/karamay/problem-types", params={"q": "yiliao"}).json()
+    assert {r["code"] for r in by_pinyin} >= {"waste.medical.disposal", "waste.medical.wastewater"}
+    by_initials = client.get("/v1/jurisdictions/karamay/problem-types", params={"q": "slw"}).json()
+    assert by_initials[0]["code"] == "industry.scattered.sanluanwu"
+
+
+def test_idempotent_intake(client):
+    headers = {**client.key_headers, "Idempotency-Key": "intake-42"}
+    first = client.post("/v1/cases", json=route_body(), headers=headers)
+    again = client.post("/v1/cases", json=route_body(), headers=headers)
+    assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+    listed = client.get("/v1/cases", params={"jurisdiction": "karamay"}, headers=client.key_headers).json()
+    assert listed["total"] == 1
+
+
+def test_case_lifecycle_with_reopen_and_409(client):
+    case = client.post("/v1/cases", json=route_body(), headers=client.key_headers).json()
+    assert case["status"] == "report"
+    cid = case["id"]
+    wrong = client.post(f"/v1/cases/{cid}/transitions", json={"action": "fail", "actor": "网格员"}, headers=client.key_headers)
+    assert wrong.status_code == 409 and "complete" in [a for a in wrong.json()["allowed"]]
+    for action, status in [("complete", "dispose"), ("complete", "recheck"), ("fail", "dispose"),
+                           ("complete", "recheck"), ("complete", "closed")]:
+        response = client.post(f"/v1/cases/{cid}/transitions", json={"action": action, "actor": "网格员"},
+                               headers=client.key_headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == status
+    final = client.get(f"/v1/cases/{cid}", headers=client.key_headers).json()
+    assert final["cycle"] == 2 and final["allowed_actions"] == []
+    assert [e["action"] for e in final["events"]] == ["created", "entered", "completed", "completed", "reopened",
+                                                      "completed", "closed"]
+    assert sum(1 for c in final["clocks"] if c["cycle"] == 1) == 3  # the first cycle's clocks are kept
+
+
+def test_corrected_on_site_closes_at_intake(client):
+    case = client.post("/v1/cases", json=route_body(facts={"corrected_on_site": True}), headers=client.key_headers).json()
+    assert case["status"] == "closed" and case["decision"]["first_action"] == "record_close"
+
+
+def test_draft_edit_needs_if_match_and_detects_lost_updates(client):
+    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑甲", "note": "调整"},
+                        headers=client.key_headers)
+    assert draft.status_code == 201
+    number, etag, document = draft.json()["number"], draft.headers["etag"], draft.json()["document"]
+    document["problem_types"][0]["level"] = 1
+    url = f"/v1/jurisdictions/karamay/versions/{number}"
+    assert client.put(url, json={"author": "编辑甲", "document": document}, headers=client.key_headers).status_code == 428
+    first = client.put(url, json={"author": "编辑甲", "document": document}, headers={**client.key_headers, "If-Match": etag})
+    assert first.status_code == 200
+    stale = client.put(url, json={"author": "编辑乙", "document": document}, headers={**client.key_headers, "If-Match": etag})
+    assert stale.status_code == 412 and "他人修改" in stale.json()["detail"]
+    document["problem_types"][0]["level"] = 9
+    invalid = client.put(url, json={"author": "编辑甲", "document": document},
+                         headers={**client.key_headers, "If-Match": first.headers["etag"]})
+    assert invalid.status_code == 422 and "层级 9 不存在" in str(invalid.json()["issues"])
+
+
+def test_publish_switches_routing_and_rollback_restores(client):
+    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
+    number, document = draft.json()["number"], draft.json()["document"]
+    document["problem_types"][0]["level"] = 1
+    client.put(f"/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
+               headers={**client.key_headers, "If-Match": draft.headers["etag"]})
+    no_note = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish", json={"actor": "发布人", "note": " "},
+                          headers=client.key_headers)
+    assert no_note.status_code == 422
+    published = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish",
+                            json={"actor": "发布人", "note": "医疗废物改由区级处置"}, headers=client.key_headers)
+    assert published.status_code == 200 and published.json()["active"]
+    decision = client.post("/v1/route", json=route_body(), headers=client.key_headers).json()
+    assert decision["handler"]["level"] == 1 and decision["policy_version"] == published.json()["content_hash"]
+    changes = client.get("/v1/jurisdictions/karamay/diff", params={"from": 1, "to": number}).json()
+    assert changes["problem_types"]["handler_changed"] == [{"code": "waste.medical.disposal", "from": 2, "to": 1}]
+    client.post("/v1/jurisdictions/karamay/versions/1/rollback", json={"actor": "发布人", "note": "回滚"},
+                headers=client.key_headers)
+    assert client.post("/v1/route", json=route_body(), headers=client.key_headers).json()["handler"]["level"] == 2
+    versions = client.get("/v1/jurisdictions/karamay/versions").json()
+    assert [v["active"] for v in versions] == [True, False]
