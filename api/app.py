@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlmodel import Session
 
+from api import open311
 from engine.router import Case, RoutingError
 from policy.catalog import search_score
 from policy.diff import compare, diff
@@ -376,7 +377,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
     return Litestar(
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
-                        get_case, list_cases, transition, health],
+                        get_case, list_cases, transition, health, *open311.ROUTES],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},

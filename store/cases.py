@@ -46,7 +46,7 @@ class CaseService:
 
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
-               now: datetime | None = None) -> CaseRecord:
+               now: datetime | None = None, description: str = "") -> CaseRecord:
         """Route and store a case. The same Idempotency-Key returns the first case, never a duplicate."""
         if idempotency_key:
             existing = self._by_key(jurisdiction, idempotency_key)
@@ -62,7 +62,7 @@ class CaseService:
         record = CaseRecord(
             jurisdiction=jurisdiction, policy_version=decision["policy_version"], version_number=version.number,
             idempotency_key=idempotency_key, problem_type=decision["problem_type"]["code"], unit=case.unit,
-            facts=dict(case.facts), decision=decision, handler_level=decision["handler"]["level"],
+            facts=dict(case.facts), description=description, decision=decision, handler_level=decision["handler"]["level"],
             handler_unit=decision["handler"]["unit"], status=RECEIVED, reported_by=actor, created_at=now, updated_at=now)
         workflow = self._workflow(router, decision)
         with Session(self.engine) as session:

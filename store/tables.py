@@ -57,6 +57,7 @@ class CaseRecord(SQLModel, table=True):
     problem_type: str = Field(max_length=128, index=True)
     unit: str | None = Field(default=None, max_length=128, index=True)
     facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    description: str = Field(default="", max_length=4000)
     decision: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     handler_level: int
     handler_unit: str | None = Field(default=None, max_length=128, index=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 07:54:39.370883
+Create Date: 2026-11-23 08:09:37.682918
 
 """
 from typing import Sequence, Union
@@ -56,6 +56,7 @@ def upgrade() -> None:
     sa.Column('problem_type', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
     sa.Column('unit', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
     sa.Column('facts', sa.JSON(), nullable=False),
+    sa.Column('description', sqlmodel.sql.sqltypes.AutoString(length=4000), nullable=False),
     sa.Column('decision', sa.JSON(), nullable=False),
     sa.Column('handler_level', sa.Integer(), nullable=False),
     sa.Column('handler_unit', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),

@@ -1,0 +1,260 @@
+"""Open311 GeoReport v2 for each jurisdiction, mapped onto problem types and cases.
+
+service_code = problem-type code, service attributes = the case facts the rules test, address_id =
+the grid unit where the problem was found, agency_responsible = the handling department(s),
+expected_datetime = the handling deadline. XML (mandatory in the spec) and JSON are both served;
+errors are the spec's errors[code, description].
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.params import FromPath
+
+from engine.router import Case, Router, RoutingError
+from policy.catalog import pinyin_keys
+from policy.facts import CASE_FACTS
+from store.apikeys import authorize
+from store.cases import CLOSED
+from store.errors import StoreError
+from store.tables import CaseRecord
+
+SPEC = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-11-01T00:00:00Z"
+FORMATS = {"xml": "text/xml; charset=utf-8", "json": "application/json; charset=utf-8"}
+# element names of list containers and their items (the spec's XML is schemaless, but fixed)
+CONTAINERS = {"services": "service", "service_requests": "request", "errors": "error", "attributes": "attribute",
+              "values": "value", "endpoints": "endpoint", "formats": "format"}
+
+
+class Open311Error(Exception):
+    def __init__(self, status: int, description: str):
+        super().__init__(description)
+        self.status, self.description = status, description
+
+
+def _split(name: str) -> tuple[str, str]:
+    stem, dot, fmt = name.rpartition(".")
+    if not dot or fmt not in FORMATS:
+        raise Open311Error(404, f"格式须为 .xml 或 .json — use .xml or .json, not '{name}'")
+    return stem, fmt
+
+
+def _xml(tag: str, value: Any) -> ET.Element:
+    element = ET.Element(tag)
+    if isinstance(value, dict):
+        for key, child in value.items():
+            element.append(_xml(key, child))
+    elif isinstance(value, list):
+        for item in value:
+            element.append(_xml(CONTAINERS[tag], item))
+    elif value is not None:
+        element.text = str(value).lower() if isinstance(value, bool) else str(value)
+    return element
+
+
+def render(root: str, payload: Any, fmt: str, status: int = 200) -> Response:
+    if fmt == "json":
+        return Response(payload, status_code=status, media_type=FORMATS["json"])
+    body = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(_xml(root, payload), encoding="utf-8")
+    return Response(body, status_code=status, media_type=FORMATS["xml"])
+
+
+def error_response(err: Open311Error, fmt: str) -> Response:
+    return render("errors", [{"code": err.status, "description": err.description}], fmt, err.status)
+
+
+def _router(request: Request, jid: str) -> Router:
+    try:
+        return request.app.state.services.policies.router(jid)
+    except StoreError:
+        raise Open311Error(404, f"jurisdiction_id '{jid}' 不存在 — not found") from None
+
+
+LIFECYCLE_FACTS = {"deadline_missed", "verification_failed"}  # set by the workflow, not by a reporter
+
+
+def _tested_facts(router: Router) -> list[str]:
+    return [f for f in router.compiled.tested_facts if f in CASE_FACTS and f not in LIFECYCLE_FACTS]
+
+
+def _service(router: Router, code: str) -> dict:
+    jur = router.jur
+    ptype = router.compiled.types_by_code[code]
+    name = jur.type_name(code)
+    departments = "、".join(d.name for d in jur.policy.departments if d.id in ptype.departments) or "无"
+    aliases = jur.catalog.types[code].aliases if code in jur.catalog.types else []
+    return {"service_code": code, "service_name": name,
+            "description": f"第{ptype.level}级网格处置; 责任部门: {departments}",
+            "metadata": bool(_tested_facts(router)), "type": "realtime",
+            "keywords": ", ".join([*aliases, *pinyin_keys(name)]),
+            "group": jur.catalog.categories.get(code.rsplit(".", 1)[0], "")}
+
+
+def _request_json(record: CaseRecord, router: Router) -> dict:
+    decision = record.decision
+    departments = decision["handler"]["departments"]
+    deadlines = decision.get("deadlines") or []
+    handling_steps = {s.id for w in router.jur.policy.workflows for s in w.steps if s.handling}
+    handling = next((d["due"] for d in deadlines if d["step"] in handling_steps),
+                    deadlines[-1]["due"] if deadlines else None)
+    return {
+        "service_request_id": record.id, "status": "closed" if record.status == CLOSED else "open",
+        "status_notes": record.status, "service_name": decision["problem_type"]["name"],
+        "service_code": record.problem_type, "description": record.description,
+        "agency_responsible": "、".join(d["name"] for d in departments) or f"第{record.handler_level}级网格",
+        "service_notice": _notice(decision), "requested_datetime": _w3(record.created_at),
+        "updated_datetime": _w3(record.updated_at),
+        "expected_datetime": _w3(datetime.fromisoformat(handling)) if handling else None,
+        "address": router.units[record.unit].name if record.unit in router.units else "",
+        "address_id": record.unit or "", "zipcode": "",
+        "lat": "", "long": "", "media_url": "",
+    }
+
+
+def _notice(decision: dict) -> str:
+    handler = decision["handler"]
+    first = decision["actions"][0]["label"] if decision["actions"] else "登记"
+    return f"{first}; 由第{handler['level']}级网格{handler.get('unit_name') or ''}处置"
+
+
+def _w3(moment: datetime) -> str:
+    """W3C datetime in UTC, as the spec's examples write it."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@get("/open311/v2/{jid:str}/{resource:str}", sync_to_thread=False)
+def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
+    fmt = "xml"
+    try:
+        stem, fmt = _split(resource)
+        if stem == "discovery":
+            base = str(request.base_url).rstrip("/") + f"/open311/v2/{jid}"
+            _router(request, jid)
+            return render("discovery", {"changeset": CHANGESET, "contact": "网格化环境监管平台管理员",
+                                        "key_service": "gridpolicy apikey create --jurisdiction " + jid,
+                                        "endpoints": [{"specification": SPEC, "url": base, "changeset": CHANGESET,
+                                                       "type": "production", "formats": ["text/xml", "application/json"]}]},
+                          fmt)
+        router = _router(request, jid)
+        if stem == "services":
+            return render("services", [_service(router, t.code) for t in router.jur.policy.problem_types], fmt)
+        if stem == "requests":
+            return render("service_requests", _search(request, router), fmt)
+        raise Open311Error(404, f"没有资源 '{stem}'")
+    except Open311Error as err:
+        return error_response(err, fmt)
+
+
+@get("/open311/v2/{jid:str}/services/{name:str}", sync_to_thread=False)
+def open311_service_definition(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
+    fmt = "xml"
+    try:
+        code, fmt = _split(name)
+        router = _router(request, jid)
+        if code not in router.compiled.types_by_code:
+            raise Open311Error(404, f"service_code '{code}' 不存在")
+        attributes = [{"variable": "true", "code": fact, "datatype": "singlevaluelist", "required": "false",
+                       "datatype_description": "true / false", "order": i + 1, "description": label,
+                       "values": [{"key": "true", "name": "是"}, {"key": "false", "name": "否"}]}
+                      for i, (fact, label) in enumerate((f, CASE_FACTS[f]) for f in _tested_facts(router))]
+        return render("service_definition", {"service_code": code, "attributes": attributes}, fmt)
+    except Open311Error as err:
+        return error_response(err, fmt)
+
+
+@get("/open311/v2/{jid:str}/requests/{name:str}", sync_to_thread=False)
+def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
+    fmt = "xml"
+    try:
+        case_id, fmt = _split(name)
+        router = _router(request, jid)
+        if not case_id.isdigit():
+            raise Open311Error(404, f"service_request_id '{case_id}' 不存在")
+        try:
+            record, _, _ = request.app.state.services.cases.get(int(case_id))
+        except StoreError:
+            raise Open311Error(404, f"service_request_id '{case_id}' 不存在") from None
+        if record.jurisdiction != jid:
+            raise Open311Error(404, f"service_request_id '{case_id}' 不存在")
+        return render("service_requests", [_request_json(record, router)], fmt)
+    except Open311Error as err:
+        return error_response(err, fmt)
+
+
+def _search(request: Request, router: Router) -> list[dict]:
+    params = request.query_params
+    cases = request.app.state.services.cases
+    _, rows = cases.search(router.jur.id, limit=1000)
+    if params.get("service_request_id"):
+        wanted = set(params["service_request_id"].split(","))
+        rows = [r for r in rows if str(r.id) in wanted]
+    else:
+        if params.get("service_code"):
+            codes = set(params["service_code"].split(","))
+            rows = [r for r in rows if r.problem_type in codes]
+        if params.get("status") in ("open", "closed"):
+            rows = [r for r in rows if (r.status == CLOSED) == (params["status"] == "closed")]
+        for bound, keep in (("start_date", lambda r, t: r.created_at >= t), ("end_date", lambda r, t: r.created_at <= t)):
+            if params.get(bound):
+                try:
+                    moment = datetime.fromisoformat(params[bound].replace("Z", "+00:00")).replace(tzinfo=None)
+                except ValueError:
+                    raise Open311Error(400, f"{bound} 须为 W3C 日期时间, 如 2026-05-24T00:00:00Z") from None
+                rows = [r for r in rows if keep(r, moment)]
+    return [_request_json(r, router) for r in rows]
+
+
+@post("/open311/v2/{jid:str}/{resource:str}", status_code=201)
+async def open311_post(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
+    fmt = "xml"
+    try:
+        stem, fmt = _split(resource)
+        if stem != "requests":
+            raise Open311Error(404, f"只能向 requests 提交 — POST to requests.{fmt}")
+        form = await request.form()
+        return _create(request, jid, dict(form), fmt)
+    except Open311Error as err:
+        return error_response(err, fmt)
+
+
+def _create(request: Request, jid: str, form: dict, fmt: str) -> Response:
+    services = request.app.state.services
+    try:
+        key = authorize(services.policies.engine, form.get("api_key"), jid)
+    except StoreError as err:
+        raise Open311Error(403, f"api_key 无效: {err.message}") from None
+    router = _router(request, jid)
+    code = form.get("service_code")
+    if not code:
+        raise Open311Error(400, "缺少 service_code — service_code was not provided")
+    if code not in router.compiled.types_by_code:
+        raise Open311Error(404, f"service_code '{code}' 不存在")
+    unit = form.get("address_id") or form.get("address_string")
+    if not unit:
+        raise Open311Error(400, "须提供 address_id (网格单元 id) 或 address_string (网格单元名称)")
+    facts = {}
+    for name, value in form.items():
+        if name.startswith("attribute[") and name.endswith("]"):
+            fact = name[len("attribute["):-1]
+            if fact not in CASE_FACTS or fact in LIFECYCLE_FACTS:
+                raise Open311Error(400, f"未知属性 attribute[{fact}]")
+            if value not in ("true", "false"):
+                raise Open311Error(400, f"attribute[{fact}] 须为 true 或 false")
+            facts[fact] = value == "true"
+    try:
+        record = services.cases.create(jid, Case(problem_type=code, unit=unit, facts=facts), f"open311:{key.prefix}",
+                                       description=(form.get("description") or "")[:4000])
+    except (StoreError, RoutingError) as err:
+        raise Open311Error(400, getattr(err, "message", str(err))) from None
+    body = [{"service_request_id": record.id, "service_notice": _notice(record.decision),
+             "account_id": form.get("account_id") or None}]
+    return render("service_requests", body, fmt, 201)
+
+
+ROUTES = [open311_get, open311_service_definition, open311_request, open311_post]
