@@ -22,8 +22,9 @@ validate: $(STAMP)
 run: validate
 	$(BIN)/gridpolicy serve --host 127.0.0.1 --port 8000
 
+# The suite runs every store/API test on SQLite and on a throwaway PostgreSQL (installed if missing).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	GRIDPOLICY_TEST_DATABASE_URL="$$(scripts/test-postgres.sh)" $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py --out bench/results.json

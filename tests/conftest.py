@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,25 @@ class PolicyDir:
 @pytest.fixture
 def policy_dir(tmp_path) -> PolicyDir:
     return PolicyDir(tmp_path)
+
+
+PG_ADMIN_URL = os.environ.get("GRIDPOLICY_TEST_DATABASE_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database on each backend. `make test` starts the PostgreSQL server; without it
+    (a bare `pytest`) the PostgreSQL variants are skipped."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if not PG_ADMIN_URL:
+        pytest.skip("GRIDPOLICY_TEST_DATABASE_URL not set (make test starts PostgreSQL and sets it)")
+    import psycopg
+    name = f"gp_test_{uuid.uuid4().hex[:12]}"
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -9,14 +9,15 @@ from store.apikeys import create_key
 
 
 @pytest.fixture
-def client(tmp_path):
-    app = create_app(f"sqlite:///{tmp_path / 'api.db'}", background=False)
+def client(database_url):
+    app = create_app(database_url, background=False)
     engine = app.state.services.policies.engine
     keys = {"all": create_key(engine, [], "all", "test"), "other": create_key(engine, ["nowhere"], "scoped", "test")}
     with TestClient(app) as test_client:
         test_client.keys = keys
         test_client.key_headers = {"X-API-Key": keys["all"]}
         yield test_client
+    engine.dispose()
 
 
 def route_body(**extra):

@@ -19,12 +19,13 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)  # a Monday with no holida
 
 
 @pytest.fixture
-def cases(tmp_path) -> CaseService:
-    engine = make_engine(f"sqlite:///{tmp_path / 'sweep.db'}")
+def cases(database_url) -> CaseService:
+    engine = make_engine(database_url)
     migrate(engine)
     policies = PolicyStore(engine, Loader().catalog)
     policies.bootstrap(Loader())
-    return CaseService(policies)
+    yield CaseService(policies)
+    engine.dispose()
 
 
 def kinds(cases: CaseService, case_id: int) -> list[str]:
