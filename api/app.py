@@ -16,7 +16,7 @@ from litestar import Litestar, Request, Response, get, post, put
 from litestar.config.app import AppConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlmodel import Session
@@ -129,6 +129,9 @@ class PublishRequest(BaseModel):
     note: str = Field(max_length=2000)
 
 
+MAX_ID = 2**31 - 1  # ids are database integers: larger values cannot exist
+VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 
 
@@ -201,14 +204,14 @@ def versions(request: Request, jid: FromPath[str]) -> list[dict]:
 
 
 @get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
-def version(request: Request, jid: FromPath[str], number: FromPath[int]) -> Response:
+def version(request: Request, jid: FromPath[str], number: VersionNumber) -> Response:
     v = _services(request).policies.get_version(jid, number)
     return Response(_version_json(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=False)
-def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1)],
-                 to: Annotated[int, QueryParameter(ge=1)]) -> dict:
+def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_ID)],
+                 to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> dict:
     s = _services(request).policies
     old, new = s.get_version(jid, from_), s.get_version(jid, to)
     return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy)}
@@ -234,7 +237,7 @@ def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishReq
 
 
 @put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
-def update_draft(request: Request, jid: FromPath[str], number: FromPath[int], data: JSONBody[DraftUpdate],
+def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[DraftUpdate],
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                  x_api_key: ApiKeyHeader = None) -> Response:
     s = _services(request)
@@ -247,7 +250,7 @@ def update_draft(request: Request, jid: FromPath[str], number: FromPath[int], da
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False, status_code=200)
-def publish(request: Request, jid: FromPath[str], number: FromPath[int], data: JSONBody[PublishRequest],
+def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
             x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jid)
@@ -255,7 +258,7 @@ def publish(request: Request, jid: FromPath[str], number: FromPath[int], data: J
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False, status_code=200)
-def rollback(request: Request, jid: FromPath[str], number: FromPath[int], data: JSONBody[PublishRequest],
+def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
              x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jid)
@@ -286,7 +289,7 @@ def create_case(request: Request, data: JSONBody[RouteRequest],
 
 
 @get("/v1/cases/{case_id:int}", sync_to_thread=False)
-def get_case(request: Request, case_id: FromPath[int],
+def get_case(request: Request, case_id: CaseId,
              x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     record, events, clocks = s.cases.get(case_id)
@@ -298,7 +301,7 @@ def get_case(request: Request, case_id: FromPath[int],
 def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[str | None] = None,
                status: FromQuery[str | None] = None, overdue: FromQuery[bool | None] = None,
                limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-               offset: Annotated[int, QueryParameter(ge=0)] = 0,
+               offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0,
                x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     authorize(s.policies.engine, x_api_key, jurisdiction)
@@ -307,7 +310,7 @@ def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[s
 
 
 @post("/v1/cases/{case_id:int}/transitions", sync_to_thread=False, status_code=200)
-def transition(request: Request, case_id: FromPath[int], data: JSONBody[TransitionRequest],
+def transition(request: Request, case_id: CaseId, data: JSONBody[TransitionRequest],
                x_api_key: ApiKeyHeader = None) -> dict:
     s = _services(request)
     record, _, _ = s.cases.get(case_id)
