@@ -94,3 +94,21 @@ def test_two_sweepers_escalate_once(cases):
     with Session(cases.engine) as session:
         escalations = session.exec(select(CaseEvent).where(CaseEvent.action == "escalated")).all()
     assert sorted(e.case_id for e in escalations) == sorted(ids)
+
+
+def test_concurrent_retries_with_one_idempotency_key_make_one_case(cases):
+    barrier = threading.Barrier(6)
+    ids = []
+
+    def retry():
+        barrier.wait()
+        ids.append(cases.create("karamay", Case(problem_type="医疗废物处置", unit="kmy-l3-02"), "intake",
+                                idempotency_key="retry-7", now=T0).id)
+
+    threads = [threading.Thread(target=retry) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 6 and len(set(ids)) == 1
+    assert cases.search("karamay")[0] == 1
