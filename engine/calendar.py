@@ -39,7 +39,7 @@ class WorkCalendar:
     def add(self, start: datetime, duration: timedelta, kind: CalendarKind) -> datetime:
         """Natural time adds the duration. Working time counts whole days as working days and lands
         any remainder on a working day, so P3D from a Friday before a holiday skips the holiday."""
-        if kind == CalendarKind.natural:
+        if kind is CalendarKind.natural:
             return start + duration
         due = datetime.combine(self._working_days_after(start.date(), duration.days), start.timetz())
         due += duration - timedelta(days=duration.days)

@@ -59,6 +59,9 @@ class Evaluation:
     actions: list[tuple[Rule, Action]] = field(default_factory=list)
 
 
+DEFAULT_FACTS = default_facts()
+
+
 def entry_of(found_level: int, handler_level: int) -> str:
     return "below" if found_level > handler_level else "at" if found_level == handler_level else "above"
 
@@ -114,10 +117,12 @@ class Router:
         self._sole_unit = {u.level: u for u in self.units.values() if per_level[u.level] == 1}
         self._departments = {d.id: d for d in self.jur.policy.departments}
         self._trace = self._trace_entries()
-        self._steps = {(w.id, step.id): {"step": step.id, "name": step.name, "actor": step.actor,
-                                         "duration": _iso_duration(step.deadline.duration),
-                                         "calendar": step.deadline.calendar.value, "source": step.deadline.provenance}
-                       for w in self.jur.policy.workflows for step in w.steps}
+        # per workflow, the fixed part of each deadline entry: only the due time varies per case
+        self._plans = {w.id: [(step, {"step": step.id, "name": step.name, "actor": step.actor,
+                                      "duration": _iso_duration(step.deadline.duration),
+                                      "calendar": step.deadline.calendar.value, "source": step.deadline.provenance},
+                               step.deadline.duration, step.deadline.calendar) for step in w.steps]
+                       for w in self.jur.policy.workflows}
 
     def _trace_entries(self) -> dict[str, dict]:
         """Trace lines are fixed per rule: built once, copied into each decision."""
@@ -178,7 +183,7 @@ class Router:
         if found_level not in self._levels:
             raise RoutingError("found_at_level", f"层级 {found_level} 不存在; 本辖区层级为 {sorted(self._levels)}")
         ancestor = self.common_ancestor(involved) if len(involved) > 1 else None
-        facts = default_facts() | {k: v for k, v in case.facts.items()} | type_features(ptype) | {
+        facts = DEFAULT_FACTS | case.facts | type_features(ptype) | {
             "problem_type": ptype.code,
             "entry": entry_of(found_level, ptype.level),
             "cross_boundary": bool(ancestor is not None and ancestor.level < ptype.level),
@@ -250,9 +255,10 @@ class Router:
         if workflow is None:
             return [], None, None
         out, due, handling_due, handling_step = [], start, None, None
-        for step in workflow.steps:
-            due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
-            out.append(self._steps[workflow.id, step.id] | {"due": due.isoformat()})
+        add = self.calendar.add
+        for step, entry, duration, calendar in self._plans[workflow.id]:
+            due = add(due, duration, calendar)
+            out.append(entry | {"due": due.isoformat()})
             if step.handling and handling_due is None:
                 handling_due, handling_step = due, step
         return out, handling_due, handling_step
