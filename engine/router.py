@@ -281,15 +281,16 @@ class Router:
         return path, trace
 
     def _escalation_hop(self, facts: dict, level: int) -> tuple[Rule | None, int]:
-        """The deadline rule that fires for a case held at `level`. Memoised on the facts the
-        deadline rules test: the rules table decides once per distinct combination."""
+        """The deadline rule that fires for a case held at `level` (a phase of its own: stop rules of
+        the intake phase do not block it). Memoised on the facts the deadline rules test: the rules
+        table decides once per distinct combination."""
         tested = self.compiled.deadline_facts
         key = (level, tuple(facts.get(name) for name in tested))
         cached = self.compiled.escalation_cache.get(key)
         if cached is None:
             hop = evaluate(self.compiled, facts | {"deadline_missed": True, "handler_level": level,
                                                   "entry": "at", "cross_boundary": False})
-            rule = next((r for r in hop.applied if escalation_target(r, level) is not None), None)
+            rule = next((r for r in hop.fired if escalation_target(r, level) is not None), None)
             cached = (rule, escalation_target(rule, level) if rule else level)
             self.compiled.escalation_cache[key] = cached
         return cached

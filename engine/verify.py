@@ -103,7 +103,7 @@ def _escalation_problems(compiled: CompiledPolicy, start: int, levels: list[int]
         facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
                                    "cross_boundary": False, "persuade_first": False,
                                    "has_department": False, "multi_department": False}
-        rule = next((r for r in evaluate(compiled, facts).applied if escalation_target(r, level) is not None), None)
+        rule = next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
         if rule is None:
             return [f"第{level}级超期后没有升级规则, 无法到达第1级 — escalation does not reach level 1"]
         level, hops = escalation_target(rule, level), hops + 1
