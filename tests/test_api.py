@@ -149,3 +149,17 @@ def test_publish_switches_routing_and_rollback_restores(client):
     assert client.post("/v1/route", json=route_body(), headers=client.key_headers).json()["handler"]["level"] == 2
     versions = client.get("/v1/jurisdictions/karamay/versions").json()
     assert [v["active"] for v in versions] == [True, False]
+
+
+def test_hefei_case_walks_the_eight_platform_steps(client):
+    case = client.post("/v1/cases", json={"jurisdiction": "hefei", "problem_type": "air.dust.general",
+                                          "found_at_level": 4, "facts": {"persuasion_failed": True}},
+                       headers=client.key_headers).json()
+    steps = [d["step"] for d in case["decision"]["deadlines"]]
+    assert len(steps) == 8 and case["status"] == steps[0]
+    for expected in steps[1:] + ["closed"]:
+        response = client.post(f"/v1/cases/{case['id']}/transitions", json={"action": "complete", "actor": "平台"},
+                               headers=client.key_headers)
+        assert response.json()["status"] == expected
+    events = client.get(f"/v1/cases/{case['id']}", headers=client.key_headers).json()["events"]
+    assert [e["to_status"] for e in events if e["action"] in ("entered", "completed")] == steps
