@@ -163,3 +163,19 @@ def test_hefei_case_walks_the_eight_platform_steps(client):
         assert response.json()["status"] == expected
     events = client.get(f"/v1/cases/{case['id']}", headers=client.key_headers).json()["events"]
     assert [e["to_status"] for e in events if e["action"] in ("entered", "completed")] == steps
+
+
+def test_reroute_on_new_facts_records_the_new_decision(client):
+    case = client.post("/v1/cases", json={"jurisdiction": "hefei", "problem_type": "air.dust.general",
+                                          "found_at_level": 4}, headers=client.key_headers).json()
+    assert case["decision"]["first_action"] == "persuade"
+    response = client.post(f"/v1/cases/{case['id']}/transitions",
+                           json={"action": "reroute", "actor": "网格员", "note": "劝阻无效",
+                                 "facts": {"persuasion_failed": True}}, headers=client.key_headers).json()
+    assert response["decision"]["first_action"] == "report" and response["facts"]["persuasion_failed"] is True
+    rerouted = [e for e in response["events"] if e["action"] == "rerouted"]
+    assert rerouted and rerouted[0]["data"]["first_action"] == "report"
+    bad = client.post(f"/v1/cases/{case['id']}/transitions",
+                      json={"action": "reroute", "actor": "网格员", "facts": {"nonsense": True}},
+                      headers=client.key_headers)
+    assert bad.status_code == 400 and "nonsense" in bad.json()["detail"]

@@ -112,3 +112,11 @@ def test_concurrent_retries_with_one_idempotency_key_make_one_case(cases):
         t.join()
     assert len(ids) == 6 and len(set(ids)) == 1
     assert cases.search("karamay")[0] == 1
+
+
+def test_bootstrap_is_idempotent(cases):
+    policies = cases.policies
+    before = {jid: [v.number for v in policies.list_versions(jid)] for jid in policies.refresh()}
+    assert policies.bootstrap(Loader()) == []
+    after = {jid: [v.number for v in policies.list_versions(jid)] for jid in policies.refresh()}
+    assert before == after and all(numbers == [1] for numbers in after.values())
