@@ -139,6 +139,13 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
+def _authorized(request: Request, jurisdiction: str, api_key: str | None) -> Services:
+    """The services, once the API key is valid for `jurisdiction` (403 otherwise)."""
+    services = _services(request)
+    authorize(services.policies.engine, api_key, jurisdiction)
+    return services
+
+
 def _version_json(v: PolicyVersion, with_document: bool = False) -> dict:
     out = {"jurisdiction": v.jurisdiction, "number": v.number, "status": v.status, "active": v.active,
            "content_hash": v.content_hash, "revision": v.revision, "author": v.author, "note": v.note,
@@ -230,8 +237,7 @@ def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(m
 @post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=False)
 def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishRequest],
                  x_api_key: ApiKeyHeader = None) -> Response:
-    s = _services(request)
-    authorize(s.policies.engine, x_api_key, jid)
+    s = _authorized(request, jid, x_api_key)
     v = s.policies.create_draft(jid, data.actor)
     return Response(_version_json(v, with_document=True), status_code=201, headers={"ETag": f'"{v.revision}"'})
 
@@ -240,8 +246,7 @@ def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishReq
 def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[DraftUpdate],
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                  x_api_key: ApiKeyHeader = None) -> Response:
-    s = _services(request)
-    authorize(s.policies.engine, x_api_key, jid)
+    s = _authorized(request, jid, x_api_key)
     if not if_match or not if_match.strip('"').isdigit():
         return problem(428, "需要 If-Match", "修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改",
                        "If-Match")
@@ -252,16 +257,14 @@ def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, da
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False, status_code=200)
 def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
             x_api_key: ApiKeyHeader = None) -> dict:
-    s = _services(request)
-    authorize(s.policies.engine, x_api_key, jid)
+    s = _authorized(request, jid, x_api_key)
     return _version_json(s.policies.publish(jid, number, data.actor, data.note))
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False, status_code=200)
 def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
              x_api_key: ApiKeyHeader = None) -> dict:
-    s = _services(request)
-    authorize(s.policies.engine, x_api_key, jid)
+    s = _authorized(request, jid, x_api_key)
     return _version_json(s.policies.rollback(jid, number, data.actor, data.note))
 
 
@@ -269,8 +272,7 @@ def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: 
 @post("/v1/route", sync_to_thread=False, status_code=200)
 def route(request: Request, data: JSONBody[RouteRequest],
           x_api_key: ApiKeyHeader = None) -> dict:
-    s = _services(request)
-    authorize(s.policies.engine, x_api_key, data.jurisdiction)
+    s = _authorized(request, data.jurisdiction, x_api_key)
     return s.policies.router(data.jurisdiction).route(data.case())
 
 
@@ -303,8 +305,7 @@ def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[s
                limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
                offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0,
                x_api_key: ApiKeyHeader = None) -> dict:
-    s = _services(request)
-    authorize(s.policies.engine, x_api_key, jurisdiction)
+    s = _authorized(request, jurisdiction, x_api_key)
     total, rows = s.cases.search(jurisdiction, unit, status, overdue, limit, offset)
     return {"total": total, "limit": limit, "offset": offset, "items": [case_json(r, s) for r in rows]}
 

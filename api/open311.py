@@ -128,63 +128,64 @@ def _w3(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@get("/open311/v2/{jid:str}/{resource:str}", sync_to_thread=False)
-def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
+def _guarded(resource: str, build) -> Response:
+    """Parse `name.fmt`, build the answer, and turn any Open311Error into the spec's errors document."""
     fmt = "xml"
     try:
         stem, fmt = _split(resource)
+        return build(stem, fmt)
+    except Open311Error as err:
+        return error_response(err, fmt)
+
+
+@get("/open311/v2/{jid:str}/{resource:str}", sync_to_thread=False)
+def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
+    def build(stem: str, fmt: str) -> Response:
+        router = _router(request, jid)
         if stem == "discovery":
             base = str(request.base_url).rstrip("/") + f"/open311/v2/{jid}"
-            _router(request, jid)
             return render("discovery", {"changeset": CHANGESET, "contact": "网格化环境监管平台管理员",
                                         "key_service": "gridpolicy apikey create --jurisdiction " + jid,
                                         "endpoints": [{"specification": SPEC, "url": base, "changeset": CHANGESET,
                                                        "type": "production", "formats": ["text/xml", "application/json"]}]},
                           fmt)
-        router = _router(request, jid)
         if stem == "services":
             return render("services", [_service(router, t.code) for t in router.jur.policy.problem_types], fmt)
         if stem == "requests":
             return render("service_requests", _search(request, router), fmt)
         raise Open311Error(404, f"没有资源 '{stem}'")
-    except Open311Error as err:
-        return error_response(err, fmt)
+    return _guarded(resource, build)
 
 
 @get("/open311/v2/{jid:str}/services/{name:str}", sync_to_thread=False)
 def open311_service_definition(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
-    fmt = "xml"
-    try:
-        code, fmt = _split(name)
+    def build(code: str, fmt: str) -> Response:
         router = _router(request, jid)
         if code not in router.compiled.types_by_code:
             raise Open311Error(404, f"service_code '{code}' 不存在")
         attributes = [{"variable": "true", "code": fact, "datatype": "singlevaluelist", "required": "false",
-                       "datatype_description": "true / false", "order": i + 1, "description": label,
+                       "datatype_description": "true / false", "order": i + 1, "description": CASE_FACTS[fact],
                        "values": [{"key": "true", "name": "是"}, {"key": "false", "name": "否"}]}
-                      for i, (fact, label) in enumerate((f, CASE_FACTS[f]) for f in _tested_facts(router))]
+                      for i, fact in enumerate(_tested_facts(router))]
         return render("service_definition", {"service_code": code, "attributes": attributes}, fmt)
-    except Open311Error as err:
-        return error_response(err, fmt)
+    return _guarded(name, build)
 
 
 @get("/open311/v2/{jid:str}/requests/{name:str}", sync_to_thread=False)
 def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
-    fmt = "xml"
-    try:
-        case_id, fmt = _split(name)
+    def build(case_id: str, fmt: str) -> Response:
         router = _router(request, jid)
-        if not case_id.isdigit():
-            raise Open311Error(404, f"service_request_id '{case_id}' 不存在")
+        missing = Open311Error(404, f"service_request_id '{case_id}' 不存在")
+        if not case_id.isdigit() or int(case_id) > 2**31 - 1:
+            raise missing
         try:
             record, _, _ = request.app.state.services.cases.get(int(case_id))
         except StoreError:
-            raise Open311Error(404, f"service_request_id '{case_id}' 不存在") from None
+            raise missing from None
         if record.jurisdiction != jid:
-            raise Open311Error(404, f"service_request_id '{case_id}' 不存在")
+            raise missing
         return render("service_requests", [_request_json(record, router)], fmt)
-    except Open311Error as err:
-        return error_response(err, fmt)
+    return _guarded(name, build)
 
 
 def _search(request: Request, router: Router) -> list[dict]:
@@ -212,15 +213,13 @@ def _search(request: Request, router: Router) -> list[dict]:
 
 @post("/open311/v2/{jid:str}/{resource:str}", status_code=201)
 async def open311_post(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
-    fmt = "xml"
-    try:
-        stem, fmt = _split(resource)
+    form = dict(await request.form())
+
+    def build(stem: str, fmt: str) -> Response:
         if stem != "requests":
             raise Open311Error(404, f"只能向 requests 提交 — POST to requests.{fmt}")
-        form = await request.form()
-        return _create(request, jid, dict(form), fmt)
-    except Open311Error as err:
-        return error_response(err, fmt)
+        return _create(request, jid, form, fmt)
+    return _guarded(resource, build)
 
 
 def _create(request: Request, jid: str, form: dict, fmt: str) -> Response:
