@@ -84,7 +84,9 @@ class Ruleset:
                 fired: list[str] = []
                 result = _core.start_action_for_state(self._handle, state_handle)
                 while result:
-                    fired.append(_rule_name(result[1] if isinstance(result, tuple) else result))
+                    name = _rule_name(result[1] if isinstance(result, tuple) else result)
+                    if name not in fired:  # an `$or` rule fires once per matching branch
+                        fired.append(name)
                     result = _core.complete_and_start_action(self._handle, state_handle)
                 return fired
             finally:

@@ -31,6 +31,16 @@ def test_compiled_rulesets_are_generated_from_the_policy(karamay):
     assert {"corrected_on_site": True} in rules["rule:corrected_on_site"]["all"][0]["m"]["$and"]
 
 
+def test_or_rule_matching_several_branches_fires_once(karamay):
+    from engine.runtime import Ruleset
+    ruleset = Ruleset("or-test", {"rule:x": {"all": [{"m": {"$or": [{"a": True}, {"b": True}]}}]}})
+    try:
+        assert ruleset.fire({"a": True, "b": True}) == ["rule:x"]
+        assert ruleset.fire({"a": False, "b": False}) == []
+    finally:
+        ruleset.close()
+
+
 def test_limits_are_refused_before_loading():
     too_many = {f"r{i}": {"all": [{"m": {"kind": "case"}}]} for i in range(4097)}
     with pytest.raises(RulesetLimitError, match="4096"):

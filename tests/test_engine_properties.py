@@ -3,7 +3,6 @@ level, determinism, terminating escalation, and agreement with an independent re
 from __future__ import annotations
 
 import copy
-import itertools
 from datetime import datetime, timezone
 
 import pytest
@@ -93,8 +92,9 @@ def test_bundled_agree_with_reference_on_all_tested_fact_combinations(bundled):
     from engine.verify import combinations
     for jur in bundled.values():
         compiled = compile_policy(jur)
-        for ptype in jur.policy.problem_types[:5]:
-            for _, facts in itertools.islice(combinations(compiled, ptype), 400):
+        profiles = {tuple(type_features(t).items()): t for t in jur.policy.problem_types}
+        for ptype in profiles.values():  # types with equal features behave identically in the rules table
+            for _, facts in combinations(compiled, ptype):
                 ev = evaluate(compiled, facts)
                 applied, level, _ = reference_evaluate(jur.policy, facts)
                 assert ([r.id for r in ev.applied], ev.handler_level) == (applied, level), (jur.id, facts)
