@@ -179,3 +179,28 @@ def test_reroute_on_new_facts_records_the_new_decision(client):
                       json={"action": "reroute", "actor": "网格员", "facts": {"nonsense": True}},
                       headers=client.key_headers)
     assert bad.status_code == 400 and "nonsense" in bad.json()["detail"]
+
+
+def test_weiyang_case_persuade_report_dispose_verify_fail_rereport_close(client):
+    case = client.post("/v1/cases", json={"jurisdiction": "weiyang", "problem_type": "秸秆焚烧", "unit": "wy-l4-001"},
+                       headers=client.key_headers).json()
+    assert case["decision"]["first_action"] == "persuade" and case["status"] == "patrol"
+
+    def act(action, expected, note=""):
+        response = client.post(f"/v1/cases/{case['id']}/transitions",
+                               json={"action": action, "actor": "四级网格员", "note": note}, headers=client.key_headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == expected
+        return response.json()
+
+    act("complete", "persuade")
+    act("complete", "report", "劝阻无效")
+    act("complete", "dispose")
+    act("complete", "feedback")
+    act("complete", "verify")
+    act("fail", "report", "现场核查仍在焚烧")  # 六(四): not solved → report again
+    for expected in ("dispose", "feedback", "verify", "close"):
+        act("complete", expected)
+    final = act("complete", "closed")
+    assert final["cycle"] == 2
+    assert [e["action"] for e in final["events"]].count("reopened") == 1

@@ -122,3 +122,37 @@ def test_panjin_cross_boundary_goes_to_the_common_ancestor(routers, bundled):
     d = routers["panjin"].route(Case(problem_type="air.area.straw_burning", unit=a.id, units_involved=[a.id, b.id],
                                      reported_at=WHEN))
     assert d["handler"]["level"] == 1
+
+
+# --- Weiyang (000): 45 types at level 2, 56 at level 3; village persuades first, then reports straight up
+def test_weiyang_problem_type_counts(bundled):
+    levels = [t.level for t in bundled["weiyang"].policy.problem_types]
+    assert levels.count(2) == 45 and levels.count(3) == 56 and len(levels) == 101
+
+
+def test_weiyang_straw_burning_at_a_village_persuades_then_reports_to_the_street(routers):
+    first = route(routers, "weiyang", "秸秆焚烧", "wy-l4-001")
+    assert kinds(first) == ["persuade"] and first["actions"][0]["by"]["level"] == 4
+    failed = route(routers, "weiyang", "秸秆焚烧", "wy-l4-001", persuasion_failed=True)
+    report = failed["actions"][0]
+    assert report["kind"] == "report" and report["to"]["level"] == 3
+    assert report["to"]["unit"] == routers["weiyang"].units["wy-l4-001"].parent
+
+
+def test_weiyang_industrial_over_discharge_goes_straight_to_the_district(routers):
+    d = route(routers, "weiyang", "industry.pollution.production", "wy-l4-050", persuasion_failed=True)
+    assert d["handler"]["level"] == 2 and d["first_action"] == "report"
+    assert d["actions"][0]["to"]["level"] == 2  # skips the street (五(四)3)
+
+
+def test_weiyang_cross_street_dust_goes_to_the_district(routers, bundled):
+    l4 = bundled["weiyang"].units_at(4)
+    a, b = next((x, y) for x in l4 for y in l4 if x.parent != y.parent)
+    d = routers["weiyang"].route(Case(problem_type="air.dust.construction_site", unit=a.id, units_involved=[a.id, b.id],
+                                      facts={"persuasion_failed": True}, reported_at=WHEN))
+    assert d["handler"]["level"] == 2 and d["handler"]["unit"] == "weiyang"
+
+
+def test_weiyang_failed_verification_re_reports(routers):
+    d = route(routers, "weiyang", "秸秆焚烧", "wy-l4-001", persuasion_failed=True, verification_failed=True)
+    assert "re_report" in kinds(d)
