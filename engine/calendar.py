@@ -25,6 +25,7 @@ class WorkCalendar:
     def __init__(self, overrides: dict[date, bool] | None = None):
         self.overrides = dict(overrides or {})
         self._after: dict[tuple[date, int], date] = {}  # (day, n) -> n-th working day after it
+        self._shift: dict[tuple[date, int, timedelta], timedelta] = {}
 
     def is_workday(self, day: date) -> bool:
         if day in self.overrides:
@@ -41,11 +42,17 @@ class WorkCalendar:
         any remainder on a working day, so P3D from a Friday before a holiday skips the holiday."""
         if kind is CalendarKind.natural:
             return start + duration
-        due = datetime.combine(self._working_days_after(start.date(), duration.days), start.timetz())
-        due += duration - timedelta(days=duration.days)
-        while not self.is_workday(due.date()):
-            due += timedelta(days=1)
-        return due
+        remainder = duration - timedelta(days=duration.days)
+        moved = start + remainder
+        day, spill = start.date(), moved.date() - start.date()
+        key = (day, duration.days, spill)
+        shift = self._shift.get(key)
+        if shift is None:  # the day arithmetic depends only on the key: memoised
+            target = self._working_days_after(day, duration.days) + spill
+            while not self.is_workday(target):
+                target += timedelta(days=1)
+            shift = self._shift[key] = target - day
+        return moved + (shift - spill)
 
     def _working_days_after(self, day: date, count: int) -> date:
         key = (day, count)

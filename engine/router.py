@@ -117,6 +117,8 @@ class Router:
         self._sole_unit = {u.level: u for u in self.units.values() if per_level[u.level] == 1}
         self._departments = {d.id: d for d in self.jur.policy.departments}
         self._trace = self._trace_entries()
+        self._chains: dict[str, list[Unit]] = {}
+        self._action_entries: dict[int, dict] = {}
         # per workflow, the fixed part of each deadline entry: only the due time varies per case
         self._plans = {w.id: [(step, {"step": step.id, "name": step.name, "actor": step.actor,
                                       "duration": _iso_duration(step.deadline.duration),
@@ -154,15 +156,18 @@ class Router:
         return self.units[uid]
 
     def ancestors(self, unit: Unit) -> list[Unit]:
-        chain = [unit]
-        while chain[-1].parent is not None:
-            chain.append(self.units[chain[-1].parent])
+        chain = self._chains.get(unit.id)
+        if chain is None:
+            chain = [unit]
+            while chain[-1].parent is not None:
+                chain.append(self.units[chain[-1].parent])
+            self._chains[unit.id] = chain
         return chain
 
     def ancestor_at(self, unit: Unit | None, level: int) -> Unit | None:
         """The grid at `level` above `unit`; below it only the level's sole unit is determined."""
         if unit is not None and unit.level >= level:
-            return next(u for u in self.ancestors(unit) if u.level == level)
+            return self.ancestors(unit)[unit.level - level]
         return self._sole_unit.get(level)
 
     def common_ancestor(self, units: list[Unit]) -> Unit | None:
@@ -245,11 +250,14 @@ class Router:
         return [{"kind": "grid", "level": level, **self._unit_ref(unit)}]
 
     def _actions(self, rule: Rule, action: Action, ptype: ProblemType, finder: dict, handler: dict) -> list[dict]:
+        fixed = self._action_entries.get(id(action))
+        if fixed is None:  # the rule's own words, built once per action
+            reason = rule.name + (f" ({action.note})" if action.note else "")
+            fixed = self._action_entries[id(action)] = {
+                "kind": action.kind.value, "label": ACTION_LABELS[action.kind.value], "reason": reason, "rule": rule.id}
         by = self._party(action.by, ptype, finder, handler)[0]
         targets = self._party(action.to, ptype, finder, handler) if action.to else [None]
-        reason = rule.name + (f" ({action.note})" if action.note else "")
-        return [{"kind": action.kind.value, "label": ACTION_LABELS[action.kind.value], "by": by, "to": to,
-                 "reason": reason, "rule": rule.id} for to in targets]
+        return [fixed | {"by": by, "to": to} for to in targets]
 
     def _deadlines(self, workflow: Workflow | None, start: datetime):
         if workflow is None:
