@@ -204,3 +204,22 @@ def test_weiyang_case_persuade_report_dispose_verify_fail_rereport_close(client)
     final = act("complete", "closed")
     assert final["cycle"] == 2
     assert [e["action"] for e in final["events"]].count("reopened") == 1
+
+
+def test_publish_is_refused_with_the_verification_problems(client):
+    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"},
+                        headers=client.key_headers)
+    document = draft.json()["document"]
+    document["rules"].append({"id": "never", "name": "永不命中", "priority": 15,
+                              "when": {"entry": "below", "handler_level": 3},
+                              "then": {"actions": [{"kind": "report", "by": "finder", "to": "handler"}]},
+                              "assumption": "测试"})
+    number = draft.json()["number"]
+    saved = client.put(f"/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
+                       headers={**client.key_headers, "If-Match": draft.headers["etag"]})
+    assert saved.status_code == 200  # a draft may be incomplete; publishing is where coverage is enforced
+    refused = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish",
+                          json={"actor": "发布人", "note": "加一条规则"}, headers=client.key_headers)
+    assert refused.status_code == 422 and any("never" in p for p in refused.json()["problems"])
+    versions = client.get("/v1/jurisdictions/karamay/versions").json()
+    assert versions[0]["active"] and versions[-1]["status"] == "draft"  # nothing changed
