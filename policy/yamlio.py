@@ -9,6 +9,9 @@ import yaml
 
 from policy.errors import PolicyError, PolicyIssue
 
+# libyaml's parser when PyYAML was built with it (5–10× faster); same nodes and marks either way
+_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 @dataclass
 class Origin:
@@ -49,23 +52,23 @@ class OriginMap:
         return best
 
 
-def _construct(node: yaml.Node, file: str, origins: OriginMap) -> Any:
+def _construct(node: yaml.Node, file: str, origins: OriginMap, scalars: yaml.SafeLoader) -> Any:
     if isinstance(node, yaml.MappingNode):
         result: dict = {}
         key_lines: dict[str, int] = {}
         for key_node, value_node in node.value:
-            key = _construct(key_node, file, origins)
+            key = _construct(key_node, file, origins, scalars)
             if key in result:
                 raise PolicyError([PolicyIssue(
                     file=file, line=key_node.start_mark.line + 1, path=str(key),
                     message=f"重复的键 duplicate key '{key}'")])
-            result[key] = _construct(value_node, file, origins)
+            result[key] = _construct(value_node, file, origins, scalars)
             key_lines[str(key)] = key_node.start_mark.line + 1
         origins.record(result, Origin(file, node.start_mark.line + 1, key_lines))
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, file, origins) for item in node.value]
-    return yaml.SafeLoader(" ").construct_object(node)  # scalars: reuse PyYAML's resolution
+        return [_construct(item, file, origins, scalars) for item in node.value]
+    return scalars.construct_object(node)  # scalars: PyYAML's own resolution (ints, bools, dates …)
 
 
 def load_yaml(path: Path, origins: OriginMap) -> Any:
@@ -75,7 +78,7 @@ def load_yaml(path: Path, origins: OriginMap) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([PolicyIssue(file=file, message=f"无法读取文件 cannot read file: {exc}")]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_COMPOSER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PolicyError([PolicyIssue(
@@ -83,4 +86,4 @@ def load_yaml(path: Path, origins: OriginMap) -> Any:
             message=f"YAML 语法错误 syntax error: {getattr(exc, 'problem', exc)}")]) from None
     if node is None:
         return {}
-    return _construct(node, file, origins)
+    return _construct(node, file, origins, yaml.SafeLoader(""))
