@@ -20,11 +20,17 @@ validate: $(STAMP)
 # Validates the rules, migrates var/gridpolicy.db, imports the bundled jurisdictions on first start
 # and serves on 127.0.0.1:8000 (GRIDPOLICY_DATABASE_URL selects PostgreSQL instead).
 run: validate
+	@echo "管理后台 /admin; 第一个管理员: $(BIN)/gridpolicy user create NAME --superuser"
 	$(BIN)/gridpolicy serve --host 127.0.0.1 --port 8000
 
-# The suite runs every store/API test on SQLite and on a throwaway PostgreSQL (installed if missing).
-test: $(STAMP)
+# The suite runs every store/API test on SQLite and on a throwaway PostgreSQL (installed if missing);
+# the admin UI tests drive Debian's Chromium (installed if missing; `playwright install` cannot work offline),
+# with a CJK font so the screenshots show Chinese.
+test: $(STAMP) /usr/bin/chromium
 	GRIDPOLICY_TEST_DATABASE_URL="$$(scripts/test-postgres.sh)" $(BIN)/python -m pytest
+
+/usr/bin/chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py --out bench/results.json

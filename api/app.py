@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlmodel import Session
 
+from admin.routes import admin_parts
 from api import open311
 from engine.router import Case, RoutingError
 from policy.catalog import search_score
@@ -373,6 +374,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
     except PolicyError as err:
         raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
     services = Services(policies, CaseService(policies))
+    admin = admin_parts(engine)
 
     def _state(config: AppConfig) -> AppConfig:
         config.state.update({"services": services, "sweep": sweep_enabled})
@@ -381,13 +383,15 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
     return Litestar(
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
-                        get_case, list_cases, transition, health, *open311.ROUTES],
+                        get_case, list_cases, transition, health, *open311.ROUTES, *admin.routers],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},
         openapi_config=OpenAPIConfig(title="gridpolicy", version="1", path="/schema",
                                      description="网格化环境监管规则路由服务 — policy-as-data routing"),
         request_max_body_size=MAX_BODY,
+        template_config=admin.templates,
+        stores=admin.stores,
         lifespan=[_lifespan] if background else [],
         on_app_init=[_state],
     )

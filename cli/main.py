@@ -24,6 +24,8 @@ units_app = typer.Typer(help="网格单元 grid units", no_args_is_help=True)
 app.add_typer(units_app, name="units")
 apikey_app = typer.Typer(help="接入系统 API key", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+user_app = typer.Typer(help="管理后台用户 admin users", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 
 def _fail(lines: list[str], code: int = 1) -> None:
@@ -203,6 +205,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     from store.db import database_url  # noqa: PLC0415
     typer.echo(f"gridpolicy 服务: http://{host}:{port}  数据库: {database_url().split('@')[-1]}  进程: {workers}")
     typer.echo("接口文档 OpenAPI: /schema   健康检查: /health   创建接入密钥: gridpolicy apikey create --all")
+    typer.echo(f"管理后台: http://{host}:{port}/admin   创建第一个管理员: gridpolicy user create NAME --superuser")
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
@@ -251,6 +254,33 @@ def apikey_list() -> None:
     for key in list_keys(_engine()):
         state = f"已吊销 {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "有效"
         typer.echo(f"{key.prefix}  {','.join(key.jurisdictions) or '全部辖区'}  {key.label}  {state}")
+
+
+@user_app.command("create")
+def user_create(
+    name: str,
+    superuser: Annotated[bool, typer.Option("--superuser", help="超级管理员: 所有辖区的全部权限")] = False,
+    role: Annotated[Optional[str], typer.Option("--role", help="viewer (查看) | editor (编辑草稿) | publisher (发布/回滚)")] = None,
+    jurisdiction: Annotated[Optional[list[str]], typer.Option("--jurisdiction", help="角色所属辖区 (可重复)")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取密码")] = False,
+) -> None:
+    """创建管理后台用户 (密码以 argon2 散列保存)。"""
+    from store.errors import StoreError  # noqa: PLC0415
+    from store.users import create_user  # noqa: PLC0415
+    if superuser == bool(role) or bool(role) != bool(jurisdiction):
+        _fail(["须指定 --superuser, 或 --role ROLE 与 --jurisdiction ID 之一"], 2)
+    known = Loader().raw
+    unknown = [j for j in jurisdiction or [] if j not in known or j.startswith("_")]
+    if unknown:
+        _fail([f"未知辖区 {', '.join(unknown)}; 可用: {', '.join(sorted(k for k in known if not k.startswith('_')))}"], 2)
+    password = (sys.stdin.readline().rstrip("\n") if password_stdin
+                else typer.prompt("密码", hide_input=True, confirmation_prompt="再次输入密码"))
+    try:
+        create_user(_engine(), name, password, superuser, {j: role for j in jurisdiction or []}, actor="cli")
+    except StoreError as err:
+        _fail([err.message])
+    typer.echo(f"已创建用户 {name}: {'超级管理员' if superuser else role + ' @ ' + ', '.join(jurisdiction)}。"
+               "登录 http://127.0.0.1:8000/admin")
 
 
 @app.command("compare")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
@@ -116,6 +117,13 @@ class CaseService:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
             rows = session.exec(query.order_by(CaseRecord.id.desc()).offset(offset).limit(limit)).all()
             return total, list(rows)
+
+    def open_counts(self) -> dict[str, dict[str, int]]:
+        """Per jurisdiction: cases not closed, and how many of those are overdue."""
+        query = (select(CaseRecord.jurisdiction, func.count(), func.sum(sql_case((CaseRecord.overdue, 1), else_=0)))
+                 .where(CaseRecord.status != CLOSED).group_by(CaseRecord.jurisdiction))
+        with Session(self.engine) as session:
+            return {jid: {"open": total, "overdue": int(overdue or 0)} for jid, total, overdue in session.exec(query)}
 
     # --- the state machine
     def _workflow(self, router: Router, decision: dict) -> Workflow | None:

@@ -122,3 +122,38 @@ class ApiKey(SQLModel, table=True):
     label: str = Field(default="", max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class AdminUser(SQLModel, table=True):
+    """A person who signs in to /admin; the password is stored as an argon2 hash."""
+    __tablename__ = "admin_user"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    password_hash: str = Field(max_length=256)
+    superuser: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AdminRole(SQLModel, table=True):
+    """A user's role in one jurisdiction: viewer < editor (edits drafts) < publisher (publishes, rolls back)."""
+    __tablename__ = "admin_role"
+    __table_args__ = (UniqueConstraint("user_id", "jurisdiction"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="admin_user.id", index=True)
+    jurisdiction: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+
+
+class AppSecret(SQLModel, table=True):
+    """Secrets every worker must share (session signing, CSRF), generated once on first start."""
+    __tablename__ = "app_secret"
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=256)
+
+
+class AdminSession(SQLModel, table=True):
+    """Server-side admin sessions: every worker sees them, and signing out deletes the row."""
+    __tablename__ = "admin_session"
+    key: str = Field(primary_key=True, max_length=128)
+    value: bytes
+    expires_at: datetime | None = Field(default=None, index=True)

@@ -139,15 +139,19 @@ class PolicyStore:
             session.refresh(version)
             return version
 
-    def update_draft(self, jid: str, number: int, document: dict, revision: int, author: str) -> PolicyVersion:
-        """Replace a draft's document if `revision` (the ETag the editor saw) is still current."""
+    def check_draft(self, jid: str, number: int, document: dict) -> Jurisdiction:
+        """The draft document built and validated, or Invalid listing every issue with its path."""
         if document.get("id") != jid:
             raise Invalid(f"文档 id 须为 '{jid}'", field="document.id")
         try:
-            jur = build_jurisdiction(document, self.catalog, [f"{jid} 草稿 v{number}"])
+            return build_jurisdiction(document, self.catalog, [f"{jid} 草稿 v{number}"])
         except PolicyError as err:
             raise Invalid("草稿未通过校验", field="document",
                           issues=[{"path": i.path, "message": i.message} for i in err.issues]) from None
+
+    def update_draft(self, jid: str, number: int, document: dict, revision: int, author: str) -> PolicyVersion:
+        """Replace a draft's document if `revision` (the ETag the editor saw) is still current."""
+        jur = self.check_draft(jid, number, document)
         with Session(self.engine) as session:
             result = session.exec(
                 update(PolicyVersion)

@@ -1,0 +1,432 @@
+"""The policy admin's workplace at /admin: server-rendered Jinja2 pages, htmx for partial updates.
+
+Sessions (server-side, in the database) and CSRF checks are router middleware, so the /v1 and /open311
+APIs (API keys, no cookies) are untouched. Sessions and the CSRF secret are shared by all workers.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.config.csrf import CSRFConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import FormMultiDict
+from litestar.di import Provide
+from litestar.exceptions import PermissionDeniedException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.middleware.session.server_side import ServerSideSessionConfig
+from litestar.params import Parameter
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from sqlalchemy.engine import Engine
+
+from engine.compiler import compile_policy
+from engine.router import Case, RoutingError
+from engine.verify import verify
+from policy.catalog import search_score
+from policy.diff import compare, diff
+from policy.facts import CASE_FACTS, ENUM_FACTS
+from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
+from store.tables import PolicyVersion
+from store.sessions import DatabaseStore
+from store.users import ROLE_LABELS, Principal, authenticate, principal, shared_secret
+
+HERE = Path(__file__).resolve().parent
+MAX_ID = 2**31 - 1
+SESSION_HOURS = 8
+SESSION_STORE = "admin_sessions"
+Number = Annotated[int, Parameter(ge=1, le=MAX_ID)]
+
+
+class LoginRequired(Exception):
+    """No valid session: pages redirect to the sign-in form."""
+
+
+def _services(request: Request):
+    return request.app.state.services
+
+
+def _current_user(request: Request) -> Principal:
+    uid = request.session.get("uid") if request.session else None
+    user = principal(_services(request).policies.engine, uid) if isinstance(uid, int) else None
+    if user is None:
+        raise LoginRequired
+    return user
+
+
+def _require(user: Principal, jid: str, role: str) -> None:
+    if not user.can(jid, role):
+        raise Forbidden(f"你在辖区 {jid} 没有{ROLE_LABELS[role]}权限", field="role")
+
+
+def _is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _page(template: str, status_code: int = 200, **context: Any) -> Template:
+    return Template(template_name=template, context=context, status_code=status_code)
+
+
+# --- errors: a Chinese message on a page (or in the fragment htmx swaps), never a 500
+def _login_redirect(request: Request, _: LoginRequired) -> Response:
+    if _is_htmx(request):
+        return Response("", status_code=401, headers={"HX-Redirect": "/admin/login"})
+    return Redirect("/admin/login")
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if _is_htmx(request):
+        return Response(f'<p class="error" role="alert">{_escape(message)}</p>', status_code=status,
+                        media_type="text/html")
+    return _page("error.html", status, message=message, status=status)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _store_error(request: Request, exc: StoreError) -> Response:
+    return _error(request, exc.status, exc.message)
+
+
+def _csrf_error(request: Request, _: PermissionDeniedException) -> Response:
+    return _error(request, 403, "表单已失效或缺少安全令牌 (CSRF), 请刷新页面后重试")
+
+
+def _bad_request(request: Request, _: ValidationException) -> Response:
+    return _error(request, 400, "请求参数无效, 请检查地址")
+
+
+# --- sign-in
+@get("/login", sync_to_thread=False)
+def login_form(request: Request) -> Template:
+    return _page("login.html")
+
+
+@post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    user = authenticate(_services(request).policies.engine, str(form.get("name", ""))[:64],
+                        str(form.get("password", ""))[:1024])
+    if user is None:
+        return _page("login.html", 401, error="用户名或密码错误", name=form.get("name", ""))
+    request.clear_session()  # a fresh session on every sign-in
+    request.set_session({"uid": user.id})
+    return Redirect("/admin/")
+
+
+@post("/logout", sync_to_thread=False)
+def logout(request: Request) -> Redirect:
+    request.clear_session()
+    return Redirect("/admin/login")
+
+
+# --- jurisdictions
+@get("/", sync_to_thread=False)
+def index(request: Request, user: Principal) -> Template:
+    s = _services(request)
+    counts = s.cases.open_counts()
+    rows = []
+    for jid in sorted(s.policies.refresh()):
+        router = s.policies.router(jid)
+        p = router.jur.policy
+        rows.append({"id": jid, "name": p.name, "version": s.policies.active_version(jid).number,
+                     "role": "超级管理员" if user.superuser else ROLE_LABELS.get(user.roles.get(jid, ""), "—"),
+                     "levels": [{"number": lv.number, "name": lv.name, "units": len(router.jur.units_at(lv.number)),
+                                 "types": sum(1 for t in p.problem_types if t.level == lv.number)} for lv in p.levels],
+                     "cases": counts.get(jid, {"open": 0, "overdue": 0})})
+    return _page("index.html", user=user, rows=rows)
+
+
+@get("/j/{jid:str}", sync_to_thread=False)
+def jurisdiction(request: Request, user: Principal, jid: str) -> Template:
+    s = _services(request).policies
+    versions = s.list_versions(jid)
+    return _page("jurisdiction.html", user=user, jid=jid, name=s.router(jid).jur.policy.name,
+                 versions=list(reversed(versions)))
+
+
+@post("/j/{jid:str}/drafts", sync_to_thread=False)
+def new_draft(request: Request, user: Principal, jid: str) -> Redirect:
+    _require(user, jid, "editor")
+    version = _services(request).policies.create_draft(jid, user.name)
+    return Redirect(f"/admin/j/{jid}/v/{version.number}")
+
+
+# --- the draft editor: problem-type table with inline edits
+def _type_rows(version: PolicyVersion, q: str | None, names: dict[str, str]) -> list[dict]:
+    rows = []
+    for t in version.document["problem_types"]:
+        name = names.get(t["code"], t.get("name") or t["code"])
+        score = search_score(q, t["code"], name) if q else 1.0
+        if score >= 1.0:
+            rows.append({**t, "name": name})
+    return rows
+
+
+def _type_names(request: Request, jid: str) -> dict[str, str]:
+    return _services(request).policies.router(jid).jur.type_names
+
+
+@get("/j/{jid:str}/v/{number:int}", sync_to_thread=False)
+def editor(request: Request, user: Principal, jid: str, number: Number,
+           q: Annotated[str | None, Parameter(max_length=100)] = None) -> Template:
+    version = _services(request).policies.get_version(jid, number)
+    rows = _type_rows(version, q, _type_names(request, jid))
+    context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "",
+                   editable=version.status == "draft" and user.can(jid, "editor"))
+    if _is_htmx(request) and request.headers.get("HX-Target") == "type-rows":
+        return _page("_type_rows.html", **context)
+    return _page("editor.html", **context)
+
+
+def _find_type(version: PolicyVersion, code: str) -> tuple[int, dict]:
+    for index, ptype in enumerate(version.document["problem_types"]):
+        if ptype["code"] == code:
+            return index, ptype
+    raise StoreError(f"草稿 v{version.number} 中没有问题类型 {code}", field="code")
+
+
+@dataclass
+class TypeEdit:
+    """One inline edit of a problem type: the submitted values and what is wrong with them."""
+    level: str
+    departments: str
+    persuade_first: bool
+    revision: int
+    errors: dict[str, str]
+    index: int = -1  # the type's position in the document, once applied
+
+    @classmethod
+    def from_form(cls, form: FormMultiDict) -> TypeEdit:
+        revision = str(form.get("revision", ""))
+        return cls(str(form.get("level", ""))[:10].strip(), str(form.get("departments", ""))[:500],
+                   form.get("persuade_first") == "on", int(revision) if revision.isdigit() else 0, {})
+
+    @classmethod
+    def from_type(cls, ptype: dict, revision: int) -> TypeEdit:
+        return cls(str(ptype["level"]), ", ".join(ptype["departments"]), ptype["persuade_first"], revision, {})
+
+    def apply(self, version: PolicyVersion, code: str) -> dict | None:
+        """The draft document with this edit applied, or None with `errors` filled in."""
+        if not self.level.isdigit():
+            self.errors["level"] = "处置层级须为整数, 如 2"
+            return None
+        document = dict(version.document)
+        index, ptype = _find_type(version, code)
+        document["problem_types"] = list(document["problem_types"])
+        document["problem_types"][index] = {**ptype, "level": int(self.level),
+                                            "departments": [d for d in re.split(r"[,，\s]+", self.departments) if d],
+                                            "persuade_first": self.persuade_first}
+        self.index = index
+        return document
+
+    def absorb(self, err: Invalid) -> None:
+        """Put each validation issue next to the field it concerns."""
+        prefix = f"problem_types[{self.index}]."
+        for issue in err.extra.get("issues", []):
+            field = issue["path"][len(prefix):] if issue["path"].startswith(prefix) else "general"
+            field = field if field in ("level", "departments", "persuade_first") else "general"
+            self.errors[field] = "; ".join(filter(None, [self.errors.get(field), issue["message"]]))
+        if not self.errors:
+            self.errors["general"] = err.message
+
+
+async def _edit(request: Request, user: Principal, jid: str, number: int, code: str) -> tuple[PolicyVersion, TypeEdit, dict | None]:
+    _require(user, jid, "editor")
+    version = _services(request).policies.get_version(jid, number)
+    edit = TypeEdit.from_form(await request.form())
+    return version, edit, edit.apply(version, code)
+
+
+def _form(request: Request, jid: str, version: PolicyVersion, code: str, edit: TypeEdit, status: int = 200) -> Template:
+    _, ptype = _find_type(version, code)
+    departments = [d["id"] for d in version.document["departments"]]
+    levels = [lv["number"] for lv in version.document["levels"]]
+    return _page("_type_form.html", status, jid=jid, version=version, t=ptype, edit=edit,
+                 name=_type_names(request, jid).get(code, code), departments=departments, levels=levels)
+
+
+@get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
+def type_row(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+    version = _services(request).policies.get_version(jid, number)
+    _, ptype = _find_type(version, code)
+    return _page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
+                 and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)})
+
+
+@get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=False)
+def type_edit_form(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+    _require(user, jid, "editor")
+    version = _services(request).policies.get_version(jid, number)
+    if version.status != "draft":
+        raise StoreError(f"v{number} 已发布, 不可修改; 请先新建草稿", field="number")
+    _, ptype = _find_type(version, code)
+    return _form(request, jid, version, code, TypeEdit.from_type(ptype, version.revision))
+
+
+@post("/j/{jid:str}/v/{number:int}/types/{code:str}/check")
+async def type_check(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+    """Validation as the admin types: only the messages next to the fields are swapped."""
+    version, edit, document = await _edit(request, user, jid, number, code)
+    if document is not None:
+        try:
+            _services(request).policies.check_draft(jid, number, document)
+        except Invalid as err:
+            edit.absorb(err)
+    return _page("_type_errors.html", dom=_dom_id(code), edit=edit)
+
+
+@post("/j/{jid:str}/v/{number:int}/types/{code:str}")
+async def type_save(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+    version, edit, document = await _edit(request, user, jid, number, code)
+    if document is None:
+        return _form(request, jid, version, code, edit, 422)
+    try:
+        saved = _services(request).policies.update_draft(jid, number, document, edit.revision, user.name)
+    except Invalid as err:
+        edit.absorb(err)
+        return _form(request, jid, version, code, edit, 422)
+    except PreconditionFailed as err:
+        edit.errors["general"] = err.message
+        return _form(request, jid, version, code, edit, 412)
+    _, ptype = _find_type(saved, code)
+    return _page("_type_row.html", jid=jid, version=saved, editable=True,
+                 t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True)
+
+
+# --- verify, publish, history, rollback
+def _verification(request: Request, version: PolicyVersion) -> dict:
+    compiled = compile_policy(_services(request).policies.build(version))
+    try:
+        report = verify(compiled)
+    finally:
+        compiled.close()
+    return {"ok": report.ok, "problems": report.problems(), "matrix": report.matrix,
+            "combinations": report.combinations}
+
+
+def _verify_page(request: Request, user: Principal, jid: str, version: PolicyVersion, status: int = 200,
+                 **extra: Any) -> Template:
+    levels = [(lv["number"], lv["name"]) for lv in version.document["levels"]]
+    return _page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
+                 report=_verification(request, version), can_publish=user.can(jid, "publisher"), **extra)
+
+
+@get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=False)
+def verify_page(request: Request, user: Principal, jid: str, number: Number) -> Template:
+    return _verify_page(request, user, jid, _services(request).policies.get_version(jid, number))
+
+
+@post("/j/{jid:str}/v/{number:int}/publish")
+async def publish(request: Request, user: Principal, jid: str, number: Number) -> Response:
+    _require(user, jid, "publisher")
+    note = str((await request.form()).get("note", ""))[:2000]
+    s = _services(request).policies
+    try:
+        s.publish(jid, number, user.name, note)
+    except Invalid as err:
+        return _verify_page(request, user, jid, s.get_version(jid, number), 422, note=note,
+                            note_error=err.message if err.field == "note" else None,
+                            publish_error=None if err.field == "note" else err.message)
+    return Redirect(f"/admin/j/{jid}")
+
+
+@post("/j/{jid:str}/v/{number:int}/rollback", sync_to_thread=False)
+def rollback(request: Request, user: Principal, jid: str, number: Number) -> Redirect:
+    _require(user, jid, "publisher")
+    _services(request).policies.rollback(jid, number, user.name, f"回滚到 v{number} rollback")
+    return Redirect(f"/admin/j/{jid}")
+
+
+@get("/j/{jid:str}/diff", sync_to_thread=False)
+def version_diff(request: Request, user: Principal, jid: str, from_: Annotated[int, Parameter(query="from", ge=1, le=MAX_ID)],
+                 to: Number) -> Template:
+    s = _services(request).policies
+    old, new = s.get_version(jid, from_), s.get_version(jid, to)
+    return _page("diff.html", user=user, jid=jid, old=old, new=new,
+                 diff=diff(s.build(old).policy, s.build(new).policy), names=_type_names(request, jid))
+
+
+# --- simulator
+@get("/simulate", sync_to_thread=False)
+def simulator(request: Request, user: Principal,
+              jurisdiction: Annotated[str | None, Parameter(max_length=64)] = None) -> Template:
+    s = _services(request).policies
+    ids = sorted(s.refresh())
+    jid = jurisdiction if jurisdiction in ids else ids[0]
+    router = s.router(jid)
+    types = sorted(router.jur.type_names.items())
+    return _page("simulate.html", user=user, ids=ids, jid=jid, types=types, facts=CASE_FACTS,
+                 classes=ENUM_FACTS["enterprise_class"][1], units=list(router.jur.units.values())[:200])
+
+
+@post("/simulate")
+async def simulate(request: Request, user: Principal) -> Template:
+    form = await request.form()
+    s = _services(request).policies
+    jid = str(form.get("jurisdiction", ""))[:64]
+    facts: dict[str, bool | str] = {name: True for name in CASE_FACTS if form.get(f"fact_{name}") == "on"}
+    if form.get("enterprise_class") in ENUM_FACTS["enterprise_class"][1]:
+        facts["enterprise_class"] = str(form.get("enterprise_class"))
+    try:
+        case = Case(problem_type=str(form.get("problem_type", ""))[:200] or " ",
+                    unit=str(form.get("unit", "")).strip()[:200] or None, facts=facts)
+        decision = s.router(jid).route(case)
+    except RoutingError as err:
+        return _page("_decision.html", 422, error=str(err))
+    return _page("_decision.html", decision=decision)
+
+
+# --- compare
+@get("/compare", sync_to_thread=False)
+def compare_page(request: Request, user: Principal,
+                 ids: Annotated[list[str] | None, Parameter(max_items=10)] = None) -> Template:
+    s = _services(request).policies
+    known = sorted(s.refresh())
+    chosen = [i for i in ids or [] if i in known]
+    result = compare([s.router(jid).jur for jid in chosen]) if len(chosen) >= 2 else None
+    error = "请至少选择两个辖区" if ids is not None and len(chosen) < 2 else None
+    return _page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error)
+
+
+def _dom_id(code: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", code)
+
+
+@dataclass
+class AdminParts:
+    routers: list[Router]
+    templates: TemplateConfig
+    stores: dict[str, DatabaseStore]
+
+
+def admin_parts(engine: Engine) -> AdminParts:
+    """The /admin router (sessions, CSRF, sign-in required), its static files, templates, session store."""
+    session = ServerSideSessionConfig(store=SESSION_STORE, key="gp_admin", path="/admin", samesite="lax",
+                                      httponly=True, max_age=SESSION_HOURS * 3600, renew_on_access=True)
+    csrf = CSRFConfig(secret=shared_secret(engine, "admin_csrf"), cookie_name="gp_csrf", cookie_path="/admin",
+                      header_name="X-CSRFToken", cookie_samesite="strict")
+    router = Router(
+        path="/admin",
+        route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
+                        type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
+                        compare_page],
+        dependencies={"user": Provide(_current_user, sync_to_thread=False)},
+        middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
+        exception_handlers={LoginRequired: _login_redirect, StoreError: _store_error,
+                            PermissionDeniedException: _csrf_error, ValidationException: _bad_request},
+        include_in_schema=False,
+    )
+    static = create_static_files_router(path="/admin/static", directories=[HERE / "static"], include_in_schema=False)
+
+    def _setup(engine_: JinjaTemplateEngine) -> None:
+        engine_.engine.filters["domid"] = _dom_id
+
+    templates = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_setup)
+    return AdminParts([router, static], templates, {SESSION_STORE: DatabaseStore(engine)})
