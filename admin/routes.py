@@ -12,14 +12,14 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import FormMultiDict
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.session.server_side import ServerSideSessionConfig
-from litestar.params import Parameter
+from litestar.params import FromPath, PathParameter, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 MAX_ID = 2**31 - 1
 SESSION_HOURS = 8
 SESSION_STORE = "admin_sessions"
-Number = Annotated[int, Parameter(ge=1, le=MAX_ID)]
+Number = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 class LoginRequired(Exception):
@@ -59,7 +59,7 @@ def _current_user(request: Request) -> Principal:
     return user
 
 
-def _require(user: Principal, jid: str, role: str) -> None:
+def _require(user: NamedDependency[Principal], jid: FromPath[str], role: str) -> None:
     if not user.can(jid, role):
         raise Forbidden(f"你在辖区 {jid} 没有{ROLE_LABELS[role]}权限", field="role")
 
@@ -128,7 +128,7 @@ def logout(request: Request) -> Redirect:
 
 # --- jurisdictions
 @get("/", sync_to_thread=False)
-def index(request: Request, user: Principal) -> Template:
+def index(request: Request, user: NamedDependency[Principal]) -> Template:
     s = _services(request)
     counts = s.cases.open_counts()
     rows = []
@@ -144,7 +144,7 @@ def index(request: Request, user: Principal) -> Template:
 
 
 @get("/j/{jid:str}", sync_to_thread=False)
-def jurisdiction(request: Request, user: Principal, jid: str) -> Template:
+def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
     s = _services(request).policies
     versions = s.list_versions(jid)
     return _page("jurisdiction.html", user=user, jid=jid, name=s.router(jid).jur.policy.name,
@@ -152,7 +152,7 @@ def jurisdiction(request: Request, user: Principal, jid: str) -> Template:
 
 
 @post("/j/{jid:str}/drafts", sync_to_thread=False)
-def new_draft(request: Request, user: Principal, jid: str) -> Redirect:
+def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
     _require(user, jid, "editor")
     version = _services(request).policies.create_draft(jid, user.name)
     return Redirect(f"/admin/j/{jid}/v/{version.number}")
@@ -169,13 +169,13 @@ def _type_rows(version: PolicyVersion, q: str | None, names: dict[str, str]) -> 
     return rows
 
 
-def _type_names(request: Request, jid: str) -> dict[str, str]:
+def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
     return _services(request).policies.router(jid).jur.type_names
 
 
 @get("/j/{jid:str}/v/{number:int}", sync_to_thread=False)
-def editor(request: Request, user: Principal, jid: str, number: Number,
-           q: Annotated[str | None, Parameter(max_length=100)] = None) -> Template:
+def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+           q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
     version = _services(request).policies.get_version(jid, number)
     rows = _type_rows(version, q, _type_names(request, jid))
     context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "",
@@ -185,7 +185,7 @@ def editor(request: Request, user: Principal, jid: str, number: Number,
     return _page("editor.html", **context)
 
 
-def _find_type(version: PolicyVersion, code: str) -> tuple[int, dict]:
+def _find_type(version: PolicyVersion, code: FromPath[str]) -> tuple[int, dict]:
     for index, ptype in enumerate(version.document["problem_types"]):
         if ptype["code"] == code:
             return index, ptype
@@ -212,7 +212,7 @@ class TypeEdit:
     def from_type(cls, ptype: dict, revision: int) -> TypeEdit:
         return cls(str(ptype["level"]), ", ".join(ptype["departments"]), ptype["persuade_first"], revision, {})
 
-    def apply(self, version: PolicyVersion, code: str) -> dict | None:
+    def apply(self, version: PolicyVersion, code: FromPath[str]) -> dict | None:
         """The draft document with this edit applied, or None with `errors` filled in."""
         if not self.level.isdigit():
             self.errors["level"] = "处置层级须为整数, 如 2"
@@ -237,14 +237,14 @@ class TypeEdit:
             self.errors["general"] = err.message
 
 
-async def _edit(request: Request, user: Principal, jid: str, number: int, code: str) -> tuple[PolicyVersion, TypeEdit, dict | None]:
+async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int, code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
     _require(user, jid, "editor")
     version = _services(request).policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
     return version, edit, edit.apply(version, code)
 
 
-def _form(request: Request, jid: str, version: PolicyVersion, code: str, edit: TypeEdit, status: int = 200) -> Template:
+def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit, status: int = 200) -> Template:
     _, ptype = _find_type(version, code)
     departments = [d["id"] for d in version.document["departments"]]
     levels = [lv["number"] for lv in version.document["levels"]]
@@ -253,7 +253,7 @@ def _form(request: Request, jid: str, version: PolicyVersion, code: str, edit: T
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
-def type_row(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
     version = _services(request).policies.get_version(jid, number)
     _, ptype = _find_type(version, code)
     return _page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
@@ -261,7 +261,7 @@ def type_row(request: Request, user: Principal, jid: str, number: Number, code: 
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=False)
-def type_edit_form(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
     _require(user, jid, "editor")
     version = _services(request).policies.get_version(jid, number)
     if version.status != "draft":
@@ -271,7 +271,7 @@ def type_edit_form(request: Request, user: Principal, jid: str, number: Number, 
 
 
 @post("/j/{jid:str}/v/{number:int}/types/{code:str}/check")
-async def type_check(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+async def type_check(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
     """Validation as the admin types: only the messages next to the fields are swapped."""
     version, edit, document = await _edit(request, user, jid, number, code)
     if document is not None:
@@ -283,7 +283,7 @@ async def type_check(request: Request, user: Principal, jid: str, number: Number
 
 
 @post("/j/{jid:str}/v/{number:int}/types/{code:str}")
-async def type_save(request: Request, user: Principal, jid: str, number: Number, code: str) -> Template:
+async def type_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
     version, edit, document = await _edit(request, user, jid, number, code)
     if document is None:
         return _form(request, jid, version, code, edit, 422)
@@ -311,7 +311,7 @@ def _verification(request: Request, version: PolicyVersion) -> dict:
             "combinations": report.combinations}
 
 
-def _verify_page(request: Request, user: Principal, jid: str, version: PolicyVersion, status: int = 200,
+def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion, status: int = 200,
                  **extra: Any) -> Template:
     levels = [(lv["number"], lv["name"]) for lv in version.document["levels"]]
     return _page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
@@ -319,12 +319,12 @@ def _verify_page(request: Request, user: Principal, jid: str, version: PolicyVer
 
 
 @get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=False)
-def verify_page(request: Request, user: Principal, jid: str, number: Number) -> Template:
+def verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
     return _verify_page(request, user, jid, _services(request).policies.get_version(jid, number))
 
 
 @post("/j/{jid:str}/v/{number:int}/publish")
-async def publish(request: Request, user: Principal, jid: str, number: Number) -> Response:
+async def publish(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
     _require(user, jid, "publisher")
     note = str((await request.form()).get("note", ""))[:2000]
     s = _services(request).policies
@@ -338,15 +338,15 @@ async def publish(request: Request, user: Principal, jid: str, number: Number) -
 
 
 @post("/j/{jid:str}/v/{number:int}/rollback", sync_to_thread=False)
-def rollback(request: Request, user: Principal, jid: str, number: Number) -> Redirect:
+def rollback(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Redirect:
     _require(user, jid, "publisher")
     _services(request).policies.rollback(jid, number, user.name, f"回滚到 v{number} rollback")
     return Redirect(f"/admin/j/{jid}")
 
 
 @get("/j/{jid:str}/diff", sync_to_thread=False)
-def version_diff(request: Request, user: Principal, jid: str, from_: Annotated[int, Parameter(query="from", ge=1, le=MAX_ID)],
-                 to: Number) -> Template:
+def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_ID)],
+                 to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> Template:
     s = _services(request).policies
     old, new = s.get_version(jid, from_), s.get_version(jid, to)
     return _page("diff.html", user=user, jid=jid, old=old, new=new,
@@ -355,8 +355,8 @@ def version_diff(request: Request, user: Principal, jid: str, from_: Annotated[i
 
 # --- simulator
 @get("/simulate", sync_to_thread=False)
-def simulator(request: Request, user: Principal,
-              jurisdiction: Annotated[str | None, Parameter(max_length=64)] = None) -> Template:
+def simulator(request: Request, user: NamedDependency[Principal],
+              jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
     s = _services(request).policies
     ids = sorted(s.refresh())
     jid = jurisdiction if jurisdiction in ids else ids[0]
@@ -367,7 +367,7 @@ def simulator(request: Request, user: Principal,
 
 
 @post("/simulate")
-async def simulate(request: Request, user: Principal) -> Template:
+async def simulate(request: Request, user: NamedDependency[Principal]) -> Template:
     form = await request.form()
     s = _services(request).policies
     jid = str(form.get("jurisdiction", ""))[:64]
@@ -385,8 +385,8 @@ async def simulate(request: Request, user: Principal) -> Template:
 
 # --- compare
 @get("/compare", sync_to_thread=False)
-def compare_page(request: Request, user: Principal,
-                 ids: Annotated[list[str] | None, Parameter(max_items=10)] = None) -> Template:
+def compare_page(request: Request, user: NamedDependency[Principal],
+                 ids: Annotated[list[str] | None, QueryParameter(max_items=10)] = None) -> Template:
     s = _services(request).policies
     known = sorted(s.refresh())
     chosen = [i for i in ids or [] if i in known]
@@ -395,7 +395,7 @@ def compare_page(request: Request, user: Principal,
     return _page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error)
 
 
-def _dom_id(code: str) -> str:
+def _dom_id(code: FromPath[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", code)
 
 
