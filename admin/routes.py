@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
@@ -19,7 +18,7 @@ from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.session.server_side import ServerSideSessionConfig
-from litestar.params import FromPath, PathParameter, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -31,90 +30,28 @@ from engine.verify import verify
 from policy.catalog import search_score
 from policy.diff import compare, diff
 from policy.facts import CASE_FACTS, ENUM_FACTS
-from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
+from store.errors import Invalid, PreconditionFailed, StoreError
 from store.tables import PolicyVersion
 from store.sessions import DatabaseStore
-from store.users import ROLE_LABELS, Principal, authenticate, principal, shared_secret
+from store.users import ROLE_LABELS, Principal, authenticate, shared_secret
 
-HERE = Path(__file__).resolve().parent
-MAX_ID = 2**31 - 1
-SESSION_HOURS = 8
-SESSION_STORE = "admin_sessions"
-Number = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
-
-
-class LoginRequired(Exception):
-    """No valid session: pages redirect to the sign-in form."""
-
-
-def _services(request: Request):
-    return request.app.state.services
-
-
-def _current_user(request: Request) -> Principal:
-    uid = request.session.get("uid") if request.session else None
-    user = principal(_services(request).policies.engine, uid) if isinstance(uid, int) else None
-    if user is None:
-        raise LoginRequired
-    return user
-
-
-def _require(user: NamedDependency[Principal], jid: FromPath[str], role: str) -> None:
-    if not user.can(jid, role):
-        raise Forbidden(f"你在辖区 {jid} 没有{ROLE_LABELS[role]}权限", field="role")
-
-
-def _is_htmx(request: Request) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-def _page(template: str, status_code: int = 200, **context: Any) -> Template:
-    return Template(template_name=template, context=context, status_code=status_code)
-
-
-# --- errors: a Chinese message on a page (or in the fragment htmx swaps), never a 500
-def _login_redirect(request: Request, _: LoginRequired) -> Response:
-    if _is_htmx(request):
-        return Response("", status_code=401, headers={"HX-Redirect": "/admin/login"})
-    return Redirect("/admin/login")
-
-
-def _error(request: Request, status: int, message: str) -> Response:
-    if _is_htmx(request):
-        return Response(f'<p class="error" role="alert">{_escape(message)}</p>', status_code=status,
-                        media_type="text/html")
-    return _page("error.html", status, message=message, status=status)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _store_error(request: Request, exc: StoreError) -> Response:
-    return _error(request, exc.status, exc.message)
-
-
-def _csrf_error(request: Request, _: PermissionDeniedException) -> Response:
-    return _error(request, 403, "表单已失效或缺少安全令牌 (CSRF), 请刷新页面后重试")
-
-
-def _bad_request(request: Request, _: ValidationException) -> Response:
-    return _error(request, 400, "请求参数无效, 请检查地址")
+from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, bad_request, csrf_error,
+                          current_user, is_htmx, login_redirect, page, require, services, store_error)
 
 
 # --- sign-in
 @get("/login", sync_to_thread=False)
 def login_form(request: Request) -> Template:
-    return _page("login.html")
+    return page("login.html")
 
 
 @post("/login")
 async def login(request: Request) -> Response:
     form = await request.form()
-    user = authenticate(_services(request).policies.engine, str(form.get("name", ""))[:64],
+    user = authenticate(services(request).policies.engine, str(form.get("name", ""))[:64],
                         str(form.get("password", ""))[:1024])
     if user is None:
-        return _page("login.html", 401, error="用户名或密码错误", name=form.get("name", ""))
+        return page("login.html", 401, error="用户名或密码错误", name=form.get("name", ""))
     request.clear_session()  # a fresh session on every sign-in
     request.set_session({"uid": user.id})
     return Redirect("/admin/")
@@ -129,7 +66,7 @@ def logout(request: Request) -> Redirect:
 # --- jurisdictions
 @get("/", sync_to_thread=False)
 def index(request: Request, user: NamedDependency[Principal]) -> Template:
-    s = _services(request)
+    s = services(request)
     counts = s.cases.open_counts()
     rows = []
     for jid in sorted(s.policies.refresh()):
@@ -140,21 +77,21 @@ def index(request: Request, user: NamedDependency[Principal]) -> Template:
                      "levels": [{"number": lv.number, "name": lv.name, "units": len(router.jur.units_at(lv.number)),
                                  "types": sum(1 for t in p.problem_types if t.level == lv.number)} for lv in p.levels],
                      "cases": counts.get(jid, {"open": 0, "overdue": 0})})
-    return _page("index.html", user=user, rows=rows)
+    return page("index.html", user=user, rows=rows)
 
 
 @get("/j/{jid:str}", sync_to_thread=False)
 def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
-    s = _services(request).policies
+    s = services(request).policies
     versions = s.list_versions(jid)
-    return _page("jurisdiction.html", user=user, jid=jid, name=s.router(jid).jur.policy.name,
+    return page("jurisdiction.html", user=user, jid=jid, name=s.router(jid).jur.policy.name,
                  versions=list(reversed(versions)))
 
 
 @post("/j/{jid:str}/drafts", sync_to_thread=False)
 def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
-    _require(user, jid, "editor")
-    version = _services(request).policies.create_draft(jid, user.name)
+    require(user, jid, "editor")
+    version = services(request).policies.create_draft(jid, user.name)
     return Redirect(f"/admin/j/{jid}/v/{version.number}")
 
 
@@ -170,19 +107,19 @@ def _type_rows(version: PolicyVersion, q: str | None, names: dict[str, str]) -> 
 
 
 def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
-    return _services(request).policies.router(jid).jur.type_names
+    return services(request).policies.router(jid).jur.type_names
 
 
 @get("/j/{jid:str}/v/{number:int}", sync_to_thread=False)
 def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
-    version = _services(request).policies.get_version(jid, number)
+    version = services(request).policies.get_version(jid, number)
     rows = _type_rows(version, q, _type_names(request, jid))
     context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "",
                    editable=version.status == "draft" and user.can(jid, "editor"))
-    if _is_htmx(request) and request.headers.get("HX-Target") == "type-rows":
-        return _page("_type_rows.html", **context)
-    return _page("editor.html", **context)
+    if is_htmx(request) and request.headers.get("HX-Target") == "type-rows":
+        return page("_type_rows.html", **context)
+    return page("editor.html", **context)
 
 
 def _find_type(version: PolicyVersion, code: FromPath[str]) -> tuple[int, dict]:
@@ -238,8 +175,8 @@ class TypeEdit:
 
 
 async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int, code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
-    _require(user, jid, "editor")
-    version = _services(request).policies.get_version(jid, number)
+    require(user, jid, "editor")
+    version = services(request).policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
     return version, edit, edit.apply(version, code)
 
@@ -248,22 +185,22 @@ def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: st
     _, ptype = _find_type(version, code)
     departments = [d["id"] for d in version.document["departments"]]
     levels = [lv["number"] for lv in version.document["levels"]]
-    return _page("_type_form.html", status, jid=jid, version=version, t=ptype, edit=edit,
+    return page("_type_form.html", status, jid=jid, version=version, t=ptype, edit=edit,
                  name=_type_names(request, jid).get(code, code), departments=departments, levels=levels)
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
 def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
-    version = _services(request).policies.get_version(jid, number)
+    version = services(request).policies.get_version(jid, number)
     _, ptype = _find_type(version, code)
-    return _page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
+    return page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
                  and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)})
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=False)
 def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
-    _require(user, jid, "editor")
-    version = _services(request).policies.get_version(jid, number)
+    require(user, jid, "editor")
+    version = services(request).policies.get_version(jid, number)
     if version.status != "draft":
         raise StoreError(f"v{number} 已发布, 不可修改; 请先新建草稿", field="number")
     _, ptype = _find_type(version, code)
@@ -276,10 +213,10 @@ async def type_check(request: Request, user: NamedDependency[Principal], jid: Fr
     version, edit, document = await _edit(request, user, jid, number, code)
     if document is not None:
         try:
-            _services(request).policies.check_draft(jid, number, document)
+            services(request).policies.check_draft(jid, number, document)
         except Invalid as err:
             edit.absorb(err)
-    return _page("_type_errors.html", dom=_dom_id(code), edit=edit)
+    return page("_type_errors.html", dom=_dom_id(code), edit=edit)
 
 
 @post("/j/{jid:str}/v/{number:int}/types/{code:str}")
@@ -288,7 +225,7 @@ async def type_save(request: Request, user: NamedDependency[Principal], jid: Fro
     if document is None:
         return _form(request, jid, version, code, edit, 422)
     try:
-        saved = _services(request).policies.update_draft(jid, number, document, edit.revision, user.name)
+        saved = services(request).policies.update_draft(jid, number, document, edit.revision, user.name)
     except Invalid as err:
         edit.absorb(err)
         return _form(request, jid, version, code, edit, 422)
@@ -296,13 +233,13 @@ async def type_save(request: Request, user: NamedDependency[Principal], jid: Fro
         edit.errors["general"] = err.message
         return _form(request, jid, version, code, edit, 412)
     _, ptype = _find_type(saved, code)
-    return _page("_type_row.html", jid=jid, version=saved, editable=True,
+    return page("_type_row.html", jid=jid, version=saved, editable=True,
                  t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True)
 
 
 # --- verify, publish, history, rollback
 def _verification(request: Request, version: PolicyVersion) -> dict:
-    compiled = compile_policy(_services(request).policies.build(version))
+    compiled = compile_policy(services(request).policies.build(version))
     try:
         report = verify(compiled)
     finally:
@@ -314,20 +251,20 @@ def _verification(request: Request, version: PolicyVersion) -> dict:
 def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion, status: int = 200,
                  **extra: Any) -> Template:
     levels = [(lv["number"], lv["name"]) for lv in version.document["levels"]]
-    return _page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
+    return page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
                  report=_verification(request, version), can_publish=user.can(jid, "publisher"), **extra)
 
 
 @get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=False)
 def verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
-    return _verify_page(request, user, jid, _services(request).policies.get_version(jid, number))
+    return _verify_page(request, user, jid, services(request).policies.get_version(jid, number))
 
 
 @post("/j/{jid:str}/v/{number:int}/publish")
 async def publish(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
-    _require(user, jid, "publisher")
+    require(user, jid, "publisher")
     note = str((await request.form()).get("note", ""))[:2000]
-    s = _services(request).policies
+    s = services(request).policies
     try:
         s.publish(jid, number, user.name, note)
     except Invalid as err:
@@ -339,17 +276,17 @@ async def publish(request: Request, user: NamedDependency[Principal], jid: FromP
 
 @post("/j/{jid:str}/v/{number:int}/rollback", sync_to_thread=False)
 def rollback(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Redirect:
-    _require(user, jid, "publisher")
-    _services(request).policies.rollback(jid, number, user.name, f"回滚到 v{number} rollback")
+    require(user, jid, "publisher")
+    services(request).policies.rollback(jid, number, user.name, f"回滚到 v{number} rollback")
     return Redirect(f"/admin/j/{jid}")
 
 
 @get("/j/{jid:str}/diff", sync_to_thread=False)
 def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_ID)],
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> Template:
-    s = _services(request).policies
+    s = services(request).policies
     old, new = s.get_version(jid, from_), s.get_version(jid, to)
-    return _page("diff.html", user=user, jid=jid, old=old, new=new,
+    return page("diff.html", user=user, jid=jid, old=old, new=new,
                  diff=diff(s.build(old).policy, s.build(new).policy), names=_type_names(request, jid))
 
 
@@ -357,19 +294,19 @@ def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPa
 @get("/simulate", sync_to_thread=False)
 def simulator(request: Request, user: NamedDependency[Principal],
               jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
-    s = _services(request).policies
+    s = services(request).policies
     ids = sorted(s.refresh())
     jid = jurisdiction if jurisdiction in ids else ids[0]
     router = s.router(jid)
     types = sorted(router.jur.type_names.items())
-    return _page("simulate.html", user=user, ids=ids, jid=jid, types=types, facts=CASE_FACTS,
+    return page("simulate.html", user=user, ids=ids, jid=jid, types=types, facts=CASE_FACTS,
                  classes=ENUM_FACTS["enterprise_class"][1], units=list(router.jur.units.values())[:200])
 
 
 @post("/simulate")
 async def simulate(request: Request, user: NamedDependency[Principal]) -> Template:
     form = await request.form()
-    s = _services(request).policies
+    s = services(request).policies
     jid = str(form.get("jurisdiction", ""))[:64]
     facts: dict[str, bool | str] = {name: True for name in CASE_FACTS if form.get(f"fact_{name}") == "on"}
     if form.get("enterprise_class") in ENUM_FACTS["enterprise_class"][1]:
@@ -379,20 +316,20 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
                     unit=str(form.get("unit", "")).strip()[:200] or None, facts=facts)
         decision = s.router(jid).route(case)
     except RoutingError as err:
-        return _page("_decision.html", 422, error=str(err))
-    return _page("_decision.html", decision=decision)
+        return page("_decision.html", 422, error=str(err))
+    return page("_decision.html", decision=decision)
 
 
 # --- compare
 @get("/compare", sync_to_thread=False)
 def compare_page(request: Request, user: NamedDependency[Principal],
                  ids: Annotated[list[str] | None, QueryParameter(max_items=10)] = None) -> Template:
-    s = _services(request).policies
+    s = services(request).policies
     known = sorted(s.refresh())
     chosen = [i for i in ids or [] if i in known]
     result = compare([s.router(jid).jur for jid in chosen]) if len(chosen) >= 2 else None
     error = "请至少选择两个辖区" if ids is not None and len(chosen) < 2 else None
-    return _page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error)
+    return page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error)
 
 
 def _dom_id(code: FromPath[str]) -> str:
@@ -417,10 +354,10 @@ def admin_parts(engine: Engine) -> AdminParts:
         route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
                         compare_page],
-        dependencies={"user": Provide(_current_user, sync_to_thread=False)},
+        dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
-        exception_handlers={LoginRequired: _login_redirect, StoreError: _store_error,
-                            PermissionDeniedException: _csrf_error, ValidationException: _bad_request},
+        exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
+                            PermissionDeniedException: csrf_error, ValidationException: bad_request},
         include_in_schema=False,
     )
     static = create_static_files_router(path="/admin/static", directories=[HERE / "static"], include_in_schema=False)

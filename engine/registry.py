@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from engine.compiler import CompiledPolicy, compile_policy
+from engine.compiler import compile_policy
 from engine.router import Router
 from engine.verify import VerifyReport, verify
 from policy.loader import Jurisdiction

@@ -17,7 +17,7 @@ from sqlmodel import Session, func, select
 from engine.router import Case, Router, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import CaseClock, CaseEvent, CaseRecord, PolicyVersion, utcnow
+from store.tables import CaseClock, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
 
 CLOSED = "closed"
