@@ -25,7 +25,7 @@ class WorkCalendar:
     def __init__(self, overrides: dict[date, bool] | None = None):
         self.overrides = dict(overrides or {})
         self._after: dict[tuple[date, int], date] = {}  # (day, n) -> n-th working day after it
-        self._shift: dict[tuple[date, int, timedelta], timedelta] = {}
+        self._offset: dict[tuple[date, int, int], timedelta] = {}  # (day, days, spill) -> added days
 
     def is_workday(self, day: date) -> bool:
         if day in self.overrides:
@@ -42,17 +42,20 @@ class WorkCalendar:
         any remainder on a working day, so P3D from a Friday before a holiday skips the holiday."""
         if kind is CalendarKind.natural:
             return start + duration
-        remainder = duration - timedelta(days=duration.days)
-        moved = start + remainder
-        day, spill = start.date(), moved.date() - start.date()
+        day = start.date()
+        if duration.seconds or duration.microseconds:
+            moved = start + (duration - timedelta(days=duration.days))
+            spill = (moved.date() - day).days
+        else:
+            moved, spill = start, 0
         key = (day, duration.days, spill)
-        shift = self._shift.get(key)
-        if shift is None:  # the day arithmetic depends only on the key: memoised
-            target = self._working_days_after(day, duration.days) + spill
+        offset = self._offset.get(key)
+        if offset is None:  # the day arithmetic depends only on the key: memoised
+            target = self._working_days_after(day, duration.days) + timedelta(days=spill)
             while not self.is_workday(target):
                 target += timedelta(days=1)
-            shift = self._shift[key] = target - day
-        return moved + (shift - spill)
+            offset = self._offset[key] = target - day - timedelta(days=spill)
+        return moved + offset
 
     def _working_days_after(self, day: date, count: int) -> date:
         key = (day, count)

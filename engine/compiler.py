@@ -71,6 +71,11 @@ class CompiledPolicy:
         return {r.id: r for r in self.jurisdiction.policy.rules}
 
     @cached_property
+    def rules_by_name(self) -> dict[str, Rule]:
+        """Keyed by the name the rule has in the ruleset, as `fire` reports it."""
+        return {f"{RULE_PREFIX}{r.id}": r for r in self.jurisdiction.policy.rules}
+
+    @cached_property
     def workflows_by_id(self) -> dict[str, Workflow]:
         return {w.id: w for w in self.jurisdiction.policy.workflows}
 

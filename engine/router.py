@@ -4,14 +4,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.calendar import WorkCalendar
-from engine.compiler import RULE_PREFIX, TYPE_PREFIX, WORKFLOW_PREFIX, CompiledPolicy, default_facts
+from engine.compiler import TYPE_PREFIX, WORKFLOW_PREFIX, CompiledPolicy, default_facts
+from engine.runtime import Ruleset
 from policy.catalog import close_matches
 from policy.facts import CASE_FACTS, ENUM_FACTS
-from policy.models import ACTION_LABELS, Action, ProblemType, Rule, Unit, Workflow
+from policy.models import ACTION_LABELS, Action, CalendarKind, ProblemType, Rule, Unit, Workflow
 from policy.validate import escalation_target
 
 
@@ -60,6 +62,7 @@ class Evaluation:
 
 
 DEFAULT_FACTS = default_facts()
+_PRIORITY_ORDER = attrgetter("priority", "id")
 
 
 def entry_of(found_level: int, handler_level: int) -> str:
@@ -74,8 +77,7 @@ def type_features(ptype: ProblemType) -> dict:
 def evaluate(compiled: CompiledPolicy, facts: dict) -> Evaluation:
     """Fire the rules table on one complete fact set and apply the fired rules in priority order."""
     names = compiled.rules.fire({"kind": "case"} | {name: facts[name] for name in compiled.tested_facts})
-    rules = sorted((compiled.rules_by_id[n[len(RULE_PREFIX):]] for n in names if n.startswith(RULE_PREFIX)),
-                   key=lambda r: (r.priority, r.id))
+    rules = sorted((compiled.rules_by_name[n] for n in names if n in compiled.rules_by_name), key=_PRIORITY_ORDER)
     selected = [compiled.workflows_by_id[n[len(WORKFLOW_PREFIX):]] for n in names if n.startswith(WORKFLOW_PREFIX)]
     workflow = next((w for w in selected if w.when is not None), selected[0] if selected else None)
     result = Evaluation(fired=rules, applied=[], workflow=workflow, handler_level=facts["handler_level"])
@@ -105,6 +107,8 @@ class Router:
         self.units = self.jur.units
         self._names = {t.code: self.jur.type_name(t.code) for t in self.jur.policy.problem_types}
         self._by_name = {name: code for code, name in self._names.items()}
+        self._features = {t.code: type_features(t) for t in self.jur.policy.problem_types}
+        self._type_messages = {code: Ruleset.message({"kind": "case", "problem_type": code}) for code in self._names}
         for t in self.jur.policy.problem_types:
             entry = self.jur.catalog.types.get(t.code) if self.jur.catalog else None
             for alias in entry.aliases if entry else []:
@@ -141,7 +145,7 @@ class Router:
     # --- resolving the case's words to the policy's objects
     def resolve_type(self, text: str) -> ProblemType:
         code = text if text in self._names else self._by_name.get(text.strip())
-        fired = self.compiled.types.fire({"kind": "case", "problem_type": code}) if code else []
+        fired = self.compiled.types.fire_message(self._type_messages[code]) if code else []
         if len(fired) != 1:
             raise RoutingError("problem_type", f"未知的问题类型 unknown problem type '{text}' (辖区 {self.jur.id})",
                                close_matches(text, self._names))
@@ -188,7 +192,7 @@ class Router:
         if found_level not in self._levels:
             raise RoutingError("found_at_level", f"层级 {found_level} 不存在; 本辖区层级为 {sorted(self._levels)}")
         ancestor = self.common_ancestor(involved) if len(involved) > 1 else None
-        facts = DEFAULT_FACTS | case.facts | type_features(ptype) | {
+        facts = DEFAULT_FACTS | case.facts | self._features[ptype.code] | {
             "problem_type": ptype.code,
             "entry": entry_of(found_level, ptype.level),
             "cross_boundary": bool(ancestor is not None and ancestor.level < ptype.level),
@@ -263,9 +267,9 @@ class Router:
         if workflow is None:
             return [], None, None
         out, due, handling_due, handling_step = [], start, None, None
-        add = self.calendar.add
+        add, natural = self.calendar.add, CalendarKind.natural
         for step, entry, duration, calendar in self._plans[workflow.id]:
-            due = add(due, duration, calendar)
+            due = due + duration if calendar is natural else add(due, duration, calendar)
             out.append(entry | {"due": due.isoformat()})
             if step.handling and handling_due is None:
                 handling_due, handling_step = due, step

@@ -20,6 +20,8 @@ _NOT_HANDLED = 1
 
 # The C core never releases the GIL and keeps process-global state: one lock for all rulesets.
 _lock = threading.Lock()
+# one encoder for every fact: json.dumps(…, ensure_ascii=False) builds a new one per call
+_encode = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 
 
 class RulesetLimitError(ValueError):
@@ -73,12 +75,19 @@ class Ruleset:
         self._closed = False
 
     def fire(self, fact: dict) -> list[str]:
+        return self.fire_message(self.message(fact))
+
+    @classmethod
+    def message(cls, fact: dict) -> str:
+        """The JSON the core takes for one fact; a caller asserting the same fact often can keep it."""
+        return _encode({**fact, "sid": cls.SESSION, "id": "case"})
+
+    def fire_message(self, message: str) -> list[str]:
         """Assert one fact, collect every rule that fired (priority order), then retract it, so the
         session holds nothing between calls and state does not grow with the number of cases."""
         with _lock:
             if self._closed:
                 raise RuntimeError(f"ruleset {self.name} was unloaded")
-            message = json.dumps({**fact, "sid": self.SESSION, "id": "case"}, ensure_ascii=False)
             status, state_handle = _core.assert_fact(self._handle, message)
             if status == _NOT_HANDLED:  # matched nothing, so nothing was stored
                 return []
