@@ -6,6 +6,7 @@ APIs (API keys, no cookies) are untouched. Sessions and the CSRF secret are shar
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
+from cachetools import LRUCache, cached
 from sqlalchemy.engine import Engine
 
 from engine.compiler import compile_policy
@@ -35,6 +37,7 @@ from store.tables import PolicyVersion
 from store.sessions import DatabaseStore
 from store.users import ROLE_LABELS, Principal, authenticate, shared_secret
 
+from admin import insight
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, bad_request, csrf_error,
                           current_user, is_htmx, login_redirect, page, require, services, store_error)
 
@@ -238,14 +241,17 @@ async def type_save(request: Request, user: NamedDependency[Principal], jid: Fro
 
 
 # --- verify, publish, history, rollback
+@cached(LRUCache(maxsize=32), key=lambda request, version: version.content_hash, lock=threading.Lock())
 def _verification(request: Request, version: PolicyVersion) -> dict:
+    """Verifying a large policy takes ~0.3 s; the outcome depends only on the content, so it is kept per hash."""
     compiled = compile_policy(services(request).policies.build(version))
     try:
         report = verify(compiled)
+        graph = insight.escalation_graph(compiled)
     finally:
         compiled.close()
     return {"ok": report.ok, "problems": report.problems(), "matrix": report.matrix,
-            "combinations": report.combinations}
+            "combinations": report.combinations, "graph": graph}
 
 
 def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion, status: int = 200,
@@ -323,7 +329,7 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
 # --- compare
 @get("/compare", sync_to_thread=False)
 def compare_page(request: Request, user: NamedDependency[Principal],
-                 ids: Annotated[list[str] | None, QueryParameter(max_items=10)] = None) -> Template:
+                 ids: Annotated[list[str] | None, QueryParameter(max_items=50)] = None) -> Template:
     s = services(request).policies
     known = sorted(s.refresh())
     chosen = [i for i in ids or [] if i in known]
@@ -353,7 +359,7 @@ def admin_parts(engine: Engine) -> AdminParts:
         path="/admin",
         route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
-                        compare_page],
+                        compare_page, *insight.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
@@ -364,6 +370,7 @@ def admin_parts(engine: Engine) -> AdminParts:
 
     def _setup(engine_: JinjaTemplateEngine) -> None:
         engine_.engine.filters["domid"] = _dom_id
+        insight.setup_templates(engine_.engine)
 
     templates = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_setup)
     return AdminParts([router, static], templates, {SESSION_STORE: DatabaseStore(engine)})

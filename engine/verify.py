@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from engine.compiler import TYPE_PREFIX, CompiledPolicy, default_facts
 from engine.router import entry_of, evaluate, type_features
 from policy.facts import BOOLEAN_FACTS, DERIVED_FACTS, ENUM_FACTS
+from policy.models import Rule
 from policy.validate import escalation_target
 
 
@@ -96,20 +97,36 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     return report
 
 
+def escalation_rule(compiled: CompiledPolicy, level: int) -> Rule | None:
+    """The deadline rule that takes a case held at `level` when its handling deadline is missed."""
+    facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
+                               "cross_boundary": False, "persuade_first": False,
+                               "has_department": False, "multi_department": False}
+    return next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
+
+
 def _escalation_problems(compiled: CompiledPolicy, start: int, levels: list[int]) -> list[str]:
     """Missed deadlines must climb to level 1 within len(levels) hops."""
     level, hops = start, 0
     while level > 1:
-        facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
-                                   "cross_boundary": False, "persuade_first": False,
-                                   "has_department": False, "multi_department": False}
-        rule = next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
+        rule = escalation_rule(compiled, level)
         if rule is None:
             return [f"第{level}级超期后没有升级规则, 无法到达第1级 — escalation does not reach level 1"]
         level, hops = escalation_target(rule, level), hops + 1
         if hops > len(levels):
             return [f"从第{start}级开始的超期升级未在 {len(levels)} 步内到达第1级 — escalation does not terminate"]
     return []
+
+
+def escalation_edges(compiled: CompiledPolicy) -> list[dict]:
+    """One edge per level below 1: where a missed handling deadline sends the case, by which rule."""
+    edges = []
+    for lv in sorted(compiled.jurisdiction.policy.levels, key=lambda lv: lv.number)[1:]:
+        rule = escalation_rule(compiled, lv.number)
+        if rule is not None:
+            edges.append({"from": lv.number, "to": escalation_target(rule, lv.number), "rule": rule.id,
+                          "name": rule.name, "source": rule.provenance})
+    return edges
 
 
 def _describe(facts: dict) -> str:
