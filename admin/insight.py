@@ -3,16 +3,24 @@ and the cases dashboard."""
 from __future__ import annotations
 
 from collections import Counter
+from io import BytesIO
 from typing import Annotated
 
-from litestar import Request, get
+from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
 
+from openpyxl import Workbook
+from openpyxl.styles import Font, PatternFill
+
+from admin.charts import bar_chart
 from admin.common import Number, is_htmx, page, require, services
 from engine.compiler import CompiledPolicy
 from engine.verify import escalation_edges
+from policy.diff import compare
+from policy.models import PERIOD_LABELS
+from store.errors import Invalid
 from store.replay import DEFAULT_DAYS, parse_days, replay_version
 from store.users import Principal
 
@@ -64,8 +72,95 @@ def impact(request: Request, user: NamedDependency[Principal], jid: FromPath[str
     return page("insight_impact.html" if is_htmx(request) else "insight_impact_page.html", **context)
 
 
+# --- compare: the chart, every section as a table, and the same tables as an .xlsx workbook
+CompareIds = Annotated[list[str] | None, QueryParameter(max_items=50)]
+SCHEMES = {"deduction": "扣分制", "points": "计分制"}
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def chosen_jurisdictions(request: Request, ids: list[str] | None) -> tuple[list[str], list[str]]:
+    """(all known jurisdiction ids, the requested ones that exist, in request order)."""
+    known = sorted(services(request).policies.refresh())
+    return known, [i for i in dict.fromkeys(ids or []) if i in known]
+
+
+def comparison(request: Request, chosen: list[str]) -> dict:
+    s = services(request).policies
+    return compare([s.router(jid).jur for jid in chosen])
+
+
+def level_chart(result: dict):
+    """Problem types handled at each level, one bar per jurisdiction."""
+    top = max(lv["number"] for j in result["jurisdictions"] for lv in j["levels"])
+    series = {}
+    for j in result["jurisdictions"]:
+        per_level = {lv["number"]: lv["problem_types"] for lv in j["levels"]}
+        series[j["name"]] = [per_level.get(n) for n in range(1, top + 1)]
+    return bar_chart("各级网格处置的问题类型数", [f"第{n}级" for n in range(1, top + 1)], series)
+
+
+def compare_sections(result: dict) -> list[dict]:
+    """Each section of the comparison as a title, Chinese headers and typed rows (for HTML and Excel alike)."""
+    js = result["jurisdictions"]
+    return [
+        {"id": "levels", "title": "层级与网格", "headers": ["辖区", "辖区名称", "层级", "层级名称", "网格类型", "网格数", "问题类型数"],
+         "rows": [[j["id"], j["name"], lv["number"], lv["name"], lv["unit_kind"], lv["units"], lv["problem_types"]]
+                  for j in js for lv in j["levels"]]},
+        {"id": "types", "title": "问题类型处置层级", "headers": ["问题类型代码", "问题类型", *[j["id"] for j in js], "层级不同"],
+         "rows": [[t["code"], t["name"], *[t["by_jurisdiction"].get(j["id"], {}).get("level") for j in js],
+                   "是" if t["differs"] else ""] for t in result["problem_types"]]},
+        {"id": "departments", "title": "职能部门", "headers": ["辖区", "部门代码", "部门名称"],
+         "rows": [[j["id"], d["id"], d["name"]] for j in js for d in j["departments"]]},
+        {"id": "workflows", "title": "流程与时限", "headers": ["辖区", "流程", "步骤", "时限", "日历", "依据"],
+         "rows": [[j["id"], w["name"], st["name"], duration_label(st["duration"], st["calendar"]),
+                   "工作日" if st["calendar"] == "working" else "自然日", "假设" if st["assumed"] else "原文"]
+                  for j in js for w in j["workflows"] for st in w["steps"]]},
+        {"id": "rules", "title": "规则与超期升级", "headers": ["辖区", "规则代码", "规则名称", "优先级"],
+         "rows": [[j["id"], r["id"], r["name"], r["priority"]] for j in js for r in j["escalation"]]},
+        {"id": "scoring", "title": "考核评分", "headers": ["辖区", "计分方式", "总分", "考核周期", "公示周期"],
+         "rows": [[j["id"], *([SCHEMES[j["scoring"]["scheme"]], j["scoring"]["total"],
+                               PERIOD_LABELS[j["scoring"]["period"]],
+                               PERIOD_LABELS.get(j["scoring"]["publish"] or "", "—")] if j["scoring"] else ["无", None, None, None])]
+                  for j in js]},
+    ]
+
+
+def compare_extras(result: dict) -> dict:
+    return {"chart": level_chart(result), "sections": compare_sections(result)}
+
+
+def workbook(sections: list[dict]) -> bytes:
+    book = Workbook()
+    book.remove(book.active)
+    header = Font(bold=True, color="FFFFFF")
+    fill = PatternFill("solid", fgColor="1F4E79")
+    for section in sections:
+        sheet = book.create_sheet(section["title"])
+        sheet.append(section["headers"])
+        for cell in sheet[1]:
+            cell.font, cell.fill = header, fill
+        for row in section["rows"]:
+            sheet.append(row)
+        sheet.freeze_panes = "A2"
+        for column in sheet.columns:
+            width = max(len(str(c.value or "")) for c in column)
+            sheet.column_dimensions[column[0].column_letter].width = min(60, 4 + width * 2)
+    out = BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+@get("/compare.xlsx", sync_to_thread=False)
+def compare_xlsx(request: Request, user: NamedDependency[Principal], ids: CompareIds = None) -> Response:
+    _, chosen = chosen_jurisdictions(request, ids)
+    if len(chosen) < 2:
+        raise Invalid("导出比较表须至少选择两个存在的辖区 (ids)", field="ids")
+    return Response(workbook(compare_sections(comparison(request, chosen))), media_type=XLSX,
+                    headers={"Content-Disposition": f'attachment; filename="compare-{"-".join(chosen)}.xlsx"'})
+
+
 def setup_templates(env) -> None:
     env.globals["impact_default_days"] = DEFAULT_DAYS
 
 
-ROUTES = [impact]
+ROUTES = [impact, compare_xlsx]

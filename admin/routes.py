@@ -30,7 +30,7 @@ from engine.compiler import compile_policy
 from engine.router import Case, RoutingError
 from engine.verify import verify
 from policy.catalog import search_score
-from policy.diff import compare, diff
+from policy.diff import diff
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.errors import Invalid, PreconditionFailed, StoreError
 from store.tables import PolicyVersion
@@ -328,14 +328,12 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
 
 # --- compare
 @get("/compare", sync_to_thread=False)
-def compare_page(request: Request, user: NamedDependency[Principal],
-                 ids: Annotated[list[str] | None, QueryParameter(max_items=50)] = None) -> Template:
-    s = services(request).policies
-    known = sorted(s.refresh())
-    chosen = [i for i in ids or [] if i in known]
-    result = compare([s.router(jid).jur for jid in chosen]) if len(chosen) >= 2 else None
+def compare_page(request: Request, user: NamedDependency[Principal], ids: insight.CompareIds = None) -> Template:
+    known, chosen = insight.chosen_jurisdictions(request, ids)
+    result = insight.comparison(request, chosen) if len(chosen) >= 2 else None
     error = "请至少选择两个辖区" if ids is not None and len(chosen) < 2 else None
-    return page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error)
+    return page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error,
+                **(insight.compare_extras(result) if result else {}))
 
 
 def _dom_id(code: FromPath[str]) -> str:

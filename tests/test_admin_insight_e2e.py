@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from openpyxl import load_workbook
 from playwright.sync_api import expect
 
 from engine.router import Case
@@ -77,4 +78,42 @@ def test_verify_shows_escalation_graph_and_impact_of_a_draft_edit(browser, seede
     shot(page, "verify-escalation")
     page.evaluate("document.getElementById('impact-heading').scrollIntoView()")
     shot(page, "impact-preview")
+    page.context.close()
+
+
+def test_compare_chart_sections_and_xlsx_export(browser, seeded, tmp_path):
+    server, _ = seeded
+    page = sign_in(browser, server, "admin")
+    page.goto(server + "/admin/compare")
+    page.get_by_label("karamay").check()
+    page.get_by_label("weiyang").check()
+    page.get_by_role("button", name="比较").click()
+    chart = page.locator("#compare-chart svg")
+    expect(chart).to_contain_text("各级网格处置的问题类型数")
+    assert chart.locator("script[src]").count() == 0  # nothing fetched: the page works offline
+    expect(page.locator("#compare-workflows")).to_contain_text("个工作日")
+    expect(page.locator("#compare-departments")).to_contain_text("weiyang")
+    expect(page.locator("#compare-scoring tbody tr")).to_have_count(2)
+    page.evaluate("document.getElementById('compare-chart').scrollIntoView()")
+    shot(page, "compare-chart")
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="导出 Excel (.xlsx)").click()
+    path = tmp_path / "compare.xlsx"
+    download.value.save_as(path)
+    book = load_workbook(path)
+    assert book.sheetnames == ["层级与网格", "问题类型处置层级", "职能部门", "流程与时限", "规则与超期升级", "考核评分"]
+    levels = [[c.value for c in row] for row in book["层级与网格"].iter_rows()]
+    assert levels[0] == ["辖区", "辖区名称", "层级", "层级名称", "网格类型", "网格数", "问题类型数"]
+    karamay = {row[2]: row for row in levels[1:] if row[0] == "karamay"}
+    assert sorted(karamay) == [1, 2, 3] and karamay[3][5] == 77  # 77 village grids, as on the verify page
+    types = [[c.value for c in row] for row in book["问题类型处置层级"].iter_rows()]
+    assert types[0][2:4] == ["karamay", "weiyang"]
+    medical = next(row for row in types if row[0] == MEDICAL)
+    assert medical[2] == 2  # the active karamay version (the draft is not compared)
+    assert all(row[-1] in ("是", None) for row in types[1:])
+    assert any(row[-1] == "是" for row in types[1:])
+
+    answer = page.request.get(server + "/admin/compare.xlsx?ids=karamay")
+    assert answer.status == 422 and "至少选择两个" in answer.text()
     page.context.close()
