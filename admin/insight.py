@@ -14,13 +14,15 @@ from litestar.response import Template
 from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
 
-from admin.charts import bar_chart
+from admin.charts import bar_chart, line_chart
 from admin.common import Number, is_htmx, page, require, services
 from engine.compiler import CompiledPolicy
 from engine.verify import escalation_edges
 from policy.diff import compare
 from policy.models import PERIOD_LABELS
-from store.errors import Invalid
+from store import dashboard
+from store.cases import CLOSED, RECEIVED
+from store.errors import Invalid, NotFound
 from store.replay import DEFAULT_DAYS, parse_days, replay_version
 from store.users import Principal
 
@@ -159,8 +161,76 @@ def compare_xlsx(request: Request, user: NamedDependency[Principal], ids: Compar
                     headers={"Content-Disposition": f'attachment; filename="compare-{"-".join(chosen)}.xlsx"'})
 
 
+# --- cases: dashboard per jurisdiction, filtered list, one case with its timeline
+PAGE_SIZE = 50
+STATES = {"all": "全部", "open": "在办", "overdue": "超期", "closed": "已结案"}
+EVENT_LABELS = {"created": "受理并路由", "entered": "进入步骤", "completed": "办结步骤", "closed": "结案",
+                "reopened": "核查未通过, 返工", "returned": "回退", "redispatched": "重新派遣", "extended": "延期",
+                "rerouted": "重新路由", "overdue": "超期", "escalated": "超期升级"}
+
+
+def _whole(text: str | None, field: str, label: str, low: int = 1) -> int | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < low:
+        raise Invalid(f"{label}须为不小于 {low} 的整数, 收到 '{text[:20]}'", field=field)
+    return int(text)
+
+
+@get("/cases/{jid:str}", sync_to_thread=False)
+def cases_dashboard(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
+                    days: Annotated[str | None, QueryParameter(max_length=20)] = None) -> Template:
+    require(user, jid, "viewer")
+    s = services(request).policies
+    jur = s.router(jid).jur
+    engine = s.engine
+    window = parse_days(days)
+    levels = {lv.number: lv.name for lv in jur.policy.levels}
+    unit_count, units = dashboard.by_unit(engine, jid)
+    series = dashboard.over_time(engine, jid, window)
+    chart = line_chart(f"最近 {window} 天每{'周' if series['weekly'] else '日'}受理与结案 (UTC)", series["labels"],
+                       {"受理": series["received"], "结案": series["closed"]})
+    return page("cases_dashboard.html", user=user, jid=jid, name=jur.policy.name, days=window,
+                totals=dashboard.totals(engine, jid), by_level=dashboard.by_level(engine, jid), levels=levels,
+                units=units, unit_count=unit_count, unit_names={u.id: u.name for u in jur.units.values()}, chart=chart)
+
+
+@get("/cases/{jid:str}/list", sync_to_thread=False)
+def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
+               state_: Annotated[str | None, QueryParameter(name="state", max_length=20)] = None,
+               level: Annotated[str | None, QueryParameter(max_length=20)] = None,
+               unit: Annotated[str | None, QueryParameter(max_length=128)] = None,
+               page_: Annotated[str | None, QueryParameter(name="page", max_length=20)] = None) -> Template:
+    require(user, jid, "viewer")
+    state = state_ or "all"
+    if state not in STATES:
+        raise Invalid(f"状态须为 {'、'.join(f'{k} ({v})' for k, v in STATES.items())} 之一, 收到 '{state}'", field="state")
+    number = _whole(page_, "page", "页码") or 1
+    total, rows = services(request).cases.search(
+        jid, unit=(unit or "").strip() or None, status={"open": "open", "overdue": "open", "closed": CLOSED}.get(state),
+        overdue=True if state == "overdue" else None, level=_whole(level, "level", "层级"),
+        limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
+    pages = max(1, -(-total // PAGE_SIZE))
+    query = {"state": state, "level": level or "", "unit": unit or ""}
+    return page("cases_list.html", user=user, jid=jid, rows=rows, total=total, page_number=number, pages=pages,
+                query=query, states=STATES, levels=sorted(services(request).policies.router(jid).jur.policy.levels,
+                                                          key=lambda lv: lv.number))
+
+
+@get("/cases/{jid:str}/{case_id:int}", sync_to_thread=False)
+def case_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], case_id: Number) -> Template:
+    require(user, jid, "viewer")
+    record, events, clocks = services(request).cases.get(case_id)
+    if record.jurisdiction != jid:
+        raise NotFound(f"辖区 {jid} 没有案件 {case_id}", field="id")
+    steps = {d["step"]: d["name"] for d in record.decision.get("deadlines", [])} | {CLOSED: "已结案", RECEIVED: "已受理"}
+    return page("cases_case.html", user=user, jid=jid, record=record, events=events, clocks=clocks, steps=steps,
+                labels=EVENT_LABELS, decision=record.decision)
+
+
 def setup_templates(env) -> None:
     env.globals["impact_default_days"] = DEFAULT_DAYS
 
 
-ROUTES = [impact, compare_xlsx]
+ROUTES = [impact, compare_xlsx, cases_dashboard, cases_list, case_page]

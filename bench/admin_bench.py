@@ -72,6 +72,10 @@ def pages(drafts: dict[str, int], ids: list[str]) -> dict[str, str]:
         out[f"verify {jid}"] = f"/admin/j/{jid}/v/{number}/verify"
         out[f"impact {jid} 30d"] = f"/admin/j/{jid}/v/{number}/impact?days=30"
     out["simulator"] = "/admin/simulate?jurisdiction=hefei"
+    out["cases dashboard hefei"] = "/admin/cases/hefei"
+    out["cases dashboard 90d"] = "/admin/cases/hefei?days=90"
+    out["cases list overdue"] = "/admin/cases/hefei/list?state=open&page=2"
+    out["case page"] = "/admin/cases/hefei/1"
     out["compare all"] = "/admin/compare?" + "&".join(f"ids={i}" for i in ids)
     return out
 

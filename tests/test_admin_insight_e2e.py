@@ -12,6 +12,7 @@ from engine.router import Case
 from policy.loader import Loader
 from store.cases import CaseService, Transition
 from store.db import make_engine, migrate
+from store.sweeper import sweep
 from store.tables import utcnow
 from store.users import create_user
 from store.versions import PolicyStore
@@ -35,6 +36,7 @@ def seeded(tmp_path_factory):
                          now=now - timedelta(days=2)),
             cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-02"), "intake", now=now - timedelta(days=1))]
     cases.transition(made[2].id, Transition("close", "王网格员", "劝阻有效, 已整改"), now=now)
+    assert sweep(cases, now)["escalated"] == 2  # the two open cases missed their 2-hour report step
     create_user(engine, "admin", PASSWORD, True, {}, "test")
     engine.dispose()
     with live_server(url) as base:
@@ -116,4 +118,51 @@ def test_compare_chart_sections_and_xlsx_export(browser, seeded, tmp_path):
 
     answer = page.request.get(server + "/admin/compare.xlsx?ids=karamay")
     assert answer.status == 422 and "至少选择两个" in answer.text()
+    page.context.close()
+
+
+def test_cases_dashboard_counts_list_and_timeline(browser, seeded):
+    server, made = seeded
+    page = sign_in(browser, server, "admin")
+    page.get_by_role("link", name="karamay 超期案件").click()
+    expect(page.locator("#case-count")).to_contain_text("共 2 件")
+    expect(page.locator("#case-rows tbody tr")).to_have_count(2)
+
+    page.goto(server + "/admin/cases/karamay")
+    totals = page.locator("#case-totals")
+    expect(totals.locator("[data-count=open]")).to_have_text("2")
+    expect(totals.locator("[data-count=overdue]")).to_have_text("2")
+    expect(totals.locator("[data-count=closed]")).to_have_text("1")
+    # both open cases were escalated from level 2 to level 1; the closed one stayed at level 2
+    expect(page.locator("#cases-by-level tr[data-level='1'] td")).to_have_text(["第1级 一级网格(区政府)", "2", "2", "0"])
+    expect(page.locator("#cases-by-level tr[data-level='2'] td").nth(3)).to_have_text("1")
+    expect(page.locator("#cases-chart svg")).to_contain_text("受理")
+    shot(page, "cases-dashboard")
+    page.get_by_label("统计最近天数").fill("0")
+    page.get_by_role("button", name="更新图表").click()
+    expect(page.get_by_role("alert")).to_contain_text("天数须为 1 到 366 之间的整数")
+
+    page.goto(server + "/admin/cases/karamay/list?state=closed")
+    expect(page.locator("#case-rows tbody tr")).to_have_count(1)
+    page.goto(server + "/admin/cases/karamay/list?level=x")
+    expect(page.get_by_role("alert")).to_contain_text("层级须为不小于 1 的整数")
+
+    page.goto(server + "/admin/cases/karamay/list")
+    page.get_by_role("link", name=f"#{made[0].id}").click()
+    timeline = page.locator("#case-timeline tbody tr")
+    expect(timeline).to_have_count(4)
+    expect(timeline.nth(0)).to_contain_text("受理并路由")
+    expect(timeline.nth(1)).to_contain_text("已受理 →")
+    expect(page.locator("#case-timeline tr[data-action=overdue]")).to_contain_text("sweeper")
+    expect(page.locator("#case-timeline tr[data-action=escalated]")).to_contain_text("第2级 → 第1级")
+    expect(page.locator("#case-clocks tbody tr")).to_have_count(2)
+    expect(page.locator("#decision")).to_contain_text("「")  # the stored decision's trace quotes the document
+    shot(page, "case-timeline")
+
+    page.goto(server + f"/admin/cases/karamay/{made[2].id}")
+    expect(page.locator("#case-timeline tr[data-action=closed]")).to_contain_text("王网格员")
+    expect(page.locator("#case-timeline tr[data-action=closed]")).to_contain_text("劝阻有效, 已整改")
+    expect(page.locator("#case-status")).to_have_text("已结案")
+    page.goto(server + f"/admin/cases/panjin/{made[2].id}")
+    expect(page.get_by_role("alert")).to_contain_text(f"辖区 panjin 没有案件 {made[2].id}")
     page.context.close()
