@@ -38,6 +38,7 @@ def seeded(tmp_path_factory):
     cases.transition(made[2].id, Transition("close", "王网格员", "劝阻有效, 已整改"), now=now)
     assert sweep(cases, now)["escalated"] == 2  # the two open cases missed their 2-hour report step
     create_user(engine, "admin", PASSWORD, True, {}, "test")
+    create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
     engine.dispose()
     with live_server(url) as base:
         yield base, made
@@ -165,4 +166,15 @@ def test_cases_dashboard_counts_list_and_timeline(browser, seeded):
     expect(page.locator("#case-status")).to_have_text("已结案")
     page.goto(server + f"/admin/cases/panjin/{made[2].id}")
     expect(page.get_by_role("alert")).to_contain_text(f"辖区 panjin 没有案件 {made[2].id}")
+    page.context.close()
+
+
+def test_viewer_sees_only_their_jurisdictions_cases(browser, seeded):
+    server, made = seeded
+    page = sign_in(browser, server, "viewer")
+    page.goto(server + "/admin/cases/karamay")
+    expect(page.locator("#case-totals [data-count=closed]")).to_have_text("1")
+    for path in ("/admin/cases/panjin", "/admin/cases/panjin/list", "/admin/j/panjin/v/1/impact"):
+        page.goto(server + path)
+        expect(page.get_by_role("alert")).to_contain_text("你在辖区 panjin 没有查看权限")
     page.context.close()
