@@ -69,22 +69,21 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     profiles: dict[tuple, object] = {}
     for ptype in jur.policy.problem_types:
         profiles.setdefault((ptype.level, ptype.persuade_first, len(ptype.departments) > 1, bool(ptype.departments)), ptype)
+    outcomes: dict[tuple, list[tuple[str, str]]] = {}  # the rules table decides once per distinct tested-fact set
     for ptype in profiles.values():
         for found_level, facts in combinations(compiled, ptype):
             report.combinations += 1
-            ev = evaluate(compiled, facts)
-            fired_ever.update(r.id for r in ev.fired)
-            applied_ever.update(r.id for r in ev.applied)
-            where = f"{ptype.code} 第{found_level}级发现 {_describe(facts)}"
-            if not ev.actions:
-                report.gaps.append(f"{where}: 没有任何动作 — no action results")
-            if ev.workflow is None and jur.policy.workflows:
-                report.gaps.append(f"{where}: 没有匹配的流程 — no workflow applies")
-            if ev.handler_level not in levels:
-                report.gaps.append(f"{where}: 处置层级 {ev.handler_level} 不存在")
-            for a, b in itertools.combinations(ev.applied, 2):
-                if a.priority == b.priority and a.then.handler and b.then.handler and a.then.handler != b.then.handler:
-                    report.conflicts.append(f"{where}: 规则 {a.id} 与 {b.id} 优先级相同({a.priority})但改变处置网格的方式不同 — conflict")
+            key = (facts["handler_level"], *(facts[name] for name in compiled.tested_facts))
+            issues = outcomes.get(key)
+            if issues is None:
+                ev = evaluate(compiled, facts)
+                fired_ever.update(r.id for r in ev.fired)
+                applied_ever.update(r.id for r in ev.applied)
+                issues = outcomes[key] = _issues(ev, levels, bool(jur.policy.workflows))
+            if issues:  # described only when there is something to say: describing costs more than evaluating
+                where = f"{ptype.code} 第{found_level}级发现 {_describe(facts)}"
+                for kind, text in issues:
+                    getattr(report, kind).append(f"{where}: {text}")
     for rule in jur.policy.rules:
         if rule.id not in fired_ever:
             report.unreachable.append(f"规则 {rule.id} 在任何事实组合下都不会命中 — unreachable")
@@ -95,6 +94,21 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
         report.escalation.extend(_escalation_problems(compiled, level, levels))
     report.matrix = coverage_matrix(compiled)
     return report
+
+
+def _issues(ev, levels: list[int], has_workflows: bool) -> list[tuple[str, str]]:
+    """(report list, message) for what is wrong with one evaluation of the rules table."""
+    issues = []
+    if not ev.actions:
+        issues.append(("gaps", "没有任何动作 — no action results"))
+    if ev.workflow is None and has_workflows:
+        issues.append(("gaps", "没有匹配的流程 — no workflow applies"))
+    if ev.handler_level not in levels:
+        issues.append(("gaps", f"处置层级 {ev.handler_level} 不存在"))
+    for a, b in itertools.combinations(ev.applied, 2):
+        if a.priority == b.priority and a.then.handler and b.then.handler and a.then.handler != b.then.handler:
+            issues.append(("conflicts", f"规则 {a.id} 与 {b.id} 优先级相同({a.priority})但改变处置网格的方式不同 — conflict"))
+    return issues
 
 
 def escalation_rule(compiled: CompiledPolicy, level: int) -> Rule | None:
