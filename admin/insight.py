@@ -189,7 +189,8 @@ def cases_dashboard(request: Request, user: NamedDependency[Principal], jid: Fro
     levels = {lv.number: lv.name for lv in jur.policy.levels}
     unit_count, units = dashboard.by_unit(engine, jid)
     series = dashboard.over_time(engine, jid, window)
-    chart = line_chart(f"最近 {window} 天每{'周' if series['weekly'] else '日'}受理与结案 (UTC)", series["labels"],
+    chart = line_chart(f"每{'周' if series['weekly'] else '日'}受理与结案 ({series['labels'][0]} 至今, UTC)",
+                       [label[5:] for label in series["labels"]],  # MM-DD; the title has the year
                        {"受理": series["received"], "结案": series["closed"]})
     return page("cases_dashboard.html", user=user, jid=jid, name=jur.policy.name, days=window,
                 totals=dashboard.totals(engine, jid), by_level=dashboard.by_level(engine, jid), levels=levels,
