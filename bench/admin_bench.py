@@ -78,7 +78,7 @@ def pages(drafts: dict[str, int], ids: list[str]) -> dict[str, str]:
     out["simulator"] = "/admin/simulate?jurisdiction=hefei"
     out["cases dashboard hefei"] = "/admin/cases/hefei"
     out["cases dashboard 90d"] = "/admin/cases/hefei?days=90"
-    out["cases list overdue"] = "/admin/cases/hefei/list?state=open&page=2"
+    out["cases list open p2"] = "/admin/cases/hefei/list?state=open&page=2"
     out["case page"] = "/admin/cases/hefei/1"
     out["compare all"] = "/admin/compare?" + "&".join(f"ids={i}" for i in ids)
     return out
