@@ -10,7 +10,6 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
-
 from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
 

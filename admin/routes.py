@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cachetools import LRUCache, cached
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -23,7 +24,6 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from cachetools import LRUCache, cached
 from sqlalchemy.engine import Engine
 
 from engine.compiler import compile_policy
