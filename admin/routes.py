@@ -6,9 +6,11 @@ APIs (API keys, no cookies) are untouched. Sessions and the CSRF secret are shar
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cachetools import LRUCache, cached
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -28,13 +30,14 @@ from engine.compiler import compile_policy
 from engine.router import Case, RoutingError
 from engine.verify import verify
 from policy.catalog import search_score
-from policy.diff import compare, diff
+from policy.diff import diff
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.errors import Invalid, PreconditionFailed, StoreError
 from store.tables import PolicyVersion
 from store.sessions import DatabaseStore
 from store.users import ROLE_LABELS, Principal, authenticate, shared_secret
 
+from admin import insight
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, bad_request, csrf_error,
                           current_user, is_htmx, login_redirect, page, require, services, store_error)
 
@@ -238,14 +241,17 @@ async def type_save(request: Request, user: NamedDependency[Principal], jid: Fro
 
 
 # --- verify, publish, history, rollback
+@cached(LRUCache(maxsize=32), key=lambda request, version: version.content_hash, lock=threading.Lock())
 def _verification(request: Request, version: PolicyVersion) -> dict:
+    """Verifying a large policy takes ~0.3 s; the outcome depends only on the content, so it is kept per hash."""
     compiled = compile_policy(services(request).policies.build(version))
     try:
         report = verify(compiled)
+        graph = insight.escalation_graph(compiled)
     finally:
         compiled.close()
     return {"ok": report.ok, "problems": report.problems(), "matrix": report.matrix,
-            "combinations": report.combinations}
+            "combinations": report.combinations, "graph": graph}
 
 
 def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion, status: int = 200,
@@ -322,14 +328,12 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
 
 # --- compare
 @get("/compare", sync_to_thread=False)
-def compare_page(request: Request, user: NamedDependency[Principal],
-                 ids: Annotated[list[str] | None, QueryParameter(max_items=10)] = None) -> Template:
-    s = services(request).policies
-    known = sorted(s.refresh())
-    chosen = [i for i in ids or [] if i in known]
-    result = compare([s.router(jid).jur for jid in chosen]) if len(chosen) >= 2 else None
+def compare_page(request: Request, user: NamedDependency[Principal], ids: insight.CompareIds = None) -> Template:
+    known, chosen = insight.chosen_jurisdictions(request, ids)
+    result = insight.comparison(request, chosen) if len(chosen) >= 2 else None
     error = "请至少选择两个辖区" if ids is not None and len(chosen) < 2 else None
-    return page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error)
+    return page("compare.html", user=user, known=known, chosen=chosen, result=result, error=error,
+                **(insight.compare_extras(result) if result else {}))
 
 
 def _dom_id(code: FromPath[str]) -> str:
@@ -353,7 +357,7 @@ def admin_parts(engine: Engine) -> AdminParts:
         path="/admin",
         route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
-                        compare_page],
+                        compare_page, *insight.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
@@ -364,6 +368,7 @@ def admin_parts(engine: Engine) -> AdminParts:
 
     def _setup(engine_: JinjaTemplateEngine) -> None:
         engine_.engine.filters["domid"] = _dom_id
+        insight.setup_templates(engine_.engine)
 
     templates = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_setup)
     return AdminParts([router, static], templates, {SESSION_STORE: DatabaseStore(engine)})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from engine.compiler import TYPE_PREFIX, CompiledPolicy, default_facts
 from engine.router import entry_of, evaluate, type_features
 from policy.facts import BOOLEAN_FACTS, DERIVED_FACTS, ENUM_FACTS
+from policy.models import Rule
 from policy.validate import escalation_target
 
 
@@ -68,22 +69,21 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     profiles: dict[tuple, object] = {}
     for ptype in jur.policy.problem_types:
         profiles.setdefault((ptype.level, ptype.persuade_first, len(ptype.departments) > 1, bool(ptype.departments)), ptype)
+    outcomes: dict[tuple, list[tuple[str, str]]] = {}  # the rules table decides once per distinct tested-fact set
     for ptype in profiles.values():
         for found_level, facts in combinations(compiled, ptype):
             report.combinations += 1
-            ev = evaluate(compiled, facts)
-            fired_ever.update(r.id for r in ev.fired)
-            applied_ever.update(r.id for r in ev.applied)
-            where = f"{ptype.code} 第{found_level}级发现 {_describe(facts)}"
-            if not ev.actions:
-                report.gaps.append(f"{where}: 没有任何动作 — no action results")
-            if ev.workflow is None and jur.policy.workflows:
-                report.gaps.append(f"{where}: 没有匹配的流程 — no workflow applies")
-            if ev.handler_level not in levels:
-                report.gaps.append(f"{where}: 处置层级 {ev.handler_level} 不存在")
-            for a, b in itertools.combinations(ev.applied, 2):
-                if a.priority == b.priority and a.then.handler and b.then.handler and a.then.handler != b.then.handler:
-                    report.conflicts.append(f"{where}: 规则 {a.id} 与 {b.id} 优先级相同({a.priority})但改变处置网格的方式不同 — conflict")
+            key = (facts["handler_level"], *(facts[name] for name in compiled.tested_facts))
+            issues = outcomes.get(key)
+            if issues is None:
+                ev = evaluate(compiled, facts)
+                fired_ever.update(r.id for r in ev.fired)
+                applied_ever.update(r.id for r in ev.applied)
+                issues = outcomes[key] = _issues(ev, levels, bool(jur.policy.workflows))
+            if issues:  # described only when there is something to say: describing costs more than evaluating
+                where = f"{ptype.code} 第{found_level}级发现 {_describe(facts)}"
+                for kind, text in issues:
+                    getattr(report, kind).append(f"{where}: {text}")
     for rule in jur.policy.rules:
         if rule.id not in fired_ever:
             report.unreachable.append(f"规则 {rule.id} 在任何事实组合下都不会命中 — unreachable")
@@ -96,20 +96,51 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     return report
 
 
+def _issues(ev, levels: list[int], has_workflows: bool) -> list[tuple[str, str]]:
+    """(report list, message) for what is wrong with one evaluation of the rules table."""
+    issues = []
+    if not ev.actions:
+        issues.append(("gaps", "没有任何动作 — no action results"))
+    if ev.workflow is None and has_workflows:
+        issues.append(("gaps", "没有匹配的流程 — no workflow applies"))
+    if ev.handler_level not in levels:
+        issues.append(("gaps", f"处置层级 {ev.handler_level} 不存在"))
+    for a, b in itertools.combinations(ev.applied, 2):
+        if a.priority == b.priority and a.then.handler and b.then.handler and a.then.handler != b.then.handler:
+            issues.append(("conflicts", f"规则 {a.id} 与 {b.id} 优先级相同({a.priority})但改变处置网格的方式不同 — conflict"))
+    return issues
+
+
+def escalation_rule(compiled: CompiledPolicy, level: int) -> Rule | None:
+    """The deadline rule that takes a case held at `level` when its handling deadline is missed."""
+    facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
+                               "cross_boundary": False, "persuade_first": False,
+                               "has_department": False, "multi_department": False}
+    return next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
+
+
 def _escalation_problems(compiled: CompiledPolicy, start: int, levels: list[int]) -> list[str]:
     """Missed deadlines must climb to level 1 within len(levels) hops."""
     level, hops = start, 0
     while level > 1:
-        facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
-                                   "cross_boundary": False, "persuade_first": False,
-                                   "has_department": False, "multi_department": False}
-        rule = next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
+        rule = escalation_rule(compiled, level)
         if rule is None:
             return [f"第{level}级超期后没有升级规则, 无法到达第1级 — escalation does not reach level 1"]
         level, hops = escalation_target(rule, level), hops + 1
         if hops > len(levels):
             return [f"从第{start}级开始的超期升级未在 {len(levels)} 步内到达第1级 — escalation does not terminate"]
     return []
+
+
+def escalation_edges(compiled: CompiledPolicy) -> list[dict]:
+    """One edge per level below 1: where a missed handling deadline sends the case, by which rule."""
+    edges = []
+    for lv in sorted(compiled.jurisdiction.policy.levels, key=lambda lv: lv.number)[1:]:
+        rule = escalation_rule(compiled, lv.number)
+        if rule is not None:
+            edges.append({"from": lv.number, "to": escalation_target(rule, lv.number), "rule": rule.id,
+                          "name": rule.name, "source": rule.provenance})
+    return edges
 
 
 def _describe(facts: dict) -> str:

@@ -103,14 +103,20 @@ class CaseService:
             return record, list(events), list(clocks)
 
     def search(self, jurisdiction: str | None = None, unit: str | None = None, status: str | None = None,
-               overdue: bool | None = None, limit: int = 50, offset: int = 0) -> tuple[int, list[CaseRecord]]:
+               overdue: bool | None = None, limit: int = 50, offset: int = 0,
+               level: int | None = None) -> tuple[int, list[CaseRecord]]:
+        """`status` is a workflow step, `closed`, or `open` (any step but closed)."""
         query = select(CaseRecord)
         if jurisdiction:
             query = query.where(CaseRecord.jurisdiction == jurisdiction)
         if unit:
             query = query.where((CaseRecord.unit == unit) | (CaseRecord.handler_unit == unit))
-        if status:
+        if status == "open":
+            query = query.where(CaseRecord.status != CLOSED)
+        elif status:
             query = query.where(CaseRecord.status == status)
+        if level is not None:
+            query = query.where(CaseRecord.handler_level == level)
         if overdue is not None:
             query = query.where(CaseRecord.overdue == overdue)
         with Session(self.engine) as session:

@@ -1,32 +1,12 @@
 """The admin UI end to end: a real server (uvicorn, temp SQLite) driven by real headless Chromium."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect
 
-from policy.loader import REPO_ROOT
 from store.db import make_engine, migrate
 from store.users import create_user
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
-PASSWORD = "correct-horse-9"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.live import PASSWORD, htmx_idle, live_server, shot, sign_in
 
 
 @pytest.fixture(scope="module")
@@ -37,56 +17,8 @@ def server(tmp_path_factory):
     create_user(engine, "admin", PASSWORD, True, {}, "test")
     create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
     engine.dispose()
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=os.environ | {"GRIDPOLICY_DATABASE_URL": url}, cwd=REPO_ROOT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("server did not start")
-            time.sleep(0.5)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: `make test` installs it (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def _sign_in(browser, server: str, name: str) -> Page:
-    page = browser.new_context(viewport={"width": 1366, "height": 900}, locale="zh-CN").new_page()
-    page.goto(server + "/admin/")
-    expect(page).to_have_url(server + "/admin/login")
-    page.get_by_label("用户名").fill(name)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录").click()
-    expect(page.get_by_role("heading", name="辖区")).to_be_visible()
-    return page
-
-
-def _htmx_idle(page: Page) -> None:
-    """htmx attaches triggers to swapped-in content while it settles; typing before then is lost."""
-    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')")
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+    with live_server(url) as base:
+        yield base
 
 
 def test_wrong_password_is_refused(browser, server):
@@ -100,9 +32,9 @@ def test_wrong_password_is_refused(browser, server):
 
 
 def test_edit_validate_publish_simulate_compare(browser, server):
-    page = _sign_in(browser, server, "admin")
+    page = sign_in(browser, server, "admin")
     expect(page.locator("tr", has_text="karamay")).to_contain_text("第3级")
-    _shot(page, "jurisdictions")
+    shot(page, "jurisdictions")
 
     page.goto(server + "/admin/j/karamay")
     page.get_by_role("button", name="基于生效版本新建草稿").click()
@@ -115,16 +47,16 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     level = page.get_by_label("处置层级")
     error = page.locator("#err-waste-medical-disposal-level")
     expect(level).to_be_visible()
-    _htmx_idle(page)
+    htmx_idle(page)
     level.fill("9")  # checked as the admin types, before any save
     expect(error).to_contain_text("处置层级 9 不存在")
     page.get_by_role("button", name="保存").click()
     expect(level).to_have_attribute("aria-invalid", "true")  # the refused save re-rendered the form
     expect(error).to_contain_text("处置层级 9 不存在")
-    _htmx_idle(page)
+    htmx_idle(page)
     level.fill("3")
     expect(error).to_have_text("")
-    _shot(page, "editor")
+    shot(page, "editor")
     page.get_by_role("button", name="保存").click()
     row = page.locator("#type-waste-medical-disposal")
     expect(row.locator(".level")).to_have_text("第3级")
@@ -144,12 +76,12 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     page.get_by_role("button", name="发布 v2").click()  # no note: refused, next to the field
     expect(page.locator("#note-error")).to_contain_text("变更说明")
     page.get_by_label("变更说明").fill("医疗废物处置下放到三级网格")
-    _shot(page, "verify")
+    shot(page, "verify")
     page.get_by_role("button", name="发布 v2").click()
     expect(page).to_have_url(server + "/admin/j/karamay")
     expect(page.locator("#version-2")).to_contain_text("生效中")
     expect(page.locator("#version-2")).to_contain_text("医疗废物处置下放到三级网格")
-    _shot(page, "history")
+    shot(page, "history")
 
     page.goto(server + "/admin/j/karamay/diff?from=1&to=2")
     expect(page.get_by_text("医疗废物处置: 第2级 → 第3级")).to_be_visible()
@@ -160,7 +92,7 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     page.get_by_role("button", name="路由").click()
     expect(page.locator("#handler")).to_contain_text("第3级")
     expect(page.locator("#decision")).to_contain_text("「")  # the trace quotes the document
-    _shot(page, "simulator")
+    shot(page, "simulator")
     page.get_by_label("问题类型").fill("不存在的问题")
     page.get_by_role("button", name="路由").click()
     expect(page.locator("#decision [role=alert]")).to_contain_text("未知的问题类型")
@@ -172,7 +104,7 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     table = page.locator("#compare-types")
     expect(table.locator("th")).to_contain_text(["问题类型", "karamay", "panjin"])
     expect(table.locator("tr[data-differs]").first).to_be_visible()
-    _shot(page, "compare")
+    shot(page, "compare")
 
     page.goto(server + "/admin/j/karamay")
     page.get_by_role("button", name="基于生效版本新建草稿").click()
@@ -181,7 +113,7 @@ def test_edit_validate_publish_simulate_compare(browser, server):
 
 
 def test_viewer_cannot_edit(browser, server):
-    page = _sign_in(browser, server, "viewer")
+    page = sign_in(browser, server, "viewer")
     page.goto(server + "/admin/j/karamay")
     expect(page.get_by_role("button", name="基于生效版本新建草稿")).to_have_count(0)
     page.goto(server + "/admin/j/karamay/v/3")

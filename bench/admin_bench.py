@@ -1,0 +1,128 @@
+"""`make bench` (admin part): render every main admin page over real HTTP from a real server on SQLite holding
+a few thousand cases, and write p50/p95 per page (and the first, cold request) to bench/admin_results.json."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.router import Case  # noqa: E402
+from policy.loader import Loader  # noqa: E402
+from store.cases import CaseService, Transition  # noqa: E402
+from store.db import make_engine, migrate  # noqa: E402
+from store.sweeper import sweep  # noqa: E402
+from store.versions import PolicyStore  # noqa: E402
+from store.users import create_user  # noqa: E402
+from tests.live import live_server  # noqa: E402
+
+PASSWORD = "bench-password-1"
+TARGET_MS = 200
+FACTS = [{}, {"persuasion_failed": True}, {"suspected_crime": True}, {}]
+CLOSE = Transition("close", "bench", "劝阻有效, 结案")
+
+
+def seed(database_url: str, per_jurisdiction: int) -> dict[str, int]:
+    """Cases spread over the last 60 days in Hefei and Weiyang, routed and stored like real intake."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    policies = PolicyStore(engine, Loader().catalog)
+    policies.bootstrap(Loader())
+    cases = CaseService(policies)
+    now = datetime.now(timezone.utc)
+    made = {}
+    for jid in ("hefei", "weiyang"):
+        jur = policies.router(jid).jur
+        units = sorted(jur.units)
+        combos = itertools.cycle(itertools.product(jur.policy.problem_types, FACTS))
+        for i in range(per_jurisdiction):
+            ptype, facts = next(combos)
+            record = cases.create(jid, Case(problem_type=ptype.code, unit=units[(i * 7919) % len(units)], facts=facts),
+                                  "bench", now=now - timedelta(minutes=(i * 60 * 24 * 60) // per_jurisdiction))
+            made[jid] = made.get(jid, 0) + 1
+            if i % 5 == 0 and record.status != "closed":  # some cases closed, as in real life
+                cases.transition(record.id, CLOSE, now=now)
+    while any(sweep(cases, now).values()):  # settle the deadlines now, so the server's sweeper stays idle while measured
+        pass
+    drafts = {jid: policies.create_draft(jid, "bench").number for jid in ("hefei", "weiyang")}
+    create_user(engine, "bench", PASSWORD, True, {}, "bench")
+    engine.dispose()
+    return drafts
+
+
+def sign_in(client: httpx.Client) -> None:
+    form = client.get("/admin/login").text
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', form).group(1)
+    answer = client.post("/admin/login", data={"name": "bench", "password": PASSWORD, "_csrf_token": token})
+    assert answer.status_code in (200, 302, 303) and "gp_admin" in client.cookies, answer.text[:200]
+
+
+def pages(drafts: dict[str, int], ids: list[str]) -> dict[str, str]:
+    out = {"index": "/admin/", "jurisdiction hefei": "/admin/j/hefei"}
+    for jid, number in drafts.items():
+        out[f"editor {jid}"] = f"/admin/j/{jid}/v/{number}"
+        out[f"verify {jid}"] = f"/admin/j/{jid}/v/{number}/verify"
+        out[f"impact {jid} 30d"] = f"/admin/j/{jid}/v/{number}/impact?days=30"
+    out["simulator"] = "/admin/simulate?jurisdiction=hefei"
+    out["cases dashboard hefei"] = "/admin/cases/hefei"
+    out["cases dashboard 90d"] = "/admin/cases/hefei?days=90"
+    out["cases list open p2"] = "/admin/cases/hefei/list?state=open&page=2"
+    out["case page"] = "/admin/cases/hefei/1"
+    out["compare all"] = "/admin/compare?" + "&".join(f"ids={i}" for i in ids)
+    return out
+
+
+def measure(client: httpx.Client, path: str, repeats: int) -> dict:
+    def once() -> float:
+        t0 = time.perf_counter()
+        answer = client.get(path)
+        elapsed = (time.perf_counter() - t0) * 1000
+        if answer.status_code != 200:
+            raise SystemExit(f"{path}: HTTP {answer.status_code}: {answer.text[:300]}")
+        return elapsed
+    cold = once()
+    times = sorted(once() for _ in range(repeats))
+    p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
+    return {"path": path, "cold_ms": round(cold, 1), "p50_ms": round(statistics.median(times), 1),
+            "p95_ms": round(p95, 1), "bytes": len(client.get(path).content), "meets_target": p95 < TARGET_MS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("bench/admin_results.json"))
+    parser.add_argument("--cases", type=int, default=2000, help="cases per jurisdiction (Hefei, Weiyang)")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        t0 = time.perf_counter()
+        drafts = seed(url, args.cases)
+        seeded = time.perf_counter() - t0
+        ids = sorted(j for j in Loader().load_all()[0])
+        with live_server(url) as base, httpx.Client(base_url=base, timeout=60) as client:
+            sign_in(client)
+            results = {name: measure(client, path, args.repeats) for name, path in pages(drafts, ids).items()}
+    report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+              "machine": platform.machine(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+              "cases_per_jurisdiction": args.cases, "repeats": args.repeats,
+              "seed_seconds": round(seeded, 1), "target_ms": TARGET_MS, "pages": results}
+    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"{'page':<24}{'cold ms':>9}{'p50 ms':>9}{'p95 ms':>9}  < {TARGET_MS} ms")
+    for name, r in results.items():
+        print(f"{name:<24}{r['cold_ms']:>9}{r['p50_ms']:>9}{r['p95_ms']:>9}  {'yes' if r['meets_target'] else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
