@@ -10,6 +10,8 @@ import yaml
 
 from policy.loader import REPO_ROOT, load_jurisdictions
 
+pytest_plugins = ["tests.admin_browser"]  # the admin UI's server and browser fixtures
+
 BUNDLED = REPO_ROOT / "jurisdictions"
 
 
