@@ -163,6 +163,18 @@ def _index(items: list[dict], key: str, value: str, what: str) -> int:
     raise StoreError(f"草稿中没有{what} {value}", field=key)
 
 
+def _put(document: dict, field_name: str, key: str, values: dict, what: str) -> str:
+    """Append a new item (key "+") or merge the form's values into the existing one; returns its path."""
+    items = document.setdefault(field_name, [])
+    if key == "+":
+        items.append(values)
+        index = len(items) - 1
+    else:
+        index = _index(items, "id", key, what)
+        items[index] = {**items[index], **values}
+    return f"{field_name}[{index}]"
+
+
 def _new_id(form: Form, items: list[dict], label: str) -> str:
     value = form.text("id", f"{label}编号", limit=64)
     if value and any(i.get("id") == value for i in items):
@@ -187,17 +199,11 @@ def _apply_unit(document: dict, key: str, form: Form, ctx: Editing) -> str:
     else:
         materialise(document, key)
         values = {"id": key}
-    units = document.setdefault("units", [])
     values |= {"name": form.text("name", "名称", limit=100), "level": form.integer("level", "层级", 1, 6),
                "parent": form.text("parent", "上级单元", required=False, limit=64) or None,
                "placeholder": False, **form.provenance()}
     form.done()
-    if key == "+":
-        units.append(values)
-        return f"units[{len(units) - 1}]"
-    index = _index(units, "id", key, "网格单元")
-    units[index] = {**units[index], **values}
-    return f"units[{index}]"
+    return _put(document, "units", key, values, "网格单元")
 
 
 def _remove_unit(document: dict, key: str, ctx: Editing) -> None:
@@ -226,18 +232,12 @@ def _references(document: dict, dept: str, names: dict[str, str]) -> list[str]:
 
 
 def _apply_department(document: dict, key: str, form: Form, ctx: Editing) -> str:
-    departments = document["departments"]
-    values = {"id": _new_id(form, departments, "职能部门")} if key == "+" else {}
+    values = {"id": _new_id(form, document["departments"], "职能部门")} if key == "+" else {}
     values |= {"name": form.text("name", "部门名称", limit=100),
                "duties": [d.strip() for d in str(form.data.get("duties", "")).splitlines() if d.strip()],
                **form.provenance()}
     form.done()
-    if key == "+":
-        departments.append(values)
-        return f"departments[{len(departments) - 1}]"
-    index = _index(departments, "id", key, "职能部门")
-    departments[index] = {**departments[index], **values}
-    return f"departments[{index}]"
+    return _put(document, "departments", key, values, "职能部门")
 
 
 def _remove_department(document: dict, key: str, ctx: Editing) -> None:
@@ -300,13 +300,10 @@ def _apply_rule(document: dict, key: str, form: Form, ctx: Editing) -> str:
         values = {"id": _new_id(form, rules, "规则"), **values}
     form.done()
     handler = {"to": None, "level": None, "up": None, mode: target}
-    if key == "+":
-        rules.append({**values, "then": {"handler": handler, "stop": False, "actions": [
-            {"kind": "escalate", "by": "handler", "to": "upper", "note": ""}]}})
-        return f"rules[{len(rules) - 1}]"
-    index = _index(rules, "id", key, "规则")
-    rules[index] = {**rules[index], **values, "then": {**rules[index]["then"], "handler": handler}}
-    return f"rules[{index}]"
+    then = ({"handler": handler, "stop": False, "actions": [{"kind": "escalate", "by": "handler", "to": "upper",
+                                                              "note": ""}]} if key == "+"
+            else {**rules[_index(rules, "id", key, "规则")]["then"], "handler": handler})
+    return _put(document, "rules", key, {**values, "then": then}, "规则")
 
 
 def _remove_rule(document: dict, key: str, ctx: Editing) -> None:
