@@ -34,6 +34,7 @@ test: $(STAMP) /usr/bin/chromium
 
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py --out bench/results.json
+	$(BIN)/python bench/admin_edit_bench.py --out bench/admin_edit_results.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

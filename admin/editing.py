@@ -8,6 +8,7 @@ keeps the draft revision in one hidden input (#revision) that every form include
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,7 +25,7 @@ from admin.common import Number, page, require, services
 from policy.catalog import search_score
 from policy.errors import PolicyError
 from policy.loader import overlay_units, parse_units_csv
-from policy.models import UnitGroup
+from policy.models import Slug, UnitGroup
 from policy.validate import expand_group
 from store.errors import Conflict, Invalid, PreconditionFailed, StoreError
 from store.tables import PolicyVersion
@@ -34,6 +35,7 @@ PAGE_SIZE = 50
 SEARCH_LIMIT = 50
 PROVENANCE_FIELDS = ("seed", "clause", "quote", "assumption")
 _DURATION = TypeAdapter(timedelta)
+SLUG = re.compile(Slug.__metadata__[0].pattern)
 
 
 class FormInvalid(Exception):
@@ -58,6 +60,12 @@ class Form:
         elif len(value) > limit:
             self.errors[name] = f"{label}最多 {limit} 个字符, 现有 {len(value)} 个"
         return value[:limit]
+
+    def slug(self, name: str, label: str, required: bool = True) -> str:
+        value = self.text(name, label, required, limit=64)
+        if value and not SLUG.fullmatch(value):
+            self.errors[name] = f"{label}只能由小写字母、数字、_ 或 - 组成 (如 water_bureau), 而非 “{value}”"
+        return value
 
     def integer(self, name: str, label: str, low: int, high: int, required: bool = True) -> int | None:
         value = str(self.data.get(name, "")).strip()
@@ -176,7 +184,7 @@ def _put(document: dict, field_name: str, key: str, values: dict, what: str) -> 
 
 
 def _new_id(form: Form, items: list[dict], label: str) -> str:
-    value = form.text("id", f"{label}编号", limit=64)
+    value = form.slug("id", f"{label}编号")
     if value and any(i.get("id") == value for i in items):
         form.errors["id"] = f"{label}编号 {value} 已存在"
     return value
@@ -200,13 +208,15 @@ def _apply_unit(document: dict, key: str, form: Form, ctx: Editing) -> str:
         materialise(document, key)
         values = {"id": key}
     values |= {"name": form.text("name", "名称", limit=100), "level": form.integer("level", "层级", 1, 6),
-               "parent": form.text("parent", "上级单元", required=False, limit=64) or None,
+               "parent": form.slug("parent", "上级单元编号", required=False) or None,
                "placeholder": False, **form.provenance()}
     form.done()
     return _put(document, "units", key, values, "网格单元")
 
 
 def _remove_unit(document: dict, key: str, ctx: Editing) -> None:
+    if key not in ctx.units():
+        raise StoreError(f"草稿中没有网格单元 {key}", field="id")
     children = [u.id for u in ctx.units().values() if u.parent == key]
     if children:
         raise FormInvalid({"general": f"网格单元 {key} 还有 {len(children)} 个下级单元 (如 {', '.join(children[:3])}), "
@@ -290,7 +300,10 @@ def _apply_rule(document: dict, key: str, form: Form, ctx: Editing) -> str:
     rules = document["rules"]
     mode = form.choice("mode", "升级方式", ("up", "level"))
     target = form.integer("target", "上移层数" if mode == "up" else "目标层级", 1, 6)
-    when = {"deadline_missed": True, "any": []}
+    # the rule's other conditions (e.g. major: true) are kept; only the level it applies at is edited here
+    when = {"any": []} if key == "+" else dict(rules[_index(rules, "id", key, "规则")]["when"])
+    when["deadline_missed"] = True
+    when.pop("handler_level", None)
     applies = form.integer("applies", "适用层级", 1, 6, required=False)
     if applies is not None:
         when["handler_level"] = applies
@@ -315,7 +328,9 @@ def _rule_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
     rule = rules[_index(rules, "id", key, "规则")]
     handler = rule["then"]["handler"]
     mode = "up" if handler.get("up") is not None else "level"
-    return {**rule, "mode": mode, "target": handler.get(mode), "applies": rule["when"].get("handler_level")}
+    other = {k: v for k, v in rule["when"].items() if k not in ("deadline_missed", "handler_level", "any")}
+    return {**rule, "mode": mode, "target": handler.get(mode), "applies": rule["when"].get("handler_level"),
+            "other": other, "any": rule["when"].get("any") or []}
 
 
 _RULE_ALIASES = {"then.handler": "target", "then.handler.up": "target", "then.handler.level": "target",
@@ -450,7 +465,8 @@ def unit_search(request: Request, user: NamedDependency[Principal], jid: FromPat
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
     units = ctx.policies.build(version).units
-    scored = sorted(((search_score(q, u.id, u.name), u.id) for u in units.values()), key=lambda s: (-s[0], s[1]))
+    scored = sorted(((search_score(q, u.id, u.name, fuzzy=False), u.id) for u in units.values()),
+                    key=lambda s: (-s[0], s[1]))
     hits = [units[uid] for score, uid in scored if score >= 1.0][:SEARCH_LIMIT] if q.strip() else []
     paths = {u.id: _ancestors(units, u.id) for u in hits}
     return page("edit_unit_search.html", **ctx.context(version, hits=hits, paths=paths, q=q))

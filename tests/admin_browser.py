@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -30,6 +32,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def running_server(url: str) -> Iterator[str]:
+    """`gridpolicy`'s app under uvicorn on a free port, on the database at `url`; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=os.environ | {"GRIDPOLICY_DATABASE_URL": url}, cwd=REPO_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start") from None
+                time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'admin.db'}"
@@ -38,25 +65,8 @@ def server(tmp_path_factory):
     create_user(engine, "admin", PASSWORD, True, {}, "test")
     create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
     engine.dispose()
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=os.environ | {"GRIDPOLICY_DATABASE_URL": url}, cwd=REPO_ROOT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("server did not start")
-            time.sleep(0.5)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+    with running_server(url) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
