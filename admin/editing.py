@@ -260,7 +260,8 @@ def _remove_department(document: dict, key: str, ctx: Editing) -> None:
 
 def _department_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
     departments = version.document["departments"]
-    return departments[_index(departments, "id", key, "职能部门")]
+    return {**departments[_index(departments, "id", key, "职能部门")],
+            "refs": _references(version.document, key, ctx.policies.router(ctx.jid).jur.type_names)}
 
 
 # --- workflow steps and their deadlines (key: workflow:step)
@@ -562,8 +563,7 @@ def departments_page(request: Request, user: NamedDependency[Principal], jid: Fr
                      number: Number) -> Template:
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
-    names = ctx.policies.router(jid).jur.type_names
-    items = [{**d, "refs": _references(version.document, d["id"], names)} for d in version.document["departments"]]
+    items = [_department_item(ctx, version, d["id"]) for d in version.document["departments"]]
     blank = {"id": "", "name": "", "duties": [], "source": None, "assumption": ""}
     return page("edit_departments.html", **ctx.context(version, items=items, blank=blank))
 
