@@ -1,6 +1,7 @@
 """Admin users: argon2 password hashes, roles per jurisdiction, and the shared secrets of the admin UI."""
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import AdminRole, AdminUser, AppSecret
+from store.tables import AdminRole, AdminSession, AdminUser, AppSecret
 from store.versions import audit
 
 ROLES = {"viewer": 1, "editor": 2, "publisher": 3}
@@ -111,8 +112,20 @@ def reset_password(engine: Engine, user_id: int, password: str, actor: str) -> N
         check_password(user.name, password)
         user.password_hash = _hasher.hash(password)
         session.add(user)
+        # a reset after a leak must also end the sessions signed in with the old password
+        for row in session.exec(select(AdminSession)).all():
+            if _session_uid(row.value) == user_id:
+                session.delete(row)
         audit(session, actor, "password_reset", None, None, user=user.name)
         session.commit()
+
+
+def _session_uid(value: bytes) -> int | None:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data.get("uid") if isinstance(data, dict) else None
 
 
 def authenticate(engine: Engine, name: str, password: str) -> Principal | None:

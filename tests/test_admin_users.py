@@ -1,13 +1,15 @@
 """Admin users and roles in the store, and the `gridpolicy user create` command (both databases)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
 from store.db import make_engine, migrate
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import AdminUser
+from store.tables import AdminSession, AdminUser
 from store.users import authenticate, create_user, list_users, reset_password, set_role, shared_secret
 from sqlmodel import Session, select
 
@@ -64,7 +66,14 @@ def test_roles_and_password_resets(engine):
     assert list_users(engine)[0].roles == {"karamay": "publisher", "panjin": "editor"}
     set_role(engine, user.id, "karamay", None, "root")
     assert authenticate(engine, "li", "long-password").roles == {"panjin": "editor"}
+    other = create_user(engine, "wang", "long-password", False, {}, "test")
+    with Session(engine) as session:
+        for key, uid in (("li-1", user.id), ("li-2", user.id), ("wang-1", other.id)):
+            session.add(AdminSession(key=key, value=json.dumps({"uid": uid}).encode()))
+        session.commit()
     reset_password(engine, user.id, "another-password", "root")
+    with Session(engine) as session:  # li is signed out everywhere, wang is not
+        assert session.exec(select(AdminSession.key)).all() == ["wang-1"]
     assert authenticate(engine, "li", "long-password") is None
     assert authenticate(engine, "li", "another-password").can("panjin", "editor")
 
