@@ -67,8 +67,9 @@ def pinyin_keys(name: str) -> tuple[str, str]:
     return "".join(syllables).lower(), "".join(initials).lower()
 
 
-def search_score(query: str, code: str, name: str) -> float:
-    """How well a query matches a problem type by code, Chinese name or pinyin (0 = no match)."""
+def search_score(query: str, code: str, name: str, fuzzy: bool = True) -> float:
+    """How well a query matches a problem type (or a grid unit) by code, Chinese name or pinyin (0 = no match);
+    `fuzzy` adds similarity scores below 1.5, too slow for searching thousands of units as the admin types."""
     q = query.strip().lower()
     if not q:
         return 0.0
@@ -79,6 +80,8 @@ def search_score(query: str, code: str, name: str) -> float:
         return 2.0
     if q.replace(" ", "") in full:
         return 1.5
+    if not fuzzy:
+        return 0.0
     return max(difflib.SequenceMatcher(None, q, name).ratio(),
                difflib.SequenceMatcher(None, q, full).ratio()) if len(q) > 1 else 0.0
 

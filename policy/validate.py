@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from policy.errors import PolicyIssue
-from policy.models import Policy, Provenanced, Rule, Unit
+from policy.models import Policy, Provenanced, Rule, Unit, UnitGroup
 from policy.yamlio import OriginMap
 
 if TYPE_CHECKING:
@@ -22,12 +22,18 @@ def expand_units(policy: Policy) -> dict[str, Unit]:
     """Named units plus the placeholders generated from counts, in a stable order."""
     units: dict[str, Unit] = {u.id: u for u in policy.units}
     for group in policy.unit_groups:
-        width = len(str(group.generate))
-        for n in range(1, group.generate + 1):
-            parent = group.parents[(n - 1) * len(group.parents) // group.generate] if group.parents else None
-            unit_id = f"{group.id_prefix}-{n:0{width}d}"
-            units[unit_id] = Unit(id=unit_id, name=group.name.format(n=n), level=group.level, parent=parent,
-                                  placeholder=True, source=group.source, assumption=group.assumption)
+        units.update((u.id, u) for u in expand_group(group))
+    return units
+
+
+def expand_group(group: UnitGroup) -> list[Unit]:
+    """A group's placeholders, spread evenly over its parents."""
+    width = len(str(group.generate))
+    units = []
+    for n in range(1, group.generate + 1):
+        parent = group.parents[(n - 1) * len(group.parents) // group.generate] if group.parents else None
+        units.append(Unit(id=f"{group.id_prefix}-{n:0{width}d}", name=group.name.format(n=n), level=group.level,
+                          parent=parent, placeholder=True, source=group.source, assumption=group.assumption))
     return units
 
 

@@ -1,6 +1,7 @@
 """Admin users: argon2 password hashes, roles per jurisdiction, and the shared secrets of the admin UI."""
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, field
 
@@ -10,13 +11,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from store.errors import Conflict, Invalid
-from store.tables import AdminRole, AdminUser, AppSecret
+from store.errors import Conflict, Invalid, NotFound
+from store.tables import AdminRole, AdminSession, AdminUser, AppSecret
 from store.versions import audit
 
 ROLES = {"viewer": 1, "editor": 2, "publisher": 3}
 ROLE_LABELS = {"viewer": "查看", "editor": "编辑", "publisher": "发布"}
 MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # the sign-in form reads at most this much
 _hasher = PasswordHasher()
 # Verified when the name is unknown, so a wrong name costs as much time as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
@@ -41,8 +43,7 @@ def create_user(engine: Engine, name: str, password: str, superuser: bool, roles
     name = name.strip()
     if not name or len(name) > 64:
         raise Invalid("用户名须为 1–64 个字符", field="name")
-    if len(password) < MIN_PASSWORD:
-        raise Invalid(f"密码至少 {MIN_PASSWORD} 个字符", field="password")
+    check_password(name, password)
     unknown = sorted(set(roles.values()) - set(ROLES))
     if unknown:
         raise Invalid(f"未知角色 {', '.join(unknown)}; 可用: {', '.join(ROLES)}", field="role")
@@ -58,6 +59,73 @@ def create_user(engine: Engine, name: str, password: str, superuser: bool, roles
         session.commit()
         session.refresh(user)
         return user
+
+
+def check_password(name: str, password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise Invalid(f"密码至少 {MIN_PASSWORD} 个字符", field="password")
+    if len(password) > MAX_PASSWORD:
+        raise Invalid(f"密码最多 {MAX_PASSWORD} 个字符", field="password")
+    if password.strip().lower() == name.strip().lower():
+        raise Invalid("密码不能与用户名相同", field="password")
+
+
+def list_users(engine: Engine) -> list[Principal]:
+    with Session(engine) as session:
+        users = session.exec(select(AdminUser).order_by(AdminUser.name)).all()
+        roles = session.exec(select(AdminRole)).all()
+    held: dict[int, dict[str, str]] = {}
+    for role in roles:
+        held.setdefault(role.user_id, {})[role.jurisdiction] = role.role
+    return [Principal(u.id, u.name, u.superuser, held.get(u.id, {})) for u in users]
+
+
+def _user(session: Session, user_id: int) -> AdminUser:
+    user = session.get(AdminUser, user_id)
+    if user is None:
+        raise NotFound(f"没有编号为 {user_id} 的用户", field="user")
+    return user
+
+
+def set_role(engine: Engine, user_id: int, jurisdiction: str, role: str | None, actor: str) -> None:
+    """Give `role` in `jurisdiction` (replacing any other), or take it away with role=None."""
+    if role is not None and role not in ROLES:
+        raise Invalid(f"未知角色 {role}; 可用: {', '.join(ROLES)}", field="role")
+    with Session(engine) as session:
+        user = _user(session, user_id)
+        current = session.exec(select(AdminRole).where(AdminRole.user_id == user_id,
+                                                       AdminRole.jurisdiction == jurisdiction)).first()
+        if current is not None:
+            session.delete(current)
+            session.flush()
+        if role is not None:
+            session.add(AdminRole(user_id=user_id, jurisdiction=jurisdiction, role=role))
+        elif current is None:
+            raise NotFound(f"用户 {user.name} 在辖区 {jurisdiction} 没有角色", field="jurisdiction")
+        audit(session, actor, "role_set" if role else "role_removed", jurisdiction, None, user=user.name, role=role)
+        session.commit()
+
+
+def reset_password(engine: Engine, user_id: int, password: str, actor: str) -> None:
+    with Session(engine) as session:
+        user = _user(session, user_id)
+        check_password(user.name, password)
+        user.password_hash = _hasher.hash(password)
+        session.add(user)
+        # a reset after a leak must also end the sessions signed in with the old password
+        for row in session.exec(select(AdminSession)).all():
+            if _session_uid(row.value) == user_id:
+                session.delete(row)
+        audit(session, actor, "password_reset", None, None, user=user.name)
+        session.commit()
+
+
+def _session_uid(value: bytes) -> int | None:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data.get("uid") if isinstance(data, dict) else None
 
 
 def authenticate(engine: Engine, name: str, password: str) -> Principal | None:

@@ -10,6 +10,8 @@ import yaml
 
 from policy.loader import REPO_ROOT, load_jurisdictions
 
+pytest_plugins = ["tests.admin_browser"]  # the admin UI's server and browser fixtures
+
 BUNDLED = REPO_ROOT / "jurisdictions"
 
 
@@ -61,17 +63,3 @@ def database_url(request, tmp_path):
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's headless Chromium (`make test` installs it), for the admin UI tests."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.live import CHROMIUM, CHROMIUM_ARGS
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: `make test` installs it (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()

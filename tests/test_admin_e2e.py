@@ -1,24 +1,9 @@
 """The admin UI end to end: a real server (uvicorn, temp SQLite) driven by real headless Chromium."""
 from __future__ import annotations
 
-import pytest
 from playwright.sync_api import expect
 
-from store.db import make_engine, migrate
-from store.users import create_user
-from tests.live import PASSWORD, htmx_idle, live_server, shot, sign_in
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'admin.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    create_user(engine, "admin", PASSWORD, True, {}, "test")
-    create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
-    engine.dispose()
-    with live_server(url) as base:
-        yield base
+from tests.admin_browser import htmx_idle, shot, sign_in
 
 
 def test_wrong_password_is_refused(browser, server):

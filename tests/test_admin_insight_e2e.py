@@ -16,7 +16,7 @@ from store.sweeper import sweep
 from store.tables import utcnow
 from store.users import create_user
 from store.versions import PolicyStore
-from tests.live import PASSWORD, htmx_idle, live_server, shot, sign_in
+from tests.admin_browser import PASSWORD, htmx_idle, running_server, shot, sign_in
 
 MEDICAL = "waste.medical.disposal"  # karamay: level 2
 
@@ -40,7 +40,7 @@ def seeded(tmp_path_factory):
     create_user(engine, "admin", PASSWORD, True, {}, "test")
     create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
     engine.dispose()
-    with live_server(url) as base:
+    with running_server(url) as base:
         yield base, made
 
 

@@ -1,14 +1,16 @@
 """Admin users and roles in the store, and the `gridpolicy user create` command (both databases)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
 from store.db import make_engine, migrate
-from store.errors import Conflict, Invalid
-from store.tables import AdminUser
-from store.users import authenticate, create_user, shared_secret
+from store.errors import Conflict, Invalid, NotFound
+from store.tables import AdminSession, AdminUser
+from store.users import authenticate, create_user, list_users, reset_password, set_role, shared_secret
 from sqlmodel import Session, select
 
 
@@ -55,3 +57,36 @@ def test_cli_user_create(tmp_path, monkeypatch):
                                "--password-stdin"], input="long-password\n").exit_code == 2
     engine = make_engine(f"sqlite:///{tmp_path / 'cli.db'}")
     assert authenticate(engine, "zhao", "long-password").can("karamay", "publisher")
+
+
+def test_roles_and_password_resets(engine):
+    user = create_user(engine, "li", "long-password", False, {"karamay": "viewer"}, "test")
+    set_role(engine, user.id, "karamay", "publisher", "root")
+    set_role(engine, user.id, "panjin", "editor", "root")
+    assert list_users(engine)[0].roles == {"karamay": "publisher", "panjin": "editor"}
+    set_role(engine, user.id, "karamay", None, "root")
+    assert authenticate(engine, "li", "long-password").roles == {"panjin": "editor"}
+    other = create_user(engine, "wang", "long-password", False, {}, "test")
+    with Session(engine) as session:
+        for key, uid in (("li-1", user.id), ("li-2", user.id), ("wang-1", other.id)):
+            session.add(AdminSession(key=key, value=json.dumps({"uid": uid}).encode()))
+        session.commit()
+    reset_password(engine, user.id, "another-password", "root")
+    with Session(engine) as session:  # li is signed out everywhere, wang is not
+        assert session.exec(select(AdminSession.key)).all() == ["wang-1"]
+    assert authenticate(engine, "li", "long-password") is None
+    assert authenticate(engine, "li", "another-password").can("panjin", "editor")
+
+
+def test_bad_role_and_password_changes_change_nothing(engine):
+    user = create_user(engine, "li", "long-password", False, {"karamay": "viewer"}, "test")
+    for call, error in [(lambda: set_role(engine, user.id, "karamay", "owner", "root"), Invalid),
+                        (lambda: set_role(engine, user.id, "panjin", None, "root"), NotFound),
+                        (lambda: set_role(engine, 999, "karamay", "editor", "root"), NotFound),
+                        (lambda: reset_password(engine, user.id, "short", "root"), Invalid),
+                        (lambda: create_user(engine, "wang-wu-99", "WANG-WU-99", True, {}, "root"), Invalid),
+                        (lambda: reset_password(engine, user.id, "x" * 2000, "root"), Invalid)]:
+        with pytest.raises(error):
+            call()
+    assert authenticate(engine, "li", "long-password").roles == {"karamay": "viewer"}
+    assert [u.name for u in list_users(engine)] == ["li"]

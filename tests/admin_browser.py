@@ -1,4 +1,5 @@
-"""A real gridpolicy server (uvicorn in a subprocess) on a free port, and the browser helpers the admin UI tests share."""
+"""Shared pieces of the admin UI browser tests: a real server (uvicorn, temp SQLite) and real headless Chromium
+(fixtures `server` and `browser`, one per test module, registered in conftest.py)."""
 from __future__ import annotations
 
 import os
@@ -8,11 +9,15 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
-from playwright.sync_api import Browser, Page, expect
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
 
 from policy.loader import REPO_ROOT
+from store.db import make_engine, migrate
+from store.users import create_user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -21,22 +26,22 @@ SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 PASSWORD = "correct-horse-9"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 @contextmanager
-def live_server(database_url: str, timeout: float = 180) -> Iterator[str]:
-    """Serve `database_url` until the block ends; yields the base URL once /health answers."""
-    port = _free_port()
+def running_server(url: str) -> Iterator[str]:
+    """`gridpolicy`'s app under uvicorn on a free port, on the database at `url`; yields its base URL."""
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
-        env=os.environ | {"GRIDPOLICY_DATABASE_URL": database_url}, cwd=REPO_ROOT)
+        env=os.environ | {"GRIDPOLICY_DATABASE_URL": url}, cwd=REPO_ROOT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 180
     try:
         while True:
             try:
@@ -52,7 +57,29 @@ def live_server(database_url: str, timeout: float = 180) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def sign_in(browser: Browser, server: str, name: str) -> Page:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'admin.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    create_user(engine, "admin", PASSWORD, True, {}, "test")
+    create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
+    engine.dispose()
+    with running_server(url) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: `make test` installs it (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def sign_in(browser, server: str, name: str) -> Page:
     page = browser.new_context(viewport={"width": 1366, "height": 900}, locale="zh-CN").new_page()
     page.goto(server + "/admin/")
     expect(page).to_have_url(server + "/admin/login")
