@@ -56,6 +56,7 @@ class CaseService:
         with Session(self.engine) as session:
             try:
                 record = self.intake(session, jurisdiction, case, actor, now or utcnow(), idempotency_key, description)
+                session.flush()
             except IntegrityError:  # a concurrent retry with the same key won the race
                 session.rollback()
                 existing = self._by_key(jurisdiction, idempotency_key)
@@ -74,18 +75,21 @@ class CaseService:
             decision = router.route(case.model_copy(update={"reported_at": now}))
         except RoutingError as err:
             raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
-        number = session.exec(select(PolicyVersion.number).where(
-            PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.active)).first()
+        numbers = session.info.setdefault("active_numbers", {})  # one look-up per transaction and jurisdiction
+        if (jurisdiction, decision["policy_version"]) not in numbers:
+            numbers[jurisdiction, decision["policy_version"]] = session.exec(select(PolicyVersion.number).where(
+                PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.content_hash == decision["policy_version"],
+                PolicyVersion.active)).first()
+        number = numbers[jurisdiction, decision["policy_version"]]
         found = router.units.get(case.unit) if case.unit else None
         record = CaseRecord(
             jurisdiction=jurisdiction, policy_version=decision["policy_version"], version_number=number,
             idempotency_key=idempotency_key, problem_type=decision["problem_type"]["code"], unit=case.unit,
             facts=dict(case.facts), description=description, decision=decision, handler_level=decision["handler"]["level"],
-            handler_unit=decision["handler"]["unit"], found_level=found.level if found else None, status=RECEIVED,
+            handler_unit=decision["handler"]["unit"], found_level=found.level if found else case.found_at_level, status=RECEIVED,
             reported_by=actor, created_at=now, updated_at=now)
         workflow = self._workflow(router, decision)
         session.add(record)
-        session.flush()
         _departments(session, record)
         self._event(session, record, actor, "created", None, None, now, note="案件受理并路由",
                     data={"decision_first_action": decision["first_action"]})
@@ -273,33 +277,50 @@ class CaseService:
         record.status = step.id
         due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
         record.due_at, record.overdue = due, False
-        session.add(CaseClock(case_id=record.id, cycle=record.cycle, step=step.id, unit=record.handler_unit,
-                              calendar=step.deadline.calendar.value, started_at=now, due_at=due,
-                              next_check_at=_threshold(now, due, 0.5)))
+        add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=step.id, unit=record.handler_unit,
+                                     calendar=step.deadline.calendar.value, started_at=now, due_at=due,
+                                     next_check_at=_threshold(now, due, 0.5)))
         self._event(session, record, actor, action, previous, step.id, now, note,
                     {"due": due.isoformat(), "cycle": record.cycle, "step_name": step.name})
 
     @staticmethod
-    def _open_clock(session: Session, record: CaseRecord) -> CaseClock:
-        return session.exec(select(CaseClock).where(CaseClock.case_id == record.id, CaseClock.stopped_at.is_(None))
-                            .order_by(CaseClock.id.desc())).first()
+    def _open_clock(session: Session, record: CaseRecord) -> CaseClock | None:
+        return next((c for c in reversed(open_clocks(session, record)) if c.stopped_at is None), None)
 
     @staticmethod
     def _stop_clocks(session: Session, record: CaseRecord, now: datetime) -> None:
-        for clock in session.exec(select(CaseClock).where(CaseClock.case_id == record.id,
-                                                          CaseClock.stopped_at.is_(None))).all():
-            clock.stopped_at = now
-            session.add(clock)
+        for clock in open_clocks(session, record):
+            if clock.stopped_at is None:
+                clock.stopped_at = now
+                session.add(clock)
 
     @staticmethod
     def _event(session, record, actor, action, from_status, to_status, at, note="", data=None) -> None:
-        session.add(CaseEvent(case_id=record.id, at=at, actor=actor, action=action, unit=record.handler_unit,
+        session.add(CaseEvent(record=record, at=at, actor=actor, action=action, unit=record.handler_unit,
+                              level=record.handler_level,
                               from_status=from_status, to_status=to_status, note=note, data=data or {}))
+
+
+def open_clocks(session: Session, record: CaseRecord) -> list[CaseClock]:
+    """The case's running clocks, kept on the session once read, so a batch of transitions (the simulator)
+    needs no query, and no flush, per step."""
+    cache = session.info.setdefault("open_clocks", {})
+    key = id(record)
+    if key not in cache:
+        cache[key] = [] if record.id is None else list(session.exec(select(CaseClock).where(
+            CaseClock.case_id == record.id, CaseClock.stopped_at.is_(None)).order_by(CaseClock.id)).all())
+    cache[key] = [c for c in cache[key] if c.stopped_at is None]
+    return cache[key]
+
+
+def add_clock(session: Session, record: CaseRecord, clock: CaseClock) -> None:
+    open_clocks(session, record).append(clock)
+    session.add(clock)
 
 
 def _departments(session: Session, record: CaseRecord) -> None:
     for dept in {d["id"] for d in record.decision["handler"]["departments"]}:
-        session.add(CaseDepartment(case_id=record.id, department=dept))
+        session.add(CaseDepartment(record=record, department=dept))
 
 
 def _threshold(start: datetime, due: datetime, fraction: float) -> datetime:
@@ -314,7 +335,7 @@ def escalate(session: Session, router: Router, record: CaseRecord, actor: str, n
         return False
     old = {"level": record.handler_level, "unit": record.handler_unit}
     record.handler_level, record.handler_unit = nxt["level"], nxt["unit"]
-    session.add(CaseEvent(case_id=record.id, at=now, actor=actor, action="escalated", unit=old["unit"],
+    session.add(CaseEvent(record=record, at=now, actor=actor, action="escalated", unit=old["unit"], level=old["level"],
                           from_status=record.status,
                           to_status=record.status, note=note,
                           data={"from": old, "to": {"level": nxt["level"], "unit": nxt["unit"]}, "rule": nxt["rule"]}))

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from store.cases import CaseService, as_utc, escalate
+from store.cases import CaseService, add_clock, as_utc, escalate
 from store.tables import CaseClock, CaseEvent, CaseRecord, Notification, utcnow
 
 
@@ -47,9 +47,12 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
         _notify(session, record, "warning_75", f"步骤 {clock.step} 已用时 75%, 截止 {due.isoformat()}")
         counts["warning_75"] += 1
     if clock.overdue_at is None and now >= due:
+        if record.id is None:  # a case of the simulator's current batch: its number goes into the messages
+            session.flush()
         clock.overdue_at, clock.stopped_at = now, now
         record.overdue = True
-        session.add(CaseEvent(case_id=record.id, at=now, actor="sweeper", action="overdue", unit=record.handler_unit,
+        session.add(CaseEvent(record=record, at=now, actor="sweeper", action="overdue", unit=record.handler_unit,
+                              level=record.handler_level,
                               from_status=record.status, to_status=record.status, note=f"步骤 {clock.step} 超过时限 {due.isoformat()}"))
         _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
         counts["overdue"] += 1
@@ -60,9 +63,9 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
             step = next(s for w in router.jur.policy.workflows for s in w.steps
                         if s.id == clock.step and w.id == record.decision["workflow"])
             new_due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
-            session.add(CaseClock(case_id=record.id, cycle=record.cycle, step=clock.step, unit=record.handler_unit,
-                                  calendar=clock.calendar, started_at=now, due_at=new_due,
-                                  next_check_at=now + (new_due - now) * 0.5))
+            add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=clock.step,
+                                         unit=record.handler_unit, calendar=clock.calendar, started_at=now,
+                                         due_at=new_due, next_check_at=now + (new_due - now) * 0.5))
             record.due_at = new_due
     else:
         clock.next_check_at = (start + span * 0.75 if clock.warned_75_at is None else due)
@@ -73,4 +76,4 @@ def _notify(session: Session, record: CaseRecord, kind: str, message: str) -> No
     recipient = f"第{record.handler_level}级网格 {record.handler_unit or ''}".strip()
     if kind in ("overdue", "escalated"):
         recipient += " / 包抓领导"
-    session.add(Notification(case_id=record.id, kind=kind, recipient=recipient, message=message))
+    session.add(Notification(record=record, kind=kind, recipient=recipient, message=message))

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 
 def utcnow() -> datetime:
@@ -78,10 +78,12 @@ class CaseEvent(SQLModel, table=True):
     __table_args__ = (Index("ix_case_event_action_at", "action", "at"),)
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
     at: datetime = Field(default_factory=utcnow)
     actor: str = Field(max_length=128)
     action: str = Field(max_length=32)
     unit: str | None = Field(default=None, max_length=128)  # the handling grid when it happened: who is assessed
+    level: int | None = None  # that grid's level
     from_status: str | None = Field(default=None, max_length=32)
     to_status: str | None = Field(default=None, max_length=32)
     note: str = Field(default="")
@@ -94,6 +96,7 @@ class CaseClock(SQLModel, table=True):
     __table_args__ = (Index("ix_clock_open", "stopped_at", "next_check_at"), Index("ix_clock_started", "started_at"))
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
     cycle: int
     step: str = Field(max_length=64)
     unit: str | None = Field(default=None, max_length=128)  # the handling grid running this clock
@@ -111,6 +114,7 @@ class CaseDepartment(SQLModel, table=True):
     """The departments a case is dispatched to (its decision's), one row each, for per-department assessment."""
     __tablename__ = "case_department"
     case_id: int = Field(foreign_key="case_record.id", primary_key=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
     department: str = Field(max_length=64, primary_key=True, index=True)
 
 
@@ -133,6 +137,7 @@ class Notification(SQLModel, table=True):
     __tablename__ = "notification"
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
     at: datetime = Field(default_factory=utcnow)
     kind: str = Field(max_length=32)  # warning_50 | warning_75 | overdue | escalated
     recipient: str = Field(max_length=200)

@@ -46,6 +46,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('case_event', schema=None) as batch_op:
         batch_op.add_column(sa.Column('unit', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True))
+        batch_op.add_column(sa.Column('level', sa.Integer(), nullable=True))
         batch_op.create_index('ix_case_event_action_at', ['action', 'at'], unique=False)
     with op.batch_alter_table('case_clock', schema=None) as batch_op:
         batch_op.add_column(sa.Column('unit', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True))
@@ -62,6 +63,7 @@ def downgrade() -> None:
         batch_op.drop_column('unit')
     with op.batch_alter_table('case_event', schema=None) as batch_op:
         batch_op.drop_index('ix_case_event_action_at')
+        batch_op.drop_column('level')
         batch_op.drop_column('unit')
     with op.batch_alter_table('assessment_record', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_assessment_record_jurisdiction'))
