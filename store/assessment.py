@@ -147,6 +147,14 @@ def trigger_condition(trigger: str, roles: StepRoles):
     return conditions[trigger]()
 
 
+# Who answers for a trigger: the grid that found and had to report the case, or (the rest) the grid handling it.
+FINDER_TRIGGERS = frozenset({"late_report"})
+
+
+def charged_unit(trigger: str):
+    return R.unit if trigger in FINDER_TRIGGERS else E.unit
+
+
 def _count(condition):
     return func.sum(case((condition, 1), else_=0))
 
@@ -194,6 +202,8 @@ class AssessmentService:
     # --- the set-based queries
     def _event_counts(self, session, jid: str, roles: StepRoles, period: Period, window: Period,
                       triggers: list[str]) -> dict[str, dict[str, int]]:
+        """Event indicators (period) and trigger counts (score window) per unit; a trigger charged to the
+        finder is grouped by the case's unit in a second query."""
         in_period = E.at >= period.start
         columns = {
             "received": E.action == "created", "closed": E.action == "closed", "reopened": E.action == "reopened",
@@ -201,14 +211,23 @@ class AssessmentService:
             "extended": E.action == "extended",
             "verified": and_(E.action.in_(["completed", "closed"]), E.from_status.in_(sorted(roles.verify))),
         }
-        sums = [_count(and_(in_period, cond)).label(name) for name, cond in columns.items()]
-        sums += [_count(and_(E.at >= window.start, trigger_condition(t, roles))).label(f"t:{t}") for t in triggers]
-        query = (select(E.unit, *sums).select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id))
-                 .where(R.jurisdiction == jid, E.at >= min(period.start, window.start), E.at < period.end,
-                        E.unit.is_not(None))
-                 .group_by(E.unit))
-        return {row.unit: {k: int(v or 0) for k, v in row._mapping.items() if k != "unit"}
-                for row in session.execute(query)}
+        by_handler = [_count(and_(in_period, cond)).label(name) for name, cond in columns.items()]
+        by_handler += [_count(and_(E.at >= window.start, trigger_condition(t, roles))).label(f"t:{t}")
+                       for t in triggers if t not in FINDER_TRIGGERS]
+        by_finder = [_count(and_(E.at >= window.start, trigger_condition(t, roles))).label(f"t:{t}")
+                     for t in triggers if t in FINDER_TRIGGERS]
+        out: dict[str, dict[str, int]] = {}
+        for key, sums in ((E.unit, by_handler), (R.unit, by_finder)):
+            if not sums:
+                continue
+            query = (select(key.label("key"), *sums)
+                     .select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id))
+                     .where(R.jurisdiction == jid, E.at >= min(period.start, window.start), E.at < period.end,
+                            key.is_not(None))
+                     .group_by(key))
+            for row in session.execute(query):
+                out.setdefault(row.key, {}).update({k: int(v or 0) for k, v in row._mapping.items() if k != "key"})
+        return out
 
     def _clock_counts(self, session, jid: str, roles: StepRoles, period: Period,
                       by=C.unit, join_departments: bool = False) -> dict[str, dict[str, int]]:
@@ -333,11 +352,11 @@ class AssessmentService:
             if n:
                 points = n * item.points if item.max_points is None else min(n * item.points, item.max_points)
                 items.append({"id": item.id, "name": item.name, "trigger": item.trigger, "count": n,
-                              "points_each": item.points, "points": round(points, 4)})
+                              "points_each": item.points, "points": points})
         vetoed = [v.id for v in scoring.vetoes if v.trigger and counts.get(f"t:{v.trigger}", 0) >= v.at_least]
-        deducted = round(sum(i["points"] for i in items), 4)
+        deducted = sum(i["points"] for i in items)
         loss = min(scoring.total, deducted)
-        return {"score": 0.0 if vetoed else round(scoring.total - loss, 4), "loss": loss, "deducted": deducted,
+        return {"score": 0.0 if vetoed else scoring.total - loss, "loss": loss, "deducted": deducted,
                 "deductions": items, "vetoed": vetoed}
 
     def trend(self, jid: str, period: Period, count: int = 6, level: int | None = None) -> list[dict]:
@@ -376,8 +395,8 @@ class AssessmentService:
             for item in items:
                 query = (select(E.id, E.case_id, E.at, E.action, E.from_status, E.note, R.problem_type)
                          .select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id))
-                         .where(R.jurisdiction == jid, E.unit == unit, E.at >= window.start, E.at < period.end,
-                                trigger_condition(item.trigger, roles))
+                         .where(R.jurisdiction == jid, charged_unit(item.trigger) == unit, E.at >= window.start,
+                                E.at < period.end, trigger_condition(item.trigger, roles))
                          .order_by(E.at, E.id).limit(limit))
                 events = [{"event": r.id, "case": r.case_id, "at": r.at.isoformat(), "action": r.action,
                            "step": r.from_status, "note": r.note, "problem_type": r.problem_type}
