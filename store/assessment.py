@@ -398,7 +398,7 @@ class AssessmentService:
                          .where(R.jurisdiction == jid, charged_unit(item.trigger) == unit, E.at >= window.start,
                                 E.at < period.end, trigger_condition(item.trigger, roles))
                          .order_by(E.at, E.id).limit(limit))
-                events = [{"event": r.id, "case": r.case_id, "at": r.at.isoformat(), "action": r.action,
+                events = [{"event": r.id, "case": r.case_id, "at": r.at.astimezone(CST).isoformat(), "action": r.action,
                            "step": r.from_status, "note": r.note, "problem_type": r.problem_type}
                           for r in session.execute(query)]
                 out.append({"id": item.id, "name": item.name, "trigger": item.trigger,
