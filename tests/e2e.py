@@ -13,6 +13,8 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from policy.loader import REPO_ROOT
+from store.db import make_engine, migrate
+from store.users import create_user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -25,6 +27,17 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def database_with_users(folder: Path) -> str:
+    """A migrated SQLite database with a superuser `admin` and a Karamay `viewer`; returns its URL."""
+    url = f"sqlite:///{folder / 'admin.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    create_user(engine, "admin", PASSWORD, True, {}, "test")
+    create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
+    engine.dispose()
+    return url
 
 
 def serve(url: str):

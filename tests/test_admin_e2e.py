@@ -4,9 +4,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from store.db import make_engine, migrate
-from store.users import create_user
-from tests.e2e import PASSWORD, browser, serve  # noqa: F401  (browser is a fixture)
+from tests.e2e import browser, database_with_users, serve  # noqa: F401  (browser is a fixture)
 from tests.e2e import htmx_idle as _htmx_idle
 from tests.e2e import shot as _shot
 from tests.e2e import sign_in as _sign_in
@@ -14,13 +12,7 @@ from tests.e2e import sign_in as _sign_in
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'admin.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    create_user(engine, "admin", PASSWORD, True, {}, "test")
-    create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
-    engine.dispose()
-    yield from serve(url)
+    yield from serve(database_with_users(tmp_path_factory.mktemp("admin")))
 
 
 def test_wrong_password_is_refused(browser, server):

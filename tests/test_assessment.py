@@ -3,7 +3,7 @@ public holiday, a unit with no cases; properties of scores; the simulator's dete
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest

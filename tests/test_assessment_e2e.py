@@ -1,27 +1,24 @@
 """The assessment page in headless Chromium: a real server over a database filled by the case simulator."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from playwright.sync_api import expect
 
 from policy.loader import Loader
 from store.assessment import CST
 from store.cases import CaseService
-from store.db import make_engine, migrate
+from store.db import make_engine
 from store.simulate import Simulator
-from store.users import create_user
 from store.versions import PolicyStore
-from tests.e2e import PASSWORD, browser, htmx_idle, serve, shot, sign_in  # noqa: F401  (browser is a fixture)
+from tests.e2e import browser, database_with_users, htmx_idle, serve, shot, sign_in  # noqa: F401  (browser is a fixture)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from datetime import datetime  # noqa: PLC0415
-    url = f"sqlite:///{tmp_path_factory.mktemp('assess') / 'assess.db'}"
+    url = database_with_users(tmp_path_factory.mktemp("assess"))
     engine = make_engine(url)
-    migrate(engine)
-    create_user(engine, "admin", PASSWORD, True, {}, "test")
-    create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
     policies = PolicyStore(engine, Loader().catalog)
     policies.bootstrap(Loader())
     Simulator(CaseService(policies), "karamay", 5).run(400, 180, datetime(2026, 4, 1, tzinfo=CST))
