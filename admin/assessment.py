@@ -2,6 +2,7 @@
 and the self / upper-grid assessment records the policy requires."""
 from __future__ import annotations
 
+import copy
 from typing import Annotated
 
 from litestar import Request, Response, get, post
@@ -10,10 +11,12 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart, line_chart
-from admin.common import is_htmx, page, require, services
+from admin.common import Number, is_htmx, page, require, services
+from policy.models import TRIGGERS
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
-from store.errors import Invalid
+from store.errors import Invalid, PreconditionFailed
+from store.tables import PolicyVersion
 from store.users import Principal
 
 PeriodQuery = Annotated[str | None, QueryParameter(max_length=16)]
@@ -61,9 +64,12 @@ def assessment_page(request: Request, user: NamedDependency[Principal], jid: Fro
         RATE_LABELS[k]: [None if t[k] is None else round(t[k] * 100, 1) for t in trend]
         for k in ("on_time_handling_rate", "on_time_closure_rate", "on_time_report_rate")})
     kinds = sorted({a["kind"] for a in (overview["scheme"] or {}).get("assessments", []) if a["kind"] in ("self", "upper")})
+    versions = s.policies.list_versions(jid)
     return page("assessment.html", user=user, jid=jid, r=overview, period=p, level=level, units=units[:RANKING_ROWS],
                 total_units=len(units), charts=charts, indicator_labels=INDICATOR_LABELS, rate_labels=RATE_LABELS,
-                record_kinds=kinds, can_record=user.can(jid, "editor"))
+                record_kinds=kinds, can_record=user.can(jid, "editor"),
+                active_number=next(v.number for v in versions if v.active),
+                drafts=[v.number for v in versions if v.status == "draft"])
 
 
 @get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=False)
@@ -101,4 +107,58 @@ async def assessment_record(request: Request, user: NamedDependency[Principal], 
     return Redirect(f"/admin/j/{jid}/assessment?period={p.label}&level={form.get('level', '')}#records")
 
 
-ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record]
+# --- the scoring scheme's deduction items, edited on a draft (the revision guards against lost updates)
+@get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=False)
+def scoring_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+                 saved: Annotated[bool, QueryParameter()] = False) -> Template:
+    version = services(request).policies.get_version(jid, number)
+    return _scoring_page(user, jid, version, version.document.get("scoring") or {}, {}, saved=saved)
+
+
+def _scoring_page(user: Principal, jid: str, version: PolicyVersion, scoring: dict, errors: dict[str, str],
+                  status: int = 200, saved: bool = False) -> Template:
+    return page("assessment_scoring.html", status, user=user, jid=jid, version=version, scoring=scoring, errors=errors,
+                triggers=TRIGGERS, saved=saved, editable=version.status == "draft" and user.can(jid, "editor"))
+
+
+def _number(text: str, field: str, errors: dict[str, str], optional: bool = False) -> float | None:
+    if optional and not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        errors[field] = f"须为正数, 而非 '{text}'"
+    return value
+
+
+@post("/j/{jid:str}/v/{number:int}/scoring")
+async def scoring_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
+    require(user, jid, "editor")
+    form = await request.form()
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
+    document = copy.deepcopy(version.document)
+    scoring = document.get("scoring") or {}
+    errors: dict[str, str] = {}
+    for i, item in enumerate(scoring.get("deductions", [])):
+        item["points"] = _number(str(form.get(f"points-{i}", "")), f"points-{i}", errors)
+        item["max_points"] = _number(str(form.get(f"max-{i}", "")), f"max-{i}", errors, optional=True)
+        trigger = str(form.get(f"trigger-{i}", ""))
+        if trigger not in TRIGGERS:
+            errors[f"trigger-{i}"] = f"未知的触发事件 '{trigger}'"
+        item["trigger"] = trigger
+    if errors:
+        return _scoring_page(user, jid, version, scoring, errors, 422)
+    try:
+        policies.update_draft(jid, number, document, int(str(form.get("revision", "0")) or 0), user.name)
+    except Invalid as err:
+        return _scoring_page(user, jid, version, scoring, {"general": err.message}, 422)
+    except PreconditionFailed as err:
+        return _scoring_page(user, jid, version, scoring, {"general": err.message}, 412)
+    return Redirect(f"/admin/j/{jid}/v/{number}/scoring?saved=true")
+
+
+ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record, scoring_form,
+          scoring_save]

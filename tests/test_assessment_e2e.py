@@ -71,3 +71,22 @@ def test_viewer_sees_but_cannot_record(browser, server):
     expect(page.get_by_role("button", name="保存")).to_have_count(0)
     denied = page.goto(server + "/admin/j/hefei/assessment?period=2026-Q3")
     assert denied.status == 403
+
+
+def test_deduction_points_edited_on_a_draft_change_nothing_when_invalid(browser, server):
+    page = sign_in(browser, server, "admin")
+    page.goto(server + "/admin/j/karamay")
+    page.get_by_role("button", name="基于生效版本新建草稿").click()
+    page.goto(server + "/admin/j/karamay/assessment?period=2026-Q3")
+    page.get_by_role("link", name="在草稿", exact=False).first.click()
+    field = page.get_by_label("迟报、瞒报、谎报 每次扣分")
+    expect(field).to_have_value("2.0")
+    field.fill("-1")
+    page.get_by_role("button", name="保存到草稿").click()
+    expect(page.get_by_role("alert")).to_have_text("每次扣分须为正数, 而非 '-1'")
+    page.goto(page.url)  # the form's own address: GET the stored draft again
+    expect(page.get_by_label("迟报、瞒报、谎报 每次扣分")).to_have_value("2.0")  # nothing was saved
+    page.get_by_label("迟报、瞒报、谎报 每次扣分").fill("3")
+    page.get_by_role("button", name="保存到草稿").click()
+    expect(page.get_by_role("status")).to_contain_text("已保存到草稿")
+    expect(page.get_by_label("迟报、瞒报、谎报 每次扣分")).to_have_value("3.0")
