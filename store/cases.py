@@ -76,11 +76,10 @@ class CaseService:
         except RoutingError as err:
             raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
         numbers = session.info.setdefault("active_numbers", {})  # one look-up per transaction and jurisdiction
-        if (jurisdiction, decision["policy_version"]) not in numbers:
-            numbers[jurisdiction, decision["policy_version"]] = session.exec(select(PolicyVersion.number).where(
-                PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.content_hash == decision["policy_version"],
-                PolicyVersion.active)).first()
-        number = numbers[jurisdiction, decision["policy_version"]]
+        if jurisdiction not in numbers:
+            numbers[jurisdiction] = session.exec(select(PolicyVersion.number).where(
+                PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.active)).one()
+        number = numbers[jurisdiction]
         found = router.units.get(case.unit) if case.unit else None
         record = CaseRecord(
             jurisdiction=jurisdiction, policy_version=decision["policy_version"], version_number=number,
