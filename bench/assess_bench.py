@@ -47,16 +47,19 @@ def pg_database(admin_url: str) -> str:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
-def run(url: str, backend: str, n_cases: int, days: int, seed: int, period: str, repeat: int) -> dict:
+def run(url: str, backend: str, n_cases: int, days: int, seed: int, period: str, repeat: int,
+        simulate: bool = True) -> dict:
     engine = make_engine(url)
     migrate(engine)
     policies = PolicyStore(engine, Loader().catalog)
     policies.bootstrap(Loader())
     cases = CaseService(policies)
-    print(f"[{backend}] simulating {n_cases} {JID} cases over {days} days …", flush=True)
-    counts = Simulator(cases, JID, seed).run(n_cases, days, batch=1000,
-                                             progress=lambda d, t: print(f"\r  {d}/{t}", end="", flush=True))
-    print()
+    counts = {"seconds": None}
+    if simulate:
+        print(f"[{backend}] simulating {n_cases} {JID} cases over {days} days …", flush=True)
+        counts = Simulator(cases, JID, seed).run(n_cases, days, batch=1000,
+                                                 progress=lambda d, t: print(f"\r  {d}/{t}", end="", flush=True))
+        print()
     with engine.begin() as conn:  # fresh statistics, as PostgreSQL's autovacuum would gather by itself
         conn.execute(text("ANALYZE"))
     with Session(engine) as session:
@@ -72,10 +75,11 @@ def run(url: str, backend: str, n_cases: int, days: int, seed: int, period: str,
     xlsx_median, _, book = timed(lambda: workbook(result), 1)
     in_period = [u for u in result["units"] if any(u["indicators"].values())]
     engine.dispose()
-    out = {
+    simulated = {"simulate_seconds": counts["seconds"], "simulate_cases_per_second": round(n_cases / counts["seconds"]),
+                 "simulated": {k: v for k, v in counts.items() if k != "seconds"}} if simulate else {}
+    out = {**simulated,
         "backend": backend, "cases": n_cases, "days": days, "seed": seed, "period": period,
-        "simulate_seconds": counts["seconds"], "simulate_cases_per_second": round(n_cases / counts["seconds"]),
-        "simulated": {k: v for k, v in counts.items() if k != "seconds"}, "rows": rows,
+        "rows": rows,
         "units": len(result["units"]), "units_with_activity": len(in_period),
         "assess_quarter_seconds_median": assess_median, "assess_quarter_seconds_min": assess_min,
         "assess_level_2_seconds_median": level_median, "trend_4_quarters_seconds_median": trend_median,
@@ -96,19 +100,26 @@ def main() -> None:
     parser.add_argument("--pg-url", help="PostgreSQL server URL (a database is created for the run), "
                                          "e.g. the output of scripts/test-postgres.sh")
     parser.add_argument("--out", type=Path, default=Path("bench/assess_results.json"))
+    parser.add_argument("--assess-only", metavar="URL", help="time the assessment of an existing database of "
+                        "simulated cases (no simulation); its figures replace those of --backend in --out")
     args = parser.parse_args()
     results = []
-    if args.backend in ("sqlite", "both"):
+    if args.assess_only:
+        results.append(run(args.assess_only, args.backend, args.cases, args.days, args.seed, args.period, args.repeat,
+                           simulate=False))
+    if args.backend in ("sqlite", "both") and not args.assess_only:
         with tempfile.TemporaryDirectory() as tmp:
             results.append(run(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", args.cases, args.days, args.seed,
                                args.period, args.repeat))
-    if args.backend in ("postgresql", "both"):
+    if args.backend in ("postgresql", "both") and not args.assess_only:
         if not args.pg_url:
             parser.error("--pg-url is needed for PostgreSQL (scripts/test-postgres.sh prints one)")
         results.append(run(pg_database(args.pg_url), "postgresql", args.cases, args.days, args.seed, args.period,
                            args.repeat))
     existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    by_backend = {r["backend"]: r for r in existing.get("results", [])} | {r["backend"]: r for r in results}
+    by_backend = {r["backend"]: r for r in existing.get("results", [])}
+    for r in results:  # an assessment-only run keeps the simulation figures already recorded
+        by_backend[r["backend"]] = {**by_backend.get(r["backend"], {}), **r}
     args.out.write_text(json.dumps({"machine": {"python": platform.python_version(), "platform": platform.platform()},
                                     "results": list(by_backend.values())}, ensure_ascii=False, indent=2) + "\n")
     print(f"written {args.out}")

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, true
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -204,7 +204,9 @@ class AssessmentService:
                       triggers: list[str]) -> dict[str, dict[str, int]]:
         """Event indicators (period) and trigger counts (score window) per unit; a trigger charged to the
         finder is grouped by the case's unit in a second query."""
-        in_period = E.at >= period.start
+        # the WHERE clause starts at the window's start (never after the period's), so only the period's own
+        # indicators of a longer window need a time test per row
+        in_period = E.at >= period.start if window.start < period.start else true()
         columns = {
             "received": E.action == "created", "closed": E.action == "closed", "reopened": E.action == "reopened",
             "overdue": E.action == "overdue", "escalated": E.action == "escalated", "returned": E.action == "returned",
@@ -212,17 +214,17 @@ class AssessmentService:
             "verified": and_(E.action.in_(["completed", "closed"]), E.from_status.in_(sorted(roles.verify))),
         }
         by_handler = [_count(and_(in_period, cond)).label(name) for name, cond in columns.items()]
-        by_handler += [_count(and_(E.at >= window.start, trigger_condition(t, roles))).label(f"t:{t}")
-                       for t in triggers if t not in FINDER_TRIGGERS]
-        by_finder = [_count(and_(E.at >= window.start, trigger_condition(t, roles))).label(f"t:{t}")
-                     for t in triggers if t in FINDER_TRIGGERS]
+        by_handler += [_count(trigger_condition(t, roles)).label(f"t:{t}") for t in triggers if t not in FINDER_TRIGGERS]
+        by_finder = [_count(trigger_condition(t, roles)).label(f"t:{t}") for t in triggers if t in FINDER_TRIGGERS]
+        # only the actions counted: lets both databases range-scan the (action, at) index
+        actions = sorted({"created", "closed", "reopened", "overdue", "escalated", "returned", "extended", "completed"})
         out: dict[str, dict[str, int]] = {}
         for key, sums in ((E.unit, by_handler), (R.unit, by_finder)):
             if not sums:
                 continue
             query = (select(key.label("key"), *sums)
                      .select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id))
-                     .where(R.jurisdiction == jid, E.at >= min(period.start, window.start), E.at < period.end,
+                     .where(R.jurisdiction == jid, E.action.in_(actions), E.at >= window.start, E.at < period.end,
                             key.is_not(None))
                      .group_by(key))
             for row in session.execute(query):
@@ -278,15 +280,15 @@ class AssessmentService:
 
     def _step_times(self, session, jid: str, period: Period, policy: Policy) -> list[dict]:
         """Average and p90 hours of finished steps: the p90 row is picked by a window function, not in Python."""
-        seconds = _seconds(C.started_at, C.stopped_at, self.engine.dialect.name).label("seconds")
-        timed = (select(C.step, seconds,
-                        func.row_number().over(partition_by=C.step, order_by=seconds).label("rn"),
-                        func.count().over(partition_by=C.step).label("n"),
-                        func.avg(seconds).over(partition_by=C.step).label("mean"))
-                 .select_from(CaseClock.__table__.join(CaseRecord.__table__, R.id == C.case_id))
-                 .where(R.jurisdiction == jid, C.started_at >= period.start, C.started_at < period.end,
-                        C.stopped_at.is_not(None), C.overdue_at.is_(None))
-                 .subquery())
+        durations = (select(C.step, _seconds(C.started_at, C.stopped_at, self.engine.dialect.name).label("seconds"))
+                     .select_from(CaseClock.__table__.join(CaseRecord.__table__, R.id == C.case_id))
+                     .where(R.jurisdiction == jid, C.started_at >= period.start, C.started_at < period.end,
+                            C.stopped_at.is_not(None), C.overdue_at.is_(None))
+                     .subquery())  # each duration computed once, then ranked
+        timed = select(durations.c.step, durations.c.seconds,
+                       func.row_number().over(partition_by=durations.c.step, order_by=durations.c.seconds).label("rn"),
+                       func.count().over(partition_by=durations.c.step).label("n"),
+                       func.avg(durations.c.seconds).over(partition_by=durations.c.step).label("mean")).subquery()
         query = select(timed.c.step, timed.c.n, timed.c.mean, timed.c.seconds).where(
             timed.c.rn == (timed.c.n * 9 + 9) // 10)  # ceil(0.9 n) in integer arithmetic
         names = {s.id: s.name for w in policy.workflows for s in w.steps}
