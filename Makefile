@@ -32,9 +32,11 @@ test: $(STAMP) /usr/bin/chromium
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei
 
+# The assessment bench simulates 100,000 Hefei cases per backend first (tens of minutes), then times one quarter.
 bench: $(STAMP)
 	$(BIN)/python bench/route_bench.py --out bench/results.json
 	$(BIN)/python bench/admin_bench.py --out bench/admin_results.json
+	$(BIN)/python bench/assess_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/assess_results.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

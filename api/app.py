@@ -29,6 +29,8 @@ from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.loader import Loader
 from store.apikeys import authorize
+from store.assessment import AssessmentService, Period
+from store.assessment_xlsx import workbook
 from store.cases import ACTION_LABELS, CaseService, Transition
 from store.db import make_engine, migrate
 from store.errors import StoreError
@@ -91,6 +93,7 @@ def _unexpected(_: Request, exc: Exception) -> Response:
 class Services:
     policies: PolicyStore
     cases: CaseService
+    assessment: AssessmentService
 
 
 # --- request bodies
@@ -122,6 +125,16 @@ class DraftUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     author: str = Field(min_length=1, max_length=128)
     document: dict[str, Any]
+
+
+class AssessmentRecordRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period: str = Field(min_length=4, max_length=16)
+    unit: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=16)
+    score: float
+    author: str = Field(min_length=1, max_length=128)
+    note: str = Field("", max_length=2000)
 
 
 class PublishRequest(BaseModel):
@@ -325,6 +338,55 @@ def transition(request: Request, case_id: CaseId, data: JSONBody[TransitionReque
     return case_json(record, s, events, clocks)
 
 
+# --- assessment (API key: it is computed from the jurisdiction's cases)
+PeriodQuery = Annotated[str | None, QueryParameter(max_length=16, description="2026-Q3, 2026-07, 2026-H1 或 2026")]
+LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _period(s: Services, jid: str, period: str | None) -> Period:
+    return Period.parse(period) if period is not None else s.assessment.default_period(jid)
+
+
+@get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=False)
+def assessment(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
+               x_api_key: ApiKeyHeader = None) -> dict:
+    s = _authorized(request, jid, x_api_key)
+    return s.assessment.assess(jid, _period(s, jid, period), level)
+
+
+@get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=False)
+def assessment_xlsx(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
+                    x_api_key: ApiKeyHeader = None) -> Response:
+    s = _authorized(request, jid, x_api_key)
+    p = _period(s, jid, period)
+    return Response(workbook(s.assessment.assess(jid, p, level)), media_type=XLSX,
+                    headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
+
+
+@get("/v1/jurisdictions/{jid:str}/assessment/trend", sync_to_thread=False)
+def assessment_trend(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
+                     count: Annotated[int, QueryParameter(ge=1, le=24)] = 6, x_api_key: ApiKeyHeader = None) -> list[dict]:
+    s = _authorized(request, jid, x_api_key)
+    return s.assessment.trend(jid, _period(s, jid, period), count, level)
+
+
+@get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=False)
+def assessment_unit(request: Request, jid: FromPath[str], unit: FromPath[str], period: PeriodQuery = None,
+                    deduction: Annotated[str | None, QueryParameter(max_length=64)] = None,
+                    x_api_key: ApiKeyHeader = None) -> dict:
+    s = _authorized(request, jid, x_api_key)
+    return s.assessment.explain(jid, _period(s, jid, period), unit, deduction)
+
+
+@post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=False)
+def assessment_record(request: Request, jid: FromPath[str], data: JSONBody[AssessmentRecordRequest],
+                      x_api_key: ApiKeyHeader = None) -> Response:
+    s = _authorized(request, jid, x_api_key)
+    row = s.assessment.record(jid, Period.parse(data.period), data.unit, data.kind, data.score, data.author, data.note)
+    return Response(row.model_dump(mode="json"), status_code=201)
+
+
 @get("/health", sync_to_thread=False)
 def health(request: Request) -> Response:
     s = _services(request)
@@ -373,7 +435,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         policies.bootstrap(Loader())
     except PolicyError as err:
         raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
-    services = Services(policies, CaseService(policies))
+    services = Services(policies, CaseService(policies), AssessmentService(policies))
     admin = admin_parts(engine)
 
     def _state(config: AppConfig) -> AppConfig:
@@ -383,7 +445,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
     return Litestar(
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
-                        get_case, list_cases, transition, health, *open311.ROUTES, *admin.routers],
+                        get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
+                        assessment_unit, assessment_record, health, *open311.ROUTES, *admin.routers],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},

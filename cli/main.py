@@ -307,5 +307,76 @@ def compare_cmd(ids: Annotated[list[str], typer.Argument(help="两个或更多�
             typer.echo(f"{j['id']} 流程 {w['name']}: {steps}")
 
 
+def _services():
+    from store.versions import PolicyStore  # noqa: PLC0415
+    policies = PolicyStore(_engine(), Loader().catalog)
+    try:
+        policies.bootstrap(Loader())
+    except PolicyError as err:
+        _fail([f"错误 error: {issue}" for issue in err.issues])
+    return policies
+
+
+@app.command()
+def simulate(jid: str, cases: Annotated[int, typer.Option("--cases", min=1, help="案件数")] = 1000,
+             days: Annotated[int, typer.Option("--days", min=1, max=3660, help="天数")] = 365,
+             seed: Annotated[int, typer.Option("--seed", help="随机种子 (同一种子得到同样的案件)")] = 1,
+             start: Annotated[str, typer.Option("--start", help="起始日期 (北京时间)")] = "2026-01-01") -> None:
+    """生成模拟案件历史: 经由案件状态机与超期检查, 含按时、超期升级、回退、延期、返工等情形。"""
+    from datetime import date, datetime  # noqa: PLC0415
+
+    from store.assessment import CST  # noqa: PLC0415
+    from store.cases import CaseService  # noqa: PLC0415
+    from store.errors import StoreError  # noqa: PLC0415
+    from store.simulate import simulate as run  # noqa: PLC0415
+    try:
+        first = datetime.combine(date.fromisoformat(start), datetime.min.time(), tzinfo=CST)
+    except ValueError:
+        _fail([f"起始日期 '{start}' 格式不正确, 应为 YYYY-MM-DD"], 2)
+    policies = _services()
+    try:
+        counts = run(CaseService(policies), jid, cases, days, seed, first,
+                     progress=lambda done, total: typer.echo(f"\r{done}/{total}", nl=False, err=True))
+    except StoreError as err:
+        _fail([err.message])
+    typer.echo("", err=True)
+    typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@app.command()
+def assess(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-Q3, 2026-07, 2026-H1 或 2026")] = None,
+           level: Annotated[Optional[int], typer.Option(help="只看某一层级")] = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False,
+           xlsx: Annotated[Optional[Path], typer.Option(help="导出 Excel 到此文件")] = None,
+           top: Annotated[int, typer.Option(help="每层级显示的网格数")] = 10) -> None:
+    """综合评价 / 绩效考核: 各网格的案件指标、得分、扣分与排名。"""
+    from store.assessment import RATE_LABELS, AssessmentService, Period  # noqa: PLC0415
+    from store.assessment_xlsx import workbook  # noqa: PLC0415
+    from store.errors import StoreError  # noqa: PLC0415
+    service = AssessmentService(_services())
+    try:
+        p = Period.parse(period) if period else service.default_period(jid)
+        result = service.assess(jid, p, level)
+    except StoreError as err:
+        _fail([err.message], 2)
+    if xlsx:
+        xlsx.write_bytes(workbook(result))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        return
+    scheme = result["scheme"]
+    typer.echo(f"{result['name']} 考核期 {p.label}" + (f" · {scheme['scheme_label']} {scheme['total']:g} 分, 扣分自 "
+                                                       f"{result['score_window']['label']} 起计" if scheme else " · 未设考核方案"))
+    for lv in result["levels"]:
+        rates = "  ".join(f"{RATE_LABELS[k]} {v:.1%}" for k, v in lv["rates"].items() if v is not None)
+        typer.echo(f"\n第{lv['level']}级 {lv['name']} ({lv['units']} 个网格, 平均 {lv['average_score']}) {rates}")
+        for u in [u for u in result["units"] if u["level"] == lv["level"]][:top]:
+            items = "; ".join(f"{d['name']}×{d['count']} -{d['points']:g}" for d in u["deductions"])
+            veto = f" 一票否决: {', '.join(u['vetoed'])}" if u["vetoed"] else ""
+            typer.echo(f"  {u['rank']:>4}. {u['name'][:16]:<16} {u['score']!s:>6}  {items}{veto}")
+    if xlsx:
+        typer.echo(f"\n已导出 {xlsx}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])

@@ -5,11 +5,12 @@ Every rule-bearing item carries provenance: a `source` (seed file, clause, exact
 """
 from __future__ import annotations
 
+import difflib
 from datetime import timedelta
 from enum import Enum
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from policy.facts import ALL_FACTS, BOOLEAN_FACTS, ENUM_FACTS
 
@@ -265,16 +266,47 @@ class SourceClass(Provenanced):
     description: str = ""
 
 
+# The case events a deduction or veto can be derived from (store/assessment.py turns each into SQL).
+TRIGGERS: dict[str, str] = {
+    "late_report": "迟报 (上报步骤超时)",
+    "late_dispatch": "派遣超时",
+    "late_handling": "处置超期",
+    "overdue": "任一步骤超期",
+    "escalated": "超期升级至上级网格",
+    "verification_failed": "核查未通过返工",
+    "returned": "回退 (非本部门职责)",
+    "extended": "延期",
+    "found_by_upper": "应发现未发现, 被上级网格发现",
+    "major_overdue": "重大问题超期",
+}
+
+
+def _check_trigger(value: str) -> str:
+    if value not in TRIGGERS:
+        close = difflib.get_close_matches(value, list(TRIGGERS), n=3)
+        raise ValueError(f"未知的扣分触发事件 unknown trigger '{value}'"
+                         + (f"; 相近 close: {', '.join(close)}" if close else "")
+                         + f"; 可用 valid: {', '.join(TRIGGERS)}")
+    return value
+
+
+Trigger = Annotated[str, AfterValidator(_check_trigger)]
+
+
 class Deduction(Provenanced):
     id: Slug
     name: NonEmpty
-    points: Annotated[float, Field(gt=0)]
-    trigger: str = Field("", description="派生扣分的事件 (late_report, verification_failed …)")
+    points: Annotated[float, Field(gt=0, description="每次扣分")]
+    trigger: Trigger
+    max_points: Annotated[float, Field(gt=0)] | None = Field(None, description="本项每期扣分上限")
 
 
 class Veto(Provenanced):
+    """一票否决: the trigger happening `at_least` times in the period sets the unit's score to 0."""
     id: Slug
     name: NonEmpty
+    trigger: Trigger | None = Field(None, description="无 trigger 的否决项由人工评定")
+    at_least: Annotated[int, Field(ge=1)] = 1
 
 
 class Assessment(Provenanced):

@@ -96,6 +96,7 @@ class _Checker:
         self.check_rules()
         self.check_workflows()
         self.check_cadences()
+        self.check_scoring()
         self.check_provenance()
         return self.issues
 
@@ -210,6 +211,20 @@ class _Checker:
             self.level_ok(("cadences", i, "level"), cadence.level, "频次")
             if cadence.source_class and cadence.source_class not in classes:
                 self.add(("cadences", i, "source_class"), f"污染源类别 '{cadence.source_class}' 未声明 — undeclared class")
+
+    def check_scoring(self) -> None:
+        scoring = self.policy.scoring
+        if scoring is None:
+            return
+        for field in ("deductions", "vetoes"):
+            ids = Counter(item.id for item in getattr(scoring, field))
+            for i, item in enumerate(getattr(scoring, field)):
+                if ids[item.id] > 1:
+                    self.add(("scoring", field, i, "id"), f"重复的 id '{item.id}' — duplicate id")
+        for i, item in enumerate(scoring.deductions):
+            if scoring.scheme == "deduction" and item.points > scoring.total:
+                self.add(("scoring", "deductions", i, "points"), (
+                    f"单次扣分 {item.points} 超过总分 {scoring.total} — a deduction exceeds the total"))
 
     def check_provenance(self) -> None:
         declared = {s.seed for s in self.policy.sources}

@@ -12,12 +12,12 @@ from typing import Any
 
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, func, select
+from sqlmodel import Session, delete, func, select
 
 from engine.router import Case, Router, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import CaseClock, CaseEvent, CaseRecord, utcnow
+from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, PolicyVersion, utcnow
 from store.versions import PolicyStore
 
 CLOSED = "closed"
@@ -53,22 +53,9 @@ class CaseService:
             existing = self._by_key(jurisdiction, idempotency_key)
             if existing is not None:
                 return existing
-        router = self.policies.router(jurisdiction)
-        now = now or utcnow()
-        try:
-            decision = router.route(case.model_copy(update={"reported_at": now}))
-        except RoutingError as err:
-            raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
-        version = self.policies.active_version(jurisdiction)
-        record = CaseRecord(
-            jurisdiction=jurisdiction, policy_version=decision["policy_version"], version_number=version.number,
-            idempotency_key=idempotency_key, problem_type=decision["problem_type"]["code"], unit=case.unit,
-            facts=dict(case.facts), description=description, decision=decision, handler_level=decision["handler"]["level"],
-            handler_unit=decision["handler"]["unit"], status=RECEIVED, reported_by=actor, created_at=now, updated_at=now)
-        workflow = self._workflow(router, decision)
         with Session(self.engine) as session:
-            session.add(record)
             try:
+                record = self.intake(session, jurisdiction, case, actor, now or utcnow(), idempotency_key, description)
                 session.flush()
             except IntegrityError:  # a concurrent retry with the same key won the race
                 session.rollback()
@@ -76,16 +63,41 @@ class CaseService:
                 if existing is None:
                     raise
                 return existing
-            self._event(session, record, actor, "created", None, None, note="案件受理并路由",
-                        data={"decision_first_action": decision["first_action"]})
-            if workflow is None:
-                record.status, record.closed_at = CLOSED, now
-                self._event(session, record, actor, "closed", RECEIVED, CLOSED, note="现场纠正, 记录结案")
-            else:
-                self._enter(session, router, record, workflow.steps[0], actor, now, note="进入流程首个步骤")
             session.commit()
             session.refresh(record)
             return record
+
+    def intake(self, session: Session, jurisdiction: str, case: Case, actor: str, now: datetime,
+               idempotency_key: str | None = None, description: str = "") -> CaseRecord:
+        """Route and add a case inside the caller's transaction (the simulator batches many per commit)."""
+        router = self.policies.router(jurisdiction)
+        try:
+            decision = router.route(case.model_copy(update={"reported_at": now}))
+        except RoutingError as err:
+            raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
+        numbers = session.info.setdefault("active_numbers", {})  # one look-up per transaction and jurisdiction
+        if jurisdiction not in numbers:
+            numbers[jurisdiction] = session.exec(select(PolicyVersion.number).where(
+                PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.active)).one()
+        number = numbers[jurisdiction]
+        found = router.units.get(case.unit) if case.unit else None
+        record = CaseRecord(
+            jurisdiction=jurisdiction, policy_version=decision["policy_version"], version_number=number,
+            idempotency_key=idempotency_key, problem_type=decision["problem_type"]["code"], unit=case.unit,
+            facts=dict(case.facts), description=description, decision=decision, handler_level=decision["handler"]["level"],
+            handler_unit=decision["handler"]["unit"], found_level=found.level if found else case.found_at_level, status=RECEIVED,
+            reported_by=actor, created_at=now, updated_at=now)
+        workflow = self._workflow(router, decision)
+        session.add(record)
+        _departments(session, record)
+        self._event(session, record, actor, "created", None, None, now, note="案件受理并路由",
+                    data={"decision_first_action": decision["first_action"]})
+        if workflow is None:
+            record.status, record.closed_at = CLOSED, now
+            self._event(session, record, actor, "closed", RECEIVED, CLOSED, now, note="现场纠正, 记录结案")
+        else:
+            self._enter(session, router, record, workflow.steps[0], actor, now, note="进入流程首个步骤")
+        return record
 
     def _by_key(self, jurisdiction: str, key: str) -> CaseRecord | None:
         with Session(self.engine) as session:
@@ -156,7 +168,6 @@ class CaseService:
         return allowed
 
     def transition(self, case_id: int, t: Transition, now: datetime | None = None) -> CaseRecord:
-        now = now or utcnow()
         with Session(self.engine) as session:
             record = session.get(CaseRecord, case_id)  # BEGIN IMMEDIATE / row lock: one writer at a time
             if record is None:
@@ -164,18 +175,21 @@ class CaseService:
             if self.engine.dialect.name == "postgresql":
                 session.exec(select(CaseRecord).where(CaseRecord.id == case_id).with_for_update())
                 session.refresh(record)
-            router = self._router_for(record)
-            allowed = self.allowed_actions(record, router)
-            if t.action not in allowed:
-                raise Conflict(f"当前状态 '{record.status}' 不允许动作 '{t.action}'; 允许: {', '.join(allowed) or '无 (已结案)'}",
-                               field="action", allowed=allowed)
-            handler = getattr(self, f"_do_{t.action}")
-            handler(session, router, record, t, now)
-            record.updated_at = now
-            session.add(record)
+            self.apply(session, record, t, now or utcnow())
             session.commit()
             session.refresh(record)
             return record
+
+    def apply(self, session: Session, record: CaseRecord, t: Transition, now: datetime) -> None:
+        """One transition inside the caller's transaction: checked against the allowed actions."""
+        router = self._router_for(record)
+        allowed = self.allowed_actions(record, router)
+        if t.action not in allowed:
+            raise Conflict(f"当前状态 '{record.status}' 不允许动作 '{t.action}'; 允许: {', '.join(allowed) or '无 (已结案)'}",
+                           field="action", allowed=allowed)
+        getattr(self, f"_do_{t.action}")(session, router, record, t, now)
+        record.updated_at = now
+        session.add(record)
 
     def _step(self, router: Router, record: CaseRecord, step_id: str) -> WorkflowStep:
         workflow = self._workflow(router, record.decision)
@@ -200,7 +214,7 @@ class CaseService:
     def _close(self, session, record, t: Transition, now) -> None:
         previous = record.status
         record.status, record.closed_at, record.due_at = CLOSED, now, None
-        self._event(session, record, t.actor, "closed", previous, CLOSED, t.note)
+        self._event(session, record, t.actor, "closed", previous, CLOSED, now, t.note)
 
     def _do_fail(self, session, router, record, t: Transition, now) -> None:
         """Verification failed: back to the step the policy names; a new clock cycle, old ones kept."""
@@ -215,7 +229,7 @@ class CaseService:
         if not t.note.strip():
             raise Invalid("回退须说明理由", field="note")
         self._stop_clocks(session, record, now)
-        self._event(session, record, t.actor, "returned", record.status, record.status, t.note)
+        self._event(session, record, t.actor, "returned", record.status, record.status, now, t.note)
         self._enter(session, router, record, self._step(router, record, record.status), "system", now,
                     "回退后重新派遣", "redispatched")
 
@@ -229,7 +243,7 @@ class CaseService:
         clock.next_check_at = _threshold(as_utc(clock.started_at), clock.due_at, 0.5)
         record.due_at, record.overdue = clock.due_at, False
         session.add(clock)
-        self._event(session, record, t.actor, "extended", record.status, record.status, t.note,
+        self._event(session, record, t.actor, "extended", record.status, record.status, now, t.note,
                     {"approved_by": t.approved_by, "from": old_due.isoformat(), "to": clock.due_at.isoformat()})
 
     def _do_reroute(self, session, router, record, t: Transition, now) -> None:
@@ -244,10 +258,12 @@ class CaseService:
         old = record.decision
         record.facts, record.decision = facts, decision
         record.handler_level, record.handler_unit = decision["handler"]["level"], decision["handler"]["unit"]
-        self._event(session, record, t.actor, "rerouted", record.status, record.status, t.note,
+        self._event(session, record, t.actor, "rerouted", record.status, record.status, now, t.note,
                     {"facts": t.facts, "old_handler": old["handler"], "new_handler": decision["handler"],
                      "first_action": decision["first_action"]})
         self._stop_clocks(session, record, now)
+        session.exec(delete(CaseDepartment).where(CaseDepartment.case_id == record.id))
+        _departments(session, record)
         workflow = self._workflow(router, decision)
         if workflow is None:
             self._close(session, record, t, now)
@@ -266,28 +282,50 @@ class CaseService:
         record.status = step.id
         due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
         record.due_at, record.overdue = due, False
-        session.add(CaseClock(case_id=record.id, cycle=record.cycle, step=step.id,
-                              calendar=step.deadline.calendar.value, started_at=now, due_at=due,
-                              next_check_at=_threshold(now, due, 0.5)))
-        self._event(session, record, actor, action, previous, step.id, note,
+        add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=step.id, unit=record.handler_unit,
+                                     calendar=step.deadline.calendar.value, started_at=now, due_at=due,
+                                     next_check_at=_threshold(now, due, 0.5)))
+        self._event(session, record, actor, action, previous, step.id, now, note,
                     {"due": due.isoformat(), "cycle": record.cycle, "step_name": step.name})
 
     @staticmethod
-    def _open_clock(session: Session, record: CaseRecord) -> CaseClock:
-        return session.exec(select(CaseClock).where(CaseClock.case_id == record.id, CaseClock.stopped_at.is_(None))
-                            .order_by(CaseClock.id.desc())).first()
+    def _open_clock(session: Session, record: CaseRecord) -> CaseClock | None:
+        return next((c for c in reversed(open_clocks(session, record)) if c.stopped_at is None), None)
 
     @staticmethod
     def _stop_clocks(session: Session, record: CaseRecord, now: datetime) -> None:
-        for clock in session.exec(select(CaseClock).where(CaseClock.case_id == record.id,
-                                                          CaseClock.stopped_at.is_(None))).all():
-            clock.stopped_at = now
-            session.add(clock)
+        for clock in open_clocks(session, record):
+            if clock.stopped_at is None:
+                clock.stopped_at = now
+                session.add(clock)
 
     @staticmethod
-    def _event(session, record, actor, action, from_status, to_status, note="", data=None) -> None:
-        session.add(CaseEvent(case_id=record.id, actor=actor, action=action, from_status=from_status,
-                              to_status=to_status, note=note, data=data or {}))
+    def _event(session, record, actor, action, from_status, to_status, at, note="", data=None) -> None:
+        session.add(CaseEvent(record=record, at=at, actor=actor, action=action, unit=record.handler_unit,
+                              level=record.handler_level,
+                              from_status=from_status, to_status=to_status, note=note, data=data or {}))
+
+
+def open_clocks(session: Session, record: CaseRecord) -> list[CaseClock]:
+    """The case's running clocks, kept on the session once read, so a batch of transitions (the simulator)
+    needs no query, and no flush, per step."""
+    cache = session.info.setdefault("open_clocks", {})
+    key = id(record)
+    if key not in cache:
+        cache[key] = [] if record.id is None else list(session.exec(select(CaseClock).where(
+            CaseClock.case_id == record.id, CaseClock.stopped_at.is_(None)).order_by(CaseClock.id)).all())
+    cache[key] = [c for c in cache[key] if c.stopped_at is None]
+    return cache[key]
+
+
+def add_clock(session: Session, record: CaseRecord, clock: CaseClock) -> None:
+    open_clocks(session, record).append(clock)
+    session.add(clock)
+
+
+def _departments(session: Session, record: CaseRecord) -> None:
+    for dept in {d["id"] for d in record.decision["handler"]["departments"]}:
+        session.add(CaseDepartment(record=record, department=dept))
 
 
 def _threshold(start: datetime, due: datetime, fraction: float) -> datetime:
@@ -302,7 +340,8 @@ def escalate(session: Session, router: Router, record: CaseRecord, actor: str, n
         return False
     old = {"level": record.handler_level, "unit": record.handler_unit}
     record.handler_level, record.handler_unit = nxt["level"], nxt["unit"]
-    session.add(CaseEvent(case_id=record.id, actor=actor, action="escalated", from_status=record.status,
+    session.add(CaseEvent(record=record, at=now, actor=actor, action="escalated", unit=old["unit"], level=old["level"],
+                          from_status=record.status,
                           to_status=record.status, note=note,
                           data={"from": old, "to": {"level": nxt["level"], "unit": nxt["unit"]}, "rule": nxt["rule"]}))
     return True

@@ -11,58 +11,69 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from store.cases import CaseService, as_utc, escalate
+from store.cases import CaseService, add_clock, as_utc, escalate
 from store.tables import CaseClock, CaseEvent, CaseRecord, Notification, utcnow
+
+
+def new_counts() -> dict[str, int]:
+    return {"warning_50": 0, "warning_75": 0, "overdue": 0, "escalated": 0}
 
 
 def sweep(cases: CaseService, now: datetime | None = None, batch: int = 200) -> dict[str, int]:
     now = now or utcnow()
-    counts = {"warning_50": 0, "warning_75": 0, "overdue": 0, "escalated": 0}
+    counts = new_counts()
     with Session(cases.engine) as session:
         query = (select(CaseClock).where(CaseClock.stopped_at.is_(None), CaseClock.next_check_at <= now)
                  .order_by(CaseClock.next_check_at).limit(batch))
         if cases.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         for clock in session.exec(query).all():
-            record = session.get(CaseRecord, clock.case_id)
-            start, due = as_utc(clock.started_at), as_utc(clock.due_at)
-            span = due - start
-            if clock.warned_50_at is None and now >= start + span * 0.5:
-                clock.warned_50_at = now
-                _notify(session, record, "warning_50", f"步骤 {clock.step} 已用时 50%, 截止 {due.isoformat()}")
-                counts["warning_50"] += 1
-            if clock.warned_75_at is None and now >= start + span * 0.75:
-                clock.warned_75_at = now
-                _notify(session, record, "warning_75", f"步骤 {clock.step} 已用时 75%, 截止 {due.isoformat()}")
-                counts["warning_75"] += 1
-            if clock.overdue_at is None and now >= due:
-                clock.overdue_at, clock.stopped_at = now, now
-                record.overdue = True
-                session.add(CaseEvent(case_id=record.id, actor="sweeper", action="overdue", from_status=record.status,
-                                      to_status=record.status, note=f"步骤 {clock.step} 超过时限 {due.isoformat()}"))
-                _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
-                counts["overdue"] += 1
-                router = cases.policies.router(record.jurisdiction, record.policy_version)
-                if escalate(session, router, record, "sweeper", "超期自动升级", now):
-                    counts["escalated"] += 1
-                    _notify(session, record, "escalated", f"案件 {record.id} 升级至第{record.handler_level}级网格, 通报包抓领导")
-                    step = next(s for w in router.jur.policy.workflows for s in w.steps
-                                if s.id == clock.step and w.id == record.decision["workflow"])
-                    new_due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
-                    session.add(CaseClock(case_id=record.id, cycle=record.cycle, step=clock.step,
-                                          calendar=clock.calendar, started_at=now, due_at=new_due,
-                                          next_check_at=now + (new_due - now) * 0.5))
-                    record.due_at = new_due
-            else:
-                clock.next_check_at = (start + span * 0.75 if clock.warned_75_at is None else due)
-            session.add(clock)
-            session.add(record)
+            check_clock(session, cases, clock, session.get(CaseRecord, clock.case_id), now, counts)
         session.commit()
     return counts
 
+
+def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: CaseRecord, now: datetime,
+                counts: dict[str, int]) -> None:
+    """Record what one clock has reached by `now` (also used by the simulator to let deadlines pass)."""
+    start, due = as_utc(clock.started_at), as_utc(clock.due_at)
+    span = due - start
+    if clock.warned_50_at is None and now >= start + span * 0.5:
+        clock.warned_50_at = now
+        _notify(session, record, "warning_50", f"步骤 {clock.step} 已用时 50%, 截止 {due.isoformat()}")
+        counts["warning_50"] += 1
+    if clock.warned_75_at is None and now >= start + span * 0.75:
+        clock.warned_75_at = now
+        _notify(session, record, "warning_75", f"步骤 {clock.step} 已用时 75%, 截止 {due.isoformat()}")
+        counts["warning_75"] += 1
+    if clock.overdue_at is None and now >= due:
+        if record.id is None:  # a case of the simulator's current batch: its number goes into the messages
+            session.flush()
+        clock.overdue_at, clock.stopped_at = now, now
+        record.overdue = True
+        session.add(CaseEvent(record=record, at=now, actor="sweeper", action="overdue", unit=record.handler_unit,
+                              level=record.handler_level,
+                              from_status=record.status, to_status=record.status, note=f"步骤 {clock.step} 超过时限 {due.isoformat()}"))
+        _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
+        counts["overdue"] += 1
+        router = cases.policies.router(record.jurisdiction, record.policy_version)
+        if escalate(session, router, record, "sweeper", "超期自动升级", now):
+            counts["escalated"] += 1
+            _notify(session, record, "escalated", f"案件 {record.id} 升级至第{record.handler_level}级网格, 通报包抓领导")
+            step = next(s for w in router.jur.policy.workflows for s in w.steps
+                        if s.id == clock.step and w.id == record.decision["workflow"])
+            new_due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
+            add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=clock.step,
+                                         unit=record.handler_unit, calendar=clock.calendar, started_at=now,
+                                         due_at=new_due, next_check_at=now + (new_due - now) * 0.5))
+            record.due_at = new_due
+    else:
+        clock.next_check_at = (start + span * 0.75 if clock.warned_75_at is None else due)
+    session.add(clock)
+    session.add(record)
 
 def _notify(session: Session, record: CaseRecord, kind: str, message: str) -> None:
     recipient = f"第{record.handler_level}级网格 {record.handler_unit or ''}".strip()
     if kind in ("overdue", "escalated"):
         recipient += " / 包抓领导"
-    session.add(Notification(case_id=record.id, kind=kind, recipient=recipient, message=message))
+    session.add(Notification(record=record, kind=kind, recipient=recipient, message=message))

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 
 def utcnow() -> datetime:
@@ -61,6 +61,7 @@ class CaseRecord(SQLModel, table=True):
     decision: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     handler_level: int
     handler_unit: str | None = Field(default=None, max_length=128, index=True)
+    found_level: int | None = None  # the finder's level; above the handler's = found by an upper grid
     status: str = Field(max_length=32, index=True)  # the current workflow step, or closed
     cycle: int = Field(default=1)  # a reopened case starts a new clock cycle
     due_at: datetime | None = None
@@ -74,11 +75,15 @@ class CaseRecord(SQLModel, table=True):
 class CaseEvent(SQLModel, table=True):
     """Append-only: every transition of a case, who did it, when and why."""
     __tablename__ = "case_event"
+    __table_args__ = (Index("ix_case_event_action_at", "action", "at"),)
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
     at: datetime = Field(default_factory=utcnow)
     actor: str = Field(max_length=128)
     action: str = Field(max_length=32)
+    unit: str | None = Field(default=None, max_length=128)  # the handling grid when it happened: who is assessed
+    level: int | None = None  # that grid's level
     from_status: str | None = Field(default=None, max_length=32)
     to_status: str | None = Field(default=None, max_length=32)
     note: str = Field(default="")
@@ -88,11 +93,13 @@ class CaseEvent(SQLModel, table=True):
 class CaseClock(SQLModel, table=True):
     """One running deadline of one workflow step in one cycle; the sweeper works from these rows."""
     __tablename__ = "case_clock"
-    __table_args__ = (Index("ix_clock_open", "stopped_at", "next_check_at"),)
+    __table_args__ = (Index("ix_clock_open", "stopped_at", "next_check_at"), Index("ix_clock_started", "started_at"))
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
     cycle: int
     step: str = Field(max_length=64)
+    unit: str | None = Field(default=None, max_length=128)  # the handling grid running this clock
     calendar: str = Field(max_length=16)
     started_at: datetime
     due_at: datetime
@@ -103,10 +110,34 @@ class CaseClock(SQLModel, table=True):
     next_check_at: datetime  # the earliest moment the sweeper has something to record
 
 
+class CaseDepartment(SQLModel, table=True):
+    """The departments a case is dispatched to (its decision's), one row each, for per-department assessment."""
+    __tablename__ = "case_department"
+    case_id: int = Field(foreign_key="case_record.id", primary_key=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
+    department: str = Field(max_length=64, primary_key=True, index=True)
+
+
+class AssessmentRecord(SQLModel, table=True):
+    """A self-assessment or an upper grid's assessment of a unit for a period, as the policy requires."""
+    __tablename__ = "assessment_record"
+    __table_args__ = (UniqueConstraint("jurisdiction", "period", "unit", "kind"),)
+    id: int | None = Field(default=None, primary_key=True)
+    jurisdiction: str = Field(max_length=64, index=True)
+    period: str = Field(max_length=16)
+    unit: str = Field(max_length=128)
+    kind: str = Field(max_length=16)  # self | upper
+    score: float
+    note: str = Field(default="")
+    author: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Notification(SQLModel, table=True):
     __tablename__ = "notification"
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
+    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
     at: datetime = Field(default_factory=utcnow)
     kind: str = Field(max_length=32)  # warning_50 | warning_75 | overdue | escalated
     recipient: str = Field(max_length=200)

@@ -57,15 +57,20 @@ def running_server(url: str) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'admin.db'}"
+def database_with_users(folder: Path) -> str:
+    """A migrated SQLite database with a superuser `admin` and a Karamay `viewer`; returns its URL."""
+    url = f"sqlite:///{folder / 'admin.db'}"
     engine = make_engine(url)
     migrate(engine)
     create_user(engine, "admin", PASSWORD, True, {}, "test")
     create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
     engine.dispose()
-    with running_server(url) as base:
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(database_with_users(tmp_path_factory.mktemp("admin"))) as base:
         yield base
 
 

@@ -223,3 +223,40 @@ def test_publish_is_refused_with_the_verification_problems(client):
     assert refused.status_code == 422 and any("never" in p for p in refused.json()["problems"])
     versions = client.get("/v1/jurisdictions/karamay/versions").json()
     assert versions[0]["active"] and versions[-1]["status"] == "draft"  # nothing changed
+
+
+def test_assessment_json_xlsx_explanation_and_records(client):
+    from io import BytesIO
+
+    from openpyxl import load_workbook
+    case = client.post("/v1/cases", json=route_body(), headers=client.key_headers).json()
+    assert client.get("/v1/jurisdictions/karamay/assessment").status_code == 403  # computed from cases: key needed
+    period = case["created_at"][:4]
+    result = client.get(f"/v1/jurisdictions/karamay/assessment?period={period}&level=3",
+                        headers=client.key_headers).json()
+    assert {u["level"] for u in result["units"]} == {3} and len(result["units"]) == 77
+    assert next(u for u in result["units"] if u["unit"] == "kmy-l3-01")["indicators"]["found"] == 1
+    assert result["scheme"]["deductions"][0]["provenance"]["seed"] == "003_e40382d56c17d7bc.txt"
+
+    xlsx = client.get(f"/v1/jurisdictions/karamay/assessment.xlsx?period={period}", headers=client.key_headers)
+    assert xlsx.status_code == 200 and "attachment" in xlsx.headers["content-disposition"]
+    book = load_workbook(BytesIO(xlsx.content))
+    assert book.sheetnames[:2] == ["排名", "扣分明细"] and book["排名"].max_row == 1 + 85  # header + every unit
+
+    unit = client.get(f"/v1/jurisdictions/karamay/assessment/units/kmy-l3-01?period={period}",
+                      headers=client.key_headers).json()
+    assert [d["id"] for d in unit["deductions"]] == ["late_report", "not_found", "late_handling"]
+    trend = client.get(f"/v1/jurisdictions/karamay/assessment/trend?period={period}-Q4&count=4",
+                       headers=client.key_headers).json()
+    assert [t["period"] for t in trend] == [f"{period}-Q{i}" for i in (1, 2, 3, 4)]
+
+    bad = client.get("/v1/jurisdictions/karamay/assessment?period=2026-Q5", headers=client.key_headers)
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+    assert bad.json()["field"] == "period" and "格式不正确" in bad.json()["detail"]
+    record = {"period": period, "unit": "kmy-l2-1", "kind": "upper", "score": 101, "author": "区环委会"}
+    refused = client.post("/v1/jurisdictions/karamay/assessment/records", json=record, headers=client.key_headers)
+    assert refused.status_code == 422 and refused.json()["field"] == "score"
+    assert client.post("/v1/jurisdictions/karamay/assessment/records", json={**record, "score": 92.5},
+                       headers=client.key_headers).status_code == 201
+    again = client.get(f"/v1/jurisdictions/karamay/assessment?period={period}&level=2", headers=client.key_headers)
+    assert next(u for u in again.json()["units"] if u["unit"] == "kmy-l2-1")["records"]["upper"]["score"] == 92.5

@@ -112,3 +112,17 @@ def test_units_import_replaces_placeholders_or_changes_nothing(policy_dir, tmp_p
     assert shown["unit_count"] == 85
     decision = json.loads(run("route", "karamay", "--type", "医疗废物处置", "--unit", "真实村8", "--json", env=env).stdout)
     assert decision["handler"]["unit_name"] == "真实街道1"
+
+
+def test_simulate_then_assess(tmp_path):
+    env = {"GRIDPOLICY_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    simulated = run("simulate", "ningjiaping", "--cases", "80", "--days", "180", "--seed", "3", env=env)
+    assert simulated.returncode == 0, simulated.stderr
+    assert "cases=80" in simulated.stdout
+    result = run("assess", "ningjiaping", "--period", "2026-Q2", "--json", "--xlsx", str(tmp_path / "a.xlsx"), env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["score_window"]["label"] == "2026" and (tmp_path / "a.xlsx").stat().st_size > 0
+    assert all(0 <= u["score"] <= 12 for u in data["units"])
+    bad = run("assess", "ningjiaping", "--period", "2026-Q9", env=env)
+    assert bad.returncode == 2 and "格式不正确" in bad.stderr

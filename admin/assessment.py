@@ -1,0 +1,164 @@
+"""综合评价 / 绩效考核 pages: ranking, charts, drill-down from a score to its deductions and case events, export,
+and the self / upper-grid assessment records the policy requires."""
+from __future__ import annotations
+
+import copy
+from typing import Annotated
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Redirect, Template
+
+from admin.charts import bar_chart, line_chart
+from admin.common import Number, is_htmx, page, require, services
+from policy.models import TRIGGERS
+from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
+from store.assessment_xlsx import workbook
+from store.errors import Invalid, PreconditionFailed
+from store.tables import PolicyVersion
+from store.users import Principal
+
+PeriodQuery = Annotated[str | None, QueryParameter(max_length=16)]
+LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
+RANKING_ROWS = 300  # the page shows this many units per level; the Excel export has them all
+CHART_UNITS = 40
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _period(request: Request, jid: str, period: str | None) -> Period:
+    assessment = services(request).assessment
+    return Period.parse(period) if period else assessment.default_period(jid)
+
+
+def _busiest_level(result: dict) -> int:
+    """Without a chosen level, show the one whose grids received most cases (the grids being assessed)."""
+    return max(result["levels"], key=lambda lv: (lv["indicators"]["received"], -lv["level"]))["level"]
+
+
+@get("/assessment", sync_to_thread=False)
+def assessment_home(request: Request, user: NamedDependency[Principal],
+                    jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Redirect:
+    ids = sorted(services(request).policies.refresh())
+    return Redirect(f"/admin/j/{jurisdiction if jurisdiction in ids else ids[0]}/assessment")
+
+
+@get("/j/{jid:str}/assessment", sync_to_thread=False)
+def assessment_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], period: PeriodQuery = None,
+                    level: LevelQuery = None) -> Template:
+    require(user, jid, "viewer")
+    s = services(request)
+    p = _period(request, jid, period)
+    overview = s.assessment.assess(jid, p)
+    level = level or _busiest_level(overview)
+    units = [u for u in overview["units"] if u["level"] == level]
+    if not units:
+        raise Invalid(f"层级 {level} 不存在; 本辖区层级为 {[lv['level'] for lv in overview['levels']]}", field="level")
+    lowest = sorted(units, key=lambda u: (u["score"] if u["score"] is not None else 0, u["unit"]))[:CHART_UNITS]
+    charts = {}
+    if overview["scheme"]:
+        charts["scores"] = bar_chart(f"得分最低的 {len(lowest)} 个网格 (第{level}级)", [u["name"] for u in lowest],
+                                     {"得分": [u["score"] for u in lowest]})
+    trend = s.assessment.trend(jid, p, 6, level)
+    charts["trend"] = line_chart(f"按时率趋势 (第{level}级)", [t["period"] for t in trend], {
+        RATE_LABELS[k]: [None if t[k] is None else round(t[k] * 100, 1) for t in trend]
+        for k in ("on_time_handling_rate", "on_time_closure_rate", "on_time_report_rate")})
+    kinds = sorted({a["kind"] for a in (overview["scheme"] or {}).get("assessments", []) if a["kind"] in ("self", "upper")})
+    versions = s.policies.list_versions(jid)
+    return page("assessment.html", user=user, jid=jid, r=overview, period=p, level=level, units=units[:RANKING_ROWS],
+                total_units=len(units), charts=charts, indicator_labels=INDICATOR_LABELS, rate_labels=RATE_LABELS,
+                record_kinds=kinds, can_record=user.can(jid, "editor"),
+                active_number=next(v.number for v in versions if v.active),
+                drafts=[v.number for v in versions if v.status == "draft"])
+
+
+@get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=False)
+def assessment_unit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], unit: FromPath[str],
+                    period: PeriodQuery = None) -> Template:
+    require(user, jid, "viewer")
+    p = _period(request, jid, period)
+    explanation = services(request).assessment.explain(jid, p, unit)
+    template = "assessment_unit_detail.html" if is_htmx(request) else "assessment_unit.html"
+    return page(template, user=user, jid=jid, e=explanation, period=p)
+
+
+@get("/j/{jid:str}/assessment.xlsx", sync_to_thread=False)
+def assessment_export(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
+                      period: PeriodQuery = None, level: LevelQuery = None) -> Response:
+    require(user, jid, "viewer")
+    p = _period(request, jid, period)
+    result = services(request).assessment.assess(jid, p, level)
+    return Response(workbook(result), media_type=XLSX,
+                    headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
+
+
+@post("/j/{jid:str}/assessment/records")
+async def assessment_record(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
+    require(user, jid, "editor")
+    form = await request.form()
+    p = Period.parse(str(form.get("period", ""))[:16])
+    try:
+        score = float(str(form.get("score", "")).strip())
+    except ValueError:
+        raise Invalid(f"评分 '{form.get('score', '')}' 不是数字", field="score") from None
+    unit = str(form.get("unit", "")).strip()[:128]
+    services(request).assessment.record(jid, p, unit, str(form.get("kind", ""))[:16], score, user.name,
+                                        str(form.get("note", ""))[:2000])
+    return Redirect(f"/admin/j/{jid}/assessment?period={p.label}&level={form.get('level', '')}#records")
+
+
+# --- the scoring scheme's deduction items, edited on a draft (the revision guards against lost updates)
+@get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=False)
+def scoring_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+                 saved: Annotated[bool, QueryParameter()] = False) -> Template:
+    version = services(request).policies.get_version(jid, number)
+    return _scoring_page(user, jid, version, version.document.get("scoring") or {}, {}, saved=saved)
+
+
+def _scoring_page(user: Principal, jid: str, version: PolicyVersion, scoring: dict, errors: dict[str, str],
+                  status: int = 200, saved: bool = False) -> Template:
+    return page("assessment_scoring.html", status, user=user, jid=jid, version=version, scoring=scoring, errors=errors,
+                triggers=TRIGGERS, saved=saved, editable=version.status == "draft" and user.can(jid, "editor"))
+
+
+def _number(text: str, field: str, errors: dict[str, str], optional: bool = False) -> float | None:
+    if optional and not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        errors[field] = f"须为正数, 而非 '{text}'"
+    return value
+
+
+@post("/j/{jid:str}/v/{number:int}/scoring")
+async def scoring_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
+    require(user, jid, "editor")
+    form = await request.form()
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
+    document = copy.deepcopy(version.document)
+    scoring = document.get("scoring") or {}
+    errors: dict[str, str] = {}
+    for i, item in enumerate(scoring.get("deductions", [])):
+        item["points"] = _number(str(form.get(f"points-{i}", "")), f"points-{i}", errors)
+        item["max_points"] = _number(str(form.get(f"max-{i}", "")), f"max-{i}", errors, optional=True)
+        trigger = str(form.get(f"trigger-{i}", ""))
+        if trigger not in TRIGGERS:
+            errors[f"trigger-{i}"] = f"未知的触发事件 '{trigger}'"
+        item["trigger"] = trigger
+    if errors:
+        return _scoring_page(user, jid, version, scoring, errors, 422)
+    try:
+        policies.update_draft(jid, number, document, int(str(form.get("revision", "0")) or 0), user.name)
+    except Invalid as err:
+        return _scoring_page(user, jid, version, scoring, {"general": err.message}, 422)
+    except PreconditionFailed as err:
+        return _scoring_page(user, jid, version, scoring, {"general": err.message}, 412)
+    return Redirect(f"/admin/j/{jid}/v/{number}/scoring?saved=true")
+
+
+ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record, scoring_form,
+          scoring_save]
