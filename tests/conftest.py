@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policy.loader import REPO_ROOT, load_jurisdictions
+from policy.loader import REPO_ROOT, Loader, load_jurisdictions
+from store.cases import CaseService
+from store.db import make_engine, migrate
+from store.versions import PolicyStore
 
 pytest_plugins = ["tests.admin_browser"]  # the admin UI's server and browser fixtures
 
@@ -63,3 +66,14 @@ def database_url(request, tmp_path):
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def cases(database_url) -> CaseService:
+    """The case store over a fresh database with the bundled jurisdictions imported."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    policies = PolicyStore(engine, Loader().catalog)
+    policies.bootstrap(Loader())
+    yield CaseService(policies)
+    engine.dispose()

@@ -3,27 +3,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.router import Case
-from policy.loader import Loader
 from store import dashboard
-from store.cases import CaseService, Transition
-from store.db import make_engine, migrate
+from store.cases import Transition
 from store.tables import utcnow
-from store.versions import PolicyStore
-
-
-@pytest.fixture
-def cases(database_url) -> CaseService:
-    engine = make_engine(database_url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
-    yield CaseService(policies)
-    engine.dispose()
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,25 +10,12 @@ from hypothesis import strategies as st
 from engine.compiler import compile_policy
 from engine.router import Case
 from engine.verify import escalation_edges
-from policy.loader import Loader
 from store.cases import CaseService
-from store.db import make_engine, migrate
 from store.errors import Invalid
 from store.replay import DEFAULT_DAYS, MAX_DAYS, parse_days, replay_version
 from store.tables import utcnow
-from store.versions import PolicyStore
 
 MEDICAL = "waste.medical.disposal"  # karamay: handled at level 2
-
-
-@pytest.fixture
-def cases(database_url) -> CaseService:
-    engine = make_engine(database_url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
-    yield CaseService(policies)
-    engine.dispose()
 
 
 def _draft_with_level(cases: CaseService, code: str, level: int):

@@ -10,22 +10,10 @@ from sqlmodel import Session, select
 from engine.router import Case
 from policy.loader import Loader
 from store.cases import CaseService, Transition
-from store.db import make_engine, migrate
 from store.sweeper import sweep
 from store.tables import CaseEvent, Notification
-from store.versions import PolicyStore
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)  # a Monday with no holiday in the following weeks
-
-
-@pytest.fixture
-def cases(database_url) -> CaseService:
-    engine = make_engine(database_url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
-    yield CaseService(policies)
-    engine.dispose()
 
 
 def kinds(cases: CaseService, case_id: int) -> list[str]:
