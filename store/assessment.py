@@ -147,6 +147,32 @@ def trigger_condition(trigger: str, roles: StepRoles):
     return conditions[trigger]()
 
 
+# The event actions each trigger counts (a superset filter for the WHERE clause), and the indicators that count
+# one action each (plus "verified": a completed or closed verification step).
+TRIGGER_ACTIONS = {
+    "late_report": {"overdue"}, "late_dispatch": {"overdue"}, "late_handling": {"overdue"}, "overdue": {"overdue"},
+    "escalated": {"escalated"}, "verification_failed": {"reopened"}, "returned": {"returned"},
+    "extended": {"extended"}, "found_by_upper": {"created"}, "major_overdue": {"overdue"},
+}
+INDICATOR_ACTIONS = {
+    "created": "received", "closed": "closed", "reopened": "reopened", "overdue": "overdue",
+    "escalated": "escalated", "returned": "returned", "extended": "extended",
+}
+
+
+def event_matches(trigger: str, roles: StepRoles, action: str, step: str | None, facts: dict[str, bool]) -> bool:
+    """`trigger_condition` for one group of events of the same action and step (facts: upper, major)."""
+    if trigger in ("late_report", "late_dispatch", "late_handling"):
+        steps = {"late_report": roles.report, "late_dispatch": roles.dispatch, "late_handling": roles.handling}
+        return action == "overdue" and step in steps[trigger]
+    if trigger == "found_by_upper":
+        return action == "created" and facts["upper"]
+    if trigger == "major_overdue":
+        return action == "overdue" and facts["major"]
+    return action == {"overdue": "overdue", "escalated": "escalated", "verification_failed": "reopened",
+                      "returned": "returned", "extended": "extended"}[trigger]
+
+
 # Who answers for a trigger: the grid that found and had to report the case, or (the rest) the grid handling it.
 FINDER_TRIGGERS = frozenset({"late_report"})
 
@@ -203,32 +229,52 @@ class AssessmentService:
     def _event_counts(self, session, jid: str, roles: StepRoles, period: Period, window: Period,
                       triggers: list[str]) -> dict[str, dict[str, int]]:
         """Event indicators (period) and trigger counts (score window) per unit; a trigger charged to the
-        finder is grouped by the case's unit in a second query."""
-        # the WHERE clause starts at the window's start (never after the period's), so only the period's own
-        # indicators of a longer window need a time test per row
-        in_period = E.at >= period.start if window.start < period.start else true()
-        columns = {
-            "received": E.action == "created", "closed": E.action == "closed", "reopened": E.action == "reopened",
-            "overdue": E.action == "overdue", "escalated": E.action == "escalated", "returned": E.action == "returned",
-            "extended": E.action == "extended",
-            "verified": and_(E.action.in_(["completed", "closed"]), E.from_status.in_(sorted(roles.verify))),
-        }
-        by_handler = [_count(and_(in_period, cond)).label(name) for name, cond in columns.items()]
-        by_handler += [_count(trigger_condition(t, roles)).label(f"t:{t}") for t in triggers if t not in FINDER_TRIGGERS]
-        by_finder = [_count(trigger_condition(t, roles)).label(f"t:{t}") for t in triggers if t in FINDER_TRIGGERS]
-        # only the actions counted: lets both databases range-scan the (action, at) index
-        actions = sorted({"created", "closed", "reopened", "overdue", "escalated", "returned", "extended", "completed"})
+        finder is grouped by the case's unit in a second query.
+
+        SQL groups the events by (unit, action, step) and by the few per-row facts a trigger needs (found by
+        an upper grid, major case, inside the period); Python then adds those group counts into indicators
+        and triggers with `event_matches`, the row-level twin of `trigger_condition`."""
+        longer = window.start < period.start
+        handler = [t for t in triggers if t not in FINDER_TRIGGERS]
+        finder = [t for t in triggers if t in FINDER_TRIGGERS]
         out: dict[str, dict[str, int]] = {}
-        for key, sums in ((E.unit, by_handler), (R.unit, by_finder)):
-            if not sums:
+        for key, wanted, indicators in ((E.unit, handler, True), (R.unit, finder, False)):
+            if not wanted and not indicators:
                 continue
-            query = (select(key.label("key"), *sums)
+            actions = set(INDICATOR_ACTIONS) | {"completed"} if indicators else set()
+            for t in wanted:
+                actions |= TRIGGER_ACTIONS[t]
+            flags = []
+            if "found_by_upper" in wanted:
+                flags.append(case((and_(E.action == "created", R.found_level < E.level), 1), else_=0).label("f_upper"))
+            if "major_overdue" in wanted:
+                flags.append(case((and_(E.action == "overdue", R.facts["major"].as_boolean().is_(True)), 1),
+                                  else_=0).label("f_major"))
+            if indicators and longer:
+                flags.append(case((E.at >= period.start, 1), else_=0).label("f_in_period"))
+            query = (select(key.label("key"), E.action, E.from_status, *flags, func.count().label("n"))
                      .select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id))
-                     .where(R.jurisdiction == jid, E.action.in_(actions), E.at >= window.start, E.at < period.end,
-                            key.is_not(None))
-                     .group_by(key))
+                     .where(R.jurisdiction == jid, E.action.in_(sorted(actions)), E.at >= window.start,
+                            E.at < period.end, key.is_not(None))
+                     .group_by(key, E.action, E.from_status, *flags))
             for row in session.execute(query):
-                out.setdefault(row.key, {}).update({k: int(v or 0) for k, v in row._mapping.items() if k != "key"})
+                m = row._mapping
+                counts = out.setdefault(row.key, {})
+                if indicators:
+                    for name in (*INDICATOR_ACTIONS.values(), "verified"):
+                        counts.setdefault(name, 0)
+                for t in wanted:
+                    counts.setdefault(f"t:{t}", 0)
+                facts = {"upper": bool(m.get("f_upper", 0)), "major": bool(m.get("f_major", 0))}
+                if indicators and (not longer or m["f_in_period"]):
+                    name = INDICATOR_ACTIONS.get(row.action)
+                    if name:
+                        counts[name] += row.n
+                    if row.action in ("completed", "closed") and row.from_status in roles.verify:
+                        counts["verified"] += row.n
+                for t in wanted:
+                    if event_matches(t, roles, row.action, row.from_status, facts):
+                        counts[f"t:{t}"] += row.n
         return out
 
     def _clock_counts(self, session, jid: str, roles: StepRoles, period: Period,

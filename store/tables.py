@@ -48,6 +48,8 @@ class CaseRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("jurisdiction", "idempotency_key"),
         Index("ix_case_open_due", "status", "due_at"),
+        # covering for the assessment's joins from events and clocks (migration 0004)
+        Index("ix_case_record_assess", "id", "jurisdiction", "unit", "found_level", "closed_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(index=True, max_length=64)
@@ -75,7 +77,8 @@ class CaseRecord(SQLModel, table=True):
 class CaseEvent(SQLModel, table=True):
     """Append-only: every transition of a case, who did it, when and why."""
     __tablename__ = "case_event"
-    __table_args__ = (Index("ix_case_event_action_at", "action", "at"),)
+    # covering for the assessment's range scans of one action's events (migration 0004)
+    __table_args__ = (Index("ix_case_event_assess", "action", "at", "unit", "from_status", "level", "case_id"),)
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
     record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
@@ -93,7 +96,12 @@ class CaseEvent(SQLModel, table=True):
 class CaseClock(SQLModel, table=True):
     """One running deadline of one workflow step in one cycle; the sweeper works from these rows."""
     __tablename__ = "case_clock"
-    __table_args__ = (Index("ix_clock_open", "stopped_at", "next_check_at"), Index("ix_clock_started", "started_at"))
+    __table_args__ = (
+        Index("ix_clock_open", "stopped_at", "next_check_at"),
+        # covering for the assessment's clocks started or due in a period (migration 0004)
+        Index("ix_clock_assess_started", "started_at", "step", "unit", "stopped_at", "overdue_at", "due_at", "case_id"),
+        Index("ix_clock_assess_due", "due_at", "step", "unit", "case_id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
     record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
