@@ -32,7 +32,7 @@ from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
 from store.cases import ACTION_LABELS, CaseService, Transition
-from store.db import make_engine, migrate
+from store.db import make_engine, migrate, refresh_statistics
 from store.errors import StoreError
 from store.sweeper import sweep
 from store.tables import CaseRecord, PolicyVersion
@@ -43,6 +43,7 @@ MAX_BODY = 256 * 1024
 PROBLEM_JSON = "application/problem+json"
 POLL_SECONDS = 2.0
 SWEEP_SECONDS = 30.0
+STATISTICS_SECONDS = 3600.0  # SQLite table statistics for the assessment queries (first round at start)
 
 
 def problem(status: int, title: str, detail: str, field: str | None = None, **extra) -> Response:
@@ -405,7 +406,7 @@ def health(request: Request) -> Response:
 async def _background(app: Litestar) -> None:
     """Each worker polls for newly published versions and sweeps deadlines; all state is in the DB."""
     services: Services = app.state.services
-    last_sweep = 0.0
+    last_sweep = last_statistics = 0.0
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
@@ -414,6 +415,9 @@ async def _background(app: Litestar) -> None:
             if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
                 last_sweep = now
                 await asyncio.to_thread(sweep, services.cases)
+            if app.state.sweep and now - last_statistics >= STATISTICS_SECONDS:
+                last_statistics = now
+                await asyncio.to_thread(refresh_statistics, services.cases.engine)
         except Exception:  # noqa: BLE001 - keep the worker alive; the next round retries
             log.exception("background refresh/sweep failed")
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, case, func, select, true
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 

@@ -63,3 +63,13 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """SQLite plans the assessment's joins well only with table statistics, which it never gathers by
+    itself (PostgreSQL's autovacuum does); a sampled ANALYZE stays fast at any table size."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.begin() as connection:
+        connection.exec_driver_sql("PRAGMA analysis_limit=1000")
+        connection.exec_driver_sql("ANALYZE")

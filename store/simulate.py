@@ -17,6 +17,7 @@ from sqlmodel import Session
 from engine.router import Case
 from store.assessment import CST
 from store.cases import CLOSED, CaseService, Transition, as_utc
+from store.db import refresh_statistics
 from store.sweeper import check_clock, new_counts
 from store.tables import CaseRecord
 
@@ -75,6 +76,7 @@ class Simulator:
                 session.commit()
             if progress:
                 progress(min(offset + batch, n_cases), n_cases)
+        refresh_statistics(self.cases.engine)
         return {**self.counts, "seconds": round(time.perf_counter() - began, 2)}
 
     def _one(self, session: Session, now: datetime, end: datetime) -> None:

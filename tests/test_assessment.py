@@ -259,3 +259,12 @@ def test_the_simulator_is_deterministic_per_seed(tmp_path):
     counts = runs[0][0]
     assert counts["cases"] == 120 and counts["closed"] + counts["open"] == 120
     assert counts["overdue"] and counts["reopened"] and counts["returned"] + counts["extended"]
+
+
+def test_a_simulated_sqlite_history_leaves_statistics_for_the_query_planner(tmp_path):
+    cases, _ = open_services(f"sqlite:///{tmp_path / 'stats.db'}")
+    Simulator(cases, "karamay", 3).run(30, 30, cst(2026, 3, 1), batch=10)
+    with cases.engine.connect() as connection:
+        analysed = {row[0] for row in connection.exec_driver_sql("SELECT tbl FROM sqlite_stat1")}
+    cases.engine.dispose()
+    assert {"case_event", "case_clock", "case_record"} <= analysed
