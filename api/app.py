@@ -24,7 +24,7 @@ from sqlmodel import Session
 from admin.routes import admin_parts
 from api import open311
 from engine.router import Case, RoutingError
-from policy.catalog import search_score
+from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.loader import Loader
@@ -403,10 +403,20 @@ def health(request: Request) -> Response:
     return Response(body, status_code=200 if body["status"] == "ok" else 503)
 
 
+def _warm_search(services: Services) -> None:
+    """Pinyin for every grid and problem-type name, so an admin's first search (Hefei: 1,649 grids, ~0.4 s of
+    pinyin) is as fast as the later ones."""
+    for jid in services.policies.refresh():
+        router = services.policies.router(jid)
+        for name in [*(unit.name for unit in router.units.values()), *router.jur.type_names.values()]:
+            pinyin_keys(name)
+
+
 async def _background(app: Litestar) -> None:
     """Each worker polls for newly published versions and sweeps deadlines; all state is in the DB."""
     services: Services = app.state.services
     last_sweep = last_statistics = 0.0
+    await asyncio.to_thread(_warm_search, services)
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
