@@ -27,16 +27,15 @@ from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
-from policy.loader import Loader
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
 from store.cases import ACTION_LABELS, CaseService, Transition
-from store.db import make_engine, migrate, refresh_statistics
+from store.db import refresh_statistics
 from store.errors import StoreError
 from store.sweeper import sweep
 from store.tables import CaseRecord, PolicyVersion
-from store.versions import PolicyStore
+from store.versions import PolicyStore, open_policy_store
 
 log = logging.getLogger("gridpolicy")
 MAX_BODY = 256 * 1024
@@ -442,15 +441,12 @@ async def _lifespan(app: Litestar):
 
 
 def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True) -> Litestar:
-    engine = make_engine(database_url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
     try:
-        policies.bootstrap(Loader())
+        policies = open_policy_store(database_url)
     except PolicyError as err:
         raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
     services = Services(policies, CaseService(policies), AssessmentService(policies))
-    admin = admin_parts(engine)
+    admin = admin_parts(policies.engine)
 
     def _state(config: AppConfig) -> AppConfig:
         config.state.update({"services": services, "sweep": sweep_enabled})

@@ -22,9 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.router import Case  # noqa: E402
 from policy.loader import Loader  # noqa: E402
 from store.cases import CaseService, Transition  # noqa: E402
-from store.db import make_engine, migrate  # noqa: E402
 from store.sweeper import sweep  # noqa: E402
-from store.versions import PolicyStore  # noqa: E402
+from store.versions import open_policy_store  # noqa: E402
 from store.users import create_user  # noqa: E402
 from tests.admin_browser import running_server  # noqa: E402
 
@@ -36,11 +35,8 @@ CLOSE = Transition("close", "bench", "劝阻有效, 结案")
 
 def seed(database_url: str, per_jurisdiction: int) -> dict[str, int]:
     """Cases spread over the last 60 days in Hefei and Weiyang, routed and stored like real intake."""
-    engine = make_engine(database_url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
-    cases = CaseService(policies)
+    policies = open_policy_store(database_url)
+    engine, cases = policies.engine, CaseService(policies)
     now = datetime.now(timezone.utc)
     made = {}
     for jid in ("hefei", "weiyang"):

@@ -18,14 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, select, text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from policy.loader import Loader  # noqa: E402
 from store.assessment import AssessmentService, Period  # noqa: E402
 from store.assessment_xlsx import workbook  # noqa: E402
 from store.cases import CaseService  # noqa: E402
-from store.db import make_engine, migrate  # noqa: E402
 from store.simulate import Simulator  # noqa: E402
 from store.tables import CaseClock, CaseEvent, CaseRecord  # noqa: E402
-from store.versions import PolicyStore  # noqa: E402
+from store.versions import open_policy_store  # noqa: E402
 
 JID = "hefei"
 
@@ -49,11 +47,8 @@ def pg_database(admin_url: str) -> str:
 
 def run(url: str, backend: str, n_cases: int, days: int, seed: int, period: str, repeat: int,
         simulate: bool = True) -> dict:
-    engine = make_engine(url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
-    cases = CaseService(policies)
+    policies = open_policy_store(url)
+    engine, cases = policies.engine, CaseService(policies)
     counts = {"seconds": None}
     if simulate:
         print(f"[{backend}] simulating {n_cases} {JID} cases over {days} days …", flush=True)

@@ -308,13 +308,11 @@ def compare_cmd(ids: Annotated[list[str], typer.Argument(help="两个或更多�
 
 
 def _services():
-    from store.versions import PolicyStore  # noqa: PLC0415
-    policies = PolicyStore(_engine(), Loader().catalog)
+    from store.versions import open_policy_store  # noqa: PLC0415
     try:
-        policies.bootstrap(Loader())
+        return open_policy_store()
     except PolicyError as err:
         _fail([f"错误 error: {issue}" for issue in err.issues])
-    return policies
 
 
 @app.command()

@@ -10,6 +10,7 @@ from engine.router import Router
 from policy.catalog import Catalog
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
+from store.db import make_engine, migrate
 from store.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from store.tables import AuditEntry, PolicyVersion, utcnow
 
@@ -222,3 +223,14 @@ class PolicyStore:
             if jid:
                 query = query.where(AuditEntry.jurisdiction == jid)
             return list(session.exec(query).all())
+
+
+def open_policy_store(database_url: str | None = None) -> PolicyStore:
+    """The database migrated and the bundled jurisdictions imported (see `bootstrap`): where the server, the CLI,
+    the benchmarks and the tests all start. Raises PolicyError when the rule files are invalid."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    loader = Loader()
+    policies = PolicyStore(engine, loader.catalog)
+    policies.bootstrap(loader)
+    return policies

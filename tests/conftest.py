@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policy.loader import REPO_ROOT, Loader, load_jurisdictions
+from policy.loader import REPO_ROOT, load_jurisdictions
 from store.cases import CaseService
-from store.db import make_engine, migrate
-from store.versions import PolicyStore
+from store.versions import open_policy_store
 
 pytest_plugins = ["tests.admin_browser"]  # the admin UI's server and browser fixtures
 
@@ -71,9 +70,6 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def cases(database_url) -> CaseService:
     """The case store over a fresh database with the bundled jurisdictions imported."""
-    engine = make_engine(database_url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
+    policies = open_policy_store(database_url)
     yield CaseService(policies)
-    engine.dispose()
+    policies.engine.dispose()

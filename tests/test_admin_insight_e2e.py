@@ -9,14 +9,11 @@ from openpyxl import load_workbook
 from playwright.sync_api import expect
 
 from engine.router import Case
-from policy.loader import Loader
 from store.cases import CaseService, Transition
-from store.db import make_engine, migrate
 from store.sweeper import sweep
 from store.tables import utcnow
-from store.users import create_user
-from store.versions import PolicyStore
-from tests.admin_browser import PASSWORD, htmx_idle, running_server, shot, sign_in
+from store.versions import open_policy_store
+from tests.admin_browser import database_with_users, htmx_idle, running_server, shot, sign_in
 
 MEDICAL = "waste.medical.disposal"  # karamay: level 2
 
@@ -24,11 +21,8 @@ MEDICAL = "waste.medical.disposal"  # karamay: level 2
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     """Karamay cases created before the server starts: what the dashboard and the replay must show."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('insight') / 'insight.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
+    url = database_with_users(tmp_path_factory.mktemp("insight"))
+    policies = open_policy_store(url)
     cases = CaseService(policies)
     now = utcnow()
     made = [cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-01"), "intake", now=now - timedelta(days=3)),
@@ -37,9 +31,7 @@ def seeded(tmp_path_factory):
             cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-02"), "intake", now=now - timedelta(days=1))]
     cases.transition(made[2].id, Transition("close", "王网格员", "劝阻有效, 已整改"), now=now)
     assert sweep(cases, now)["escalated"] == 2  # the two open cases missed their 2-hour report step
-    create_user(engine, "admin", PASSWORD, True, {}, "test")
-    create_user(engine, "viewer", PASSWORD, False, {"karamay": "viewer"}, "test")
-    engine.dispose()
+    policies.engine.dispose()
     with running_server(url) as base:
         yield base, made
 

@@ -11,15 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.router import Case
-from policy.loader import Loader
 from policy.models import TRIGGERS, Deduction, Scoring, Veto
 from store.assessment import CST, AssessmentService, Period
 from store.cases import CaseService, Transition
-from store.db import make_engine, migrate
 from store.errors import Invalid
 from store.simulate import Mix, Simulator
 from store.sweeper import sweep
-from store.versions import PolicyStore
+from store.versions import open_policy_store
 
 
 def cst(*parts: int) -> datetime:
@@ -27,10 +25,7 @@ def cst(*parts: int) -> datetime:
 
 
 def open_services(url: str) -> tuple[CaseService, AssessmentService]:
-    engine = make_engine(url)
-    migrate(engine)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
+    policies = open_policy_store(url)
     return CaseService(policies), AssessmentService(policies)
 
 

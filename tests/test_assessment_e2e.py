@@ -6,23 +6,19 @@ from datetime import datetime
 import pytest
 from playwright.sync_api import expect
 
-from policy.loader import Loader
 from store.assessment import CST
 from store.cases import CaseService
-from store.db import make_engine
 from store.simulate import Simulator
-from store.versions import PolicyStore
+from store.versions import open_policy_store
 from tests.admin_browser import database_with_users, htmx_idle, running_server, shot, sign_in
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     url = database_with_users(tmp_path_factory.mktemp("assess"))
-    engine = make_engine(url)
-    policies = PolicyStore(engine, Loader().catalog)
-    policies.bootstrap(Loader())
+    policies = open_policy_store(url)
     Simulator(CaseService(policies), "karamay", 5).run(400, 180, datetime(2026, 4, 1, tzinfo=CST))
-    engine.dispose()
+    policies.engine.dispose()
     with running_server(url) as base:
         yield base
 
