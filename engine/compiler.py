@@ -67,10 +67,6 @@ class CompiledPolicy:
         return {t.code: t for t in self.jurisdiction.policy.problem_types}
 
     @cached_property
-    def rules_by_id(self) -> dict[str, Rule]:
-        return {r.id: r for r in self.jurisdiction.policy.rules}
-
-    @cached_property
     def rules_by_name(self) -> dict[str, Rule]:
         """Keyed by the name the rule has in the ruleset, as `fire` reports it."""
         return {f"{RULE_PREFIX}{r.id}": r for r in self.jurisdiction.policy.rules}

@@ -267,6 +267,7 @@ class Router:
         if workflow is None:
             return [], None, None
         out, due, handling_due, handling_step = [], start, None, None
+        # natural steps add inline: one call less per step on the routing hot path (see bench/results.json)
         add, natural = self.calendar.add, CalendarKind.natural
         for step, entry, duration, calendar in self._plans[workflow.id]:
             due = due + duration if calendar is natural else add(due, duration, calendar)
