@@ -15,6 +15,7 @@ from admin.common import Number, is_htmx, page, require, services
 from policy.models import TRIGGERS
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
+from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.errors import Invalid, PreconditionFailed
 from store.tables import PolicyVersion
 from store.users import Principal
@@ -23,12 +24,10 @@ PeriodQuery = Annotated[str | None, QueryParameter(max_length=16)]
 LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
 RANKING_ROWS = 300  # the page shows this many units per level; the Excel export has them all
 CHART_UNITS = 40
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _period(request: Request, jid: str, period: str | None) -> Period:
-    assessment = services(request).assessment
-    return Period.parse(period) if period else assessment.default_period(jid)
+    return services(request).assessment.period(jid, period or None)  # an emptied form field: the default
 
 
 def _busiest_level(result: dict) -> int:
@@ -88,7 +87,7 @@ def assessment_export(request: Request, user: NamedDependency[Principal], jid: F
     require(user, jid, "viewer")
     p = _period(request, jid, period)
     result = services(request).assessment.assess(jid, p, level)
-    return Response(workbook(result), media_type=XLSX,
+    return Response(workbook(result), media_type=XLSX_MEDIA_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
 
 

@@ -3,15 +3,12 @@ and the cases dashboard."""
 from __future__ import annotations
 
 from collections import Counter
-from io import BytesIO
 from typing import Annotated
 
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
-from openpyxl import Workbook
-from openpyxl.styles import Font, PatternFill
 
 from admin.charts import bar_chart, line_chart
 from admin.common import Number, is_htmx, page, require, services
@@ -19,7 +16,7 @@ from engine.compiler import CompiledPolicy
 from engine.verify import escalation_edges
 from policy.diff import compare
 from policy.models import PERIOD_LABELS
-from store import dashboard
+from store import dashboard, xlsx
 from store.cases import CLOSED, RECEIVED
 from store.errors import Invalid, NotFound
 from store.replay import DEFAULT_DAYS, parse_days, replay_version
@@ -76,7 +73,6 @@ def impact(request: Request, user: NamedDependency[Principal], jid: FromPath[str
 # --- compare: the chart, every section as a table, and the same tables as an .xlsx workbook
 CompareIds = Annotated[list[str] | None, QueryParameter(max_items=50)]
 SCHEMES = {"deduction": "扣分制", "points": "计分制"}
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def chosen_jurisdictions(request: Request, ids: list[str] | None) -> tuple[list[str], list[str]]:
@@ -130,33 +126,12 @@ def compare_extras(result: dict) -> dict:
     return {"chart": level_chart(result), "sections": compare_sections(result)}
 
 
-def workbook(sections: list[dict]) -> bytes:
-    book = Workbook()
-    book.remove(book.active)
-    header = Font(bold=True, color="FFFFFF")
-    fill = PatternFill("solid", fgColor="1F4E79")
-    for section in sections:
-        sheet = book.create_sheet(section["title"])
-        sheet.append(section["headers"])
-        for cell in sheet[1]:
-            cell.font, cell.fill = header, fill
-        for row in section["rows"]:
-            sheet.append(row)
-        sheet.freeze_panes = "A2"
-        for column in sheet.columns:
-            width = max(len(str(c.value or "")) for c in column)
-            sheet.column_dimensions[column[0].column_letter].width = min(60, 4 + width * 2)
-    out = BytesIO()
-    book.save(out)
-    return out.getvalue()
-
-
 @get("/compare.xlsx", sync_to_thread=False)
 def compare_xlsx(request: Request, user: NamedDependency[Principal], ids: CompareIds = None) -> Response:
     _, chosen = chosen_jurisdictions(request, ids)
     if len(chosen) < 2:
         raise Invalid("导出比较表须至少选择两个存在的辖区 (ids)", field="ids")
-    return Response(workbook(compare_sections(comparison(request, chosen))), media_type=XLSX,
+    return Response(xlsx.workbook(compare_sections(comparison(request, chosen))), media_type=xlsx.MEDIA_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="compare-{"-".join(chosen)}.xlsx"'})
 
 

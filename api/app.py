@@ -30,6 +30,7 @@ from policy.errors import PolicyError
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
+from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.cases import ACTION_LABELS, CaseService, Transition
 from store.db import refresh_statistics
 from store.errors import StoreError
@@ -341,26 +342,21 @@ def transition(request: Request, case_id: CaseId, data: JSONBody[TransitionReque
 # --- assessment (API key: it is computed from the jurisdiction's cases)
 PeriodQuery = Annotated[str | None, QueryParameter(max_length=16, description="2026-Q3, 2026-07, 2026-H1 或 2026")]
 LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def _period(s: Services, jid: str, period: str | None) -> Period:
-    return Period.parse(period) if period is not None else s.assessment.default_period(jid)
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=False)
 def assessment(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
                x_api_key: ApiKeyHeader = None) -> dict:
     s = _authorized(request, jid, x_api_key)
-    return s.assessment.assess(jid, _period(s, jid, period), level)
+    return s.assessment.assess(jid, s.assessment.period(jid, period), level)
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=False)
 def assessment_xlsx(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
                     x_api_key: ApiKeyHeader = None) -> Response:
     s = _authorized(request, jid, x_api_key)
-    p = _period(s, jid, period)
-    return Response(workbook(s.assessment.assess(jid, p, level)), media_type=XLSX,
+    p = s.assessment.period(jid, period)
+    return Response(workbook(s.assessment.assess(jid, p, level)), media_type=XLSX_MEDIA_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
 
 
@@ -368,7 +364,7 @@ def assessment_xlsx(request: Request, jid: FromPath[str], period: PeriodQuery = 
 def assessment_trend(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
                      count: Annotated[int, QueryParameter(ge=1, le=24)] = 6, x_api_key: ApiKeyHeader = None) -> list[dict]:
     s = _authorized(request, jid, x_api_key)
-    return s.assessment.trend(jid, _period(s, jid, period), count, level)
+    return s.assessment.trend(jid, s.assessment.period(jid, period), count, level)
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=False)
@@ -376,7 +372,7 @@ def assessment_unit(request: Request, jid: FromPath[str], unit: FromPath[str], p
                     deduction: Annotated[str | None, QueryParameter(max_length=64)] = None,
                     x_api_key: ApiKeyHeader = None) -> dict:
     s = _authorized(request, jid, x_api_key)
-    return s.assessment.explain(jid, _period(s, jid, period), unit, deduction)
+    return s.assessment.explain(jid, s.assessment.period(jid, period), unit, deduction)
 
 
 @post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=False)

@@ -348,12 +348,12 @@ def assess(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-Q3
            xlsx: Annotated[Optional[Path], typer.Option(help="导出 Excel 到此文件")] = None,
            top: Annotated[int, typer.Option(help="每层级显示的网格数")] = 10) -> None:
     """综合评价 / 绩效考核: 各网格的案件指标、得分、扣分与排名。"""
-    from store.assessment import RATE_LABELS, AssessmentService, Period  # noqa: PLC0415
+    from store.assessment import RATE_LABELS, AssessmentService  # noqa: PLC0415
     from store.assessment_xlsx import workbook  # noqa: PLC0415
     from store.errors import StoreError  # noqa: PLC0415
     service = AssessmentService(_services())
     try:
-        p = Period.parse(period) if period else service.default_period(jid)
+        p = service.period(jid, period or None)
         result = service.assess(jid, p, level)
     except StoreError as err:
         _fail([err.message], 2)

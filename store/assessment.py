@@ -220,6 +220,10 @@ class AssessmentService:
     def _jurisdiction(self, jid: str) -> Jurisdiction:
         return self.policies.router(jid).jur
 
+    def period(self, jid: str, text: str | None) -> Period:
+        """`text` parsed, or without one the current period of the policy's publication cadence."""
+        return Period.parse(text) if text is not None else self.default_period(jid)
+
     def default_period(self, jid: str, now: datetime | None = None) -> Period:
         scoring = self._jurisdiction(jid).policy.scoring
         kind = (scoring.publish or scoring.period).value if scoring else "quarter"
