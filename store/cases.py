@@ -280,11 +280,8 @@ class CaseService:
                note: str = "", action: str = "entered") -> None:
         previous = record.status
         record.status = step.id
-        due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
-        record.due_at, record.overdue = due, False
-        add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=step.id, unit=record.handler_unit,
-                                     calendar=step.deadline.calendar.value, started_at=now, due_at=due,
-                                     next_check_at=_threshold(now, due, 0.5)))
+        due = start_clock(session, router, record, step, now)
+        record.overdue = False
         self._event(session, record, actor, action, previous, step.id, now, note,
                     {"due": due.isoformat(), "cycle": record.cycle, "step_name": step.name})
 
@@ -321,6 +318,16 @@ def open_clocks(session: Session, record: CaseRecord) -> list[CaseClock]:
 def add_clock(session: Session, record: CaseRecord, clock: CaseClock) -> None:
     open_clocks(session, record).append(clock)
     session.add(clock)
+
+
+def start_clock(session: Session, router: Router, record: CaseRecord, step: WorkflowStep, now: datetime) -> datetime:
+    """A fresh deadline clock for `step`, held by the case's current grid; returns (and records) the due time."""
+    due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
+    record.due_at = due
+    add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=step.id, unit=record.handler_unit,
+                                         calendar=step.deadline.calendar.value, started_at=now, due_at=due,
+                                         next_check_at=_threshold(now, due, 0.5)))
+    return due
 
 
 def _departments(session: Session, record: CaseRecord) -> None:

@@ -11,8 +11,8 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from store.cases import CaseService, add_clock, as_utc, escalate
-from store.tables import CaseClock, CaseEvent, CaseRecord, Notification, utcnow
+from store.cases import CaseService, as_utc, escalate, start_clock
+from store.tables import CaseClock, CaseRecord, Notification, utcnow
 
 
 def new_counts() -> dict[str, int]:
@@ -51,22 +51,15 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
             session.flush()
         clock.overdue_at, clock.stopped_at = now, now
         record.overdue = True
-        session.add(CaseEvent(record=record, at=now, actor="sweeper", action="overdue", unit=record.handler_unit,
-                              level=record.handler_level,
-                              from_status=record.status, to_status=record.status, note=f"步骤 {clock.step} 超过时限 {due.isoformat()}"))
+        CaseService._event(session, record, "sweeper", "overdue", record.status, record.status, now,
+                           f"步骤 {clock.step} 超过时限 {due.isoformat()}")
         _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
         counts["overdue"] += 1
         router = cases.policies.router(record.jurisdiction, record.policy_version)
         if escalate(session, router, record, "sweeper", "超期自动升级", now):
             counts["escalated"] += 1
             _notify(session, record, "escalated", f"案件 {record.id} 升级至第{record.handler_level}级网格, 通报包抓领导")
-            step = next(s for w in router.jur.policy.workflows for s in w.steps
-                        if s.id == clock.step and w.id == record.decision["workflow"])
-            new_due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
-            add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=clock.step,
-                                         unit=record.handler_unit, calendar=clock.calendar, started_at=now,
-                                         due_at=new_due, next_check_at=now + (new_due - now) * 0.5))
-            record.due_at = new_due
+            start_clock(session, router, record, cases._step(router, record, clock.step), now)
     else:
         clock.next_check_at = (start + span * 0.75 if clock.warned_75_at is None else due)
     session.add(clock)
