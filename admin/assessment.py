@@ -11,7 +11,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart, line_chart
-from admin.common import Number, is_htmx, page, require, services
+from admin.common import Number, form_revision, is_htmx, page, require, services
 from policy.models import TRIGGERS
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
@@ -151,7 +151,7 @@ async def scoring_save(request: Request, user: NamedDependency[Principal], jid: 
     if errors:
         return _scoring_page(user, jid, version, scoring, errors, 422)
     try:
-        policies.update_draft(jid, number, document, int(str(form.get("revision", "0")) or 0), user.name)
+        policies.update_draft(jid, number, document, form_revision(form), user.name)
     except Invalid as err:
         return _scoring_page(user, jid, version, scoring, {"general": err.message}, 422)
     except PreconditionFailed as err:

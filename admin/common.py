@@ -1,10 +1,13 @@
 """What every admin page shares: the signed-in user, role checks, page rendering and error pages."""
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Request, Response
+from markupsafe import escape
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import FromPath, PathParameter
@@ -63,8 +66,16 @@ def error_page(request: Request, status: int, message: str) -> Response:
     return page("error.html", status, message=message, status=status)
 
 
-def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def form_revision(form: Any) -> int:
+    """The draft revision a form was built from; anything but a number counts as 0, which never matches, so the
+    save is refused as stale (412) rather than failing."""
+    revision = str(form.get("revision", ""))
+    return int(revision) if revision.isdigit() else 0
+
+
+def dom_id(key: str) -> str:
+    """An HTML id (and htmx target) from a code or unit id."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", key)
 
 
 def store_error(request: Request, exc: StoreError) -> Response:

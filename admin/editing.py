@@ -21,7 +21,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
 from pydantic import TypeAdapter, ValidationError
 
-from admin.common import Number, page, require, services
+from admin.common import Number, dom_id, form_revision, page, require, services
 from policy.catalog import search_score
 from policy.errors import PolicyError
 from policy.loader import overlay_units, parse_units_csv
@@ -356,7 +356,7 @@ def _kind(name: str) -> Kind:
 
 
 def _dom(kind: str, key: str) -> str:
-    return f"{kind}-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in key)
+    return f"{kind}-{dom_id(key)}"
 
 
 def _errors_fragment(kind: str, key: str, errors: dict[str, str], status: int) -> Template:
@@ -381,9 +381,7 @@ async def _change(request: Request, user: Principal, jid: str, number: int, kind
         if check_only:
             ctx.policies.check_draft(jid, number, document)
             return _errors_fragment(kind, key, {}, 200)
-        revision = str(form.data.get("revision", ""))
-        saved = ctx.policies.update_draft(jid, number, document, int(revision) if revision.isdigit() else 0,
-                                          user.name)
+        saved = ctx.policies.update_draft(jid, number, document, form_revision(form.data), user.name)
     except FormInvalid as err:
         return _errors_fragment(kind, key, err.errors, 422)
     except Invalid as err:
@@ -529,9 +527,8 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
                "moved": [(old[u], new[u]) for u in new if u in old and old[u].parent != new[u].parent]}
     if data.get("action") != "apply":
         return _import_result(ctx, version, csv=text, name=name, changes=changes, total=len(new))
-    revision = str(data.get("revision", ""))
     try:
-        ctx.policies.update_draft(jid, number, document, int(revision) if revision.isdigit() else 0, user.name)
+        ctx.policies.update_draft(jid, number, document, form_revision(data), user.name)
     except PreconditionFailed as err:
         return _import_result(ctx, version, csv=text, name=name, errors=[err.message], status=412)
     return Response("", headers={"HX-Redirect": f"/admin/j/{jid}/v/{number}/units?imported={len(new)}"})

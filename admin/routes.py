@@ -39,7 +39,8 @@ from store.users import ROLE_LABELS, Principal, authenticate, shared_secret
 
 from admin import assessment, editing, insight, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, bad_request, csrf_error,
-                          current_user, is_htmx, login_redirect, page, require, services, store_error)
+                          current_user, dom_id, form_revision, is_htmx, login_redirect, page, require, services,
+                          store_error)
 
 
 # --- sign-in
@@ -144,9 +145,8 @@ class TypeEdit:
 
     @classmethod
     def from_form(cls, form: FormMultiDict) -> TypeEdit:
-        revision = str(form.get("revision", ""))
         return cls(str(form.get("level", ""))[:10].strip(), str(form.get("departments", ""))[:500],
-                   form.get("persuade_first") == "on", int(revision) if revision.isdigit() else 0, {})
+                   form.get("persuade_first") == "on", form_revision(form), {})
 
     @classmethod
     def from_type(cls, ptype: dict, revision: int) -> TypeEdit:
@@ -219,7 +219,7 @@ async def type_check(request: Request, user: NamedDependency[Principal], jid: Fr
             services(request).policies.check_draft(jid, number, document)
         except Invalid as err:
             edit.absorb(err)
-    return page("_type_errors.html", dom=_dom_id(code), edit=edit)
+    return page("_type_errors.html", dom=dom_id(code), edit=edit)
 
 
 @post("/j/{jid:str}/v/{number:int}/types/{code:str}")
@@ -336,10 +336,6 @@ def compare_page(request: Request, user: NamedDependency[Principal], ids: insigh
                 **(insight.compare_extras(result) if result else {}))
 
 
-def _dom_id(code: FromPath[str]) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", code)
-
-
 @dataclass
 class AdminParts:
     routers: list[Router]
@@ -367,7 +363,7 @@ def admin_parts(engine: Engine) -> AdminParts:
     static = create_static_files_router(path="/admin/static", directories=[HERE / "static"], include_in_schema=False)
 
     def _setup(engine_: JinjaTemplateEngine) -> None:
-        engine_.engine.filters["domid"] = _dom_id
+        engine_.engine.filters["domid"] = dom_id
         insight.setup_templates(engine_.engine)
 
     templates = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_setup)

@@ -7,14 +7,13 @@ from urllib.parse import urlencode
 from litestar import Request, Response, get, post
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
-from litestar.params import FromPath, PathParameter, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
-from admin.common import MAX_ID, page, services
+from admin.common import Number, page, services
 from store.errors import Forbidden, Invalid, StoreError
 from store.users import MIN_PASSWORD, ROLE_LABELS, Principal, create_user, list_users, reset_password, set_role
 
-UserId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 def _superuser(user: Principal) -> None:
@@ -91,7 +90,7 @@ def _known(request: Request, roles: dict[str, str]) -> None:
 
 
 @post("/users/{uid:int}/roles")
-async def role_set(request: Request, user: NamedDependency[Principal], uid: UserId) -> Response:
+async def role_set(request: Request, user: NamedDependency[Principal], uid: Number) -> Response:
     _superuser(user)
 
     def assign(form: FormMultiDict, errors: dict) -> str:
@@ -104,7 +103,7 @@ async def role_set(request: Request, user: NamedDependency[Principal], uid: User
 
 
 @post("/users/{uid:int}/roles/{jid:str}/delete")
-async def role_remove(request: Request, user: NamedDependency[Principal], uid: UserId,
+async def role_remove(request: Request, user: NamedDependency[Principal], uid: Number,
                       jid: FromPath[str]) -> Response:
     _superuser(user)
     def remove(form: FormMultiDict, errors: dict) -> str:
@@ -115,7 +114,7 @@ async def role_remove(request: Request, user: NamedDependency[Principal], uid: U
 
 
 @post("/users/{uid:int}/password")
-async def password_reset(request: Request, user: NamedDependency[Principal], uid: UserId) -> Response:
+async def password_reset(request: Request, user: NamedDependency[Principal], uid: Number) -> Response:
     _superuser(user)
 
     def reset(form: FormMultiDict, errors: dict) -> str:
