@@ -200,13 +200,27 @@ def units_import(jid: str, csv_file: Path) -> None:
 def serve(host: str = "127.0.0.1", port: int = 8000,
           workers: Annotated[int, typer.Option(help="工作进程数 (规则引擎持有 GIL, 以进程扩展)")] = 1) -> None:
     """启动服务 (迁移数据库、首次导入随附辖区); 数据库由 GRIDPOLICY_DATABASE_URL 指定, 默认 var/ 下的 SQLite。"""
-    import uvicorn  # noqa: PLC0415 - only the server needs it
+    import socket  # noqa: PLC0415 - only the server needs these
+
+    import uvicorn  # noqa: PLC0415
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
     from store.db import database_url  # noqa: PLC0415
     typer.echo(f"gridpolicy 服务: http://{host}:{port}  数据库: {database_url().split('@')[-1]}  进程: {workers}")
     typer.echo("接口文档 OpenAPI: /schema   健康检查: /health   创建接入密钥: gridpolicy apikey create --all")
     typer.echo(f"管理后台: http://{host}:{port}/admin   创建第一个管理员: gridpolicy user create NAME --superuser")
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    # A starting worker compiles every jurisdiction, busy for longer than the supervisor's default 5 s liveness
+    # ping on a loaded machine: it would be killed and restarted over and over.
+    config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                            log_level="info", timeout_worker_healthcheck=120)
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    # uvicorn binds the workers' shared socket with protocol 0, and asyncio turns Nagle off only on sockets
+    # that say IPPROTO_TCP: each keep-alive response would then wait ~40 ms for the client's delayed ACK.
+    bound = config.bind_socket()
+    Multiprocess(config, sockets=[socket.socket(bound.family, bound.type, socket.IPPROTO_TCP,
+                                                fileno=bound.detach())]).run()
 
 
 def _engine():

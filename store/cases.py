@@ -6,6 +6,7 @@ turns into warnings, overdue marks and escalations.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,8 +17,9 @@ from sqlmodel import Session, delete, func, select
 
 from engine.router import Case, Router, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
+from store.db import UnitOfWork, transaction
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, PolicyVersion, utcnow
+from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
 
 CLOSED = "closed"
@@ -41,9 +43,10 @@ def as_utc(moment: datetime) -> datetime:
 
 
 class CaseService:
-    def __init__(self, policies: PolicyStore):
+    def __init__(self, policies: PolicyStore, clock: Callable[[], datetime] = utcnow):
         self.policies = policies
         self.engine = policies.engine
+        self.clock = clock  # "now" when a caller gives no moment (tests and the simulator give their own)
 
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
@@ -53,19 +56,15 @@ class CaseService:
             existing = self._by_key(jurisdiction, idempotency_key)
             if existing is not None:
                 return existing
-        with Session(self.engine) as session:
-            try:
-                record = self.intake(session, jurisdiction, case, actor, now or utcnow(), idempotency_key, description)
-                session.flush()
-            except IntegrityError:  # a concurrent retry with the same key won the race
-                session.rollback()
-                existing = self._by_key(jurisdiction, idempotency_key)
-                if existing is None:
-                    raise
-                return existing
-            session.commit()
-            session.refresh(record)
-            return record
+        try:
+            with UnitOfWork(self.engine) as uow:
+                return self.intake(uow.session, jurisdiction, case, actor, now or self.clock(), idempotency_key,
+                                   description)
+        except IntegrityError:  # a concurrent retry with the same key won the race
+            existing = self._by_key(jurisdiction, idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing
 
     def intake(self, session: Session, jurisdiction: str, case: Case, actor: str, now: datetime,
                idempotency_key: str | None = None, description: str = "") -> CaseRecord:
@@ -75,11 +74,7 @@ class CaseService:
             decision = router.route(case.model_copy(update={"reported_at": now}))
         except RoutingError as err:
             raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
-        numbers = session.info.setdefault("active_numbers", {})  # one look-up per transaction and jurisdiction
-        if jurisdiction not in numbers:
-            numbers[jurisdiction] = session.exec(select(PolicyVersion.number).where(
-                PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.active)).one()
-        number = numbers[jurisdiction]
+        number = self.policies.numbers[jurisdiction, decision["policy_version"]]
         found = router.units.get(case.unit) if case.unit else None
         record = CaseRecord(
             jurisdiction=jurisdiction, policy_version=decision["policy_version"], version_number=number,
@@ -100,13 +95,13 @@ class CaseService:
         return record
 
     def _by_key(self, jurisdiction: str, key: str) -> CaseRecord | None:
-        with Session(self.engine) as session:
+        with Session(self.policies.reader) as session:
             return session.exec(select(CaseRecord).where(CaseRecord.jurisdiction == jurisdiction,
                                                          CaseRecord.idempotency_key == key)).first()
 
     # --- reading
     def get(self, case_id: int) -> tuple[CaseRecord, list[CaseEvent], list[CaseClock]]:
-        with Session(self.engine) as session:
+        with Session(self.policies.reader) as session:
             record = session.get(CaseRecord, case_id)
             if record is None:
                 raise NotFound(f"案件 {case_id} 不存在", field="id")
@@ -131,7 +126,7 @@ class CaseService:
             query = query.where(CaseRecord.handler_level == level)
         if overdue is not None:
             query = query.where(CaseRecord.overdue == overdue)
-        with Session(self.engine) as session:
+        with Session(self.policies.reader) as session:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
             rows = session.exec(query.order_by(CaseRecord.id.desc()).offset(offset).limit(limit)).all()
             return total, list(rows)
@@ -140,7 +135,7 @@ class CaseService:
         """Per jurisdiction: cases not closed, and how many of those are overdue."""
         query = (select(CaseRecord.jurisdiction, func.count(), func.sum(sql_case((CaseRecord.overdue, 1), else_=0)))
                  .where(CaseRecord.status != CLOSED).group_by(CaseRecord.jurisdiction))
-        with Session(self.engine) as session:
+        with Session(self.policies.reader) as session:
             return {jid: {"open": total, "overdue": int(overdue or 0)} for jid, total, overdue in session.exec(query)}
 
     # --- the state machine
@@ -168,17 +163,17 @@ class CaseService:
         return allowed
 
     def transition(self, case_id: int, t: Transition, now: datetime | None = None) -> CaseRecord:
-        with Session(self.engine) as session:
-            record = session.get(CaseRecord, case_id)  # BEGIN IMMEDIATE / row lock: one writer at a time
+        now = now or self.clock()
+
+        def work(session: Session) -> CaseRecord:
+            # the case row first, then its clocks (as the sweeper does): BEGIN IMMEDIATE on SQLite, a row lock on PostgreSQL
+            record = session.exec(select(CaseRecord).where(CaseRecord.id == case_id).with_for_update()).first()
             if record is None:
                 raise NotFound(f"案件 {case_id} 不存在", field="id")
-            if self.engine.dialect.name == "postgresql":
-                session.exec(select(CaseRecord).where(CaseRecord.id == case_id).with_for_update())
-                session.refresh(record)
-            self.apply(session, record, t, now or utcnow())
-            session.commit()
-            session.refresh(record)
+            self.apply(session, record, t, now)
             return record
+
+        return transaction(self.engine, work)
 
     def apply(self, session: Session, record: CaseRecord, t: Transition, now: datetime) -> None:
         """One transition inside the caller's transaction: checked against the allowed actions."""
@@ -191,6 +186,22 @@ class CaseService:
         record.updated_at = now
         session.add(record)
 
+    def mark_overdue(self, session: Session, record: CaseRecord, clock: CaseClock, now: datetime) -> None:
+        """`clock`'s deadline has passed: it stops, the case is marked overdue and the miss recorded."""
+        clock.overdue_at, clock.stopped_at = now, now
+        record.overdue = True
+        self._event(session, record, "sweeper", "overdue", record.status, record.status, now,
+                    f"步骤 {clock.step} 超过时限 {as_utc(clock.due_at).isoformat()}")
+
+    def escalate_overdue(self, session: Session, record: CaseRecord, clock: CaseClock, now: datetime) -> bool:
+        """Escalate an overdue case along its decision's path, with a fresh clock for the missed step at the new
+        level; False at level 1 (nothing above)."""
+        router = self._router_for(record)
+        if not escalate(session, router, record, "sweeper", "超期自动升级", now):
+            return False
+        start_clock(router, record, self._step(router, record, clock.step), now)
+        return True
+
     def _step(self, router: Router, record: CaseRecord, step_id: str) -> WorkflowStep:
         workflow = self._workflow(router, record.decision)
         return next(s for s in workflow.steps if s.id == step_id)
@@ -198,7 +209,7 @@ class CaseService:
     def _do_complete(self, session, router, record, t: Transition, now) -> None:
         workflow = self._workflow(router, record.decision)
         ids = [s.id for s in workflow.steps]
-        self._stop_clocks(session, record, now)
+        _stop_clocks(record, now)
         position = ids.index(record.status)
         if position == len(ids) - 1:
             self._close(session, record, t, now)
@@ -208,7 +219,7 @@ class CaseService:
     def _do_close(self, session, router, record, t: Transition, now) -> None:
         if not t.note.strip():
             raise Invalid("结案须说明理由 (如劝阻有效、已现场纠正)", field="note")
-        self._stop_clocks(session, record, now)
+        _stop_clocks(record, now)
         self._close(session, record, t, now)
 
     def _close(self, session, record, t: Transition, now) -> None:
@@ -219,7 +230,7 @@ class CaseService:
     def _do_fail(self, session, router, record, t: Transition, now) -> None:
         """Verification failed: back to the step the policy names; a new clock cycle, old ones kept."""
         step = self._step(router, record, record.status)
-        self._stop_clocks(session, record, now)
+        _stop_clocks(record, now)
         record.cycle += 1
         self._enter(session, router, record, self._step(router, record, step.on_failure), t.actor, now,
                     t.note or "现场核查未解决, 再次上报", "reopened")
@@ -228,7 +239,7 @@ class CaseService:
         """回退: the department is not responsible; the step is dispatched again with a fresh clock."""
         if not t.note.strip():
             raise Invalid("回退须说明理由", field="note")
-        self._stop_clocks(session, record, now)
+        _stop_clocks(record, now)
         self._event(session, record, t.actor, "returned", record.status, record.status, now, t.note)
         self._enter(session, router, record, self._step(router, record, record.status), "system", now,
                     "回退后重新派遣", "redispatched")
@@ -236,13 +247,12 @@ class CaseService:
     def _do_extend(self, session, router, record, t: Transition, now) -> None:
         if not t.approved_by or t.extend_by is None or t.extend_by <= timedelta(0):
             raise Invalid("延期须有审批人 approved_by 和正的延期时长 extend_by (如 P2D)", field="approved_by")
-        clock = self._open_clock(session, record)
+        clock = open_clock(record)
         old_due = as_utc(clock.due_at)
         clock.due_at = router.calendar.add(old_due, t.extend_by, CalendarKind(clock.calendar))
         clock.warned_50_at = clock.warned_75_at = None
         clock.next_check_at = _threshold(as_utc(clock.started_at), clock.due_at, 0.5)
         record.due_at, record.overdue = clock.due_at, False
-        session.add(clock)
         self._event(session, record, t.actor, "extended", record.status, record.status, now, t.note,
                     {"approved_by": t.approved_by, "from": old_due.isoformat(), "to": clock.due_at.isoformat()})
 
@@ -261,7 +271,7 @@ class CaseService:
         self._event(session, record, t.actor, "rerouted", record.status, record.status, now, t.note,
                     {"facts": t.facts, "old_handler": old["handler"], "new_handler": decision["handler"],
                      "first_action": decision["first_action"]})
-        self._stop_clocks(session, record, now)
+        _stop_clocks(record, now)
         session.exec(delete(CaseDepartment).where(CaseDepartment.case_id == record.id))
         _departments(session, record)
         workflow = self._workflow(router, decision)
@@ -280,21 +290,10 @@ class CaseService:
                note: str = "", action: str = "entered") -> None:
         previous = record.status
         record.status = step.id
-        due = start_clock(session, router, record, step, now)
+        due = start_clock(router, record, step, now)
         record.overdue = False
         self._event(session, record, actor, action, previous, step.id, now, note,
                     {"due": due.isoformat(), "cycle": record.cycle, "step_name": step.name})
-
-    @staticmethod
-    def _open_clock(session: Session, record: CaseRecord) -> CaseClock | None:
-        return next((c for c in reversed(open_clocks(session, record)) if c.stopped_at is None), None)
-
-    @staticmethod
-    def _stop_clocks(session: Session, record: CaseRecord, now: datetime) -> None:
-        for clock in open_clocks(session, record):
-            if clock.stopped_at is None:
-                clock.stopped_at = now
-                session.add(clock)
 
     @staticmethod
     def _event(session, record, actor, action, from_status, to_status, at, note="", data=None) -> None:
@@ -303,30 +302,29 @@ class CaseService:
                               from_status=from_status, to_status=to_status, note=note, data=data or {}))
 
 
-def open_clocks(session: Session, record: CaseRecord) -> list[CaseClock]:
-    """The case's running clocks, kept on the session once read, so a batch of transitions (the simulator)
-    needs no query, and no flush, per step."""
-    cache = session.info.setdefault("open_clocks", {})
-    key = id(record)
-    if key not in cache:
-        cache[key] = [] if record.id is None else list(session.exec(select(CaseClock).where(
-            CaseClock.case_id == record.id, CaseClock.stopped_at.is_(None)).order_by(CaseClock.id)).all())
-    cache[key] = [c for c in cache[key] if c.stopped_at is None]
-    return cache[key]
+def open_clocks(record: CaseRecord) -> list[CaseClock]:
+    """The case's running clocks, oldest first (a case being built in a batch holds them in memory, unflushed)."""
+    return [c for c in record.clocks if c.stopped_at is None]
 
 
-def add_clock(session: Session, record: CaseRecord, clock: CaseClock) -> None:
-    open_clocks(session, record).append(clock)
-    session.add(clock)
+def open_clock(record: CaseRecord) -> CaseClock | None:
+    """The clock of the current step: the newest running one."""
+    running = open_clocks(record)
+    return running[-1] if running else None
 
 
-def start_clock(session: Session, router: Router, record: CaseRecord, step: WorkflowStep, now: datetime) -> datetime:
+def _stop_clocks(record: CaseRecord, now: datetime) -> None:
+    for clock in open_clocks(record):
+        clock.stopped_at = now
+
+
+def start_clock(router: Router, record: CaseRecord, step: WorkflowStep, now: datetime) -> datetime:
     """A fresh deadline clock for `step`, held by the case's current grid; returns (and records) the due time."""
     due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
     record.due_at = due
-    add_clock(session, record, CaseClock(record=record, cycle=record.cycle, step=step.id, unit=record.handler_unit,
-                                         calendar=step.deadline.calendar.value, started_at=now, due_at=due,
-                                         next_check_at=_threshold(now, due, 0.5)))
+    record.clocks.append(CaseClock(cycle=record.cycle, step=step.id, unit=record.handler_unit,
+                                   calendar=step.deadline.calendar.value, started_at=now, due_at=due,
+                                   next_check_at=_threshold(now, due, 0.5)))
     return due
 
 

@@ -1,14 +1,24 @@
-"""Database connection: embedded SQLite (WAL) by default, PostgreSQL via GRIDPOLICY_DATABASE_URL."""
+"""Database connection: embedded SQLite (WAL) by default, PostgreSQL via GRIDPOLICY_DATABASE_URL; the unit
+of work that every write goes through, and the read-only path beside it."""
 from __future__ import annotations
 
 import os
+import random
+import threading
+import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlmodel import create_engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, create_engine
+
+from store.errors import Busy
 
 from policy.loader import REPO_ROOT
 
@@ -42,7 +52,8 @@ def make_engine(url: str | None = None) -> Engine:
         def _sqlite_begin(conn):
             # BEGIN IMMEDIATE takes the write lock up front, so two workers' read-modify-write
             # transactions serialise instead of failing on upgrade (SQLite's SKIP LOCKED stand-in).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A reader's deferred BEGIN takes no lock (WAL), so it never waits for a writer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         engine.dialect._gridpolicy_sqlite = True
         _disable_pysqlite_autobegin(engine)
@@ -57,12 +68,76 @@ def _disable_pysqlite_autobegin(engine: Engine) -> None:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent; workers starting together migrate one at a time)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        serialize(connection, "migrate")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def serialize(connection: Connection, name: str) -> None:
+    """Hold a PostgreSQL advisory lock named `name` until the transaction ends, so processes doing the same
+    start-up work (migrating, importing the bundled jurisdictions) take turns; SQLite's BEGIN IMMEDIATE
+    already serialises them."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                           {"key": zlib.crc32(f"gridpolicy:{name}".encode())})
+
+
+# --- transactions
+READ_ONLY = "gridpolicy_read_only"
+T = TypeVar("T")
+RETRYABLE = {"40P01", "40001"}  # PostgreSQL deadlock_detected, serialization_failure: safe to run again
+_open = threading.local()
+
+
+def reader(engine: Engine) -> Engine:
+    """The same database for reads only. On SQLite its transactions are deferred: they take no lock and
+    never wait (WAL), so a read may run while a write transaction is open, even this thread's own."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+class UnitOfWork:
+    """One write transaction: `with UnitOfWork(engine) as uow:` commits when the block ends and rolls back
+    when it raises. A second one inside it (same thread) is refused: on SQLite it would wait for the
+    write lock its caller holds; read through `reader()` instead."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def __enter__(self) -> UnitOfWork:
+        if getattr(_open, "uow", None) is not None:
+            raise RuntimeError("nested write transaction: read with store.db.reader(), or pass the session")
+        _open.uow = self
+        # objects stay readable after the commit (no refresh round trip); nothing sets columns server-side
+        self.session = Session(self.engine, expire_on_commit=False)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.session.commit()
+            else:
+                self.session.rollback()
+        finally:
+            self.session.close()
+            _open.uow = None
+
+
+def transaction(engine: Engine, work: Callable[[Session], T], attempts: int = 4) -> T:
+    """`work(session)` in a unit of work, run again after a short random pause when PostgreSQL aborted it to
+    break a deadlock or a serialization conflict (the work must be repeatable); 503 after `attempts`."""
+    for attempt in range(attempts):
+        try:
+            with UnitOfWork(engine) as uow:
+                return work(uow.session)
+        except DBAPIError as err:
+            if getattr(err.orig, "sqlstate", None) not in RETRYABLE:
+                raise
+            time.sleep(random.uniform(0.005, 0.02) * 2 ** attempt)
+    raise Busy("数据库繁忙, 请稍后重试 — the database stayed busy, retry later")
 
 
 def refresh_statistics(engine: Engine) -> None:

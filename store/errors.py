@@ -36,3 +36,8 @@ class Invalid(StoreError):
 class Forbidden(StoreError):
     status = 403
     title = "无权访问 Forbidden"
+
+
+class Busy(StoreError):
+    status = 503
+    title = "服务繁忙 Service unavailable"

@@ -16,8 +16,8 @@ from sqlmodel import Session
 
 from engine.router import Case
 from store.assessment import CST
-from store.cases import CLOSED, CaseService, Transition, as_utc
-from store.db import refresh_statistics
+from store.cases import CLOSED, CaseService, Transition, as_utc, open_clock
+from store.db import UnitOfWork, refresh_statistics
 from store.sweeper import check_clock, new_counts
 from store.tables import CaseRecord
 
@@ -70,10 +70,9 @@ class Simulator:
         end = start + timedelta(days=days)
         moments = sorted(start + timedelta(seconds=self.rng.uniform(0, days * 86400)) for _ in range(n_cases))
         for offset in range(0, n_cases, batch):
-            with Session(self.cases.engine) as session:
+            with UnitOfWork(self.cases.engine) as uow:
                 for moment in moments[offset:offset + batch]:
-                    self._one(session, moment, end)
-                session.commit()
+                    self._one(uow.session, moment, end)
             if progress:
                 progress(min(offset + batch, n_cases), n_cases)
         refresh_statistics(self.cases.engine)
@@ -122,7 +121,7 @@ class Simulator:
         """Run the sweeper's check for each deadline that passes before `at` (overdue, escalation)."""
         counts = new_counts()
         while record.due_at is not None and as_utc(record.due_at) <= at:
-            clock = CaseService._open_clock(session, record)
+            clock = open_clock(record)
             if clock is None or as_utc(clock.due_at) > at:
                 break
             check_clock(session, self.cases, clock, record, as_utc(clock.due_at), counts)

@@ -2,17 +2,20 @@
 escalated by its policy (new handler, event, notification), with a fresh clock at the new level.
 
 State is only in the database, so a restart loses nothing. Several workers may sweep at once: on
-PostgreSQL each claims clock rows with SELECT … FOR UPDATE SKIP LOCKED; on SQLite the write
+PostgreSQL each claims the cases with due clocks with SELECT … FOR UPDATE SKIP LOCKED, the case row
+before its clocks as a transition takes them (one lock order, so no deadlock); on SQLite the write
 transaction (BEGIN IMMEDIATE) serialises them. Either way a clock is handled by one worker.
 """
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.orm import selectinload
 from sqlmodel import Session, select
 
-from store.cases import CaseService, as_utc, escalate, start_clock
-from store.tables import CaseClock, CaseRecord, Notification, utcnow
+from store.cases import CaseService, as_utc, open_clocks
+from store.db import transaction
+from store.tables import CaseClock, CaseRecord, Notification
 
 
 def new_counts() -> dict[str, int]:
@@ -20,17 +23,21 @@ def new_counts() -> dict[str, int]:
 
 
 def sweep(cases: CaseService, now: datetime | None = None, batch: int = 200) -> dict[str, int]:
-    now = now or utcnow()
-    counts = new_counts()
-    with Session(cases.engine) as session:
-        query = (select(CaseClock).where(CaseClock.stopped_at.is_(None), CaseClock.next_check_at <= now)
-                 .order_by(CaseClock.next_check_at).limit(batch))
-        if cases.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        for clock in session.exec(query).all():
-            check_clock(session, cases, clock, session.get(CaseRecord, clock.case_id), now, counts)
-        session.commit()
-    return counts
+    now = now or cases.clock()
+
+    def work(session: Session) -> dict[str, int]:
+        counts = new_counts()
+        due = (select(CaseClock.case_id).where(CaseClock.stopped_at.is_(None), CaseClock.next_check_at <= now)
+               .order_by(CaseClock.next_check_at).limit(batch))
+        claimed = session.exec(select(CaseRecord).where(CaseRecord.id.in_(due)).order_by(CaseRecord.id)
+                               .options(selectinload(CaseRecord.clocks)).with_for_update(skip_locked=True)).all()
+        for record in claimed:
+            for clock in open_clocks(record):
+                if as_utc(clock.next_check_at) <= now:
+                    check_clock(session, cases, clock, record, now, counts)
+        return counts
+
+    return transaction(cases.engine, work)
 
 
 def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: CaseRecord, now: datetime,
@@ -49,21 +56,14 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
     if clock.overdue_at is None and now >= due:
         if record.id is None:  # a case of the simulator's current batch: its number goes into the messages
             session.flush()
-        clock.overdue_at, clock.stopped_at = now, now
-        record.overdue = True
-        CaseService._event(session, record, "sweeper", "overdue", record.status, record.status, now,
-                           f"步骤 {clock.step} 超过时限 {due.isoformat()}")
+        cases.mark_overdue(session, record, clock, now)
         _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
         counts["overdue"] += 1
-        router = cases.policies.router(record.jurisdiction, record.policy_version)
-        if escalate(session, router, record, "sweeper", "超期自动升级", now):
+        if cases.escalate_overdue(session, record, clock, now):
             counts["escalated"] += 1
             _notify(session, record, "escalated", f"案件 {record.id} 升级至第{record.handler_level}级网格, 通报包抓领导")
-            start_clock(session, router, record, cases._step(router, record, clock.step), now)
     else:
         clock.next_check_at = (start + span * 0.75 if clock.warned_75_at is None else due)
-    session.add(clock)
-    session.add(record)
 
 def _notify(session: Session, record: CaseRecord, kind: str, message: str) -> None:
     recipient = f"第{record.handler_level}级网格 {record.handler_unit or ''}".strip()

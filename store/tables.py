@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy.orm import Mapped, relationship
 from sqlmodel import Field, Relationship, SQLModel
 
 
@@ -72,6 +73,11 @@ class CaseRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
     closed_at: datetime | None = None
+    # the aggregate: a case owns its events and its clocks, in the order they were added
+    events: Mapped[list[CaseEvent]] = Relationship(
+        sa_relationship=relationship("CaseEvent", back_populates="record", order_by="CaseEvent.id"))
+    clocks: Mapped[list[CaseClock]] = Relationship(
+        sa_relationship=relationship("CaseClock", back_populates="record", order_by="CaseClock.id"))
 
 
 class CaseEvent(SQLModel, table=True):
@@ -81,7 +87,7 @@ class CaseEvent(SQLModel, table=True):
     __table_args__ = (Index("ix_case_event_assess", "action", "at", "unit", "from_status", "level", "case_id"),)
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
-    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
+    record: CaseRecord = Relationship(back_populates="events")  # lets a batch insert cases and their rows in one flush
     at: datetime = Field(default_factory=utcnow)
     actor: str = Field(max_length=128)
     action: str = Field(max_length=32)
@@ -104,7 +110,7 @@ class CaseClock(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case_record.id", index=True)
-    record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
+    record: CaseRecord = Relationship(back_populates="clocks")  # lets a batch insert cases and their rows in one flush
     cycle: int
     step: str = Field(max_length=64)
     unit: str | None = Field(default=None, max_length=128)  # the handling grid running this clock

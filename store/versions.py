@@ -10,7 +10,7 @@ from engine.router import Router
 from policy.catalog import Catalog
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
-from store.db import make_engine, migrate
+from store.db import UnitOfWork, make_engine, migrate, reader, serialize
 from store.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from store.tables import AuditEntry, PolicyVersion, utcnow
 
@@ -33,9 +33,11 @@ class PolicyStore:
 
     def __init__(self, engine: Engine, catalog: Catalog, registry: EngineRegistry | None = None):
         self.engine = engine
+        self.reader = reader(engine)  # loading versions never opens a write transaction (it may run inside one)
         self.catalog = catalog
         self.registry = registry or EngineRegistry()
         self._built: dict[str, Jurisdiction] = {}
+        self.numbers: dict[tuple[str, str], int] = {}  # (jurisdiction, content hash) -> number, of active versions
 
     # --- building and serving
     def build(self, version: PolicyVersion) -> Jurisdiction:
@@ -46,9 +48,10 @@ class PolicyStore:
 
     def refresh(self) -> dict[str, str]:
         """Load every active version not yet compiled here; returns jurisdiction -> active hash."""
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             active = session.exec(select(PolicyVersion).where(PolicyVersion.active)).all()
         for version in active:
+            self.numbers[version.jurisdiction, version.content_hash] = version.number
             if self.registry.active().get(version.jurisdiction) != version.content_hash:
                 self.registry.load(self.build(version), check=False)  # verified when published
         return self.registry.active()
@@ -60,7 +63,7 @@ class PolicyStore:
             if version_hash is None and jurisdiction in self.refresh():
                 return self.registry.router(jurisdiction)
             if version_hash is not None:
-                with Session(self.engine) as session:
+                with Session(self.reader) as session:
                     stored = session.exec(select(PolicyVersion).where(
                         PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.content_hash == version_hash)).first()
                 if stored is not None:
@@ -76,7 +79,9 @@ class PolicyStore:
         if issues:
             raise PolicyError(issues)
         changed = []
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
+            serialize(session.connection(), "bootstrap")  # workers starting together on PostgreSQL take turns
             for jid, jur in jurisdictions.items():
                 known = session.exec(select(PolicyVersion.content_hash).where(PolicyVersion.jurisdiction == jid)).all()
                 if jur.content_hash in known:
@@ -92,7 +97,6 @@ class PolicyStore:
                 audit(session, SYSTEM, "bootstrap_import" if first else "bootstrap_draft", jid, version.number,
                       content_hash=jur.content_hash)
                 changed.append(jid)
-            session.commit()
         self.refresh()
         return changed
 
@@ -107,7 +111,7 @@ class PolicyStore:
 
     # --- reading
     def list_versions(self, jid: str) -> list[PolicyVersion]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             versions = session.exec(select(PolicyVersion).where(PolicyVersion.jurisdiction == jid)
                                     .order_by(PolicyVersion.number)).all()
         if not versions:
@@ -115,7 +119,7 @@ class PolicyStore:
         return list(versions)
 
     def get_version(self, jid: str, number: int) -> PolicyVersion:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             version = session.exec(select(PolicyVersion).where(
                 PolicyVersion.jurisdiction == jid, PolicyVersion.number == number)).first()
         if version is None:
@@ -123,7 +127,7 @@ class PolicyStore:
         return version
 
     def active_version(self, jid: str) -> PolicyVersion:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             version = session.exec(select(PolicyVersion).where(
                 PolicyVersion.jurisdiction == jid, PolicyVersion.active)).first()
         if version is None:
@@ -133,12 +137,10 @@ class PolicyStore:
     # --- changing
     def create_draft(self, jid: str, author: str, from_number: int | None = None) -> PolicyVersion:
         base = self.get_version(jid, from_number) if from_number else self.active_version(jid)
-        with Session(self.engine) as session:
-            version = self._new_version(session, jid, self.build(base), author, note=f"基于 v{base.number} 的草稿")
-            audit(session, author, "draft_created", jid, version.number, from_version=base.number)
-            session.commit()
-            session.refresh(version)
-            return version
+        with UnitOfWork(self.engine) as uow:
+            version = self._new_version(uow.session, jid, self.build(base), author, note=f"基于 v{base.number} 的草稿")
+            audit(uow.session, author, "draft_created", jid, version.number, from_version=base.number)
+        return version
 
     def check_draft(self, jid: str, number: int, document: dict) -> Jurisdiction:
         """The draft document built and validated, or Invalid listing every issue with its path."""
@@ -153,7 +155,8 @@ class PolicyStore:
     def update_draft(self, jid: str, number: int, document: dict, revision: int, author: str) -> PolicyVersion:
         """Replace a draft's document if `revision` (the ETag the editor saw) is still current."""
         jur = self.check_draft(jid, number, document)
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             result = session.exec(
                 update(PolicyVersion)
                 .where(PolicyVersion.jurisdiction == jid, PolicyVersion.number == number,
@@ -171,7 +174,6 @@ class PolicyStore:
                     field="If-Match", current_revision=current.revision)
             audit(session, author, "draft_updated", jid, number, revision=revision + 1,
                   content_hash=jur.content_hash)
-            session.commit()
         return self.get_version(jid, number)
 
     def publish(self, jid: str, number: int, publisher: str, note: str) -> PolicyVersion:
@@ -187,7 +189,8 @@ class PolicyStore:
         except PolicyError as err:
             raise Invalid("发布被拒绝: 规则校验未通过", field="document",
                           issues=[{"path": i.path, "message": i.message} for i in err.issues]) from None
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             changed = session.exec(update(PolicyVersion).where(
                 PolicyVersion.id == version.id, PolicyVersion.status == "draft").values(
                 status="published", published_at=utcnow(), published_by=publisher, note=note)).rowcount
@@ -195,7 +198,6 @@ class PolicyStore:
                 raise Conflict(f"v{number} 已被他人发布", field="number")
             self._activate(session, jid, number)
             audit(session, publisher, "published", jid, number, note=note, content_hash=version.content_hash)
-            session.commit()
         self.refresh()
         return self.get_version(jid, number)
 
@@ -204,10 +206,9 @@ class PolicyStore:
         version = self.get_version(jid, number)
         if version.status != "published":
             raise Conflict(f"只能回滚到已发布的版本, v{number} 是草稿", field="number")
-        with Session(self.engine) as session:
-            self._activate(session, jid, number)
-            audit(session, actor, "rolled_back", jid, number, note=note)
-            session.commit()
+        with UnitOfWork(self.engine) as uow:
+            self._activate(uow.session, jid, number)
+            audit(uow.session, actor, "rolled_back", jid, number, note=note)
         self.refresh()
         return self.get_version(jid, number)
 
@@ -218,7 +219,7 @@ class PolicyStore:
                                                  PolicyVersion.number == number).values(active=True))
 
     def audit_log(self, jid: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        with Session(self.engine) as session:
+        with Session(self.reader) as session:
             query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
             if jid:
                 query = query.where(AuditEntry.jurisdiction == jid)
