@@ -29,12 +29,17 @@ run: validate
 test: $(STAMP) /usr/bin/chromium
 	GRIDPOLICY_TEST_DATABASE_URL="$$(scripts/test-postgres.sh)" $(BIN)/python -m pytest
 
+/usr/bin/wrk:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei
 
 # The assessment bench simulates 100,000 Hefei cases per backend first (tens of minutes), then times one quarter.
-bench: $(STAMP)
+# The HTTP bench drives a real server with wrk (installed if missing).
+bench: $(STAMP) /usr/bin/wrk
 	$(BIN)/python bench/route_bench.py --out bench/results.json
+	$(BIN)/python bench/http_bench.py --out bench/http_results.json
 	$(BIN)/python bench/admin_bench.py --out bench/admin_results.json
 	$(BIN)/python bench/assess_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/assess_results.json
 

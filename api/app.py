@@ -300,8 +300,7 @@ def create_case(request: Request, data: JSONBody[RouteRequest],
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
     record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
                             idempotency_key=idempotency_key)
-    _, events, clocks = s.cases.get(record.id)
-    return Response(case_json(record, s, events, clocks), status_code=201,
+    return Response(case_json(record, s, record.events, record.clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
 
 
@@ -387,7 +386,7 @@ def assessment_record(request: Request, jid: FromPath[str], data: JSONBody[Asses
 def health(request: Request) -> Response:
     s = _services(request)
     try:
-        with Session(s.policies.engine) as session:
+        with Session(s.policies.reader) as session:
             session.exec(text("SELECT 1"))
         db = "ok"
     except Exception as exc:  # noqa: BLE001 - health reports any database failure

@@ -9,6 +9,7 @@ import secrets
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from store.db import reader
 from store.errors import Forbidden, NotFound
 from store.tables import ApiKey, utcnow
 from store.versions import audit
@@ -53,7 +54,7 @@ def authorize(engine: Engine, key: str | None, jurisdiction: str | None) -> ApiK
         raise Forbidden("缺少 API key (请求头 X-API-Key)", field="X-API-Key")
     parts = key.split("_")
     prefix = parts[1] if len(parts) >= 3 and parts[0] == "gp" else ""
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:  # every request checks a key: never wait for a writer
         record = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
     if record is None or record.revoked_at is not None or not hmac.compare_digest(record.secret_hash, _digest(key)):
         raise Forbidden("API key 无效或已吊销", field="X-API-Key")

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 from sqlmodel import Session, delete, func, select
 
 from engine.router import Case, Router, RoutingError
@@ -51,7 +52,8 @@ class CaseService:
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
                now: datetime | None = None, description: str = "") -> CaseRecord:
-        """Route and store a case. The same Idempotency-Key returns the first case, never a duplicate."""
+        """Route and store a case, with its events and clocks. The same Idempotency-Key returns the first case,
+        never a duplicate."""
         if idempotency_key:
             existing = self._by_key(jurisdiction, idempotency_key)
             if existing is not None:
@@ -97,7 +99,8 @@ class CaseService:
     def _by_key(self, jurisdiction: str, key: str) -> CaseRecord | None:
         with Session(self.policies.reader) as session:
             return session.exec(select(CaseRecord).where(CaseRecord.jurisdiction == jurisdiction,
-                                                         CaseRecord.idempotency_key == key)).first()
+                                                         CaseRecord.idempotency_key == key)
+                                .options(selectinload(CaseRecord.events), selectinload(CaseRecord.clocks))).first()
 
     # --- reading
     def get(self, case_id: int) -> tuple[CaseRecord, list[CaseEvent], list[CaseClock]]:

@@ -168,3 +168,22 @@ def test_two_workers_on_a_fresh_postgresql_import_once(database_url, tmp_path):
         numbers = Counter(v.jurisdiction for v in session.exec(select(PolicyVersion)))
     engine.dispose()
     assert numbers and set(numbers.values()) == {1}
+
+
+def test_a_batch_of_loaded_cases_never_sees_another_cases_clocks(cases):
+    """One transaction moving many stored cases one after another (as a batch job does): each transition stops
+    the clocks of its own case, even when a case object reuses the memory of the previous one."""
+    from store.tables import CaseRecord  # noqa: PLC0415
+    ids = [cases.create("karamay", MEDICAL, "intake", now=T0).id for _ in range(30)]
+    with Session(cases.engine) as session:
+        for case_id in ids:
+            record = session.get(CaseRecord, case_id)
+            cases.apply(session, record, Transition("complete", "网格员"), T0 + timedelta(minutes=5))
+            session.flush()
+            session.expunge(record)
+            del record
+        session.commit()
+    for case_id in ids:
+        record, _, clocks = cases.get(case_id)
+        assert record.status == "dispose"
+        assert [c.step for c in clocks if c.stopped_at is None] == ["dispose"]

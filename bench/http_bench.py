@@ -1,0 +1,128 @@
+"""`make bench` (HTTP): wrk against a real `gridpolicy serve` on a fresh SQLite database, with 1 and 2 workers:
+GET /health (the baseline: the framework and the network, no rules, no writes), POST /v1/route, POST /v1/cases
+(a new case each request), and GET /health over one keep-alive connection (shows a per-response stall).
+Writes bench/http_results.json and prints a table. `--root` measures another checkout with this interpreter."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUTE = {"jurisdiction": "karamay", "problem_type": "医疗废物处置", "unit": "kmy-l3-01"}
+UNITS = [f"kmy-l3-{n:02d}" for n in range(1, 10)]
+# wrk's Lua: every request a POST with the key; /v1/cases cycles through grids so cases differ
+LUA = """
+local bodies = {%s}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["X-API-Key"] = "%s"}, bodies[n %% #bodies + 1])
+end
+"""
+MEASURES = [  # name, method, path, bodies, connections
+    ("health", "GET", "/health", None, 16),
+    ("health_1_connection", "GET", "/health", None, 1),
+    ("route", "POST", "/v1/route", [ROUTE], 16),
+    ("cases", "POST", "/v1/cases", [{**ROUTE, "unit": unit} for unit in UNITS], 16),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(root: Path, env: dict, *args: str, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
+    command = [sys.executable, "-c", "from cli.main import app; app()", *args]
+    if kwargs.pop("background", False):
+        return subprocess.Popen(command, cwd=root, env=env, **kwargs)
+    return subprocess.run(command, cwd=root, env=env, check=True, capture_output=True, text=True)
+
+
+def wait_started(server: subprocess.Popen, log: Path, workers: int, url: str) -> None:
+    deadline = time.time() + 180
+    while log.read_text().count("Application startup complete") < workers:
+        if server.poll() is not None or time.time() > deadline:
+            raise SystemExit("server did not start:\n" + log.read_text())
+        time.sleep(0.5)
+    httpx.get(url + "/health", timeout=10).raise_for_status()
+
+
+def wrk(url: str, path: str, bodies: list | None, key: str, connections: int, seconds: int, scratch: Path) -> dict:
+    command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if bodies is not None:
+        script = scratch / "post.lua"
+        literals = (json.dumps(json.dumps(body, ensure_ascii=False), ensure_ascii=False) for body in bodies)  # Lua: no \u
+        script.write_text(LUA % (", ".join(literals), key))
+        command += ["-s", str(script)]
+    out = subprocess.run([*command, url + path], check=True, capture_output=True, text=True).stdout
+    percent = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_second": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),
+            "p50_ms": percent.get("50"), "p99_ms": percent.get("99"), "connections": connections,
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
+
+
+def run(root: Path, workers: int, seconds: int) -> dict:
+    scratch = Path(tempfile.mkdtemp(prefix="gp-http-bench-"))
+    env = {**os.environ, "GRIDPOLICY_DATABASE_URL": f"sqlite:///{scratch / 'bench.db'}",
+           "GRIDPOLICY_SEEDS": os.environ.get("GRIDPOLICY_SEEDS", str(ROOT.parent / "shared" / "seeds"))}
+    key = cli(root, env, "apikey", "create", "--all").stdout.strip().splitlines()[-1]
+    port, log = free_port(), scratch / "serve.log"
+    with log.open("w") as out:
+        server = cli(root, env, "serve", "--port", str(port), "--workers", str(workers), background=True,
+                     stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_started(server, log, workers, url)
+        results = {}
+        for name, _method, path, bodies, connections in MEASURES:
+            wrk(url, path, bodies, key, connections, 2, scratch)  # warm-up: first requests, background start-up work
+            results[name] = wrk(url, path, bodies, key, connections, seconds, scratch)
+            print(f"  workers={workers} {name}: {results[name]}", flush=True)
+        return results
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "http_results.json")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve (default: this one)")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    report = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine":
+              {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
+              "tool": f"wrk, {args.seconds} s per measure, 2 threads; SQLite", "results": {}}
+    for workers in args.workers:
+        report["results"][f"workers={workers}"] = run(args.root.resolve(), workers, args.seconds)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(f"\n| measure | {' | '.join(report['results'])} |\n|---|" + "---:|" * len(report["results"]))
+    for name, *_ in MEASURES:
+        cells = [f"{r[name]['requests_per_second']:,} rps, p99 {r[name]['p99_ms']} ms" for r in report["results"].values()]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
