@@ -187,3 +187,37 @@ def test_a_batch_of_loaded_cases_never_sees_another_cases_clocks(cases):
         record, _, clocks = cases.get(case_id)
         assert record.status == "dispose"
         assert [c.step for c in clocks if c.stopped_at is None] == ["dispose"]
+
+
+def test_a_transaction_aborted_by_a_deadlock_runs_again_then_gives_up_with_503(tmp_path):
+    from sqlalchemy.exc import OperationalError  # noqa: PLC0415
+
+    from store.db import transaction  # noqa: PLC0415
+    from store.errors import Busy  # noqa: PLC0415
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    attempts = []
+
+    def work(session):
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OperationalError("UPDATE case_clock …", {}, Deadlock())
+        return "done"
+
+    assert transaction(engine, work) == "done" and len(attempts) == 3
+
+    def always(session):
+        raise OperationalError("UPDATE case_clock …", {}, Deadlock())
+
+    def other(session):
+        raise OperationalError("SELECT …", {}, ValueError("no sqlstate"))
+
+    with pytest.raises(Busy) as refused:
+        transaction(engine, always, attempts=2)
+    assert refused.value.status == 503
+    with pytest.raises(OperationalError):  # anything else is not retried
+        transaction(engine, other)
+    engine.dispose()
