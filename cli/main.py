@@ -211,11 +211,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     typer.echo(f"管理后台: http://{host}:{port}/admin   创建第一个管理员: gridpolicy user create NAME --superuser")
     # A starting worker compiles every jurisdiction, busy for longer than the supervisor's default 5 s liveness
     # ping on a loaded machine: it would be killed and restarted over and over.
-    config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                            log_level="info", timeout_worker_healthcheck=120)
+    options = {"factory": True, "host": host, "port": port, "workers": workers, "log_level": "info",
+               "timeout_worker_healthcheck": 120}
     if workers == 1:
-        uvicorn.Server(config).run()
+        uvicorn.run("api.app:create_app", **options)
         return
+    config = uvicorn.Config("api.app:create_app", **options)
     # uvicorn binds the workers' shared socket with protocol 0, and asyncio turns Nagle off only on sockets
     # that say IPPROTO_TCP: each keep-alive response would then wait ~40 ms for the client's delayed ACK.
     bound = config.bind_socket()
