@@ -18,9 +18,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
-from store.errors import Busy
-
 from policy.loader import REPO_ROOT
+from store.errors import Busy
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
