@@ -29,7 +29,8 @@ local bodies = {%s}
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["X-API-Key"] = "%s"}, bodies[n %% #bodies + 1])
+  local headers = {["Content-Type"] = "application/json", ["X-API-Key"] = "%s"}
+  return wrk.format("POST", nil, headers, bodies[n %% #bodies + 1])
 end
 """
 MEASURES = [  # name, method, path, bodies, connections
@@ -66,7 +67,8 @@ def wrk(url: str, path: str, bodies: list | None, key: str, connections: int, se
     command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if bodies is not None:
         script = scratch / "post.lua"
-        literals = (json.dumps(json.dumps(body, ensure_ascii=False), ensure_ascii=False) for body in bodies)  # Lua: no \u
+        # Lua string literals of the JSON bodies (LuaJIT has no \u escapes: keep the UTF-8)
+        literals = (json.dumps(json.dumps(body, ensure_ascii=False), ensure_ascii=False) for body in bodies)
         script.write_text(LUA % (", ".join(literals), key))
         command += ["-s", str(script)]
     out = subprocess.run([*command, url + path], check=True, capture_output=True, text=True).stdout
@@ -120,7 +122,8 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"\n| measure | {' | '.join(report['results'])} |\n|---|" + "---:|" * len(report["results"]))
     for name, *_ in MEASURES:
-        cells = [f"{r[name]['requests_per_second']:,} rps, p99 {r[name]['p99_ms']} ms" for r in report["results"].values()]
+        cells = [f"{r[name]['requests_per_second']:,} rps, p99 {r[name]['p99_ms']} ms"
+                 for r in report["results"].values()]
         print(f"| {name} | {' | '.join(cells)} |")
 
 

@@ -169,7 +169,7 @@ class CaseService:
         now = now or self.clock()
 
         def work(session: Session) -> CaseRecord:
-            # the case row first, then its clocks (as the sweeper does): BEGIN IMMEDIATE on SQLite, a row lock on PostgreSQL
+            # the case row first, then its clocks, as the sweeper: BEGIN IMMEDIATE on SQLite, a row lock on PostgreSQL
             record = session.exec(select(CaseRecord).where(CaseRecord.id == case_id).with_for_update()).first()
             if record is None:
                 raise NotFound(f"案件 {case_id} 不存在", field="id")

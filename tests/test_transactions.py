@@ -106,7 +106,7 @@ def test_transitions_and_sweeps_at_once_never_deadlock(cases):
     if cases.engine.dialect.name != "postgresql":
         pytest.skip("SQLite has one writer at a time: no lock order to get wrong")
     late = T0 + timedelta(hours=3)
-    ids = [cases.create("karamay", Case(problem_type="医疗废物处置", unit=f"kmy-l3-{n % 9 + 1:02d}"), "intake", now=T0).id
+    ids = [cases.create("karamay", MEDICAL.model_copy(update={"unit": f"kmy-l3-{n % 9 + 1:02d}"}), "intake", now=T0).id
            for n in range(60)]
     errors, start = [], threading.Barrier(4)
 
