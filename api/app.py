@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,6 +25,7 @@ from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import open311
+from api.guards import input_guard, security_headers
 from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
@@ -299,10 +302,15 @@ def create_case(request: Request, data: JSONBody[RouteRequest],
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
     record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
-                            idempotency_key=idempotency_key)
+                            idempotency_key=idempotency_key, request_hash=_digest(data) if idempotency_key else None)
     _, events, clocks = s.cases.get(record.id)
     return Response(case_json(record, s, events, clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
+
+
+def _digest(data: BaseModel) -> str:
+    """The request as parsed (key order and spacing do not count), to tell a retry from another request."""
+    return hashlib.sha256(json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
 @get("/v1/cases/{case_id:int}", sync_to_thread=False)
@@ -459,6 +467,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         openapi_config=OpenAPIConfig(title="gridpolicy", version="1", path="/schema",
                                      description="网格化环境监管规则路由服务 — policy-as-data routing"),
         request_max_body_size=MAX_BODY,
+        guards=[input_guard],
+        before_send=[security_headers],
         template_config=admin.templates,
         stores=admin.stores,
         lifespan=[_lifespan] if background else [],
