@@ -3,8 +3,8 @@
 `input_guard` is one check for all write endpoints instead of a patch per handler: the body must be UTF-8,
 JSON at most MAX_DEPTH levels deep with numbers JSON can carry exactly (I-JSON, RFC 7493), and any date,
 datetime or ISO 8601 duration (in the body, a form or the query) within what a calendar can add to. An
-If-Match beyond the database's integers names no revision. Each refusal is a 4xx naming the field, before
-any handler, parser or database sees the value.
+If-Match beyond the database's integers names no revision. Each refusal names the field (400 for malformed input,
+422 for a value out of range, 412 for such an If-Match), before any handler, parser or database sees it.
 """
 from __future__ import annotations
 
@@ -36,8 +36,15 @@ _durations = TypeAdapter(timedelta)
 
 
 class InputRefused(StoreError):
+    """Input that is not what it claims to be (not UTF-8, not parseable, nested too deeply): 400."""
     status = 400
     title = "请求格式错误 Invalid request"
+
+
+class OutOfRange(InputRefused):
+    """A well-formed number, date or duration beyond what the service can hold or compute with: 422."""
+    status = 422
+    title = "数值超出范围 Out of range"
 
 
 def _check_text(value: str, field: str) -> None:
@@ -50,11 +57,11 @@ def _check_text(value: str, field: str) -> None:
         except ValidationError:
             return  # not a duration after all; the handler's own model says what is wrong
         if abs(duration) > MAX_DURATION:
-            raise InputRefused(f"{field}: 时长 {value} 超出上限 {MAX_DURATION.days} 天 — duration too long", field=field)
+            raise OutOfRange(f"{field}: 时长 {value} 超出上限 {MAX_DURATION.days} 天 — duration too long", field=field)
     elif _DATE.fullmatch(value):
         year = int(value[:value.index("-", 1)])
         if year not in YEARS:
-            raise InputRefused(f"{field}: 日期 {value} 须在 {YEARS.start}–{YEARS.stop - 1} 年之间 — date out of range",
+            raise OutOfRange(f"{field}: 日期 {value} 须在 {YEARS.start}–{YEARS.stop - 1} 年之间 — date out of range",
                                field=field)
 
 
@@ -91,9 +98,9 @@ def _check_json(text: str) -> None:
         elif isinstance(value, bool):
             continue
         elif isinstance(value, int) and abs(value) > MAX_INT:
-            raise InputRefused(f"{path}: 整数超出范围 ±{MAX_INT} — integer out of range", field=path or "body")
+            raise OutOfRange(f"{path}: 整数超出范围 ±{MAX_INT} — integer out of range", field=path or "body")
         elif isinstance(value, float) and not math.isfinite(value):
-            raise InputRefused(f"{path}: 数值超出范围 — number out of range", field=path or "body")
+            raise OutOfRange(f"{path}: 数值超出范围 — number out of range", field=path or "body")
         elif isinstance(value, str):
             _check_text(value, path or "body")
 
