@@ -14,6 +14,7 @@ from litestar.params import FromPath, PathParameter
 from litestar.response import Redirect, Template
 
 from store.errors import Forbidden, StoreError
+from store.sessions import renew_session
 from store.users import ROLE_LABELS, Principal, principal
 
 HERE = Path(__file__).resolve().parent
@@ -31,11 +32,17 @@ def services(request: Request):
     return request.app.state.services
 
 
+def session_data(user: Principal) -> dict:
+    return {"uid": user.id, "grants": user.grants}
+
+
 def current_user(request: Request) -> Principal:
     uid = request.session.get("uid") if request.session else None
     user = principal(services(request).policies.engine, uid) if isinstance(uid, int) else None
     if user is None:
         raise LoginRequired
+    if request.session.get("grants") != user.grants:  # roles changed since sign-in: a fresh session id
+        renew_session(request, session_data(user))
     return user
 
 

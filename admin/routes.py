@@ -19,7 +19,6 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
-from litestar.middleware.session.server_side import ServerSideSessionConfig
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
@@ -34,13 +33,13 @@ from policy.diff import diff
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.errors import Invalid, PreconditionFailed, StoreError
 from store.tables import PolicyVersion
-from store.sessions import DatabaseStore
-from store.users import ROLE_LABELS, Principal, authenticate, shared_secret
+from store.sessions import DatabaseStore, RenewingSessionConfig, renew_session
+from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, shared_secret, sign_in
 
 from admin import assessment, editing, insight, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, bad_request, csrf_error,
                           current_user, dom_id, form_revision, is_htmx, login_redirect, page, require, services,
-                          store_error)
+                          session_data, store_error)
 
 
 # --- sign-in
@@ -52,12 +51,16 @@ def login_form(request: Request) -> Template:
 @post("/login")
 async def login(request: Request) -> Response:
     form = await request.form()
-    user = authenticate(services(request).policies.engine, str(form.get("name", ""))[:64],
-                        str(form.get("password", ""))[:1024])
+    name = str(form.get("name", ""))[:64]
+    try:
+        user = sign_in(services(request).policies.engine, name, str(form.get("password", ""))[:MAX_PASSWORD],
+                       request.client.host if request.client else "")
+    except TooManyAttempts as err:
+        return Template("login.html", context={"error": err.message, "name": name}, status_code=429,
+                        headers={"Retry-After": str(err.retry_after)})
     if user is None:
-        return page("login.html", 401, error="用户名或密码错误", name=form.get("name", ""))
-    request.clear_session()  # a fresh session on every sign-in
-    request.set_session({"uid": user.id})
+        return page("login.html", 401, error="用户名或密码错误", name=name)
+    renew_session(request, session_data(user))  # a fresh session id on every sign-in: no fixation
     return Redirect("/admin/")
 
 
@@ -345,7 +348,7 @@ class AdminParts:
 
 def admin_parts(engine: Engine) -> AdminParts:
     """The /admin router (sessions, CSRF, sign-in required), its static files, templates, session store."""
-    session = ServerSideSessionConfig(store=SESSION_STORE, key="gp_admin", path="/admin", samesite="lax",
+    session = RenewingSessionConfig(store=SESSION_STORE, key="gp_admin", path="/admin", samesite="lax",
                                       httponly=True, max_age=SESSION_HOURS * 3600, renew_on_access=True)
     csrf = CSRFConfig(secret=shared_secret(engine, "admin_csrf"), cookie_name="gp_csrf", cookie_path="/admin",
                       header_name="X-CSRFToken", cookie_samesite="strict")

@@ -10,8 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
-from admin.common import Number, page, services
+from admin.common import Number, page, services, session_data
 from store.errors import Forbidden, Invalid, StoreError
+from store.sessions import renew_session
 from store.users import MIN_PASSWORD, ROLE_LABELS, Principal, create_user, list_users, reset_password, set_role
 
 
@@ -120,7 +121,9 @@ async def password_reset(request: Request, user: NamedDependency[Principal], uid
     def reset(form: FormMultiDict, errors: dict) -> str:
         password = _password(form, errors, f"password-{uid}")
         if not errors:
-            reset_password(_engine(request), uid, password, actor=user.name)
+            reset_password(_engine(request), uid, password, actor=user.name)  # ends that user's sessions
+            if uid == user.id:  # one's own: stay signed in, under a fresh session id
+                renew_session(request, session_data(user))
         return "密码已重置"
 
     return await _attempt(request, user, f"password-{uid}", reset)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +18,8 @@ from litestar import Litestar, Request, Response, get, post, put
 from litestar.config.app import AppConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
@@ -23,10 +27,13 @@ from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import open311
+from api.guards import input_guard, security_headers
+from api.openapi_errors import PROBLEM_JSON, document_errors
 from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
+from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
@@ -40,7 +47,6 @@ from store.versions import PolicyStore, open_policy_store
 
 log = logging.getLogger("gridpolicy")
 MAX_BODY = 256 * 1024
-PROBLEM_JSON = "application/problem+json"
 POLL_SECONDS = 2.0
 SWEEP_SECONDS = 30.0
 STATISTICS_SECONDS = 3600.0  # SQLite table statistics for the assessment queries (first round at start)
@@ -71,7 +77,9 @@ def _validation_error(_: Request, exc: ValidationException) -> Response:
 def _http_error(_: Request, exc: HTTPException) -> Response:
     detail = {404: "没有这个地址 — no such endpoint", 405: "不支持此方法 — method not allowed",
               413: f"请求体过大, 上限 {MAX_BODY // 1024} KB — request body too large"}.get(exc.status_code, exc.detail)
-    return problem(exc.status_code, exc.detail if exc.status_code not in (404, 405, 413) else detail, detail)
+    response = problem(exc.status_code, exc.detail if exc.status_code not in (404, 405, 413) else detail, detail)
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 def _routing_error(_: Request, exc: RoutingError) -> Response:
@@ -98,6 +106,14 @@ class Services:
 
 
 # --- request bodies
+# the facts an intake system may report, as the schema states them (engine.router.Case checks the same)
+FACTS_SCHEMA = {"properties": {**{name: Schema(type=OpenAPIType.BOOLEAN, description=label)
+                                  for name, label in CASE_FACTS.items()},
+                               "enterprise_class": Schema(type=OpenAPIType.STRING, enum=list(ENUM_FACTS["enterprise_class"][1]),
+                                                          description=ENUM_FACTS["enterprise_class"][0])},
+                "additional_properties": False}
+
+
 class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     jurisdiction: str = Field(min_length=1, max_length=64)
@@ -105,7 +121,7 @@ class RouteRequest(BaseModel):
     unit: str | None = Field(None, max_length=200)
     found_at_level: int | None = Field(None, ge=1, le=6)
     units_involved: list[str] = Field(default_factory=list, max_length=100)
-    facts: dict[str, bool | str] = Field(default_factory=dict)
+    facts: dict[str, bool | str] = Field(default_factory=dict, json_schema_extra=FACTS_SCHEMA)
 
     def case(self) -> Case:
         return Case(problem_type=self.problem_type, unit=self.unit, found_at_level=self.found_at_level,
@@ -117,9 +133,10 @@ class TransitionRequest(BaseModel):
     action: str = Field(min_length=1, max_length=32)
     actor: str = Field(min_length=1, max_length=128)
     note: str = Field("", max_length=2000)
-    facts: dict[str, bool | str] | None = None
+    facts: dict[str, bool | str] | None = Field(None, json_schema_extra=FACTS_SCHEMA)
     approved_by: str | None = Field(None, max_length=128)
-    extend_by: timedelta | None = None
+    extend_by: timedelta | None = Field(None, json_schema_extra={"pattern": r"^(P\d{1,3}D|PT\d{1,4}H)$"},
+                                        description="ISO 8601 时长, 如 P2D 或 PT12H (上限 10 年)")
 
 
 class DraftUpdate(BaseModel):
@@ -240,7 +257,8 @@ def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, Que
 
 
 @get("/v1/compare", sync_to_thread=False)
-def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(max_length=500)]) -> dict:
+def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(max_length=500, pattern="[^,]+,+[^,]+",
+                                                                                description="至少两个辖区, 如 hefei,panjin")]) -> dict:
     s = _services(request).policies
     wanted = [i for i in ids.split(",") if i]
     if len(wanted) < 2:
@@ -299,9 +317,14 @@ def create_case(request: Request, data: JSONBody[RouteRequest],
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
     record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
-                            idempotency_key=idempotency_key)
+                            idempotency_key=idempotency_key, request_hash=_digest(data) if idempotency_key else None)
     return Response(case_json(record, s, record.events, record.clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
+
+
+def _digest(data: BaseModel) -> str:
+    """The request as parsed (key order and spacing do not count), to tell a retry from another request."""
+    return hashlib.sha256(json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
 @get("/v1/cases/{case_id:int}", sync_to_thread=False)
@@ -447,7 +470,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         config.state.update({"services": services, "sweep": sweep_enabled})
         return config
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
                         get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
@@ -458,8 +481,12 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         openapi_config=OpenAPIConfig(title="gridpolicy", version="1", path="/schema",
                                      description="网格化环境监管规则路由服务 — policy-as-data routing"),
         request_max_body_size=MAX_BODY,
+        guards=[input_guard],
+        before_send=[security_headers],
         template_config=admin.templates,
         stores=admin.stores,
         lifespan=[_lifespan] if background else [],
         on_app_init=[_state],
     )
+    document_errors(app.openapi_schema)
+    return app

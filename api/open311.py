@@ -14,6 +14,7 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
+from api.guards import MAX_ID, parse_moment
 from engine.router import Case, Router, RoutingError
 from policy.catalog import pinyin_keys
 from policy.facts import CASE_FACTS
@@ -24,6 +25,7 @@ from store.tables import CaseRecord
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-01T00:00:00Z"
+MAX_REQUESTS = 1000  # the most a search answers (newest first)
 FORMATS = {"xml": "text/xml; charset=utf-8", "json": "application/json; charset=utf-8"}
 # element names of list containers and their items (the spec's XML is schemaless, but fixed)
 CONTAINERS = {"services": "service", "service_requests": "request", "errors": "error", "attributes": "attribute",
@@ -94,7 +96,8 @@ def _service(router: Router, code: str) -> dict:
             "group": jur.catalog.categories.get(code.rsplit(".", 1)[0], "")}
 
 
-def _request_json(record: CaseRecord, router: Router) -> dict:
+def _request_json(record: CaseRecord, router: Router, private: bool) -> dict:
+    """One service request; the reporter's description only for `private` readers (a key for the jurisdiction)."""
     decision = record.decision
     departments = decision["handler"]["departments"]
     deadlines = decision.get("deadlines") or []
@@ -104,7 +107,7 @@ def _request_json(record: CaseRecord, router: Router) -> dict:
     return {
         "service_request_id": record.id, "status": "closed" if record.status == CLOSED else "open",
         "status_notes": record.status, "service_name": decision["problem_type"]["name"],
-        "service_code": record.problem_type, "description": record.description,
+        "service_code": record.problem_type, **({"description": record.description} if private else {}),
         "agency_responsible": "、".join(d["name"] for d in departments) or f"第{record.handler_level}级网格",
         "service_notice": _notice(decision), "requested_datetime": _w3(record.created_at),
         "updated_datetime": _w3(record.updated_at),
@@ -176,7 +179,7 @@ def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -
     def build(case_id: str, fmt: str) -> Response:
         router = _router(request, jid)
         missing = Open311Error(404, f"service_request_id '{case_id}' 不存在")
-        if not case_id.isdigit() or int(case_id) > 2**31 - 1:
+        if not case_id.isdigit() or int(case_id) > MAX_ID:
             raise missing
         try:
             record, _, _ = request.app.state.services.cases.get(int(case_id))
@@ -184,31 +187,44 @@ def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -
             raise missing from None
         if record.jurisdiction != jid:
             raise missing
-        return render("service_requests", [_request_json(record, router)], fmt)
+        return render("service_requests", [_request_json(record, router, _reader(request, jid))], fmt)
     return _guarded(name, build)
 
 
 def _search(request: Request, router: Router) -> list[dict]:
+    """The newest MAX_REQUESTS cases matching the query, filtered by the database."""
     params = request.query_params
-    cases = request.app.state.services.cases
-    _, rows = cases.search(router.jur.id, limit=1000)
+    filters: dict[str, Any] = {}
     if params.get("service_request_id"):
-        wanted = set(params["service_request_id"].split(","))
-        rows = [r for r in rows if str(r.id) in wanted]
+        wanted = params["service_request_id"].split(",")
+        filters["ids"] = [int(i) for i in wanted if i.isdigit() and int(i) <= MAX_ID]
     else:
         if params.get("service_code"):
-            codes = set(params["service_code"].split(","))
-            rows = [r for r in rows if r.problem_type in codes]
+            filters["problem_types"] = params["service_code"].split(",")
         if params.get("status") in ("open", "closed"):
-            rows = [r for r in rows if (r.status == CLOSED) == (params["status"] == "closed")]
-        for bound, keep in (("start_date", lambda r, t: r.created_at >= t), ("end_date", lambda r, t: r.created_at <= t)):
+            filters["status"] = "open" if params["status"] == "open" else CLOSED
+        for bound, name in (("start_date", "created_from"), ("end_date", "created_to")):
             if params.get(bound):
                 try:
-                    moment = datetime.fromisoformat(params[bound].replace("Z", "+00:00")).replace(tzinfo=None)
-                except ValueError:
-                    raise Open311Error(400, f"{bound} 须为 W3C 日期时间, 如 2026-05-24T00:00:00Z") from None
-                rows = [r for r in rows if keep(r, moment)]
-    return [_request_json(r, router) for r in rows]
+                    filters[name] = parse_moment(params[bound], bound)
+                except StoreError as err:
+                    raise Open311Error(400, err.message) from None
+    _, rows = request.app.state.services.cases.search(router.jur.id, limit=MAX_REQUESTS, **filters)
+    private = _reader(request, router.jur.id)
+    return [_request_json(r, router, private) for r in rows]
+
+
+def _reader(request: Request, jid: str) -> bool:
+    """True when the caller holds an API key for `jid` (header X-API-Key or the spec's api_key parameter): only
+    then does an answer carry what the reporter wrote. No key: the public view. A bad key: refused."""
+    key = request.headers.get("X-API-Key") or request.query_params.get("api_key")
+    if not key:
+        return False
+    try:
+        authorize(request.app.state.services.policies.engine, key, jid)
+    except StoreError as err:
+        raise Open311Error(403, f"api_key 无效: {err.message}") from None
+    return True
 
 
 @post("/open311/v2/{jid:str}/{resource:str}", status_code=201)

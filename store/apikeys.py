@@ -15,6 +15,7 @@ from store.tables import ApiKey, utcnow
 from store.versions import audit
 
 PREFIX_BYTES = 4
+_UNKNOWN = "0" * 64  # compared against when no key has the prefix (no SHA-256 digest is all zeros in practice)
 
 
 def _digest(secret: str) -> str:
@@ -56,7 +57,9 @@ def authorize(engine: Engine, key: str | None, jurisdiction: str | None) -> ApiK
     prefix = parts[1] if len(parts) >= 3 and parts[0] == "gp" else ""
     with Session(reader(engine)) as session:  # every request checks a key: never wait for a writer
         record = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
-    if record is None or record.revoked_at is not None or not hmac.compare_digest(record.secret_hash, _digest(key)):
+    # always one constant-time comparison, so an unknown prefix answers no faster than a wrong secret
+    matches = hmac.compare_digest(record.secret_hash if record else _UNKNOWN, _digest(key))
+    if record is None or record.revoked_at is not None or not matches:
         raise Forbidden("API key 无效或已吊销", field="X-API-Key")
     if record.jurisdictions and jurisdiction not in record.jurisdictions:
         raise Forbidden(f"此 API key 无权访问辖区 '{jurisdiction}'", field="jurisdiction")

@@ -39,6 +39,14 @@ class Transition:
     extend_by: timedelta | None = None
 
 
+def _replayed(first: CaseRecord, request_hash: str | None) -> CaseRecord:
+    """The case a reused Idempotency-Key created, if the request is the same (IETF Idempotency-Key draft)."""
+    if request_hash and first.request_hash and first.request_hash != request_hash:
+        raise Invalid("Idempotency-Key 已用于不同的请求 — Idempotency-Key was used for a different request",
+                      field="Idempotency-Key")
+    return first
+
+
 def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
@@ -51,22 +59,24 @@ class CaseService:
 
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
-               now: datetime | None = None, description: str = "") -> CaseRecord:
+               now: datetime | None = None, description: str = "", request_hash: str | None = None) -> CaseRecord:
         """Route and store a case, with its events and clocks. The same Idempotency-Key returns the first case,
-        never a duplicate."""
+        never a duplicate; with another `request_hash` (a different request body) it is refused."""
         if idempotency_key:
             existing = self._by_key(jurisdiction, idempotency_key)
             if existing is not None:
-                return existing
+                return _replayed(existing, request_hash)
         try:
             with UnitOfWork(self.engine) as uow:
-                return self.intake(uow.session, jurisdiction, case, actor, now or self.clock(), idempotency_key,
-                                   description)
+                record = self.intake(uow.session, jurisdiction, case, actor, now or self.clock(), idempotency_key,
+                                     description)
+                record.request_hash = request_hash
+                return record
         except IntegrityError:  # a concurrent retry with the same key won the race
             existing = self._by_key(jurisdiction, idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
-            return existing
+            return _replayed(existing, request_hash)
 
     def intake(self, session: Session, jurisdiction: str, case: Case, actor: str, now: datetime,
                idempotency_key: str | None = None, description: str = "") -> CaseRecord:
@@ -114,9 +124,19 @@ class CaseService:
 
     def search(self, jurisdiction: str | None = None, unit: str | None = None, status: str | None = None,
                overdue: bool | None = None, limit: int = 50, offset: int = 0,
-               level: int | None = None) -> tuple[int, list[CaseRecord]]:
+               level: int | None = None, ids: list[int] | None = None, problem_types: list[str] | None = None,
+               created_from: datetime | None = None, created_to: datetime | None = None,
+               ) -> tuple[int, list[CaseRecord]]:
         """`status` is a workflow step, `closed`, or `open` (any step but closed)."""
         query = select(CaseRecord)
+        if ids is not None:
+            query = query.where(CaseRecord.id.in_(ids))
+        if problem_types is not None:
+            query = query.where(CaseRecord.problem_type.in_(problem_types))
+        if created_from is not None:
+            query = query.where(CaseRecord.created_at >= created_from)
+        if created_to is not None:
+            query = query.where(CaseRecord.created_at <= created_to)
         if jurisdiction:
             query = query.where(CaseRecord.jurisdiction == jurisdiction)
         if unit:

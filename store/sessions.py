@@ -1,9 +1,16 @@
-"""A Litestar session store in the database, so sessions survive restarts and span workers."""
+"""A Litestar session store in the database, so sessions survive restarts and span workers, and a session
+backend that never lets a client choose its session id."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from litestar.connection import ASGIConnection
+from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
 from litestar.stores.base import Store
+from litestar.types import Empty, Message, ScopeSession
+from litestar.utils.scope.state import ScopeState
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -62,3 +69,42 @@ class DatabaseStore(Store):
         if row is None or row.expires_at is None:
             return None
         return int((as_utc(row.expires_at) - utcnow()).total_seconds())
+
+
+_LOADED = "gridpolicy.session_loaded"  # scope key: the id whose stored session this request loaded
+
+
+class RenewingSessionBackend(ServerSideSessionBackend):
+    """Server-side sessions without fixation: a cookie id the store does not hold is never adopted (a fresh id is
+    issued instead), and a handler that clears the session (`renew_session`: sign-in, sign-out, a password or
+    role change) gets a fresh id while the old one is deleted."""
+
+    async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
+        session_id = connection.cookies.get(self.config.key)
+        data = await super().load_from_connection(connection)
+        if data:
+            connection.scope[_LOADED] = session_id  # type: ignore[literal-required]
+            ScopeState.from_scope(connection.scope).session_id = session_id
+        return data
+
+    def get_session_id(self, connection: ASGIConnection) -> str:
+        return connection.get_session_id() or self.generate_session_id()
+
+    async def store_in_message(self, scope_session: ScopeSession, message: Message,
+                               connection: ASGIConnection) -> None:
+        loaded = connection.scope.get(_LOADED)
+        if loaded and ScopeState.from_scope(connection.scope).session_id is Empty:  # cleared: drop the old id
+            await self.delete(loaded, store=self.config.get_store_from_app(connection.scope["app"]))
+        # an empty session is not stored: anonymous visits leave no rows and no id to plant
+        await super().store_in_message(scope_session or Empty, message, connection)
+
+
+@dataclass
+class RenewingSessionConfig(ServerSideSessionConfig):
+    _backend_class = RenewingSessionBackend
+
+
+def renew_session(connection: ASGIConnection, data: dict[str, Any]) -> None:
+    """Continue with `data` under a fresh session id; the old id is deleted when the answer is sent."""
+    connection.clear_session()
+    connection.set_session(data)

@@ -57,6 +57,7 @@ class CaseRecord(SQLModel, table=True):
     policy_version: str = Field(max_length=32)
     version_number: int
     idempotency_key: str | None = Field(default=None, max_length=200)
+    request_hash: str | None = Field(default=None, max_length=64)  # of the request that used idempotency_key
     problem_type: str = Field(max_length=128, index=True)
     unit: str | None = Field(default=None, max_length=128, index=True)
     facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -194,6 +195,15 @@ class AppSecret(SQLModel, table=True):
     __tablename__ = "app_secret"
     name: str = Field(primary_key=True, max_length=64)
     value: str = Field(max_length=256)
+
+
+class SignInFailure(SQLModel, table=True):
+    """A failed admin sign-in, for throttling per user name and per address across workers (migration 0006)."""
+    __tablename__ = "signin_failure"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, index=True)
+    address: str = Field(max_length=64, index=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class AdminSession(SQLModel, table=True):

@@ -1,18 +1,20 @@
 """Admin users: argon2 password hashes, roles per jurisdiction, and the shared secrets of the admin UI."""
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, delete, select
 
-from store.errors import Conflict, Invalid, NotFound
-from store.tables import AdminRole, AdminSession, AdminUser, AppSecret
+from store.errors import Conflict, Invalid, NotFound, StoreError
+from store.tables import AdminRole, AdminSession, AdminUser, AppSecret, SignInFailure, utcnow
 from store.versions import audit
 
 ROLES = {"viewer": 1, "editor": 2, "publisher": 3}
@@ -36,6 +38,12 @@ class Principal:
         """True when the user holds `role` or a higher one in `jurisdiction` (superusers hold all)."""
         held = self.roles.get(jurisdiction)
         return self.superuser or (held is not None and ROLES[held] >= ROLES[role])
+
+    @property
+    def grants(self) -> str:
+        """A digest of what the user may do; a session signed in under other grants is renewed (new id)."""
+        held = json.dumps([self.superuser, sorted(self.roles.items())])
+        return hashlib.sha256(held.encode()).hexdigest()[:16]
 
 
 def create_user(engine: Engine, name: str, password: str, superuser: bool, roles: dict[str, str],
@@ -126,6 +134,48 @@ def _session_uid(value: bytes) -> int | None:
     except ValueError:
         return None
     return data.get("uid") if isinstance(data, dict) else None
+
+
+# Sign-in throttling, counted in the database so every worker sees the same failures.
+THROTTLE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_NAME = 5
+MAX_FAILURES_PER_ADDRESS = 20
+
+
+class TooManyAttempts(StoreError):
+    status = 429
+    title = "尝试次数过多 Too many requests"
+
+    def __init__(self, retry_after: int, field: str):
+        minutes = max(1, -(-retry_after // 60))
+        super().__init__(f"登录失败次数过多, 请 {minutes} 分钟后再试 — too many failed sign-ins", field=field,
+                         retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+def sign_in(engine: Engine, name: str, password: str, address: str, now: datetime | None = None) -> Principal | None:
+    """`authenticate`, refused with TooManyAttempts (before the password is even checked) after
+    MAX_FAILURES_PER_NAME failures for the name or MAX_FAILURES_PER_ADDRESS from the address within
+    THROTTLE_WINDOW. A success clears the name's failures."""
+    now = now or utcnow()
+    name, address = name.strip()[:64], address[:64]
+    with Session(engine) as session:
+        for column, value, limit in ((SignInFailure.name, name, MAX_FAILURES_PER_NAME),
+                                     (SignInFailure.address, address, MAX_FAILURES_PER_ADDRESS)):
+            recent = session.exec(select(SignInFailure.at).where(column == value, SignInFailure.at > now - THROTTLE_WINDOW)
+                                  .order_by(SignInFailure.at.desc()).limit(limit)).all()
+            if len(recent) >= limit:
+                retry = int((recent[-1] + THROTTLE_WINDOW - now).total_seconds()) + 1
+                raise TooManyAttempts(retry, "name" if column is SignInFailure.name else "address")
+    user = authenticate(engine, name, password)
+    with Session(engine) as session:
+        if user is None:
+            session.exec(delete(SignInFailure).where(SignInFailure.at <= now - THROTTLE_WINDOW))
+            session.add(SignInFailure(name=name, address=address, at=now))
+        else:
+            session.exec(delete(SignInFailure).where(SignInFailure.name == name))
+        session.commit()
+    return user
 
 
 def authenticate(engine: Engine, name: str, password: str) -> Principal | None:

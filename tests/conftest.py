@@ -3,7 +3,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -48,12 +50,11 @@ def policy_dir(tmp_path) -> PolicyDir:
 PG_ADMIN_URL = os.environ.get("GRIDPOLICY_TEST_DATABASE_URL")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """A fresh, empty database on each backend. `make test` starts the PostgreSQL server; without it
-    (a bare `pytest`) the PostgreSQL variants are skipped."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
+@contextmanager
+def fresh_database(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of a fresh, empty database on `kind` (sqlite or postgresql), dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'test.db'}"
         return
     if not PG_ADMIN_URL:
         pytest.skip("GRIDPOLICY_TEST_DATABASE_URL not set (make test starts PostgreSQL and sets it)")
@@ -65,6 +66,14 @@ def database_url(request, tmp_path):
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database on each backend. `make test` starts the PostgreSQL server; without it
+    (a bare `pytest`) the PostgreSQL variants are skipped."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

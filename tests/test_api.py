@@ -260,3 +260,17 @@ def test_assessment_json_xlsx_explanation_and_records(client):
                        headers=client.key_headers).status_code == 201
     again = client.get(f"/v1/jurisdictions/karamay/assessment?period={period}&level=2", headers=client.key_headers)
     assert next(u for u in again.json()["units"] if u["unit"] == "kmy-l2-1")["records"]["upper"]["score"] == 92.5
+
+
+def test_api_key_checks_compare_in_constant_time_even_for_unknown_prefixes(client, monkeypatch):
+    """An unknown prefix, a revoked key and a wrong secret each cost one hmac.compare_digest, like a valid key."""
+    import hmac
+    import store.apikeys
+    calls, compare = [], hmac.compare_digest
+    monkeypatch.setattr(store.apikeys.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or compare(a, b))
+    good = client.keys["all"]
+    for key in ("gp_00000000_guess", good[:-2] + "xx", good):
+        client.post("/v1/route", json=route_body(), headers={"X-API-Key": key})
+    import hashlib
+    tried = [hashlib.sha256(k.encode()).hexdigest() for k in ("gp_00000000_guess", good[:-2] + "xx", good)]
+    assert [b for _, b in calls if b in tried] == tried

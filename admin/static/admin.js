@@ -1,0 +1,11 @@
+// Behaviour that used to be inline (onchange=, javascript: links), here so the CSP can forbid inline script.
+document.addEventListener("change", (event) => {
+  const select = event.target.closest("[data-navigate]");  // a <select> that loads the page for its value
+  if (select) location.href = select.dataset.navigate + encodeURIComponent(select.value);
+});
+document.addEventListener("click", (event) => {
+  if (event.target.closest("[data-back]")) {  // "back" links: the previous page, when there is one
+    event.preventDefault();
+    history.back();
+  }
+});

@@ -1,0 +1,158 @@
+"""What every request passes before its handler, and the security headers every answer carries.
+
+`input_guard` is one check for all write endpoints instead of a patch per handler: the body must be UTF-8,
+JSON at most MAX_DEPTH levels deep with numbers JSON can carry exactly (I-JSON, RFC 7493), and any date,
+datetime or ISO 8601 duration (in the body, a form or the query) within what a calendar can add to. An
+If-Match beyond the database's integers names no revision. Each refusal names the field (400 for malformed input,
+422 for a value out of range, 412 for such an If-Match), before any handler, parser or database sees it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import MutableScopeHeaders
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Message, Scope
+from pydantic import TypeAdapter, ValidationError
+
+from store.errors import PreconditionFailed, StoreError
+
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+MAX_DEPTH = 64  # a policy document is ~8 levels deep
+MAX_INT = 2**53 - 1  # I-JSON: integers every JSON parser reads exactly
+MAX_ID = 2**31 - 1  # ids and revisions are database integers (PostgreSQL int4)
+MAX_DURATION = timedelta(days=3660)  # ten years: no deadline or extension is longer
+YEARS = range(1900, 2201)
+_DURATION = re.compile(r"-?P(?=[0-9.,]+[YMWDTHS])[0-9YMWDTHS.,]+")
+_DATE = re.compile(r"[+-]?\d{4,}-\d\d-\d\d([T ].*)?")
+_durations = TypeAdapter(timedelta)
+
+
+class InputRefused(StoreError):
+    """Input that is not what it claims to be (not UTF-8, not parseable, nested too deeply): 400."""
+    status = 400
+    title = "请求格式错误 Invalid request"
+
+
+class OutOfRange(InputRefused):
+    """A well-formed number, date or duration beyond what the service can hold or compute with: 422."""
+    status = 422
+    title = "数值超出范围 Out of range"
+
+
+def _check_text(value: str, field: str) -> None:
+    """Durations and dates must lie where calendars and the database can follow them."""
+    if len(value) > 64:
+        return
+    if _DURATION.fullmatch(value):
+        try:
+            duration = _durations.validate_python(value)
+        except ValidationError:
+            return  # not a duration after all; the handler's own model says what is wrong
+        if abs(duration) > MAX_DURATION:
+            raise OutOfRange(f"{field}: 时长 {value} 超出上限 {MAX_DURATION.days} 天 — duration too long", field=field)
+    elif _DATE.fullmatch(value):
+        year = int(value[:value.index("-", 1)])
+        if year not in YEARS:
+            raise OutOfRange(f"{field}: 日期 {value} 须在 {YEARS.start}–{YEARS.stop - 1} 年之间 — date out of range",
+                               field=field)
+
+
+def parse_moment(value: str, field: str) -> datetime:
+    """A W3C/ISO 8601 date or datetime from a query or form, as an aware UTC datetime (naive = UTC)."""
+    _check_text(value, field)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputRefused(f"{field} 须为 W3C 日期时间, 如 2026-05-24T00:00:00Z — not a datetime", field=field) from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _check_json(text: str) -> None:
+    def refuse_constant(name: str) -> Any:
+        raise InputRefused(f"JSON 不允许 {name} — not a JSON number", field="body")
+
+    try:
+        document = json.loads(text, parse_constant=refuse_constant)
+    except RecursionError:
+        raise InputRefused(f"JSON 嵌套超过 {MAX_DEPTH} 层 — nested too deeply", field="body") from None
+    except ValueError:
+        return  # malformed JSON: the handler's parser reports where
+    stack: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise InputRefused(f"{path or 'body'}: JSON 嵌套超过 {MAX_DEPTH} 层 — nested too deeply",
+                                   field=path or "body")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((child, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key,
+                          depth + 1) for key, child in items)
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and abs(value) > MAX_INT:
+            raise OutOfRange(f"{path}: 整数超出范围 ±{MAX_INT} — integer out of range", field=path or "body")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise OutOfRange(f"{path}: 数值超出范围 — number out of range", field=path or "body")
+        elif isinstance(value, str):
+            _check_text(value, path or "body")
+
+
+def _check_if_match(value: str | None) -> None:
+    digits = (value or "").strip().strip('"')
+    if digits.isdigit() and int(digits) > MAX_ID:
+        raise PreconditionFailed(f"If-Match {value[:40]} 不是任何修订 — no such revision", field="If-Match")
+
+
+async def input_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Refuses, before any handler runs, input that would otherwise reach a parser, a calendar or the
+    database out of range."""
+    for name, value in connection.query_params.items():
+        _check_text(value, name)
+    if connection.scope["method"] not in WRITES or not isinstance(connection, Request):
+        return
+    _check_if_match(connection.headers.get("If-Match"))
+    body = await connection.body()
+    if not body:
+        return
+    media = connection.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media.startswith("multipart/"):
+        return  # file uploads: the upload's own reader decides the encoding
+    if media == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            raise InputRefused("表单内容不是有效的 UTF-8 — form is not valid UTF-8", field="body") from None
+        for name, value in pairs:
+            _check_text(value, name)
+        return
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputRefused(f"请求体不是有效的 UTF-8 (第 {err.start} 字节) — body is not valid UTF-8",
+                           field="body") from None
+    if media == "application/json" or media.endswith("+json"):
+        _check_json(text)
+
+
+# --- response headers
+ADMIN_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+             "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+ADMIN_HEADERS = {**COMMON_HEADERS, "Content-Security-Policy": ADMIN_CSP, "X-Frame-Options": "DENY"}
+
+
+async def security_headers(message: Message, scope: Scope) -> None:
+    """Every answer: no MIME sniffing, no referrer beyond this site. /admin also: scripts only from /admin/static
+    (no inline script), never framed. (An app-level before_send hook, so error pages and 404s carry them too.)"""
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in (ADMIN_HEADERS if scope["path"].startswith("/admin") else COMMON_HEADERS).items():
+            headers[name] = value
