@@ -48,12 +48,14 @@ def escalation_graph(compiled: CompiledPolicy) -> dict:
     steps = sorted({f"「{s.name}」{duration_label(s.deadline.duration.total_seconds(), s.deadline.calendar.value)}"
                     for w in jur.policy.workflows for s in w.steps if s.handling})
     deadline = "超过处置时限 " + " / ".join(steps) if steps else "超期"
-    edges = []
+    edges: list[dict] = []
     for edge in escalation_edges(compiled):
         start, end = y[edge["from"]] + NODE_H / 2, y[edge["to"]] + NODE_H / 2
         bulge = LEFT + NODE_W + 40 + 24 * (edge["from"] - edge["to"])
-        edges.append(edge | {"path": f"M {LEFT + NODE_W} {start} C {bulge} {start}, {bulge} {end}, {LEFT + NODE_W + 4} {end}",
-                             "label_x": bulge + 6, "label_y": (start + end) / 2, "deadline": deadline})
+        shift = 32 * sum(e["from"] == edge["from"] and e["to"] == edge["to"] for e in edges)  # same arrow, next label
+        condition = ", ".join(k if v is True else f"{k}={str(v).lower()}" for k, v in edge["when"].items())
+        edges.append(edge | {"condition": condition, "path": f"M {LEFT + NODE_W} {start} C {bulge} {start}, {bulge} {end}, {LEFT + NODE_W + 4} {end}",
+                             "label_x": bulge + 6, "label_y": (start + end) / 2 + shift, "deadline": deadline})
     return {"nodes": nodes, "edges": edges, "node_w": NODE_W, "node_h": NODE_H, "left": LEFT,
             "height": TOP * 2 + len(levels) * (NODE_H + GAP) - GAP, "width": 980}
 
@@ -199,7 +201,7 @@ def case_page(request: Request, user: NamedDependency[Principal], jid: FromPath[
     record, events, clocks = services(request).cases.get(case_id)
     if record.jurisdiction != jid:
         raise NotFound(f"辖区 {jid} 没有案件 {case_id}", field="id")
-    steps = {d["step"]: d["name"] for d in record.decision.get("deadlines", [])} | {CLOSED: "已结案", RECEIVED: "已受理"}
+    steps = {d.step: d.name for d in record.decision.deadlines} | {CLOSED: "已结案", RECEIVED: "已受理"}
     return page("cases_case.html", user=user, jid=jid, record=record, events=events, clocks=clocks, steps=steps,
                 labels=EVENT_LABELS, decision=record.decision)
 
