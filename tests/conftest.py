@@ -111,7 +111,7 @@ def cases(database_url) -> CaseService:
 
 # --- markers: `-m unit` (in-process, no database), `-m integration` (a database, a server or the installed
 # command), `-m browser` (headless Chromium); e.g. `pytest -m "not browser"`.
-INTEGRATION_FIXTURES = {"database_url", "server", "servers", "fuzz_target", "seeded"}
+INTEGRATION_FIXTURES = {"database_url", "prepared_sqlite", "server", "servers", "fuzz_target", "seeded"}
 INTEGRATION_MODULES = {"test_cli"}  # runs the installed `gridpolicy` command in a subprocess
 
 
