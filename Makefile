@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench validate clean
+.PHONY: run test lint bench validate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ run: validate
 # The suite runs every store/API test on SQLite and on a throwaway PostgreSQL (installed if missing);
 # the admin UI tests drive Debian's Chromium (installed if missing; `playwright install` cannot work offline),
 # with a CJK font so the screenshots show Chinese.
-test: $(STAMP) /usr/bin/chromium
+test: lint $(STAMP) /usr/bin/chromium
 	GRIDPOLICY_TEST_DATABASE_URL="$$(scripts/test-postgres.sh)" $(BIN)/python -m pytest
+
+# ruff (style and likely bugs) and mypy (types); their settings are in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 /usr/bin/wrk:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk

@@ -11,12 +11,12 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart, line_chart
-from admin.common import Number, form_revision, is_htmx, page, require, services
+from admin.common import Number, Refused, attempt, form_revision, is_htmx, page, require, services
 from policy.models import TRIGGERS
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
-from store.errors import Invalid, PreconditionFailed
+from store.errors import Invalid
 from store.tables import PolicyVersion
 from store.users import Principal
 
@@ -62,7 +62,8 @@ def assessment_page(request: Request, user: NamedDependency[Principal], jid: Fro
     charts["trend"] = line_chart(f"按时率趋势 (第{level}级)", [t["period"] for t in trend], {
         RATE_LABELS[k]: [None if t[k] is None else round(t[k] * 100, 1) for t in trend]
         for k in ("on_time_handling_rate", "on_time_closure_rate", "on_time_report_rate")})
-    kinds = sorted({a["kind"] for a in (overview["scheme"] or {}).get("assessments", []) if a["kind"] in ("self", "upper")})
+    required = (overview["scheme"] or {}).get("assessments", [])
+    kinds = sorted({a["kind"] for a in required if a["kind"] in ("self", "upper")})
     versions = s.policies.list_versions(jid)
     return page("assessment.html", user=user, jid=jid, r=overview, period=p, level=level, units=units[:RANKING_ROWS],
                 total_units=len(units), charts=charts, indicator_labels=INDICATOR_LABELS, rate_labels=RATE_LABELS,
@@ -133,7 +134,8 @@ def _number(text: str, field: str, errors: dict[str, str], optional: bool = Fals
 
 
 @post("/j/{jid:str}/v/{number:int}/scoring")
-async def scoring_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
+async def scoring_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
+                       number: Number) -> Response:
     require(user, jid, "editor")
     form = await request.form()
     policies = services(request).policies
@@ -150,12 +152,9 @@ async def scoring_save(request: Request, user: NamedDependency[Principal], jid: 
         item["trigger"] = trigger
     if errors:
         return _scoring_page(user, jid, version, scoring, errors, 422)
-    try:
-        policies.update_draft(jid, number, document, form_revision(form), user.name)
-    except Invalid as err:
-        return _scoring_page(user, jid, version, scoring, {"general": err.message}, 422)
-    except PreconditionFailed as err:
-        return _scoring_page(user, jid, version, scoring, {"general": err.message}, 412)
+    saved = attempt(lambda: policies.update_draft(jid, number, document, form_revision(form), user.name))
+    if isinstance(saved, Refused):
+        return _scoring_page(user, jid, version, scoring, saved.errors, saved.status)
     return Redirect(f"/admin/j/{jid}/v/{number}/scoring?saved=true")
 
 

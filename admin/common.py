@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import re
-
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable, TypeVar
 
 from litestar import Request, Response
-from markupsafe import escape
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import FromPath, PathParameter
+from litestar.plugins.htmx import ClientRedirect, HTMXDetails
 from litestar.response import Redirect, Template
+from markupsafe import escape
 
-from store.errors import Forbidden, StoreError
+from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.sessions import renew_session
 from store.users import ROLE_LABELS, Principal, principal
 
@@ -52,7 +53,11 @@ def require(user: NamedDependency[Principal], jid: FromPath[str], role: str) -> 
 
 
 def is_htmx(request: Request) -> bool:
-    return request.headers.get("HX-Request") == "true"
+    return bool(HTMXDetails(request))
+
+
+def htmx_target(request: Request) -> str | None:
+    return HTMXDetails(request).target if is_htmx(request) else None
 
 
 def page(template: str, status_code: int = 200, **context: Any) -> Template:
@@ -62,7 +67,9 @@ def page(template: str, status_code: int = 200, **context: Any) -> Template:
 # --- errors: a Chinese message on a page (or in the fragment htmx swaps), never a 500
 def login_redirect(request: Request, _: LoginRequired) -> Response:
     if is_htmx(request):
-        return Response("", status_code=401, headers={"HX-Redirect": "/admin/login"})
+        response = ClientRedirect("/admin/login")
+        response.status_code = 401
+        return response
     return Redirect("/admin/login")
 
 
@@ -71,6 +78,65 @@ def error_page(request: Request, status: int, message: str) -> Response:
         return Response(f'<p class="error" role="alert">{escape(message)}</p>', status_code=status,
                         media_type="text/html")
     return page("error.html", status, message=message, status=status)
+
+
+# --- saving an edit: one way to refuse it with messages next to the form's fields
+T = TypeVar("T")
+
+
+class FormInvalid(Exception):
+    """The submitted values cannot even be put into the document: messages per form field."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+@dataclass
+class Refused:
+    """A change that wrote nothing: the status to answer (422 invalid, 412 stale revision) and the messages to show
+    next to the form's fields (`general` for the rest)."""
+    status: int
+    errors: dict[str, str]
+
+
+def general(err: StoreError) -> dict[str, str]:
+    return {"general": err.message}
+
+
+def _refusal(err: StoreError) -> bool:
+    return isinstance(err, (Invalid, PreconditionFailed))
+
+
+def attempt(change: Callable[[], T], fields: Callable[[Any], dict[str, str]] = general,
+            shown: Callable[[StoreError], bool] = _refusal) -> T | Refused:
+    """Run a change (a draft save, a user change): its result, or why it was refused, for the form to show
+    again: invalid (422) and stale-revision (412) errors by default, placed by `fields` (e.g. each validation
+    issue next to the field it concerns). Other errors propagate to the error page."""
+    try:
+        return change()
+    except FormInvalid as err:
+        return Refused(422, err.errors)
+    except StoreError as err:
+        if not shown(err):
+            raise
+        return Refused(err.status, fields(err))
+
+
+def field_errors(err: Invalid, prefix: str, fields: tuple[str, ...], aliases: dict[str, str] | None = None,
+                 ) -> dict[str, str]:
+    """Each validation issue next to the form field it concerns (its path below `prefix`, renamed by `aliases`);
+    the rest, with its path, under `general`."""
+    out: dict[str, str] = {}
+    for issue in err.extra.get("issues", []):
+        path, message = issue["path"], issue["message"]
+        rest = path[len(prefix):].lstrip(".") if prefix and (path == prefix or path.startswith(prefix + ".")) else None
+        name = None if rest is None else (aliases or {}).get(
+            rest, rest.replace("deadline.", "d_").replace("source.", ""))
+        if name not in fields:
+            name, message = "general", (f"{path}: {message}" if path and rest is None else message)
+        out[name] = "; ".join(filter(None, [out.get(name), message]))
+    return out or {"general": err.message}
 
 
 def form_revision(form: Any) -> int:

@@ -18,16 +18,18 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import FormMultiDict, UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.plugins.htmx import ClientRedirect, ClientRefresh, HTMXTemplate
 from litestar.response import Template
 from pydantic import TypeAdapter, ValidationError
 
-from admin.common import Number, dom_id, form_revision, page, require, services
+from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
+                          services)
 from policy.catalog import search_score
 from policy.errors import PolicyError
 from policy.loader import overlay_units, parse_units_csv
 from policy.models import Slug, UnitGroup
 from policy.validate import expand_group
-from store.errors import Conflict, Invalid, PreconditionFailed, StoreError
+from store.errors import Conflict, Invalid, StoreError
 from store.tables import PolicyVersion
 from store.users import Principal
 
@@ -36,14 +38,6 @@ SEARCH_LIMIT = 50
 PROVENANCE_FIELDS = ("seed", "clause", "quote", "assumption")
 _DURATION = TypeAdapter(timedelta)
 SLUG = re.compile(Slug.__metadata__[0].pattern)
-
-
-class FormInvalid(Exception):
-    """The submitted values cannot even be put into the document: messages per form field."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(errors.values()))
-        self.errors = errors
 
 
 class Form:
@@ -104,19 +98,6 @@ class Form:
     def done(self) -> None:
         if self.errors:
             raise FormInvalid(self.errors)
-
-
-def field_errors(err: Invalid, prefix: str, fields: tuple[str, ...], aliases: dict[str, str]) -> dict[str, str]:
-    """Each validation issue next to the form field it concerns; the rest, with its path, under `general`."""
-    out: dict[str, str] = {}
-    for issue in err.extra.get("issues", []):
-        path, message = issue["path"], issue["message"]
-        rest = path[len(prefix):].lstrip(".") if prefix and (path == prefix or path.startswith(prefix + ".")) else None
-        name = None if rest is None else aliases.get(rest, rest.replace("deadline.", "d_").replace("source.", ""))
-        if name not in fields:
-            name, message = "general", (f"{path}: {message}" if path and rest is None else message)
-        out[name] = "; ".join(filter(None, [out.get(name), message]))
-    return out or {"general": err.message}
 
 
 # --- one kind of editable item: how a form changes the document, and how the item is shown again
@@ -234,7 +215,8 @@ def _unit_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
 
 # --- departments
 def _references(document: dict, dept: str, names: dict[str, str]) -> list[str]:
-    refs = [f"问题类型 {names.get(t['code'], t['code'])}" for t in document["problem_types"] if dept in t["departments"]]
+    refs = [f"问题类型 {names.get(t['code'], t['code'])}"
+            for t in document["problem_types"] if dept in t["departments"]]
     party = f"department:{dept}"
     refs += [f"规则 {r['id']}" for r in document["rules"]
              if any(party in (a["by"], a["to"]) for a in r["then"]["actions"])]
@@ -361,8 +343,8 @@ def _dom(kind: str, key: str) -> str:
 
 def _errors_fragment(kind: str, key: str, errors: dict[str, str], status: int) -> Template:
     """Only the error slots change (out of band); the form keeps what the admin typed."""
-    return Template(template_name="edit_errors.html", status_code=status, headers={"HX-Reswap": "none"},
-                    context={"dom": _dom(kind, key), "fields": (*KINDS[kind].fields, "general"), "errors": errors})
+    return HTMXTemplate(template_name="edit_errors.html", status_code=status, re_swap="none",
+                        context={"dom": _dom(kind, key), "fields": (*KINDS[kind].fields, "general"), "errors": errors})
 
 
 async def _change(request: Request, user: Principal, jid: str, number: int, kind: str, key: str,
@@ -373,23 +355,25 @@ async def _change(request: Request, user: Principal, jid: str, number: int, kind
     form = Form(await request.form())
     document = copy.deepcopy(version.document)
     prefix = ""
-    try:
+
+    def change() -> PolicyVersion | None:
+        nonlocal prefix
         if remove:
             spec.remove(document, key, ctx)
         else:
             prefix = spec.apply(document, key, form, ctx)
         if check_only:
             ctx.policies.check_draft(jid, number, document)
-            return _errors_fragment(kind, key, {}, 200)
-        saved = ctx.policies.update_draft(jid, number, document, form_revision(form.data), user.name)
-    except FormInvalid as err:
-        return _errors_fragment(kind, key, err.errors, 422)
-    except Invalid as err:
-        return _errors_fragment(kind, key, field_errors(err, prefix, spec.fields, spec.aliases), 422)
-    except PreconditionFailed as err:
-        return _errors_fragment(kind, key, {"general": err.message}, 412)
+            return None
+        return ctx.policies.update_draft(jid, number, document, form_revision(form.data), user.name)
+
+    saved = attempt(change, lambda err: field_errors(err, prefix, spec.fields, spec.aliases))
+    if isinstance(saved, Refused):
+        return _errors_fragment(kind, key, saved.errors, saved.status)
+    if saved is None:
+        return _errors_fragment(kind, key, {}, 200)
     if remove or (key == "+" and kind != "units"):
-        return Response("", headers={"HX-Refresh": "true"})  # the list changed shape: show it again
+        return ClientRefresh()  # the list changed shape: show it again
     new_key = str(form.data.get("id", "")).strip() if key == "+" else key
     return page(spec.template, **ctx.context(saved, item=spec.item(ctx, saved, new_key), saved=True,
                                              key=new_key, dom=_dom(kind, new_key)))
@@ -527,11 +511,12 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
                "moved": [(old[u], new[u]) for u in new if u in old and old[u].parent != new[u].parent]}
     if data.get("action") != "apply":
         return _import_result(ctx, version, csv=text, name=name, changes=changes, total=len(new))
-    try:
-        ctx.policies.update_draft(jid, number, document, form_revision(data), user.name)
-    except PreconditionFailed as err:
-        return _import_result(ctx, version, csv=text, name=name, errors=[err.message], status=412)
-    return Response("", headers={"HX-Redirect": f"/admin/j/{jid}/v/{number}/units?imported={len(new)}"})
+    saved = attempt(lambda: ctx.policies.update_draft(jid, number, document, form_revision(data), user.name),
+                    lambda err: {"general": "; ".join(_import_issues(err, first))})
+    if isinstance(saved, Refused):
+        return _import_result(ctx, version, csv=text, name=name, errors=list(saved.errors.values()),
+                              status=saved.status)
+    return ClientRedirect(f"/admin/j/{jid}/v/{number}/units?imported={len(new)}")
 
 
 def _import_issues(err: Invalid, first: int) -> list[str]:

@@ -48,12 +48,15 @@ def escalation_graph(compiled: CompiledPolicy) -> dict:
     steps = sorted({f"「{s.name}」{duration_label(s.deadline.duration.total_seconds(), s.deadline.calendar.value)}"
                     for w in jur.policy.workflows for s in w.steps if s.handling})
     deadline = "超过处置时限 " + " / ".join(steps) if steps else "超期"
-    edges = []
+    edges: list[dict] = []
     for edge in escalation_edges(compiled):
         start, end = y[edge["from"]] + NODE_H / 2, y[edge["to"]] + NODE_H / 2
         bulge = LEFT + NODE_W + 40 + 24 * (edge["from"] - edge["to"])
-        edges.append(edge | {"path": f"M {LEFT + NODE_W} {start} C {bulge} {start}, {bulge} {end}, {LEFT + NODE_W + 4} {end}",
-                             "label_x": bulge + 6, "label_y": (start + end) / 2, "deadline": deadline})
+        shift = 32 * sum(e["from"] == edge["from"] and e["to"] == edge["to"] for e in edges)  # same arrow, next label
+        condition = ", ".join(k if v is True else f"{k}={str(v).lower()}" for k, v in edge["when"].items())
+        path = f"M {LEFT + NODE_W} {start} C {bulge} {start}, {bulge} {end}, {LEFT + NODE_W + 4} {end}"
+        edges.append(edge | {"condition": condition, "path": path,
+                             "label_x": bulge + 6, "label_y": (start + end) / 2 + shift, "deadline": deadline})
     return {"nodes": nodes, "edges": edges, "node_w": NODE_W, "node_h": NODE_H, "left": LEFT,
             "height": TOP * 2 + len(levels) * (NODE_H + GAP) - GAP, "width": 980}
 
@@ -100,10 +103,12 @@ def compare_sections(result: dict) -> list[dict]:
     """Each section of the comparison as a title, Chinese headers and typed rows (for HTML and Excel alike)."""
     js = result["jurisdictions"]
     return [
-        {"id": "levels", "title": "层级与网格", "headers": ["辖区", "辖区名称", "层级", "层级名称", "网格类型", "网格数", "问题类型数"],
+        {"id": "levels", "title": "层级与网格",
+         "headers": ["辖区", "辖区名称", "层级", "层级名称", "网格类型", "网格数", "问题类型数"],
          "rows": [[j["id"], j["name"], lv["number"], lv["name"], lv["unit_kind"], lv["units"], lv["problem_types"]]
                   for j in js for lv in j["levels"]]},
-        {"id": "types", "title": "问题类型处置层级", "headers": ["问题类型代码", "问题类型", *[j["id"] for j in js], "层级不同"],
+        {"id": "types", "title": "问题类型处置层级",
+         "headers": ["问题类型代码", "问题类型", *[j["id"] for j in js], "层级不同"],
          "rows": [[t["code"], t["name"], *[t["by_jurisdiction"].get(j["id"], {}).get("level") for j in js],
                    "是" if t["differs"] else ""] for t in result["problem_types"]]},
         {"id": "departments", "title": "职能部门", "headers": ["辖区", "部门代码", "部门名称"],
@@ -117,7 +122,8 @@ def compare_sections(result: dict) -> list[dict]:
         {"id": "scoring", "title": "考核评分", "headers": ["辖区", "计分方式", "总分", "考核周期", "公示周期"],
          "rows": [[j["id"], *([SCHEMES[j["scoring"]["scheme"]], j["scoring"]["total"],
                                PERIOD_LABELS[j["scoring"]["period"]],
-                               PERIOD_LABELS.get(j["scoring"]["publish"] or "", "—")] if j["scoring"] else ["无", None, None, None])]
+                               PERIOD_LABELS.get(j["scoring"]["publish"] or "", "—")]
+                             if j["scoring"] else ["无", None, None, None])]
                   for j in js]},
     ]
 
@@ -180,7 +186,8 @@ def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath
     require(user, jid, "viewer")
     state = state_ or "all"
     if state not in STATES:
-        raise Invalid(f"状态须为 {'、'.join(f'{k} ({v})' for k, v in STATES.items())} 之一, 收到 '{state}'", field="state")
+        states = "、".join(f"{k} ({v})" for k, v in STATES.items())
+        raise Invalid(f"状态须为 {states} 之一, 收到 '{state}'", field="state")
     number = _whole(page_, "page", "页码") or 1
     total, rows = services(request).cases.search(
         jid, unit=(unit or "").strip() or None, status={"open": "open", "overdue": "open", "closed": CLOSED}.get(state),
@@ -199,7 +206,7 @@ def case_page(request: Request, user: NamedDependency[Principal], jid: FromPath[
     record, events, clocks = services(request).cases.get(case_id)
     if record.jurisdiction != jid:
         raise NotFound(f"辖区 {jid} 没有案件 {case_id}", field="id")
-    steps = {d["step"]: d["name"] for d in record.decision.get("deadlines", [])} | {CLOSED: "已结案", RECEIVED: "已受理"}
+    steps = {d.step: d.name for d in record.decision.deadlines} | {CLOSED: "已结案", RECEIVED: "已受理"}
     return page("cases_case.html", user=user, jid=jid, record=record, events=events, clocks=clocks, steps=steps,
                 labels=EVENT_LABELS, decision=record.decision)
 

@@ -31,15 +31,15 @@ from engine.verify import verify
 from policy.catalog import search_score
 from policy.diff import diff
 from policy.facts import CASE_FACTS, ENUM_FACTS
-from store.errors import Invalid, PreconditionFailed, StoreError
+from store.errors import Invalid, StoreError
 from store.tables import PolicyVersion
 from store.sessions import DatabaseStore, RenewingSessionConfig, renew_session
 from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, shared_secret, sign_in
 
 from admin import assessment, editing, insight, users
-from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, bad_request, csrf_error,
-                          current_user, dom_id, form_revision, is_htmx, login_redirect, page, require, services,
-                          session_data, store_error)
+from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, Refused, attempt,
+                          bad_request, csrf_error, current_user, dom_id, field_errors, form_revision, htmx_target,
+                          login_redirect, page, require, services, session_data, store_error)
 
 
 # --- sign-in
@@ -124,7 +124,7 @@ def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str
     rows = _type_rows(version, q, _type_names(request, jid))
     context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "",
                    editable=version.status == "draft" and user.can(jid, "editor"))
-    if is_htmx(request) and request.headers.get("HX-Target") == "type-rows":
+    if htmx_target(request) == "type-rows":
         return page("_type_rows.html", **context)
     return page("editor.html", **context)
 
@@ -169,25 +169,20 @@ class TypeEdit:
         self.index = index
         return document
 
-    def absorb(self, err: Invalid) -> None:
-        """Put each validation issue next to the field it concerns."""
-        prefix = f"problem_types[{self.index}]."
-        for issue in err.extra.get("issues", []):
-            field = issue["path"][len(prefix):] if issue["path"].startswith(prefix) else "general"
-            field = field if field in ("level", "departments", "persuade_first") else "general"
-            self.errors[field] = "; ".join(filter(None, [self.errors.get(field), issue["message"]]))
-        if not self.errors:
-            self.errors["general"] = err.message
+    def field_errors(self, err: Invalid) -> dict[str, str]:
+        return field_errors(err, f"problem_types[{self.index}]", ("level", "departments", "persuade_first"))
 
 
-async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int, code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
+async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int,
+                code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
     require(user, jid, "editor")
     version = services(request).policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
     return version, edit, edit.apply(version, code)
 
 
-def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit, status: int = 200) -> Template:
+def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
+          status: int = 200) -> Template:
     _, ptype = _find_type(version, code)
     departments = [d["id"] for d in version.document["departments"]]
     levels = [lv["number"] for lv in version.document["levels"]]
@@ -196,7 +191,8 @@ def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: st
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
-def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
+def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+             code: FromPath[str]) -> Template:
     version = services(request).policies.get_version(jid, number)
     _, ptype = _find_type(version, code)
     return page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
@@ -204,7 +200,8 @@ def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[s
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=False)
-def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
+def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+                   code: FromPath[str]) -> Template:
     require(user, jid, "editor")
     version = services(request).policies.get_version(jid, number)
     if version.status != "draft":
@@ -214,30 +211,29 @@ def type_edit_form(request: Request, user: NamedDependency[Principal], jid: From
 
 
 @post("/j/{jid:str}/v/{number:int}/types/{code:str}/check")
-async def type_check(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
+async def type_check(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+                     code: FromPath[str]) -> Template:
     """Validation as the admin types: only the messages next to the fields are swapped."""
     version, edit, document = await _edit(request, user, jid, number, code)
     if document is not None:
         try:
             services(request).policies.check_draft(jid, number, document)
         except Invalid as err:
-            edit.absorb(err)
+            edit.errors = edit.field_errors(err)
     return page("_type_errors.html", dom=dom_id(code), edit=edit)
 
 
 @post("/j/{jid:str}/v/{number:int}/types/{code:str}")
-async def type_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number, code: FromPath[str]) -> Template:
+async def type_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+                    code: FromPath[str]) -> Template:
     version, edit, document = await _edit(request, user, jid, number, code)
     if document is None:
         return _form(request, jid, version, code, edit, 422)
-    try:
-        saved = services(request).policies.update_draft(jid, number, document, edit.revision, user.name)
-    except Invalid as err:
-        edit.absorb(err)
-        return _form(request, jid, version, code, edit, 422)
-    except PreconditionFailed as err:
-        edit.errors["general"] = err.message
-        return _form(request, jid, version, code, edit, 412)
+    saved = attempt(lambda: services(request).policies.update_draft(jid, number, document, edit.revision, user.name),
+                    edit.field_errors)
+    if isinstance(saved, Refused):
+        edit.errors = saved.errors
+        return _form(request, jid, version, code, edit, saved.status)
     _, ptype = _find_type(saved, code)
     return page("_type_row.html", jid=jid, version=saved, editable=True,
                  t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True)
@@ -257,7 +253,8 @@ def _verification(request: Request, version: PolicyVersion) -> dict:
             "combinations": report.combinations, "graph": graph}
 
 
-def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion, status: int = 200,
+def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion,
+                 status: int = 200,
                  **extra: Any) -> Template:
     levels = [(lv["number"], lv["name"]) for lv in version.document["levels"]]
     return page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
@@ -291,7 +288,8 @@ def rollback(request: Request, user: NamedDependency[Principal], jid: FromPath[s
 
 
 @get("/j/{jid:str}/diff", sync_to_thread=False)
-def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_ID)],
+def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPath[str], from_: Annotated[int,
+                 QueryParameter(name="from", ge=1, le=MAX_ID)],
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> Template:
     s = services(request).policies
     old, new = s.get_version(jid, from_), s.get_version(jid, to)

@@ -10,8 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
-from admin.common import Number, page, services, session_data
-from store.errors import Forbidden, Invalid, StoreError
+from admin.common import Number, Refused, attempt, page, services, session_data
+from store.errors import Forbidden, Invalid
 from store.sessions import renew_session
 from store.users import MIN_PASSWORD, ROLE_LABELS, Principal, create_user, list_users, reset_password, set_role
 
@@ -46,20 +46,18 @@ def _password(form, errors: dict, key: str) -> str:
     return password
 
 
-async def _attempt(request: Request, user: Principal, key: str, action: Callable[[FormMultiDict, dict], str]) -> Response:
+async def _attempt(request: Request, user: Principal, key: str, action: Callable[[FormMultiDict, dict],
+                   str]) -> Response:
     """Run one change (it returns what to tell the admin); on an error show the page again with the message
     next to the form `key`, having changed nothing."""
     form = await request.form()
     errors: dict[str, str] = {}
-    status = 422
-    try:
-        done = action(form, errors)
-    except StoreError as err:
-        if err.field == "user":
-            raise  # no such user: an error page, there is no form to show it next to
-        errors[key], status = err.message, err.status
+    # no such user: an error page, there is no form to show it next to
+    done = attempt(lambda: action(form, errors), lambda err: {key: err.message}, lambda err: err.field != "user")
+    if isinstance(done, Refused):
+        return _page(request, user, done.status, errors=errors | done.errors, form=form)
     if errors:
-        return _page(request, user, status, errors=errors, form=form)
+        return _page(request, user, 422, errors=errors, form=form)
     return Redirect(f"/admin/users?{urlencode({'done': done})}")
 
 

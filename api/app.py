@@ -29,6 +29,9 @@ from admin.routes import admin_parts
 from api import open311
 from api.guards import input_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
+from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
+                           UnitExplanation, VersionOut)
+from engine.decision import Decision
 from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
@@ -38,11 +41,11 @@ from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
-from store.cases import ACTION_LABELS, CaseService, Transition
+from store.cases import TRANSITION_LABELS, CaseService, Transition
 from store.db import refresh_statistics
 from store.errors import StoreError
 from store.sweeper import sweep
-from store.tables import CaseRecord, PolicyVersion
+from store.tables import CaseRecord
 from store.versions import PolicyStore, open_policy_store
 
 log = logging.getLogger("gridpolicy")
@@ -178,24 +181,9 @@ def _authorized(request: Request, jurisdiction: str, api_key: str | None) -> Ser
     return services
 
 
-def _version_json(v: PolicyVersion, with_document: bool = False) -> dict:
-    out = {"jurisdiction": v.jurisdiction, "number": v.number, "status": v.status, "active": v.active,
-           "content_hash": v.content_hash, "revision": v.revision, "author": v.author, "note": v.note,
-           "created_at": v.created_at.isoformat(), "published_at": v.published_at.isoformat() if v.published_at else None,
-           "published_by": v.published_by}
-    if with_document:
-        out["document"] = v.document
-    return out
-
-
-def case_json(record: CaseRecord, services: Services, events=None, clocks=None) -> dict:
-    out = record.model_dump(mode="json", exclude={"idempotency_key"})
-    out["allowed_actions"] = [{"action": a, "label": ACTION_LABELS[a]} for a in services.cases.allowed_actions(record)]
-    if events is not None:
-        out["events"] = [e.model_dump(mode="json", exclude={"case_id"}) for e in events]
-    if clocks is not None:
-        out["clocks"] = [c.model_dump(mode="json", exclude={"case_id", "next_check_at"}) for c in clocks]
-    return out
+def case_out(record: CaseRecord, services: Services, events=None, clocks=None) -> CaseOut:
+    allowed = [AllowedAction(action=a, label=TRANSITION_LABELS[a]) for a in services.cases.allowed_actions(record)]
+    return CaseOut.of(record, allowed, events, clocks)
 
 
 # --- policy endpoints (public, read-only)
@@ -238,14 +226,14 @@ def problem_types(request: Request, jid: FromPath[str], q: Annotated[str | None,
 
 
 @get("/v1/jurisdictions/{jid:str}/versions", sync_to_thread=False)
-def versions(request: Request, jid: FromPath[str]) -> list[dict]:
-    return [_version_json(v) for v in _services(request).policies.list_versions(jid)]
+def versions(request: Request, jid: FromPath[str]) -> list[VersionOut]:
+    return [VersionOut.of(v) for v in _services(request).policies.list_versions(jid)]
 
 
 @get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
-def version(request: Request, jid: FromPath[str], number: VersionNumber) -> Response:
+def version(request: Request, jid: FromPath[str], number: VersionNumber) -> Response[VersionOut]:
     v = _services(request).policies.get_version(jid, number)
-    return Response(_version_json(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
+    return Response(VersionOut.of(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=False)
@@ -269,42 +257,42 @@ def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(m
 # --- policy changes (API key with the jurisdiction in scope)
 @post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=False)
 def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishRequest],
-                 x_api_key: ApiKeyHeader = None) -> Response:
+                 x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     s = _authorized(request, jid, x_api_key)
     v = s.policies.create_draft(jid, data.actor)
-    return Response(_version_json(v, with_document=True), status_code=201, headers={"ETag": f'"{v.revision}"'})
+    return Response(VersionOut.of(v, with_document=True), status_code=201, headers={"ETag": f'"{v.revision}"'})
 
 
 @put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
 def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[DraftUpdate],
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
-                 x_api_key: ApiKeyHeader = None) -> Response:
+                 x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     s = _authorized(request, jid, x_api_key)
     if not if_match or not if_match.strip('"').isdigit():
         return problem(428, "需要 If-Match", "修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改",
                        "If-Match")
     v = s.policies.update_draft(jid, number, data.document, int(if_match.strip('"')), data.author)
-    return Response(_version_json(v), headers={"ETag": f'"{v.revision}"'})
+    return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False, status_code=200)
 def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
-            x_api_key: ApiKeyHeader = None) -> dict:
+            x_api_key: ApiKeyHeader = None) -> VersionOut:
     s = _authorized(request, jid, x_api_key)
-    return _version_json(s.policies.publish(jid, number, data.actor, data.note))
+    return VersionOut.of(s.policies.publish(jid, number, data.actor, data.note))
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False, status_code=200)
 def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
-             x_api_key: ApiKeyHeader = None) -> dict:
+             x_api_key: ApiKeyHeader = None) -> VersionOut:
     s = _authorized(request, jid, x_api_key)
-    return _version_json(s.policies.rollback(jid, number, data.actor, data.note))
+    return VersionOut.of(s.policies.rollback(jid, number, data.actor, data.note))
 
 
 # --- routing and cases (API key)
 @post("/v1/route", sync_to_thread=False, status_code=200)
 def route(request: Request, data: JSONBody[RouteRequest],
-          x_api_key: ApiKeyHeader = None) -> dict:
+          x_api_key: ApiKeyHeader = None) -> Decision:
     s = _authorized(request, data.jurisdiction, x_api_key)
     return s.policies.router(data.jurisdiction).route(data.case())
 
@@ -313,12 +301,12 @@ def route(request: Request, data: JSONBody[RouteRequest],
 def create_case(request: Request, data: JSONBody[RouteRequest],
                 x_api_key: ApiKeyHeader = None,
                 idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
-                ) -> Response:
+                ) -> Response[CaseOut]:
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
     record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
                             idempotency_key=idempotency_key, request_hash=_digest(data) if idempotency_key else None)
-    return Response(case_json(record, s, record.events, record.clocks), status_code=201,
+    return Response(case_out(record, s, record.events, record.clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
 
 
@@ -329,11 +317,11 @@ def _digest(data: BaseModel) -> str:
 
 @get("/v1/cases/{case_id:int}", sync_to_thread=False)
 def get_case(request: Request, case_id: CaseId,
-             x_api_key: ApiKeyHeader = None) -> dict:
+             x_api_key: ApiKeyHeader = None) -> CaseOut:
     s = _services(request)
     record, events, clocks = s.cases.get(case_id)
     authorize(s.policies.engine, x_api_key, record.jurisdiction)
-    return case_json(record, s, events, clocks)
+    return case_out(record, s, events, clocks)
 
 
 @get("/v1/cases", sync_to_thread=False)
@@ -341,15 +329,15 @@ def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[s
                status: FromQuery[str | None] = None, overdue: FromQuery[bool | None] = None,
                limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
                offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0,
-               x_api_key: ApiKeyHeader = None) -> dict:
+               x_api_key: ApiKeyHeader = None) -> CasePage:
     s = _authorized(request, jurisdiction, x_api_key)
     total, rows = s.cases.search(jurisdiction, unit, status, overdue, limit, offset)
-    return {"total": total, "limit": limit, "offset": offset, "items": [case_json(r, s) for r in rows]}
+    return CasePage(total=total, limit=limit, offset=offset, items=[case_out(r, s) for r in rows])
 
 
 @post("/v1/cases/{case_id:int}/transitions", sync_to_thread=False, status_code=200)
 def transition(request: Request, case_id: CaseId, data: JSONBody[TransitionRequest],
-               x_api_key: ApiKeyHeader = None) -> dict:
+               x_api_key: ApiKeyHeader = None) -> CaseOut:
     s = _services(request)
     record, _, _ = s.cases.get(case_id)
     authorize(s.policies.engine, x_api_key, record.jurisdiction)
@@ -358,7 +346,7 @@ def transition(request: Request, case_id: CaseId, data: JSONBody[TransitionReque
     s.cases.transition(case_id, Transition(data.action, data.actor, data.note, data.facts, data.approved_by,
                                            data.extend_by))
     record, events, clocks = s.cases.get(case_id)
-    return case_json(record, s, events, clocks)
+    return case_out(record, s, events, clocks)
 
 
 # --- assessment (API key: it is computed from the jurisdiction's cases)
@@ -368,9 +356,9 @@ LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
 
 @get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=False)
 def assessment(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
-               x_api_key: ApiKeyHeader = None) -> dict:
+               x_api_key: ApiKeyHeader = None) -> Assessment:
     s = _authorized(request, jid, x_api_key)
-    return s.assessment.assess(jid, s.assessment.period(jid, period), level)
+    return Assessment.model_validate(s.assessment.assess(jid, s.assessment.period(jid, period), level))
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=False)
@@ -384,25 +372,25 @@ def assessment_xlsx(request: Request, jid: FromPath[str], period: PeriodQuery = 
 
 @get("/v1/jurisdictions/{jid:str}/assessment/trend", sync_to_thread=False)
 def assessment_trend(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
-                     count: Annotated[int, QueryParameter(ge=1, le=24)] = 6, x_api_key: ApiKeyHeader = None) -> list[dict]:
+                     count: Annotated[int, QueryParameter(ge=1, le=24)] = 6, x_api_key: ApiKeyHeader = None) -> list[TrendPoint]:
     s = _authorized(request, jid, x_api_key)
-    return s.assessment.trend(jid, s.assessment.period(jid, period), count, level)
+    return [TrendPoint.model_validate(p) for p in s.assessment.trend(jid, s.assessment.period(jid, period), count, level)]
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=False)
 def assessment_unit(request: Request, jid: FromPath[str], unit: FromPath[str], period: PeriodQuery = None,
                     deduction: Annotated[str | None, QueryParameter(max_length=64)] = None,
-                    x_api_key: ApiKeyHeader = None) -> dict:
+                    x_api_key: ApiKeyHeader = None) -> UnitExplanation:
     s = _authorized(request, jid, x_api_key)
-    return s.assessment.explain(jid, s.assessment.period(jid, period), unit, deduction)
+    return UnitExplanation.model_validate(s.assessment.explain(jid, s.assessment.period(jid, period), unit, deduction))
 
 
 @post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=False)
 def assessment_record(request: Request, jid: FromPath[str], data: JSONBody[AssessmentRecordRequest],
-                      x_api_key: ApiKeyHeader = None) -> Response:
+                      x_api_key: ApiKeyHeader = None) -> Response[AssessmentRecordOut]:
     s = _authorized(request, jid, x_api_key)
     row = s.assessment.record(jid, Period.parse(data.period), data.unit, data.kind, data.score, data.author, data.note)
-    return Response(row.model_dump(mode="json"), status_code=201)
+    return Response(AssessmentRecordOut.model_validate(row.model_dump()), status_code=201)
 
 
 @get("/health", sync_to_thread=False)

@@ -71,7 +71,8 @@ def parse_moment(value: str, field: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise InputRefused(f"{field} 须为 W3C 日期时间, 如 2026-05-24T00:00:00Z — not a datetime", field=field) from None
+        raise InputRefused(f"{field} 须为 W3C 日期时间, 如 2026-05-24T00:00:00Z — not a datetime",
+                           field=field) from None
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
@@ -108,7 +109,7 @@ def _check_json(text: str) -> None:
 def _check_if_match(value: str | None) -> None:
     digits = (value or "").strip().strip('"')
     if digits.isdigit() and int(digits) > MAX_ID:
-        raise PreconditionFailed(f"If-Match {value[:40]} 不是任何修订 — no such revision", field="If-Match")
+        raise PreconditionFailed(f"If-Match {digits[:40]} 不是任何修订 — no such revision", field="If-Match")
 
 
 async def input_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
@@ -116,7 +117,7 @@ async def input_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     database out of range."""
     for name, value in connection.query_params.items():
         _check_text(value, name)
-    if connection.scope["method"] not in WRITES or not isinstance(connection, Request):
+    if not isinstance(connection, Request) or connection.method not in WRITES:
         return
     _check_if_match(connection.headers.get("If-Match"))
     body = await connection.body()

@@ -15,7 +15,8 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from api.guards import MAX_ID, parse_moment
-from engine.router import Case, Router, RoutingError
+from engine.decision import Decision
+from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
 from policy.facts import CASE_FACTS
 from store.apikeys import authorize
@@ -69,7 +70,7 @@ def error_response(err: Open311Error, fmt: str) -> Response:
     return render("errors", [{"code": err.status, "description": err.description}], fmt, err.status)
 
 
-def _router(request: Request, jid: str) -> Router:
+def _router(request: Request, jid: str) -> PolicyRouter:
     try:
         return request.app.state.services.policies.router(jid)
     except StoreError:
@@ -79,11 +80,11 @@ def _router(request: Request, jid: str) -> Router:
 LIFECYCLE_FACTS = {"deadline_missed", "verification_failed"}  # set by the workflow, not by a reporter
 
 
-def _tested_facts(router: Router) -> list[str]:
+def _tested_facts(router: PolicyRouter) -> list[str]:
     return [f for f in router.compiled.tested_facts if f in CASE_FACTS and f not in LIFECYCLE_FACTS]
 
 
-def _service(router: Router, code: str) -> dict:
+def _service(router: PolicyRouter, code: str) -> dict:
     jur = router.jur
     ptype = router.compiled.types_by_code[code]
     name = jur.type_name(code)
@@ -96,19 +97,18 @@ def _service(router: Router, code: str) -> dict:
             "group": jur.catalog.categories.get(code.rsplit(".", 1)[0], "")}
 
 
-def _request_json(record: CaseRecord, router: Router, private: bool) -> dict:
+def _request_json(record: CaseRecord, router: PolicyRouter, private: bool) -> dict:
     """One service request; the reporter's description only for `private` readers (a key for the jurisdiction)."""
     decision = record.decision
-    departments = decision["handler"]["departments"]
-    deadlines = decision.get("deadlines") or []
+    departments = decision.handler.departments
+    deadlines = decision.deadlines
     handling_steps = {s.id for w in router.jur.policy.workflows for s in w.steps if s.handling}
-    handling = next((d["due"] for d in deadlines if d["step"] in handling_steps),
-                    deadlines[-1]["due"] if deadlines else None)
+    handling = next((d.due for d in deadlines if d.step in handling_steps), deadlines[-1].due if deadlines else None)
     return {
         "service_request_id": record.id, "status": "closed" if record.status == CLOSED else "open",
-        "status_notes": record.status, "service_name": decision["problem_type"]["name"],
+        "status_notes": record.status, "service_name": decision.problem_type.name,
         "service_code": record.problem_type, **({"description": record.description} if private else {}),
-        "agency_responsible": "、".join(d["name"] for d in departments) or f"第{record.handler_level}级网格",
+        "agency_responsible": "、".join(d.name for d in departments) or f"第{record.handler_level}级网格",
         "service_notice": _notice(decision), "requested_datetime": _w3(record.created_at),
         "updated_datetime": _w3(record.updated_at),
         "expected_datetime": _w3(datetime.fromisoformat(handling)) if handling else None,
@@ -118,10 +118,9 @@ def _request_json(record: CaseRecord, router: Router, private: bool) -> dict:
     }
 
 
-def _notice(decision: dict) -> str:
-    handler = decision["handler"]
-    first = decision["actions"][0]["label"] if decision["actions"] else "登记"
-    return f"{first}; 由第{handler['level']}级网格{handler.get('unit_name') or ''}处置"
+def _notice(decision: Decision) -> str:
+    first = decision.actions[0].label if decision.actions else "登记"
+    return f"{first}; 由第{decision.handler.level}级网格{decision.handler.unit_name or ''}处置"
 
 
 def _w3(moment: datetime) -> str:
@@ -191,7 +190,7 @@ def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -
     return _guarded(name, build)
 
 
-def _search(request: Request, router: Router) -> list[dict]:
+def _search(request: Request, router: PolicyRouter) -> list[dict]:
     """The newest MAX_REQUESTS cases matching the query, filtered by the database."""
     params = request.query_params
     filters: dict[str, Any] = {}

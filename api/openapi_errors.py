@@ -11,7 +11,7 @@ from litestar.openapi.spec.enums import OpenAPIType
 
 PROBLEM_JSON = "application/problem+json"
 ETAG_PATTERN = r'^"[0-9]{1,9}"$'  # the ETags this API sends: a draft's revision, quoted
-OPEN311_MEDIA = ("text/xml; charset=utf-8", "application/json; charset=utf-8")
+OPEN311_MEDIA: tuple[str, ...] = ("text/xml; charset=utf-8", "application/json; charset=utf-8")
 
 PROBLEM = Schema(
     type=OpenAPIType.OBJECT, required=["type", "title", "status", "detail"],
@@ -78,11 +78,11 @@ def document_errors(openapi: OpenAPI) -> OpenAPI:
                         schema = next(iter(success.content.values())).schema
                         success.content = {media: OpenAPIMediaType(schema=schema) for media in OPEN311_MEDIA}
                 errors = Reference("#/components/schemas/Open311Errors")
-                media = OPEN311_MEDIA
+                media_types = OPEN311_MEDIA
             else:
-                errors, media = Reference("#/components/schemas/Problem"), (PROBLEM_JSON,)
+                errors, media_types = Reference("#/components/schemas/Problem"), (PROBLEM_JSON,)
             for code in _codes(path, method, operation):
                 responses[str(code)] = OpenAPIResponse(
-                    description=MEANING[code], content={m: OpenAPIMediaType(schema=errors) for m in media})
+                    description=MEANING[code], content={m: OpenAPIMediaType(schema=errors) for m in media_types})
             operation.responses = responses
     return openapi

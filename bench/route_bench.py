@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.compiler import compile_policy, default_facts  # noqa: E402
-from engine.router import Case, Router, entry_of, evaluate, type_features  # noqa: E402
+from engine.router import Case, PolicyRouter, entry_of, evaluate, type_features  # noqa: E402
 from policy.loader import Loader  # noqa: E402
 from tests.reference import reference_evaluate  # noqa: E402
 
@@ -28,7 +28,7 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * 4096 / 2**20
 
 
-def cases_for(router: Router) -> list[Case]:
+def cases_for(router: PolicyRouter) -> list[Case]:
     jur = router.jur
     out = []
     for ptype, level, facts in itertools.product(jur.policy.problem_types, jur.policy.levels, FACT_VARIANTS):
@@ -73,7 +73,7 @@ def main() -> None:
     routers = {}
     for jid, jur in jurisdictions.items():
         t0 = time.perf_counter()
-        router = Router(compile_policy(jur))
+        router = PolicyRouter(compile_policy(jur))
         compile_ms = (time.perf_counter() - t0) * 1000
         routers[jid] = router
         cases = cases_for(router)

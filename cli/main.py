@@ -13,7 +13,8 @@ import typer
 from pydantic import ValidationError
 
 from engine.compiler import compile_policy
-from engine.router import Case, Router, RoutingError
+from engine.decision import Decision, GridParty, Party
+from engine.router import Case, PolicyRouter, RoutingError
 from engine.verify import verify
 from policy.errors import PolicyError
 from policy.loader import UNITS_CSV_SUFFIX, Jurisdiction, Loader, jurisdictions_dir, load_jurisdictions
@@ -64,7 +65,8 @@ def list_cmd() -> None:
 
 
 @app.command()
-def validate(paths: Annotated[Optional[list[Path]], typer.Argument(help="辖区目录 (默认 jurisdictions/)")] = None) -> None:
+def validate(paths: Annotated[Optional[list[Path]], typer.Argument(help="辖区目录 (默认 jurisdictions/)")] = None,
+             ) -> None:
     """校验所有辖区文件; 有错误时逐条列出并以 1 退出。"""
     total = 0
     for directory in paths or [jurisdictions_dir()]:
@@ -115,45 +117,45 @@ def route(
         case = Case(problem_type=problem_type, unit=unit, found_at_level=level,
                     units_involved=[u for u in (units_involved or "").split(",") if u],
                     facts=_parse_facts(fact or []))
-        decision = Router(compile_policy(jur)).route(case)
+        decision = PolicyRouter(compile_policy(jur)).route(case)
     except ValidationError as exc:
         _fail([f"输入错误 {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()], 2)
     except RoutingError as exc:
         _fail([f"{exc.field}: {exc}"], 2)
     if as_json:
-        typer.echo(json.dumps(decision, ensure_ascii=False, indent=2))
+        typer.echo(json.dumps(decision.model_dump(mode="json"), ensure_ascii=False, indent=2))
         return
     typer.echo(render_decision(decision))
 
 
-def _party(p: dict | None) -> str:
+def _party(p: Party | None) -> str:
     if p is None:
         return ""
-    if p["kind"] == "grid":
-        return f"第{p['level']}级网格{('「' + p['name'] + '」') if p.get('name') else ''}"
-    return p["name"]
+    if isinstance(p, GridParty):
+        return f"第{p.level}级网格{('「' + p.name + '」') if p.name else ''}"
+    return p.name
 
 
-def render_decision(d: dict) -> str:
-    h = d["handler"]
-    lines = [f"问题类型: {d['problem_type']['name']} ({d['problem_type']['code']})",
-             f"处置网格: 第{h['level']}级 {h['unit_name'] or ''}".rstrip(),
-             f"责任部门: {'、'.join(x['name'] for x in h['departments']) or '无'}",
-             f"首个动作: {d['first_action']}", "动作:"]
-    lines += [f"  - {a['label']}: {_party(a['by'])}{' → ' + _party(a['to']) if a['to'] else ''}  ({a['reason']})"
-              for a in d["actions"]]
-    if d["deadlines"]:
+def render_decision(d: Decision) -> str:
+    h = d.handler
+    lines = [f"问题类型: {d.problem_type.name} ({d.problem_type.code})",
+             f"处置网格: 第{h.level}级 {h.unit_name or ''}".rstrip(),
+             f"责任部门: {'、'.join(x.name for x in h.departments) or '无'}",
+             f"首个动作: {d.first_action}", "动作:"]
+    lines += [f"  - {a.label}: {_party(a.by)}{' → ' + _party(a.to) if a.to else ''}  ({a.reason})" for a in d.actions]
+    if d.deadlines:
         lines.append("时限:")
-        lines += [f"  - {s['name']}: {s['duration']} ({'工作日' if s['calendar'] == 'working' else '自然日'}) 截止 {s['due']}"
-                  for s in d["deadlines"]]
-    if d["escalation_path"]:
+        lines += [f"  - {s.name}: {s.duration} ({'工作日' if s.calendar == 'working' else '自然日'}) 截止 {s.due}"
+                  for s in d.deadlines]
+    if d.escalation_path:
         lines.append("超期升级路径:")
-        lines += [f"  - {e['after']} 后 → 第{e['level']}级 {e['name'] or ''}" for e in d["escalation_path"]]
+        lines += [f"  - {e.after} 后 → 第{e.level}级 {e.name or ''}" for e in d.escalation_path]
     lines.append("规则依据 trace:")
-    for t in d["trace"]:
-        src = t["source"]
-        cite = f"{src['seed']} {src['clause']}「{src['quote']}」" if "seed" in src else f"假设 assumption: {src['assumption']}"
-        lines.append(f"  - [{t['rule']}] {t['name']} — {cite}")
+    for t in d.trace:
+        src = t.source
+        cite = (f"{src['seed']} {src['clause']}「{src['quote']}」" if "seed" in src
+                else f"假设 assumption: {src['assumption']}")
+        lines.append(f"  - [{t.rule}] {t.name} — {cite}")
     return "\n".join(lines)
 
 
@@ -231,6 +233,14 @@ def _engine():
     return engine
 
 
+def _require_known(jurisdictions: list[str] | None) -> None:
+    """Exit 2 naming any id that is not a bundled jurisdiction (templates such as _common are not)."""
+    known = sorted(k for k in Loader().raw if not k.startswith("_"))
+    unknown = [j for j in jurisdictions or [] if j not in known]
+    if unknown:
+        _fail([f"未知辖区 {', '.join(unknown)}; 可用: {', '.join(known)}"], 2)
+
+
 @apikey_app.command("create")
 def apikey_create(
     jurisdiction: Annotated[Optional[list[str]], typer.Option("--jurisdiction", help="可访问的辖区 (可重复)")] = None,
@@ -241,10 +251,7 @@ def apikey_create(
     from store.apikeys import create_key  # noqa: PLC0415
     if bool(jurisdiction) == all_:
         _fail(["须指定 --jurisdiction ID (可重复) 或 --all 之一"], 2)
-    known = Loader().raw
-    unknown = [j for j in jurisdiction or [] if j not in known]
-    if unknown:
-        _fail([f"未知辖区 {', '.join(unknown)}; 可用: {', '.join(sorted(k for k in known if not k.startswith('_')))}"], 2)
+    _require_known(jurisdiction)
     key = create_key(_engine(), [] if all_ else list(jurisdiction), label, actor="cli")
     typer.echo(f"已创建, 范围: {'全部辖区' if all_ else ', '.join(jurisdiction)}。请妥善保存, 不会再次显示:")
     typer.echo(key)
@@ -275,7 +282,8 @@ def apikey_list() -> None:
 def user_create(
     name: str,
     superuser: Annotated[bool, typer.Option("--superuser", help="超级管理员: 所有辖区的全部权限")] = False,
-    role: Annotated[Optional[str], typer.Option("--role", help="viewer (查看) | editor (编辑草稿) | publisher (发布/回滚)")] = None,
+    role: Annotated[Optional[str], typer.Option(
+        "--role", help="viewer (查看) | editor (编辑草稿) | publisher (发布/回滚)")] = None,
     jurisdiction: Annotated[Optional[list[str]], typer.Option("--jurisdiction", help="角色所属辖区 (可重复)")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取密码")] = False,
 ) -> None:
@@ -284,10 +292,7 @@ def user_create(
     from store.users import create_user  # noqa: PLC0415
     if superuser == bool(role) or bool(role) != bool(jurisdiction):
         _fail(["须指定 --superuser, 或 --role ROLE 与 --jurisdiction ID 之一"], 2)
-    known = Loader().raw
-    unknown = [j for j in jurisdiction or [] if j not in known or j.startswith("_")]
-    if unknown:
-        _fail([f"未知辖区 {', '.join(unknown)}; 可用: {', '.join(sorted(k for k in known if not k.startswith('_')))}"], 2)
+    _require_known(jurisdiction)
     password = (sys.stdin.readline().rstrip("\n") if password_stdin
                 else typer.prompt("密码", hide_input=True, confirmation_prompt="再次输入密码"))
     try:
@@ -313,12 +318,13 @@ def compare_cmd(ids: Annotated[list[str], typer.Argument(help="两个或更多�
     for row in result["problem_types"]:
         if len(row["by_jurisdiction"]) < 2:
             continue
-        cells = "".join(f"{('第' + str(row['by_jurisdiction'][i]['level']) + '级') if i in row['by_jurisdiction'] else '—':>12}"
-                        for i in ids)
+        by = row["by_jurisdiction"]
+        cells = "".join(f"{('第' + str(by[i]['level']) + '级') if i in by else '—':>12}" for i in ids)
         typer.echo(f"{'*' if row['differs'] else ' '}{row['name'][:20]:<23}{cells}")
     for j in result["jurisdictions"]:
         for w in j["workflows"]:
-            steps = " → ".join(f"{s['name']}({s['duration'] / 3600:g}h{'?' if s['assumed'] else ''})" for s in w["steps"])
+            steps = " → ".join(f"{s['name']}({s['duration'] / 3600:g}h{'?' if s['assumed'] else ''})"
+                               for s in w["steps"])
             typer.echo(f"{j['id']} 流程 {w['name']}: {steps}")
 
 
@@ -378,8 +384,9 @@ def assess(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-Q3
         typer.echo(json.dumps(result, ensure_ascii=False, indent=1))
         return
     scheme = result["scheme"]
-    typer.echo(f"{result['name']} 考核期 {p.label}" + (f" · {scheme['scheme_label']} {scheme['total']:g} 分, 扣分自 "
-                                                       f"{result['score_window']['label']} 起计" if scheme else " · 未设考核方案"))
+    typer.echo(f"{result['name']} 考核期 {p.label}" + (
+        f" · {scheme['scheme_label']} {scheme['total']:g} 分, 扣分自 {result['score_window']['label']} 起计"
+        if scheme else " · 未设考核方案"))
     for lv in result["levels"]:
         rates = "  ".join(f"{RATE_LABELS[k]} {v:.1%}" for k, v in lv["rates"].items() if v is not None)
         typer.echo(f"\n第{lv['level']}级 {lv['name']} ({lv['units']} 个网格, 平均 {lv['average_score']}) {rates}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 from engine.compiler import compile_policy
-from engine.router import Router
+from engine.router import PolicyRouter
 from engine.verify import VerifyReport, verify
 from policy.loader import Jurisdiction
 
@@ -21,10 +21,10 @@ class EngineRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._versions: dict[tuple[str, str], Router] = {}
+        self._versions: dict[tuple[str, str], PolicyRouter] = {}
         self._active: dict[str, str] = {}
 
-    def load(self, jur: Jurisdiction, activate: bool = True, check: bool = True) -> Router:
+    def load(self, jur: Jurisdiction, activate: bool = True, check: bool = True) -> PolicyRouter:
         key = (jur.id, jur.content_hash)
         with self._lock:
             existing = self._versions.get(key)
@@ -35,7 +35,7 @@ class EngineRegistry:
                 if not report.ok:
                     compiled.close()
                     raise VerificationFailed(report)
-            existing = Router(compiled)
+            existing = PolicyRouter(compiled)
             with self._lock:
                 existing = self._versions.setdefault(key, existing)
         if activate:
@@ -43,7 +43,7 @@ class EngineRegistry:
                 self._active[jur.id] = jur.content_hash
         return existing
 
-    def router(self, jurisdiction: str, version: str | None = None) -> Router:
+    def router(self, jurisdiction: str, version: str | None = None) -> PolicyRouter:
         with self._lock:
             version = version or self._active[jurisdiction]
             return self._versions[(jurisdiction, version)]
@@ -55,6 +55,7 @@ class EngineRegistry:
     def unload(self, jurisdiction: str, version: str) -> None:
         with self._lock:
             if self._active.get(jurisdiction) == version:
-                raise ValueError(f"{jurisdiction}@{version} 是当前生效版本, 不能卸载 — cannot unload the active version")
+                raise ValueError(
+                    f"{jurisdiction}@{version} 是当前生效版本, 不能卸载 — cannot unload the active version")
             router = self._versions.pop((jurisdiction, version))
         router.compiled.close()

@@ -1,4 +1,4 @@
-"""route(policy, case) -> Decision: the rules decide, this module resolves grids, deadlines and the trace."""
+"""PolicyRouter.route(case) -> Decision: the rules decide, this module resolves grids, deadlines and the trace."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.calendar import WorkCalendar
 from engine.compiler import TYPE_PREFIX, WORKFLOW_PREFIX, CompiledPolicy, default_facts
+from engine.decision import Decision
 from engine.runtime import Ruleset
 from policy.catalog import close_matches
 from policy.facts import CASE_FACTS, ENUM_FACTS
@@ -46,7 +47,8 @@ class Case(BaseModel):
                 if value not in ENUM_FACTS[name][1]:
                     raise ValueError(f"enterprise_class 须为 {sorted(ENUM_FACTS[name][1])} 之一")
             else:
-                raise ValueError(f"未知的事实 unknown fact '{name}'; 可用 valid: {', '.join(sorted([*CASE_FACTS, 'enterprise_class']))}")
+                valid = ", ".join(sorted([*CASE_FACTS, "enterprise_class"]))
+                raise ValueError(f"未知的事实 unknown fact '{name}'; 可用 valid: {valid}")
         return facts
 
 
@@ -97,7 +99,7 @@ def evaluate(compiled: CompiledPolicy, facts: dict) -> Evaluation:
     return result
 
 
-class Router:
+class PolicyRouter:
     """Routes cases for one compiled policy version."""
 
     def __init__(self, compiled: CompiledPolicy, calendar: WorkCalendar | None = None):
@@ -180,7 +182,7 @@ class Router:
         return next((u for u in chains[0] if u.id in shared), None)
 
     # --- the decision
-    def route(self, case: Case) -> dict:
+    def route(self, case: Case) -> Decision:
         ptype = self.resolve_type(case.problem_type)
         found = self.resolve_unit(case.unit) if case.unit else None
         involved = [self.resolve_unit(u, "units_involved") for u in case.units_involved]
@@ -217,7 +219,7 @@ class Router:
         if ev.workflow is not None and not closed:
             trace.append(dict(self._trace[f"{WORKFLOW_PREFIX}{ev.workflow.id}"]))
         trace += esc_trace
-        return {
+        return Decision.model_validate({
             "jurisdiction": self.jur.id,
             "policy_version": self.compiled.version,
             "problem_type": {"code": ptype.code, "name": self._names[ptype.code]},
@@ -230,7 +232,7 @@ class Router:
             "deadlines": deadlines,
             "escalation_path": escalation,
             "trace": trace,
-        }
+        })
 
     def _unit_ref(self, unit: Unit | None) -> dict:
         return {"unit": unit.id, "name": unit.name} if unit else {"unit": None, "name": None}
@@ -277,36 +279,50 @@ class Router:
         return out, handling_due, handling_step
 
     def _escalation(self, facts: dict, level: int, unit: Unit | None, due: datetime, step) -> tuple[list, list]:
-        """Who takes over each time the handling deadline is missed, until level 1 (terminates: every
-        hop must move strictly up, else it stops)."""
+        """Who takes over each time the handling deadline is missed, until level 1."""
         path, trace = [], []
-        for _ in range(len(self._levels)):
-            if level <= 1:
-                break
-            rule, new_level = self._escalation_hop(facts, level)
-            if rule is None or new_level >= level:
-                break
-            level, unit = new_level, self.ancestor_at(unit, new_level)
-            path.append({"level": level, "unit": unit.id if unit else None, "name": unit.name if unit else None,
-                         "after": due.isoformat(), "rule": rule.id})
-            trace.append(self._trace[rule.id] | {"phase": "escalation"})
+        for hop in escalation_chain(self.compiled, level, facts):
+            unit = self.ancestor_at(unit, hop.to_level)
+            path.append({"level": hop.to_level, "unit": unit.id if unit else None, "name": unit.name if unit else None,
+                         "after": due.isoformat(), "rule": hop.rule.id})
+            trace.append(self._trace[hop.rule.id] | {"phase": "escalation"})
             due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
         return path, trace
 
-    def _escalation_hop(self, facts: dict, level: int) -> tuple[Rule | None, int]:
-        """The deadline rule that fires for a case held at `level` (a phase of its own: stop rules of
-        the intake phase do not block it). Memoised on the facts the deadline rules test: the rules
-        table decides once per distinct combination."""
-        tested = self.compiled.deadline_facts
-        key = (level, tuple(facts.get(name) for name in tested))
-        cached = self.compiled.escalation_cache.get(key)
-        if cached is None:
-            hop = evaluate(self.compiled, facts | {"deadline_missed": True, "handler_level": level,
-                                                  "entry": "at", "cross_boundary": False})
-            rule = next((r for r in hop.fired if escalation_target(r, level) is not None), None)
-            cached = (rule, escalation_target(rule, level) if rule else level)
-            self.compiled.escalation_cache[key] = cached
-        return cached
+
+@dataclass(frozen=True)
+class Hop:
+    """One escalation step: the deadline rule that hands a case held at `from_level` to `to_level`."""
+    rule: Rule
+    from_level: int
+    to_level: int
+
+
+def escalation_hop(compiled: CompiledPolicy, level: int, facts: dict) -> Hop | None:
+    """The deadline rule that fires for a case held at `level` (a phase of its own: stop rules of the intake
+    phase do not block it). Memoised on the facts the deadline rules test: the rules table decides once per
+    distinct combination."""
+    key = (level, tuple(facts.get(name) for name in compiled.deadline_facts))
+    if key not in compiled.escalation_cache:
+        fired = evaluate(compiled, DEFAULT_FACTS | facts | {"deadline_missed": True, "handler_level": level,
+                                                             "entry": "at", "cross_boundary": False}).fired
+        rule = next((r for r in fired if escalation_target(r, level) is not None), None)
+        compiled.escalation_cache[key] = Hop(rule, level, escalation_target(rule, level)) if rule else None
+    return compiled.escalation_cache[key]
+
+
+def escalation_chain(compiled: CompiledPolicy, level: int, facts: dict) -> list[Hop]:
+    """The hops a case with `facts` held at `level` takes as deadlines keep being missed, up to level 1: one
+    definition for routing, verification and the escalation graph. Stops where no deadline rule applies or a
+    hop would not move strictly up (validation refuses such rules; verification reports where a chain stops)."""
+    chain: list[Hop] = []
+    while level > 1:
+        hop = escalation_hop(compiled, level, facts)
+        if hop is None or hop.to_level >= level:
+            break
+        chain.append(hop)
+        level = hop.to_level
+    return chain
 
 
 def _iso_duration(delta: timedelta) -> str:

@@ -10,10 +10,8 @@ import itertools
 from dataclasses import dataclass, field
 
 from engine.compiler import TYPE_PREFIX, CompiledPolicy, default_facts
-from engine.router import entry_of, evaluate, type_features
+from engine.router import entry_of, escalation_chain, escalation_hop, evaluate, type_features
 from policy.facts import BOOLEAN_FACTS, DERIVED_FACTS, ENUM_FACTS
-from policy.models import Rule
-from policy.validate import escalation_target
 
 
 @dataclass
@@ -68,7 +66,8 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     applied_ever: set[str] = set()
     profiles: dict[tuple, object] = {}
     for ptype in jur.policy.problem_types:
-        profiles.setdefault((ptype.level, ptype.persuade_first, len(ptype.departments) > 1, bool(ptype.departments)), ptype)
+        profile = (ptype.level, ptype.persuade_first, len(ptype.departments) > 1, bool(ptype.departments))
+        profiles.setdefault(profile, ptype)
     outcomes: dict[tuple, list[tuple[str, str]]] = {}  # the rules table decides once per distinct tested-fact set
     for ptype in profiles.values():
         for found_level, facts in combinations(compiled, ptype):
@@ -91,7 +90,8 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
             report.shadowed.append(f"规则 {rule.id} 总被更高优先级的终止规则遮蔽 — shadowed by a stop rule")
     report.conflicts = sorted(set(report.conflicts))[:50]
     for level in levels[1:]:
-        report.escalation.extend(_escalation_problems(compiled, level, levels))
+        for facts in deadline_combinations(compiled):
+            report.escalation.extend(_escalation_problems(compiled, level, facts))
     report.matrix = coverage_matrix(compiled)
     return report
 
@@ -107,40 +107,48 @@ def _issues(ev, levels: list[int], has_workflows: bool) -> list[tuple[str, str]]
         issues.append(("gaps", f"处置层级 {ev.handler_level} 不存在"))
     for a, b in itertools.combinations(ev.applied, 2):
         if a.priority == b.priority and a.then.handler and b.then.handler and a.then.handler != b.then.handler:
-            issues.append(("conflicts", f"规则 {a.id} 与 {b.id} 优先级相同({a.priority})但改变处置网格的方式不同 — conflict"))
+            issues.append(("conflicts",
+                           f"规则 {a.id} 与 {b.id} 优先级相同({a.priority})但改变处置网格的方式不同 — conflict"))
     return issues
 
 
-def escalation_rule(compiled: CompiledPolicy, level: int) -> Rule | None:
-    """The deadline rule that takes a case held at `level` when its handling deadline is missed."""
-    facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
-                               "cross_boundary": False, "persuade_first": False,
-                               "has_department": False, "multi_department": False}
-    return next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
+def deadline_combinations(compiled: CompiledPolicy) -> list[dict]:
+    """Every combination of the facts the deadline rules test (one empty combination when they test none):
+    escalation depends on these alone, so each is verified and drawn."""
+    names = [n for n in compiled.deadline_facts if n in BOOLEAN_FACTS or n == "enterprise_class"]
+    names = [n for n in names if n != "cross_boundary"]  # a held case is never crossing: the hop fixes it
+    domains = [list(ENUM_FACTS[n][1]) if n in ENUM_FACTS else [False, True] for n in names]
+    return [dict(zip(names, values)) for values in itertools.product(*domains)]
 
 
-def _escalation_problems(compiled: CompiledPolicy, start: int, levels: list[int]) -> list[str]:
-    """Missed deadlines must climb to level 1 within len(levels) hops."""
-    level, hops = start, 0
-    while level > 1:
-        rule = escalation_rule(compiled, level)
-        if rule is None:
-            return [f"第{level}级超期后没有升级规则, 无法到达第1级 — escalation does not reach level 1"]
-        level, hops = escalation_target(rule, level), hops + 1
-        if hops > len(levels):
-            return [f"从第{start}级开始的超期升级未在 {len(levels)} 步内到达第1级 — escalation does not terminate"]
-    return []
+def _escalation_problems(compiled: CompiledPolicy, start: int, facts: dict) -> list[str]:
+    """Missed deadlines must climb to level 1 (every hop moves strictly up, so the chain terminates)."""
+    chain = escalation_chain(compiled, start, facts)
+    end = chain[-1].to_level if chain else start
+    if end == 1:
+        return []
+    shown = [name if value is True else f"{name}={value}"
+             for name, value in facts.items() if value not in (False, "none")]
+    where = f"从第{start}级开始" + (f" [{', '.join(shown)}]" if shown else "")
+    stuck = escalation_hop(compiled, end, facts)
+    if stuck is None:
+        return [f"{where}: 第{end}级超期后没有升级规则, 无法到达第1级 — escalation does not reach level 1"]
+    return [f"{where}: 规则 {stuck.rule.id} 把第{end}级的案件交给第{stuck.to_level}级 — escalation does not terminate"]
 
 
 def escalation_edges(compiled: CompiledPolicy) -> list[dict]:
-    """One edge per level below 1: where a missed handling deadline sends the case, by which rule."""
-    edges = []
+    """One edge per (level, deadline rule) any fact combination takes: where a missed handling deadline sends
+    the case, by which rule, and on which facts (`when`, empty for the unconditional rule)."""
+    edges: dict[tuple[int, str], dict] = {}
     for lv in sorted(compiled.jurisdiction.policy.levels, key=lambda lv: lv.number)[1:]:
-        rule = escalation_rule(compiled, lv.number)
-        if rule is not None:
-            edges.append({"from": lv.number, "to": escalation_target(rule, lv.number), "rule": rule.id,
-                          "name": rule.name, "source": rule.provenance})
-    return edges
+        for facts in deadline_combinations(compiled):
+            hop = escalation_hop(compiled, lv.number, facts)
+            if hop is not None and (lv.number, hop.rule.id) not in edges:
+                when = {k: v for k, v in hop.rule.when.tests.items() if k not in ("deadline_missed", "handler_level")}
+                edges[lv.number, hop.rule.id] = {
+                    "from": lv.number, "to": hop.to_level, "rule": hop.rule.id, "name": hop.rule.name,
+                    "source": hop.rule.provenance, "when": when}
+    return list(edges.values())
 
 
 def _describe(facts: dict) -> str:

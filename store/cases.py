@@ -16,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, delete, func, select
 
-from engine.router import Case, Router, RoutingError
+from engine.decision import Decision
+from engine.router import Case, PolicyRouter, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
 from store.db import UnitOfWork, transaction
 from store.errors import Conflict, Invalid, NotFound
@@ -25,7 +26,7 @@ from store.versions import PolicyStore
 
 CLOSED = "closed"
 RECEIVED = "received"
-ACTION_LABELS = {"complete": "办结本步骤", "fail": "核查未通过(返工)", "return": "回退(非本部门职责)",
+TRANSITION_LABELS = {"complete": "办结本步骤", "fail": "核查未通过(返工)", "return": "回退(非本部门职责)",
                  "extend": "延期", "reroute": "按新事实重新路由", "escalate": "超期升级", "close": "结案"}
 
 
@@ -86,19 +87,19 @@ class CaseService:
             decision = router.route(case.model_copy(update={"reported_at": now}))
         except RoutingError as err:
             raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
-        number = self.policies.numbers[jurisdiction, decision["policy_version"]]
+        number = self.policies.numbers[jurisdiction, decision.policy_version]
         found = router.units.get(case.unit) if case.unit else None
         record = CaseRecord(
-            jurisdiction=jurisdiction, policy_version=decision["policy_version"], version_number=number,
-            idempotency_key=idempotency_key, problem_type=decision["problem_type"]["code"], unit=case.unit,
-            facts=dict(case.facts), description=description, decision=decision, handler_level=decision["handler"]["level"],
-            handler_unit=decision["handler"]["unit"], found_level=found.level if found else case.found_at_level, status=RECEIVED,
+            jurisdiction=jurisdiction, policy_version=decision.policy_version, version_number=number,
+            idempotency_key=idempotency_key, problem_type=decision.problem_type.code, unit=case.unit,
+            facts=dict(case.facts), description=description, decision=decision, handler_level=decision.handler.level,
+            handler_unit=decision.handler.unit, found_level=found.level if found else case.found_at_level, status=RECEIVED,
             reported_by=actor, created_at=now, updated_at=now)
         workflow = self._workflow(router, decision)
         session.add(record)
         _departments(session, record)
         self._event(session, record, actor, "created", None, None, now, note="案件受理并路由",
-                    data={"decision_first_action": decision["first_action"]})
+                    data={"decision_first_action": decision.first_action})
         if workflow is None:
             record.status, record.closed_at = CLOSED, now
             self._event(session, record, actor, "closed", RECEIVED, CLOSED, now, note="现场纠正, 记录结案")
@@ -162,14 +163,13 @@ class CaseService:
             return {jid: {"open": total, "overdue": int(overdue or 0)} for jid, total, overdue in session.exec(query)}
 
     # --- the state machine
-    def _workflow(self, router: Router, decision: dict) -> Workflow | None:
-        wid = decision.get("workflow")
-        return router.compiled.workflows_by_id[wid] if wid else None
+    def _workflow(self, router: PolicyRouter, decision: Decision) -> Workflow | None:
+        return router.compiled.workflows_by_id[decision.workflow] if decision.workflow else None
 
-    def _router_for(self, record: CaseRecord) -> Router:
+    def _router_for(self, record: CaseRecord) -> PolicyRouter:
         return self.policies.router(record.jurisdiction, record.policy_version)
 
-    def allowed_actions(self, record: CaseRecord, router: Router | None = None) -> list[str]:
+    def allowed_actions(self, record: CaseRecord, router: PolicyRouter | None = None) -> list[str]:
         if record.status == CLOSED:
             return []
         router = router or self._router_for(record)
@@ -179,7 +179,7 @@ class CaseService:
         allowed = ["complete", "return", "extend", "reroute"]
         if step.on_failure:
             allowed.append("fail")
-        if record.decision["escalation_path"] and record.handler_level > 1:
+        if record.decision.escalation_path and record.handler_level > 1:
             allowed.append("escalate")
         if record.status in (steps[0], steps[-1]):
             allowed.append("close")
@@ -225,7 +225,7 @@ class CaseService:
         start_clock(router, record, self._step(router, record, clock.step), now)
         return True
 
-    def _step(self, router: Router, record: CaseRecord, step_id: str) -> WorkflowStep:
+    def _step(self, router: PolicyRouter, record: CaseRecord, step_id: str) -> WorkflowStep:
         workflow = self._workflow(router, record.decision)
         return next(s for s in workflow.steps if s.id == step_id)
 
@@ -290,10 +290,10 @@ class CaseService:
             raise Invalid(str(err), field="facts") from None
         old = record.decision
         record.facts, record.decision = facts, decision
-        record.handler_level, record.handler_unit = decision["handler"]["level"], decision["handler"]["unit"]
+        record.handler_level, record.handler_unit = decision.handler.level, decision.handler.unit
         self._event(session, record, t.actor, "rerouted", record.status, record.status, now, t.note,
-                    {"facts": t.facts, "old_handler": old["handler"], "new_handler": decision["handler"],
-                     "first_action": decision["first_action"]})
+                    {"facts": t.facts, "old_handler": old.handler.model_dump(mode="json"),
+                     "new_handler": decision.handler.model_dump(mode="json"), "first_action": decision.first_action})
         _stop_clocks(record, now)
         session.exec(delete(CaseDepartment).where(CaseDepartment.case_id == record.id))
         _departments(session, record)
@@ -309,7 +309,7 @@ class CaseService:
         escalate(session, router, record, t.actor, t.note or "手动升级", now)
 
     # --- clocks and events
-    def _enter(self, session, router: Router, record: CaseRecord, step: WorkflowStep, actor: str, now: datetime,
+    def _enter(self, session, router: PolicyRouter, record: CaseRecord, step: WorkflowStep, actor: str, now: datetime,
                note: str = "", action: str = "entered") -> None:
         previous = record.status
         record.status = step.id
@@ -341,7 +341,7 @@ def _stop_clocks(record: CaseRecord, now: datetime) -> None:
         clock.stopped_at = now
 
 
-def start_clock(router: Router, record: CaseRecord, step: WorkflowStep, now: datetime) -> datetime:
+def start_clock(router: PolicyRouter, record: CaseRecord, step: WorkflowStep, now: datetime) -> datetime:
     """A fresh deadline clock for `step`, held by the case's current grid; returns (and records) the due time."""
     due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
     record.due_at = due
@@ -352,7 +352,7 @@ def start_clock(router: Router, record: CaseRecord, step: WorkflowStep, now: dat
 
 
 def _departments(session: Session, record: CaseRecord) -> None:
-    for dept in {d["id"] for d in record.decision["handler"]["departments"]}:
+    for dept in set(record.decision.department_ids):
         session.add(CaseDepartment(record=record, department=dept))
 
 
@@ -360,16 +360,15 @@ def _threshold(start: datetime, due: datetime, fraction: float) -> datetime:
     return as_utc(start) + (as_utc(due) - as_utc(start)) * fraction
 
 
-def escalate(session: Session, router: Router, record: CaseRecord, actor: str, note: str, now: datetime) -> bool:
+def escalate(session: Session, router: PolicyRouter, record: CaseRecord, actor: str, note: str, now: datetime) -> bool:
     """Move the case to the next grid of its escalation path; False at level 1 (nothing above)."""
-    path = record.decision.get("escalation_path") or []
-    nxt = next((hop for hop in path if hop["level"] < record.handler_level), None)
+    nxt = next((hop for hop in record.decision.escalation_path if hop.level < record.handler_level), None)
     if nxt is None:
         return False
     old = {"level": record.handler_level, "unit": record.handler_unit}
-    record.handler_level, record.handler_unit = nxt["level"], nxt["unit"]
+    record.handler_level, record.handler_unit = nxt.level, nxt.unit
     session.add(CaseEvent(record=record, at=now, actor=actor, action="escalated", unit=old["unit"], level=old["level"],
                           from_status=record.status,
                           to_status=record.status, note=note,
-                          data={"from": old, "to": {"level": nxt["level"], "unit": nxt["unit"]}, "rule": nxt["rule"]}))
+                          data={"from": old, "to": {"level": nxt.level, "unit": nxt.unit}, "rule": nxt.rule}))
     return True

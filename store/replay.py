@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, func, select
 
 from engine.compiler import compile_policy
-from engine.router import Case, Router, RoutingError
+from engine.decision import Decision
+from engine.router import Case, PolicyRouter, RoutingError
 from store.cases import as_utc
 from store.errors import Invalid
 from store.tables import CaseRecord, PolicyVersion, utcnow
@@ -30,12 +31,11 @@ def parse_days(text: str | None) -> int:
     return int(text)
 
 
-def outcome(decision: dict) -> dict:
+def outcome(decision: Decision) -> dict:
     """The parts of a decision an admin compares: handler level and unit, first action, departments."""
-    handler = decision["handler"]
-    return {"level": handler["level"], "unit": handler["unit"], "unit_name": handler.get("unit_name"),
-            "first_action": decision["first_action"],
-            "departments": [d["id"] for d in handler["departments"]]}
+    handler = decision.handler
+    return {"level": handler.level, "unit": handler.unit, "unit_name": handler.unit_name,
+            "first_action": decision.first_action, "departments": decision.department_ids}
 
 
 @dataclass
@@ -71,7 +71,7 @@ class ReplayReport:
         return sum(1 for d in self.differences if d.new is None)
 
 
-def replay(engine, jurisdiction: str, router: Router, days: int = DEFAULT_DAYS, cap: int = REPLAY_CAP,
+def replay(engine, jurisdiction: str, router: PolicyRouter, days: int = DEFAULT_DAYS, cap: int = REPLAY_CAP,
            now: datetime | None = None) -> ReplayReport:
     """Route the newest `cap` cases created in the last `days` days with `router`, each as reported
     (same type, unit, facts and report time), and keep those whose outcome differs from the stored one."""
@@ -84,7 +84,7 @@ def replay(engine, jurisdiction: str, router: Router, days: int = DEFAULT_DAYS, 
                             .order_by(CaseRecord.created_at.desc(), CaseRecord.id.desc()).limit(cap)).all()
     report = ReplayReport(days, since, total, cap, replayed=len(rows))
     for case_id, created_at, ptype, unit, facts, decision in rows:
-        item = Replayed(case_id, as_utc(created_at), decision["problem_type"]["name"], unit, outcome(decision), None)
+        item = Replayed(case_id, as_utc(created_at), decision.problem_type.name, unit, outcome(decision), None)
         try:
             item.new = outcome(router.route(Case(problem_type=ptype, unit=unit, facts=facts,
                                                  reported_at=item.created_at)))
@@ -101,7 +101,7 @@ def replay_version(policies: PolicyStore, version: PolicyVersion, days: int = DE
     active router's calendar is shared, with its memo of working-day shifts."""
     compiled = compile_policy(policies.build(version))
     try:
-        router = Router(compiled, calendar=policies.router(version.jurisdiction).calendar)
+        router = PolicyRouter(compiled, calendar=policies.router(version.jurisdiction).calendar)
         return replay(policies.engine, version.jurisdiction, router, days, cap, now)
     finally:
         compiled.close()

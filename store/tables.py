@@ -4,13 +4,29 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, relationship
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Relationship, SQLModel
+
+from engine.decision import Decision
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class DecisionJSON(TypeDecorator):
+    """A JSON column read back as the engine's typed Decision (the JSON itself is unchanged)."""
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Decision | None:
+        return None if value is None else Decision.model_validate(value)
 
 
 class PolicyVersion(SQLModel, table=True):
@@ -62,7 +78,7 @@ class CaseRecord(SQLModel, table=True):
     unit: str | None = Field(default=None, max_length=128, index=True)
     facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     description: str = Field(default="", max_length=4000)
-    decision: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    decision: Decision = Field(sa_column=Column(DecisionJSON, nullable=False))
     handler_level: int
     handler_unit: str | None = Field(default=None, max_length=128, index=True)
     found_level: int | None = None  # the finder's level; above the handler's = found by an upper grid

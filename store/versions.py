@@ -6,7 +6,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from engine.registry import EngineRegistry, VerificationFailed
-from engine.router import Router
+from engine.router import PolicyRouter
 from policy.catalog import Catalog
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
@@ -56,7 +56,7 @@ class PolicyStore:
                 self.registry.load(self.build(version), check=False)  # verified when published
         return self.registry.active()
 
-    def router(self, jurisdiction: str, version_hash: str | None = None) -> Router:
+    def router(self, jurisdiction: str, version_hash: str | None = None) -> PolicyRouter:
         try:
             return self.registry.router(jurisdiction, version_hash)
         except KeyError:

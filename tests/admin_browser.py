@@ -2,10 +2,12 @@
 (fixtures `server` and `browser`, one per test module, registered in conftest.py)."""
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -22,7 +24,8 @@ from store.users import create_user
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"  # the README's images: rewritten only on request
+REFRESH_SCREENSHOTS = os.environ.get("GRIDPOLICY_REFRESH_SCREENSHOTS") == "1"
 PASSWORD = "correct-horse-9"
 
 
@@ -100,6 +103,14 @@ def htmx_idle(page: Page) -> None:
     page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')")
 
 
+@functools.cache
+def screenshot_dir() -> Path:
+    """docs/screenshots with GRIDPOLICY_REFRESH_SCREENSHOTS=1; else a temporary folder, so a test run leaves the
+    tracked images alone (the screenshot is still taken: rendering the page is part of the test)."""
+    return SCREENSHOTS if REFRESH_SCREENSHOTS else Path(tempfile.mkdtemp(prefix="gridpolicy-screenshots-"))
+
+
 def shot(page: Page, name: str, full_page: bool = False) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+    folder = screenshot_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)

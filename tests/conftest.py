@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,16 @@ def policy_dir(tmp_path) -> PolicyDir:
 PG_ADMIN_URL = os.environ.get("GRIDPOLICY_TEST_DATABASE_URL")
 
 
+def _pg(sql: str) -> None:
+    import psycopg
+    with psycopg.connect(PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
 @contextmanager
 def fresh_database(kind: str, folder: Path) -> Iterator[str]:
     """The URL of a fresh, empty database on `kind` (sqlite or postgresql), dropped afterwards."""
@@ -58,27 +69,74 @@ def fresh_database(kind: str, folder: Path) -> Iterator[str]:
         return
     if not PG_ADMIN_URL:
         pytest.skip("GRIDPOLICY_TEST_DATABASE_URL not set (make test starts PostgreSQL and sets it)")
-    import psycopg
     name = f"gp_test_{uuid.uuid4().hex[:12]}"
-    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _pg(f'CREATE DATABASE "{name}"')
+    yield _pg_url(name)
+    _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _prepare(url: str) -> None:
+    """Migrate and import the bundled jurisdictions (verifying each: the slow part) once per session."""
+    open_policy_store(url).engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def prepared_sqlite(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("prepared") / "prepared.db"
+    _prepare(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # fold the WAL into the file, so one file copy is the whole database
+        conn.execute("PRAGMA journal_mode=DELETE")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared_postgresql():
+    name = f"gp_prepared_{uuid.uuid4().hex[:12]}"
+    _pg(f'CREATE DATABASE "{name}"')
+    _prepare(_pg_url(name))
+    yield name
+    _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
-    """A fresh, empty database on each backend. `make test` starts the PostgreSQL server; without it
-    (a bare `pytest`) the PostgreSQL variants are skipped."""
-    with fresh_database(request.param, tmp_path) as url:
-        yield url
+    """A database of its own on each backend, migrated and with the bundled jurisdictions imported: a copy of one
+    prepared per session (a file copy, or PostgreSQL's CREATE DATABASE … TEMPLATE). `make test` starts the
+    PostgreSQL server; without it (a bare `pytest`) the PostgreSQL variants are skipped."""
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copy(request.getfixturevalue("prepared_sqlite"), path)
+        yield f"sqlite:///{path}"
+        return
+    if not PG_ADMIN_URL:
+        pytest.skip("GRIDPOLICY_TEST_DATABASE_URL not set (make test starts PostgreSQL and sets it)")
+    template = request.getfixturevalue("prepared_postgresql")
+    name = f"gp_test_{uuid.uuid4().hex[:12]}"
+    _pg(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _pg_url(name)
+    _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def cases(database_url) -> CaseService:
-    """The case store over a fresh database with the bundled jurisdictions imported."""
+    """The case store over a database of its own with the bundled jurisdictions imported."""
     policies = open_policy_store(database_url)
     yield CaseService(policies)
     policies.engine.dispose()
+
+
+# --- markers: `-m unit` (in-process, no database), `-m integration` (a database, a server or the installed
+# command), `-m browser` (headless Chromium); e.g. `pytest -m "not browser"`.
+INTEGRATION_FIXTURES = {"database_url", "prepared_sqlite", "server", "servers", "fuzz_target", "seeded"}
+INTEGRATION_MODULES = {"test_cli"}  # runs the installed `gridpolicy` command in a subprocess
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        elif fixtures & INTEGRATION_FIXTURES or item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)

@@ -9,7 +9,7 @@ import pytest
 from engine.calendar import WorkCalendar
 from engine.compiler import compile_policy, rules_definition, types_definition
 from engine.registry import EngineRegistry, VerificationFailed
-from engine.router import Case, Router, RoutingError
+from engine.router import Case, PolicyRouter, RoutingError
 from engine.runtime import RulesetLimitError, check_limits
 from policy.loader import Loader
 from policy.models import CalendarKind
@@ -61,11 +61,11 @@ def test_versions_load_side_by_side_and_switch(policy_dir):
     new = Loader(policy_dir.root).build("karamay")
     assert new.content_hash != old.content_hash
     case = Case(problem_type="waste.medical.disposal", unit="kmy-l3-01")
-    assert registry.router("karamay").route(case)["handler"]["level"] == 2
+    assert registry.router("karamay").route(case).handler.level == 2
     registry.load(new)
-    assert registry.router("karamay").route(case)["handler"]["level"] == 1
+    assert registry.router("karamay").route(case).handler.level == 1
     replay = registry.router("karamay", old.content_hash).route(case)  # the old version stays evaluable
-    assert replay["handler"]["level"] == 2 and replay["policy_version"] == old.content_hash
+    assert replay.handler.level == 2 and replay.policy_version == old.content_hash
     with pytest.raises(ValueError, match="当前生效版本"):
         registry.unload("karamay", new.content_hash)
     registry.unload("karamay", old.content_hash)
@@ -87,7 +87,7 @@ def test_registry_refuses_a_version_that_fails_verification(policy_dir):
 
 
 def test_concurrent_routing_matches_sequential(karamay):
-    router = Router(compile_policy(karamay))
+    router = PolicyRouter(compile_policy(karamay))
     when = datetime(2026, 9, 28, 9, tzinfo=CST)
     cases = [Case(problem_type=t.code, unit=u.id, facts=f, reported_at=when)
              for t in karamay.policy.problem_types for u in list(karamay.units.values())[:10]
@@ -131,7 +131,7 @@ def test_uncovered_year_falls_back_without_crashing():
 
 
 def test_unknown_type_and_unit_name_close_matches(karamay):
-    router = Router(compile_policy(karamay))
+    router = PolicyRouter(compile_policy(karamay))
     with pytest.raises(RoutingError) as info:
         router.route(Case(problem_type="yiliao feiwu"))
     assert info.value.field == "problem_type" and "医疗废物处置" in str(info.value)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.compiler import compile_policy, default_facts
-from engine.router import Case, Router, entry_of, evaluate, type_features
+from engine.router import Case, PolicyRouter, entry_of, evaluate, type_features
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS
 from policy.loader import Loader
@@ -20,7 +20,7 @@ from tests.strategies import MUTATIONS, policies
 WHEN = datetime(2026, 9, 28, 9, 0, tzinfo=timezone.utc)  # just before the National Day holiday
 
 
-def check_invariants(router: Router, facts: dict | None = None) -> None:
+def check_invariants(router: PolicyRouter, facts: dict | None = None) -> None:
     jur = router.jur
     levels = sorted(lv.number for lv in jur.policy.levels)
     for ptype in jur.policy.problem_types:
@@ -28,14 +28,14 @@ def check_invariants(router: Router, facts: dict | None = None) -> None:
             unit = jur.units_at(level)[0]
             case = Case(problem_type=ptype.code, unit=unit.id, facts=facts or {}, reported_at=WHEN)
             decision = router.route(case)
-            handler = decision["handler"]
-            assert handler["level"] in levels
-            if level >= handler["level"] or len(jur.units_at(handler["level"])) == 1:
-                assert handler["unit"] in jur.units and jur.units[handler["unit"]].level == handler["level"]
+            handler = decision.handler
+            assert handler.level in levels
+            if level >= handler.level or len(jur.units_at(handler.level)) == 1:
+                assert handler.unit in jur.units and jur.units[handler.unit].level == handler.level
             else:  # found above the handling level: which lower grid handles it needs units_involved
-                assert handler["unit"] is None
+                assert handler.unit is None
             assert decision == router.route(case), "routing must be deterministic"
-            path = [hop["level"] for hop in decision["escalation_path"]]
+            path = [hop.level for hop in decision.escalation_path]
             assert path == sorted(path, reverse=True) and len(set(path)) == len(path)
             assert len(path) < len(levels)
             if path:
@@ -44,7 +44,7 @@ def check_invariants(router: Router, facts: dict | None = None) -> None:
 
 def test_bundled_every_type_from_every_level(bundled):
     for jur in bundled.values():
-        router = Router(compile_policy(jur))
+        router = PolicyRouter(compile_policy(jur))
         check_invariants(router)
         check_invariants(router, {"persuasion_failed": True, "suspected_crime": True})
 
@@ -68,7 +68,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(policies())
 def test_generated_policies_route_every_type(tmp_path_factory, data):
-    check_invariants(Router(compile_policy(_build(tmp_path_factory, data))))
+    check_invariants(PolicyRouter(compile_policy(_build(tmp_path_factory, data))))
 
 
 @SETTINGS

@@ -58,7 +58,7 @@ def test_replay_leaves_the_active_engine_working(cases):
     draft = cases.policies.create_draft("karamay", "test")  # same content as the active version
     assert replay_version(cases.policies, draft).differences == []
     decision = cases.policies.router("karamay").route(Case(problem_type=MEDICAL, unit="kmy-l3-01"))
-    assert decision["handler"]["level"] == 2
+    assert decision.handler.level == 2
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

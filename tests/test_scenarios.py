@@ -6,19 +6,20 @@ from datetime import datetime, timezone
 import pytest
 
 from engine.compiler import compile_policy
-from engine.router import Case, Router
+from engine.router import Case, PolicyRouter
 
 WHEN = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
 def routers(bundled):
-    return {jid: Router(compile_policy(jur)) for jid, jur in bundled.items()}
+    return {jid: PolicyRouter(compile_policy(jur)) for jid, jur in bundled.items()}
 
 
-def route(routers, jid, problem_type, unit=None, level=None, **facts):
+def route(routers, jid, problem_type, unit=None, level=None, **facts) -> dict:
+    """The decision's JSON form, as an intake system reads it."""
     return routers[jid].route(Case(problem_type=problem_type, unit=unit, found_at_level=level, facts=facts,
-                                   reported_at=WHEN))
+                                   reported_at=WHEN)).model_dump(mode="json")
 
 
 def departments(decision) -> set[str]:
@@ -121,7 +122,7 @@ def test_panjin_cross_boundary_goes_to_the_common_ancestor(routers, bundled):
     a, b = next((x, y) for x in l3 for y in l3 if x.parent != y.parent)
     d = routers["panjin"].route(Case(problem_type="air.area.straw_burning", unit=a.id, units_involved=[a.id, b.id],
                                      reported_at=WHEN))
-    assert d["handler"]["level"] == 1
+    assert d.handler.level == 1
 
 
 # --- Weiyang (000): 45 types at level 2, 56 at level 3; village persuades first, then reports straight up
@@ -150,7 +151,7 @@ def test_weiyang_cross_street_dust_goes_to_the_district(routers, bundled):
     a, b = next((x, y) for x in l4 for y in l4 if x.parent != y.parent)
     d = routers["weiyang"].route(Case(problem_type="air.dust.construction_site", unit=a.id, units_involved=[a.id, b.id],
                                       facts={"persuasion_failed": True}, reported_at=WHEN))
-    assert d["handler"]["level"] == 2 and d["handler"]["unit"] == "weiyang"
+    assert d.handler.level == 2 and d.handler.unit == "weiyang"
 
 
 def test_weiyang_failed_verification_re_reports(routers):

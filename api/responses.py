@@ -1,0 +1,316 @@
+"""Typed success responses of /v1: what the handlers return, so /schema/openapi.json describes every field an
+intake system reads. The JSON is the same the handlers wrote as dicts before (same keys)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+from engine.decision import Decision, Provenance
+from store.tables import CaseClock, CaseEvent, CaseRecord, PolicyVersion
+
+Number = int | float  # kept as computed: an integer score stays an integer in the JSON
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Sparse(_Out):
+    """Fields left unset are left out of the JSON (e.g. a case's events in a list)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set or k not in self.optional_parts()}
+
+    @classmethod
+    def optional_parts(cls) -> set[str]:
+        return set()
+
+
+# --- cases (a route answer is the engine's Decision itself)
+class AllowedAction(_Out):
+    action: str = Field(description="complete, fail, return, extend, reroute, escalate or close")
+    label: str
+
+
+class EventOut(_Out):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    unit: str | None = Field(description="the grid holding the case when it happened")
+    level: int | None
+    from_status: str | None
+    to_status: str | None
+    note: str
+    data: dict[str, Any]
+
+
+class ClockOut(_Out):
+    id: int
+    cycle: int
+    step: str
+    unit: str | None
+    calendar: str
+    started_at: datetime
+    due_at: datetime
+    warned_50_at: datetime | None
+    warned_75_at: datetime | None
+    overdue_at: datetime | None
+    stopped_at: datetime | None
+
+
+class CaseOut(_Sparse):
+    id: int
+    jurisdiction: str
+    policy_version: str
+    version_number: int
+    problem_type: str
+    unit: str | None
+    facts: dict[str, bool | str]
+    description: str
+    decision: Decision
+    handler_level: int
+    handler_unit: str | None
+    found_level: int | None
+    status: str = Field(description="the current workflow step, or closed")
+    cycle: int
+    due_at: datetime | None
+    overdue: bool
+    reported_by: str
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    allowed_actions: list[AllowedAction]
+    events: list[EventOut] | None = Field(None, description="only on a single case")
+    clocks: list[ClockOut] | None = Field(None, description="only on a single case")
+
+    @classmethod
+    def optional_parts(cls) -> set[str]:
+        return {"events", "clocks"}
+
+    @classmethod
+    def of(cls, record: CaseRecord, allowed: list[AllowedAction], events: list[CaseEvent] | None = None,
+           clocks: list[CaseClock] | None = None) -> CaseOut:
+        parts: dict[str, Any] = {}
+        if events is not None:
+            parts["events"] = [EventOut.model_validate(e.model_dump(exclude={"case_id"})) for e in events]
+        if clocks is not None:
+            parts["clocks"] = [ClockOut.model_validate(c.model_dump(exclude={"case_id", "next_check_at"}))
+                               for c in clocks]
+        fields = {name: getattr(record, name) for name in CaseRecord.model_fields if name != "idempotency_key"}
+        return cls.model_validate(fields | {"allowed_actions": allowed} | parts)
+
+
+class CasePage(_Out):
+    total: int
+    limit: int
+    offset: int
+    items: list[CaseOut]
+
+
+# --- versions
+class VersionOut(_Sparse):
+    jurisdiction: str
+    number: int
+    status: str = Field(description="draft or published")
+    active: bool
+    content_hash: str
+    revision: int = Field(description="the draft revision; send it back as If-Match")
+    author: str
+    note: str
+    created_at: str = Field(description="ISO 8601 date-time")
+    published_at: str | None
+    published_by: str | None
+    document: dict[str, Any] | None = Field(None, description="the resolved policy (single version only)")
+
+    @classmethod
+    def optional_parts(cls) -> set[str]:
+        return {"document"}
+
+    @classmethod
+    def of(cls, v: PolicyVersion, with_document: bool = False) -> VersionOut:
+        out = cls(jurisdiction=v.jurisdiction, number=v.number, status=v.status, active=v.active,
+                  content_hash=v.content_hash, revision=v.revision, author=v.author, note=v.note,
+                  created_at=v.created_at.isoformat(),
+                  published_at=v.published_at.isoformat() if v.published_at else None, published_by=v.published_by)
+        if with_document:
+            out.document = v.document
+        return out
+
+
+# --- assessment (store/assessment.py computes it)
+class PeriodOut(_Out):
+    label: str = Field(description="2026-07, 2026-Q3, 2026-H1 or 2026")
+    kind: str
+    kind_label: str
+    start: str
+    end: str
+
+
+class DeductionCount(_Out):
+    id: str
+    name: str
+    trigger: str
+    count: int
+    points_each: Number
+    points: Number
+
+
+class RecordOut(_Out):
+    score: Number
+    note: str
+    author: str
+    at: str
+
+
+Indicators = dict[str, int]
+Rates = dict[str, float | None]
+
+
+class UnitAssessment(_Out):
+    unit: str
+    name: str
+    level: int
+    parent: str | None
+    indicators: Indicators = Field(description="counts keyed as in indicator_labels")
+    rates: Rates = Field(description="ratios keyed as in rate_labels; null where the denominator is 0")
+    records: dict[str, RecordOut] = Field(description="self / upper assessments by kind")
+    score: Number | None
+    loss: Number
+    deducted: Number
+    deductions: list[DeductionCount]
+    vetoed: list[str]
+    rank: int
+
+
+class LevelAssessment(_Out):
+    level: int
+    name: str
+    units: int
+    indicators: Indicators
+    rates: Rates
+    average_score: float | None
+
+
+class DepartmentAssessment(_Out):
+    id: str
+    name: str
+    indicators: Indicators
+    rates: Rates
+
+
+class StepTime(_Out):
+    step: str
+    name: str
+    count: int
+    avg_hours: float
+    p90_hours: float
+
+
+class SchemeDeduction(_Out):
+    id: str
+    name: str
+    points: Number
+    max_points: Number | None
+    trigger: str
+    trigger_label: str
+    provenance: Provenance
+
+
+class SchemeVeto(_Out):
+    id: str
+    name: str
+    trigger: str | None
+    at_least: int
+    trigger_label: str
+    provenance: Provenance
+
+
+class SchemeAssessment(_Out):
+    kind: str
+    per: str
+    provenance: Provenance
+
+
+class Scheme(_Out):
+    scheme: str
+    scheme_label: str
+    total: Number
+    period: str
+    publish: str | None
+    provenance: Provenance
+    deductions: list[SchemeDeduction]
+    vetoes: list[SchemeVeto]
+    assessments: list[SchemeAssessment]
+
+
+class Assessment(_Out):
+    jurisdiction: str
+    name: str
+    policy_version: str
+    period: PeriodOut
+    score_window: PeriodOut = Field(description="where deductions are counted from (a yearly scheme: the year)")
+    scheme: Scheme | None
+    indicator_labels: dict[str, str]
+    rate_labels: dict[str, str]
+    units: list[UnitAssessment]
+    levels: list[LevelAssessment]
+    departments: list[DepartmentAssessment]
+    steps: list[StepTime]
+
+
+class TrendPoint(_Out):
+    period: str
+    closure_rate: float | None = None
+    on_time_closure_rate: float | None = None
+    on_time_report_rate: float | None = None
+    on_time_dispatch_rate: float | None = None
+    accurate_dispatch_rate: float | None = None
+    disposal_rate: float | None = None
+    on_time_handling_rate: float | None = None
+    rework_rate: float | None = None
+
+
+class ExplainedEvent(_Out):
+    event: int
+    case: int
+    at: str
+    action: str
+    step: str | None
+    note: str
+    problem_type: str
+
+
+class ExplainedDeduction(_Out):
+    id: str
+    name: str
+    trigger: str
+    trigger_label: str
+    points_each: Number
+    provenance: Provenance
+    events: list[ExplainedEvent]
+
+
+class UnitExplanation(_Out):
+    jurisdiction: str
+    unit: str
+    name: str
+    period: PeriodOut
+    score_window: PeriodOut
+    deductions: list[ExplainedDeduction]
+
+
+class AssessmentRecordOut(_Out):
+    id: int
+    jurisdiction: str
+    period: str
+    unit: str
+    kind: str
+    score: Number
+    author: str
+    note: str
+    created_at: datetime
