@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, case, exists, false, func, not_, or_, select
+from sqlalchemy import and_, case, exists, false, func, not_, or_, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
@@ -305,21 +305,21 @@ class AssessmentService:
         case event from its step at its stop time — a completion (`completed`/`closed`) finishes it, on time when
         at or before the clock's due time; a return, a failed check, an overdue mark or an escalation ends it
         unfinished."""
-        ending = CaseEvent.__table__.alias("ending")
-        ended_by = (select(ending.c.action)
-                    .where(ending.c.case_id == CLOCK.case_id, ending.c.from_status == CLOCK.step,
-                           ending.c.at == CLOCK.stopped_at, ending.c.action.in_((*FINISHING, "returned")))
-                    .limit(1).scalar_subquery())
-        source = CaseClock.__table__.join(CaseRecord.__table__, RECORD.id == CLOCK.case_id)
+        ending = CaseEvent.__table__.alias("ending")  # at most one such event per clock
+        source = (CaseClock.__table__.join(CaseRecord.__table__, RECORD.id == CLOCK.case_id)
+                  .outerjoin(ending, and_(ending.c.case_id == CLOCK.case_id, ending.c.from_status == CLOCK.step,
+                                          ending.c.at == CLOCK.stopped_at,
+                                          ending.c.action.in_((*FINISHING, "returned")))))
         if join_departments:
             source = source.join(CaseDepartment.__table__, DEPARTMENT.case_id == CLOCK.case_id)
         started = and_(CLOCK.started_at >= period.start, CLOCK.started_at < period.end)
         stopped = and_(CLOCK.stopped_at >= period.start, CLOCK.stopped_at < period.end)
-        clocks = (select(by.label("key"), RECORD.workflow, CLOCK.step, CLOCK.due_at, CLOCK.stopped_at,
-                         case((started, 1), else_=0).label("started"), case((stopped, 1), else_=0).label("ended"),
-                         ended_by.label("ended_by"))
-                  .select_from(source).where(RECORD.jurisdiction == jid, or_(started, stopped))
-                  .subquery())
+        columns = (by.label("key"), RECORD.workflow, CLOCK.step, CLOCK.due_at, CLOCK.stopped_at,
+                   case((started, 1), else_=0).label("started"), case((stopped, 1), else_=0).label("ended"),
+                   ending.c.action.label("ended_by"))
+        # started in the period, or started before it and ended in it: two index range scans, not an OR
+        clocks = union_all(*(select(*columns).select_from(source).where(RECORD.jurisdiction == jid, which)
+                             for which in (started, and_(CLOCK.started_at < period.start, stopped)))).subquery()
         ended = clocks.c.ended == 1
         finished = and_(ended, clocks.c.ended_by.in_(FINISHING))
         sums = []
@@ -374,16 +374,22 @@ class AssessmentService:
         """Hours of every step finished in the period (a `completed` or `closed` event from it), from the event
         that entered it, whether late or not; `late`: finished after the due time of the clock started on
         entering (extensions included). The p90 row is picked by a window function, not in Python."""
-        finish, entry = CaseEvent.__table__.alias("finish"), CaseEvent.__table__.alias("entry")
-        entered_at = (select(func.max(entry.c.at))
-                      .where(entry.c.case_id == finish.c.case_id, entry.c.to_status == finish.c.from_status,
-                             entry.c.action.in_(ENTERING), entry.c.id < finish.c.id)
-                      .scalar_subquery())
-        finished = (select(RECORD.workflow, finish.c.case_id, finish.c.from_status.label("step"),
-                           finish.c.at.label("finished_at"), entered_at.label("entered_at"))
-                    .select_from(finish.join(CaseRecord.__table__, RECORD.id == finish.c.case_id))
-                    .where(RECORD.jurisdiction == jid, finish.c.action.in_(FINISHING), finish.c.at >= period.start,
-                           finish.c.at < period.end)
+        # each event of the cases finishing a step in the period, with the time of the latest entering event
+        # before it: the case is in one step at a time, so for a finishing event that entered its step
+        event = CaseEvent.__table__.alias("history")
+        finishing = (select(EVENT.case_id)
+                     .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                     .where(RECORD.jurisdiction == jid, EVENT.action.in_(FINISHING), EVENT.at >= period.start,
+                            EVENT.at < period.end))
+        history = (select(event.c.case_id, event.c.action, event.c.from_status, event.c.at,
+                          func.max(case((event.c.action.in_(ENTERING), event.c.at))).over(
+                              partition_by=event.c.case_id, order_by=event.c.id, rows=(None, -1)).label("entered_at"))
+                   .where(event.c.case_id.in_(finishing), event.c.at < period.end)
+                   .subquery())
+        finished = (select(RECORD.workflow, history.c.case_id, history.c.from_status.label("step"),
+                           history.c.at.label("finished_at"), history.c.entered_at)
+                    .select_from(history.join(CaseRecord.__table__, RECORD.id == history.c.case_id))
+                    .where(RECORD.jurisdiction == jid, history.c.action.in_(FINISHING), history.c.at >= period.start)
                     .subquery())
         first_clock = and_(CLOCK.case_id == finished.c.case_id, CLOCK.step == finished.c.step,
                            CLOCK.started_at == finished.c.entered_at)
