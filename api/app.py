@@ -121,8 +121,9 @@ class RouteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     jurisdiction: str = Field(min_length=1, max_length=64)
     problem_type: str = Field(min_length=1, max_length=200)
-    unit: str | None = Field(None, max_length=200)
-    found_at_level: int | None = Field(None, ge=1, le=6)
+    unit: str | None = Field(None, max_length=200, description="问题所在网格 (the grid where the problem is)")
+    found_at_level: int | None = Field(None, ge=1, le=6, description="发现问题的上级网格层级, 高于 unit 时填写 "
+                                       "(an upper grid found it in unit's area); 无 unit 时为发现层级")
     units_involved: list[str] = Field(default_factory=list, max_length=100)
     facts: dict[str, bool | str] = Field(default_factory=dict, json_schema_extra=FACTS_SCHEMA)
 

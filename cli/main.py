@@ -385,7 +385,7 @@ def assess(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-Q3
         return
     scheme = result["scheme"]
     typer.echo(f"{result['name']} 考核期 {p.label}" + (
-        f" · {scheme['scheme_label']} {scheme['total']:g} 分, 扣分自 {result['score_window']['label']} 起计"
+        f" · {scheme['scheme_label']} {scheme['total']:g} 分, 扣分自 {result['score_window']['label']} 计"
         if scheme else " · 未设考核方案"))
     for lv in result["levels"]:
         rates = "  ".join(f"{RATE_LABELS[k]} {v:.1%}" for k, v in lv["rates"].items() if v is not None)
@@ -394,6 +394,10 @@ def assess(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-Q3
             items = "; ".join(f"{d['name']}×{d['count']} -{d['points']:g}" for d in u["deductions"])
             veto = f" 一票否决: {', '.join(u['vetoed'])}" if u["vetoed"] else ""
             typer.echo(f"  {u['rank']:>4}. {u['name'][:16]:<16} {u['score']!s:>6}  {items}{veto}")
+    if result["unassigned"]:  # cases no grid can be charged with: shown, never dropped
+        un = result["unassigned"]
+        items = "; ".join(f"{d['name']}×{d['count']} -{d['points']:g}" for d in un["deductions"])
+        typer.echo(f"\n{un['name']}: 受理 {un['indicators']['received']}  {items}")
     if xlsx:
         typer.echo(f"\n已导出 {xlsx}")
 

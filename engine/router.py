@@ -181,14 +181,25 @@ class PolicyRouter:
         shared = set(u.id for u in chains[0]).intersection(*[{u.id for u in c} for c in chains[1:]])
         return next((u for u in chains[0] if u.id in shared), None)
 
+    def finder(self, case: Case) -> tuple[int | None, Unit | None]:
+        """Who found the case: `unit` is the grid where the problem is, found by that grid itself or, with
+        `found_at_level` above it, by its ancestor at that level (an upper grid's patrol)."""
+        place = self.resolve_unit(case.unit) if case.unit else None
+        if place is None or case.found_at_level is None:
+            return (place.level, place) if place else (case.found_at_level, None)
+        if case.found_at_level > place.level:
+            raise RoutingError("found_at_level", f"发现层级 {case.found_at_level} 低于问题所在网格 {place.name} 的层级 "
+                               f"{place.level}; found_at_level 是发现问题的上级网格的层级, unit 是问题所在网格")
+        return case.found_at_level, self.ancestor_at(place, case.found_at_level)
+
     # --- the decision
     def route(self, case: Case) -> Decision:
         ptype = self.resolve_type(case.problem_type)
-        found = self.resolve_unit(case.unit) if case.unit else None
+        found = self.resolve_unit(case.unit) if case.unit else None  # where the problem is
         involved = [self.resolve_unit(u, "units_involved") for u in case.units_involved]
         if found is not None and found not in involved and involved:
             involved.insert(0, found)
-        found_level = found.level if found else case.found_at_level
+        found_level, finder_unit = self.finder(case)
         if found_level is None:
             found_level = max(self._levels) if not involved else max(u.level for u in involved)
         if found_level not in self._levels:
@@ -206,7 +217,7 @@ class PolicyRouter:
         else:
             handler_level = ev.handler_level
             handler_unit = self.ancestor_at(anchor, handler_level)
-        finder = {"kind": "grid", "level": found_level, **self._unit_ref(found)}
+        finder = {"kind": "grid", "level": found_level, **self._unit_ref(finder_unit)}
         handler = {"kind": "grid", "level": handler_level, **self._unit_ref(handler_unit)}
         actions = [a for rule, action in ev.actions for a in self._actions(rule, action, ptype, finder, handler)]
         when = case.reported_at or datetime.now(timezone.utc)

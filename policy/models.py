@@ -234,7 +234,8 @@ class Workflow(Provenanced):
     steps: list[WorkflowStep]
 
 
-class Period(str, Enum):
+class PeriodKind(str, Enum):
+    """A period's length (a cadence's or a scheme's); a concrete calendar period is store.assessment.Period."""
     day = "day"
     week = "week"
     half_month = "half_month"
@@ -255,7 +256,7 @@ class Cadence(Provenanced):
                       "meeting", "assessment", "feedback", "summary"]
     level: int | None = None
     times: Annotated[int, Field(ge=1)] = 1
-    per: Period
+    per: PeriodKind
     at_least: bool = True
     source_class: str | None = None
 
@@ -311,14 +312,14 @@ class Veto(Provenanced):
 
 class Assessment(Provenanced):
     kind: Literal["self", "upper", "daily", "annual"]
-    per: Period
+    per: PeriodKind
 
 
 class Scoring(Provenanced):
     scheme: Literal["deduction", "points"]
     total: Annotated[float, Field(gt=0)]
-    period: Period
-    publish: Period | None = None
+    period: PeriodKind
+    publish: PeriodKind | None = None
     deductions: list[Deduction] = []
     vetoes: list[Veto] = []
     assessments: list[Assessment] = []

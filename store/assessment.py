@@ -3,34 +3,43 @@
 Everything is computed with set-based SQL (GROUP BY over case_event, case_clock, case_record; the same
 SQLAlchemy Core on SQLite and PostgreSQL); Python only combines the per-unit aggregate rows. Every score
 is explainable: it lists its deductions, and `explain` returns the case events behind each deduction.
+The definitions are README's 综合评价 section, which says how to recompute every figure from the tables.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, exists, false, func, not_, or_, select, union_all
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from policy.loader import Jurisdiction
-from policy.models import PERIOD_LABELS, TRIGGERS, Policy, Scoring
+from policy.models import PERIOD_LABELS, TRIGGERS, PeriodKind, Policy, Scoring
 from store.errors import Invalid, NotFound
 from store.tables import AssessmentRecord, CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
 
 CST = timezone(timedelta(hours=8))  # periods are calendar periods in China Standard Time
-MONTHS = {"month": 1, "quarter": 3, "half_year": 6, "year": 12}
+MONTHS = {PeriodKind.month: 1, PeriodKind.quarter: 3, PeriodKind.half_year: 6, PeriodKind.year: 12}
 _PERIOD = re.compile(r"^(\d{4})(?:-(?:(Q)([1-4])|(H)([12])|(\d{2})))?$")
 PERIOD_HELP = "可用格式: 2026-Q3 (季度), 2026-07 (月), 2026-H1 (半年), 2026 (年)"
 
-E, R, C, D = CaseEvent.__table__.c, CaseRecord.__table__.c, CaseClock.__table__.c, CaseDepartment.__table__.c
+EVENT, RECORD, CLOCK, DEPARTMENT = (CaseEvent.__table__.c, CaseRecord.__table__.c, CaseClock.__table__.c,
+                                    CaseDepartment.__table__.c)
+FINISHING = ("completed", "closed")  # events that finish the step they leave (from_status)
+ENTERING = ("entered", "completed", "reopened", "redispatched")  # events that start the step they lead to
+UNASSIGNED = "未落实到网格"  # the row of figures whose grid cannot be known (no grid at the handling level)
 
 INDICATOR_LABELS = {
-    "found": "发现问题数", "received": "受理案件数", "report_started": "上报步骤数", "report_on_time": "按时上报数",
-    "dispatch_started": "派遣步骤数", "dispatch_on_time": "按时派遣数", "handling_started": "处置步骤数",
-    "handling_finished": "处置完成数", "handling_on_time": "按时处置数", "verified": "核查通过数",
+    "found": "发现问题数", "received": "受理案件数", "report_started": "上报步骤数", "report_ended": "上报步骤结束数",
+    "report_on_time": "按时上报数", "dispatch_started": "派遣步骤数", "dispatch_ended": "派遣步骤结束数",
+    "dispatch_on_time": "按时派遣数", "handling_started": "处置步骤数", "handling_ended": "处置步骤结束数",
+    "handling_finished": "处置完成数", "handling_on_time": "按时处置数", "handling_returned": "处置步骤回退数",
+    "verified": "核查通过数",
     "reopened": "返工数", "overdue": "超期数", "escalated": "升级数", "returned": "回退数", "extended": "延期数",
     "closed": "结案数", "due": "应结案数", "closed_due": "应结案中已结案数", "closed_on_time": "按期结案数",
 }
@@ -39,11 +48,17 @@ RATE_LABELS = {
     "on_time_dispatch_rate": "按时派遣率", "accurate_dispatch_rate": "准确派遣率", "disposal_rate": "处置率",
     "on_time_handling_rate": "按时处置率", "rework_rate": "返工率",
 }
+# The indicators that count the events of one action each.
+EVENT_INDICATORS = {
+    "created": "received", "closed": "closed", "reopened": "reopened", "overdue": "overdue",
+    "escalated": "escalated", "returned": "returned", "extended": "extended",
+}
 
 
 @dataclass(frozen=True)
 class Period:
-    kind: str  # month | quarter | half_year | year
+    """A calendar period in China time: 2026-07, 2026-Q3, 2026-H1 or 2026 (its length is a PeriodKind)."""
+    kind: PeriodKind
     year: int
     index: int  # month 1-12, quarter 1-4, half 1-2, year 1
 
@@ -56,25 +71,26 @@ class Period:
         if not 2000 <= year <= 2100:
             raise Invalid(f"考核期年份 {year} 超出范围 (2000–2100)", field="period")
         if match.group(2):
-            return cls("quarter", year, int(match.group(3)))
+            return cls(PeriodKind.quarter, year, int(match.group(3)))
         if match.group(4):
-            return cls("half_year", year, int(match.group(5)))
+            return cls(PeriodKind.half_year, year, int(match.group(5)))
         if match.group(6):
             month = int(match.group(6))
             if not 1 <= month <= 12:
                 raise Invalid(f"考核期月份 {match.group(6)} 不存在, 须为 01–12; {PERIOD_HELP}", field="period")
-            return cls("month", year, month)
-        return cls("year", year, 1)
+            return cls(PeriodKind.month, year, month)
+        return cls(PeriodKind.year, year, 1)
 
     @classmethod
-    def containing(cls, kind: str, moment: datetime) -> "Period":
+    def containing(cls, kind: PeriodKind | str, moment: datetime) -> "Period":
+        kind = PeriodKind(kind)
         local = moment.astimezone(CST)
         return cls(kind, local.year, (local.month - 1) // MONTHS[kind] + 1)
 
     @property
     def label(self) -> str:
-        return {"month": f"{self.year}-{self.index:02d}", "quarter": f"{self.year}-Q{self.index}",
-                "half_year": f"{self.year}-H{self.index}", "year": f"{self.year}"}[self.kind]
+        return {PeriodKind.month: f"{self.year}-{self.index:02d}", PeriodKind.quarter: f"{self.year}-Q{self.index}",
+                PeriodKind.half_year: f"{self.year}-H{self.index}", PeriodKind.year: f"{self.year}"}[self.kind]
 
     def _month_start(self, offset: int) -> datetime:
         months = self.year * 12 + (self.index - 1) * MONTHS[self.kind] + offset
@@ -92,93 +108,101 @@ class Period:
         return Period.containing(self.kind, self.start - timedelta(seconds=1))
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "kind": self.kind, "kind_label": PERIOD_LABELS[self.kind],
+        return {"label": self.label, "kind": self.kind.value, "kind_label": PERIOD_LABELS[self.kind.value],
                 "start": self.start.isoformat(), "end": self.end.isoformat()}
 
 
-def score_window(scoring: Scoring | None, period: Period) -> Period | None:
-    """Deductions of a yearly (or half-yearly) scheme published per quarter count from the scheme period's
-    start: 宁家坪镇's 12 points are for the year, so its Q3 figure is the year to date."""
-    if scoring is None or scoring.period.value not in MONTHS or MONTHS[scoring.period.value] <= MONTHS[period.kind]:
-        return None
-    return Period.containing(scoring.period.value, period.start)
+@dataclass(frozen=True)
+class Window:
+    """The time a score's deductions are counted over: [start, end)."""
+    start: datetime
+    end: datetime
+
+    @property
+    def label(self) -> str:  # China-time dates, both inclusive
+        last = (self.end - timedelta(microseconds=1)).astimezone(CST)
+        return f"{self.start.astimezone(CST):%Y-%m-%d} 至 {last:%Y-%m-%d}"
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+def score_window(scoring: Scoring | None, period: Period) -> Window:
+    """A yearly scheme (`period: year`) published per quarter or month counts its deductions from the start of
+    the year up to the period's end (宁家坪镇's 12 points are for the year); every other scheme, the period."""
+    if scoring is not None and scoring.period is PeriodKind.year:
+        return Window(Period.containing(PeriodKind.year, period.start).start, period.end)
+    return Window(period.start, period.end)
+
+
+ROLES = ("report", "dispatch", "handling", "verify")
 
 
 @dataclass(frozen=True)
 class StepRoles:
-    """Which workflow steps are reporting, dispatching, handling and verifying, from the policy."""
-    report: frozenset[str]
-    dispatch: frozenset[str]
-    handling: frozenset[str]
-    verify: frozenset[str]
+    """Which steps of each workflow report, dispatch, handle and verify: the first step; the step before a
+    `handling: true` step (the first step too); that step; steps with `on_failure`. A case's steps take their
+    roles from the case's own workflow (case_record.workflow)."""
+    steps: dict[str, dict[str, frozenset[str]]]  # role → workflow id → step ids
 
     @classmethod
     def of(cls, policy: Policy) -> "StepRoles":
-        report, dispatch, handling, verify = set(), set(), set(), set()
+        steps: dict[str, dict[str, frozenset[str]]] = {role: {} for role in ROLES}
         for workflow in policy.workflows:
-            steps = workflow.steps
-            report.add(steps[0].id)
-            for i, step in enumerate(steps):
-                if step.handling:
-                    handling.add(step.id)
-                    if i > 1:  # the step that hands the case to the handler
-                        dispatch.add(steps[i - 1].id)
-                if step.on_failure:
-                    verify.add(step.id)
-        return cls(frozenset(report), frozenset(dispatch), frozenset(handling), frozenset(verify))
+            ids = [s.id for s in workflow.steps]
+            handling = [i for i, s in enumerate(workflow.steps) if s.handling]
+            members = {"report": {ids[0]}, "dispatch": {ids[i - 1] for i in handling if i > 0},
+                       "handling": {ids[i] for i in handling}, "verify": {s.id for s in workflow.steps if s.on_failure}}
+            for role, found in members.items():
+                if found:
+                    steps[role][workflow.id] = frozenset(found)
+        return cls(steps)
+
+    def has(self, role: str, workflow: str | None, step: str | None) -> bool:
+        return step in self.steps[role].get(workflow or "", ())
+
+    def sql(self, role: str, step, workflow=RECORD.workflow) -> ColumnElement:
+        """`step` (a column) has `role` in the case's `workflow` (a column)."""
+        return or_(false(), *(and_(workflow == w, step.in_(sorted(ids))) for w, ids in sorted(self.steps[role].items())))
 
 
-def trigger_condition(trigger: str, roles: StepRoles):
-    """The case events a deduction trigger counts (the vocabulary is policy.models.TRIGGERS)."""
-    def overdue_in(steps):
-        return and_(E.action == "overdue", E.from_status.in_(sorted(steps)))
-    conditions = {
-        "late_report": lambda: overdue_in(roles.report),
-        "late_dispatch": lambda: overdue_in(roles.dispatch),
-        "late_handling": lambda: overdue_in(roles.handling),
-        "overdue": lambda: E.action == "overdue",
-        "escalated": lambda: E.action == "escalated",
-        "verification_failed": lambda: E.action == "reopened",
-        "returned": lambda: E.action == "returned",
-        "extended": lambda: E.action == "extended",
-        "found_by_upper": lambda: and_(E.action == "created", R.found_level < E.level),
-        "major_overdue": lambda: and_(E.action == "overdue", R.facts["major"].as_boolean().is_(True)),
-    }
-    return conditions[trigger]()
+@dataclass(frozen=True)
+class TriggerRule:
+    """How one deduction trigger (the vocabulary is policy.models.TRIGGERS) counts: the case events of `action`,
+    only from a step with `role` in the case's workflow and only those meeting `flag` (SQL over the event and its
+    case) when given; charged to the grid holding the case at the event, or with `finder` to the grid that found
+    it. `condition` (explanations) and `matches` (scores, over grouped rows) are both derived from these fields."""
+    action: str
+    role: str | None = None
+    flag: Callable[[], ColumnElement] | None = None
+    finder: bool = False
+
+    @property
+    def unit(self):
+        return RECORD.finder_unit if self.finder else EVENT.unit
+
+    def condition(self, roles: StepRoles) -> ColumnElement:
+        return and_(EVENT.action == self.action, *([roles.sql(self.role, EVENT.from_status)] if self.role else []),
+                    *([self.flag()] if self.flag else []))
+
+    def matches(self, roles: StepRoles, action: str, workflow: str | None, step: str | None, flagged: bool) -> bool:
+        """`condition` for a group of events of one action, workflow and step (`flagged`: they meet `flag`)."""
+        return (action == self.action and (self.role is None or roles.has(self.role, workflow, step))
+                and (self.flag is None or flagged))
 
 
-# The event actions each trigger counts (a superset filter for the WHERE clause), and the indicators that count
-# one action each (plus "verified": a completed or closed verification step).
-TRIGGER_ACTIONS = {
-    "late_report": {"overdue"}, "late_dispatch": {"overdue"}, "late_handling": {"overdue"}, "overdue": {"overdue"},
-    "escalated": {"escalated"}, "verification_failed": {"reopened"}, "returned": {"returned"},
-    "extended": {"extended"}, "found_by_upper": {"created"}, "major_overdue": {"overdue"},
+TRIGGER_RULES: dict[str, TriggerRule] = {
+    "late_report": TriggerRule("overdue", role="report", finder=True),
+    "late_dispatch": TriggerRule("overdue", role="dispatch"),
+    "late_handling": TriggerRule("overdue", role="handling"),
+    "overdue": TriggerRule("overdue"),
+    "escalated": TriggerRule("escalated"),
+    "verification_failed": TriggerRule("reopened"),
+    "returned": TriggerRule("returned"),
+    "extended": TriggerRule("extended"),
+    "found_by_upper": TriggerRule("created", flag=lambda: RECORD.found_level < EVENT.level),
+    "major_overdue": TriggerRule("overdue", flag=lambda: RECORD.facts["major"].as_boolean().is_(True)),
 }
-INDICATOR_ACTIONS = {
-    "created": "received", "closed": "closed", "reopened": "reopened", "overdue": "overdue",
-    "escalated": "escalated", "returned": "returned", "extended": "extended",
-}
-
-
-def event_matches(trigger: str, roles: StepRoles, action: str, step: str | None, facts: dict[str, bool]) -> bool:
-    """`trigger_condition` for one group of events of the same action and step (facts: upper, major)."""
-    if trigger in ("late_report", "late_dispatch", "late_handling"):
-        steps = {"late_report": roles.report, "late_dispatch": roles.dispatch, "late_handling": roles.handling}
-        return action == "overdue" and step in steps[trigger]
-    if trigger == "found_by_upper":
-        return action == "created" and facts["upper"]
-    if trigger == "major_overdue":
-        return action == "overdue" and facts["major"]
-    return action == {"overdue": "overdue", "escalated": "escalated", "verification_failed": "reopened",
-                      "returned": "returned", "extended": "extended"}[trigger]
-
-
-# Who answers for a trigger: the grid that found and had to report the case, or (the rest) the grid handling it.
-FINDER_TRIGGERS = frozenset({"late_report"})
-
-
-def charged_unit(trigger: str):
-    return R.unit if trigger in FINDER_TRIGGERS else E.unit
 
 
 def _count(condition):
@@ -197,12 +221,12 @@ def rates(ind: dict[str, int]) -> dict[str, float | None]:
     return {
         "closure_rate": ratio(ind.get("closed_due", 0), ind.get("due", 0)),
         "on_time_closure_rate": ratio(ind.get("closed_on_time", 0), ind.get("due", 0)),
-        "on_time_report_rate": ratio(ind.get("report_on_time", 0), ind.get("report_started", 0)),
-        "on_time_dispatch_rate": ratio(ind.get("dispatch_on_time", 0), ind.get("dispatch_started", 0)),
-        "accurate_dispatch_rate": ratio(max(ind.get("handling_started", 0) - ind.get("returned", 0), 0),
-                                        ind.get("handling_started", 0)),
-        "disposal_rate": ratio(ind.get("handling_finished", 0), ind.get("handling_started", 0)),
-        "on_time_handling_rate": ratio(ind.get("handling_on_time", 0), ind.get("handling_started", 0)),
+        "on_time_report_rate": ratio(ind.get("report_on_time", 0), ind.get("report_ended", 0)),
+        "on_time_dispatch_rate": ratio(ind.get("dispatch_on_time", 0), ind.get("dispatch_ended", 0)),
+        "accurate_dispatch_rate": ratio(ind.get("handling_ended", 0) - ind.get("handling_returned", 0),
+                                        ind.get("handling_ended", 0)),
+        "disposal_rate": ratio(ind.get("handling_finished", 0), ind.get("handling_ended", 0)),
+        "on_time_handling_rate": ratio(ind.get("handling_on_time", 0), ind.get("handling_ended", 0)),
         "rework_rate": ratio(ind.get("reopened", 0), ind.get("verified", 0) + ind.get("reopened", 0)),
     }
 
@@ -226,126 +250,172 @@ class AssessmentService:
 
     def default_period(self, jid: str, now: datetime | None = None) -> Period:
         scoring = self._jurisdiction(jid).policy.scoring
-        kind = (scoring.publish or scoring.period).value if scoring else "quarter"
-        return Period.containing(kind if kind in MONTHS else "quarter", now or utcnow())
+        kind = (scoring.publish or scoring.period) if scoring else PeriodKind.quarter
+        return Period.containing(kind if kind in MONTHS else PeriodKind.quarter, now or utcnow())
 
-    # --- the set-based queries
-    def _event_counts(self, session, jid: str, roles: StepRoles, period: Period, window: Period,
-                      triggers: list[str]) -> dict[str, dict[str, int]]:
-        """Event indicators (period) and trigger counts (score window) per unit; a trigger charged to the
-        finder is grouped by the case's unit in a second query.
+    # --- the set-based queries; a None key collects what no grid can be charged with (未落实到网格)
+    def _event_counts(self, session, jid: str, roles: StepRoles, period: Period, window: Window,
+                      triggers: list[str]) -> dict[str | None, dict[str, int]]:
+        """Event indicators (period) and trigger counts (score window) per unit; triggers charged to the finder
+        are grouped by the case's finder_unit in a second query.
 
-        SQL groups the events by (unit, action, step) and by the few per-row facts a trigger needs (found by
-        an upper grid, major case, inside the period); Python then adds those group counts into indicators
-        and triggers with `event_matches`, the row-level twin of `trigger_condition`."""
+        SQL groups the events by (unit, action, step, workflow) and by the flags of the wanted triggers (and
+        whether inside the period); Python adds those group counts up with `TriggerRule.matches`."""
         longer = window.start < period.start
-        handler = [t for t in triggers if t not in FINDER_TRIGGERS]
-        finder = [t for t in triggers if t in FINDER_TRIGGERS]
-        out: dict[str, dict[str, int]] = {}
-        for key, wanted, indicators in ((E.unit, handler, True), (R.unit, finder, False)):
+        out: dict[str | None, dict[str, int]] = {}
+        for key, finder, indicators in ((EVENT.unit, False, True), (RECORD.finder_unit, True, False)):
+            wanted = [t for t in triggers if TRIGGER_RULES[t].finder == finder]
             if not wanted and not indicators:
                 continue
-            actions = set(INDICATOR_ACTIONS) | {"completed"} if indicators else set()
-            for t in wanted:
-                actions |= TRIGGER_ACTIONS[t]
-            flags = []
-            if "found_by_upper" in wanted:
-                flags.append(case((and_(E.action == "created", R.found_level < E.level), 1), else_=0).label("f_upper"))
-            if "major_overdue" in wanted:
-                flags.append(case((and_(E.action == "overdue", R.facts["major"].as_boolean().is_(True)), 1),
-                                  else_=0).label("f_major"))
+            actions = {TRIGGER_RULES[t].action for t in wanted}
+            if indicators:
+                actions |= set(EVENT_INDICATORS) | set(FINISHING)
+            flags = [case((TRIGGER_RULES[t].flag(), 1), else_=0).label(f"f_{t}")
+                     for t in wanted if TRIGGER_RULES[t].flag]
             if indicators and longer:
-                flags.append(case((E.at >= period.start, 1), else_=0).label("f_in_period"))
-            query = (select(key.label("key"), E.action, E.from_status, *flags, func.count().label("n"))
-                     .select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id))
-                     .where(R.jurisdiction == jid, E.action.in_(sorted(actions)), E.at >= window.start,
-                            E.at < period.end, key.is_not(None))
-                     .group_by(key, E.action, E.from_status, *flags))
+                flags.append(case((EVENT.at >= period.start, 1), else_=0).label("in_period"))
+            query = (select(key.label("key"), EVENT.action, EVENT.from_status, RECORD.workflow, *flags,
+                            func.count().label("n"))
+                     .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                     .where(RECORD.jurisdiction == jid, EVENT.action.in_(sorted(actions)), EVENT.at >= window.start,
+                            EVENT.at < period.end)
+                     .group_by(key, EVENT.action, EVENT.from_status, RECORD.workflow, *flags))
             for row in session.execute(query):
                 m = row._mapping
                 counts = out.setdefault(row.key, {})
                 if indicators:
-                    for name in (*INDICATOR_ACTIONS.values(), "verified"):
+                    for name in (*EVENT_INDICATORS.values(), "verified"):
                         counts.setdefault(name, 0)
                 for t in wanted:
                     counts.setdefault(f"t:{t}", 0)
-                facts = {"upper": bool(m.get("f_upper", 0)), "major": bool(m.get("f_major", 0))}
-                if indicators and (not longer or m["f_in_period"]):
-                    name = INDICATOR_ACTIONS.get(row.action)
+                if indicators and (not longer or m["in_period"]):
+                    name = EVENT_INDICATORS.get(row.action)
                     if name:
                         counts[name] += row.n
-                    if row.action in ("completed", "closed") and row.from_status in roles.verify:
+                    if row.action in FINISHING and roles.has("verify", row.workflow, row.from_status):
                         counts["verified"] += row.n
                 for t in wanted:
-                    if event_matches(t, roles, row.action, row.from_status, facts):
+                    if TRIGGER_RULES[t].matches(roles, row.action, row.workflow, row.from_status, m.get(f"f_{t}", 0)):
                         counts[f"t:{t}"] += row.n
         return out
 
     def _clock_counts(self, session, jid: str, roles: StepRoles, period: Period,
-                      by=C.unit, join_departments: bool = False) -> dict[str, dict[str, int]]:
-        finished = and_(C.stopped_at.is_not(None), C.overdue_at.is_(None))
-        on_time = and_(finished, C.stopped_at <= C.due_at)
+                      by=CLOCK.unit, join_departments: bool = False) -> dict[str | None, dict[str, int]]:
+        """Per role, the steps (clocks) started in the period, and those that ended in it: how each ended is the
+        case event from its step at its stop time — a completion (`completed`/`closed`) finishes it, on time when
+        at or before the clock's due time; a return, a failed check, an overdue mark or an escalation ends it
+        unfinished."""
+        ending = CaseEvent.__table__.alias("ending")  # at most one such event per clock
+        source = (CaseClock.__table__.join(CaseRecord.__table__, RECORD.id == CLOCK.case_id)
+                  .outerjoin(ending, and_(ending.c.case_id == CLOCK.case_id, ending.c.from_status == CLOCK.step,
+                                          ending.c.at == CLOCK.stopped_at,
+                                          ending.c.action.in_((*FINISHING, "returned")))))
+        if join_departments:
+            source = source.join(CaseDepartment.__table__, DEPARTMENT.case_id == CLOCK.case_id)
+        started = and_(CLOCK.started_at >= period.start, CLOCK.started_at < period.end)
+        stopped = and_(CLOCK.stopped_at >= period.start, CLOCK.stopped_at < period.end)
+        columns = (by.label("key"), RECORD.workflow, CLOCK.step, CLOCK.due_at, CLOCK.stopped_at,
+                   case((started, 1), else_=0).label("started"), case((stopped, 1), else_=0).label("ended"),
+                   ending.c.action.label("ended_by"))
+        # started in the period, or started before it and ended in it: two index range scans, not an OR
+        clocks = union_all(*(select(*columns).select_from(source).where(RECORD.jurisdiction == jid, which)
+                             for which in (started, and_(CLOCK.started_at < period.start, stopped)))).subquery()
+        ended = clocks.c.ended == 1
+        finished = and_(ended, clocks.c.ended_by.in_(FINISHING))
         sums = []
         for role in ("report", "dispatch", "handling"):
-            steps = C.step.in_(sorted(getattr(roles, role)))
-            sums += [_count(steps).label(f"{role}_started"), _count(and_(steps, on_time)).label(f"{role}_on_time")]
-        sums.append(_count(and_(C.step.in_(sorted(roles.handling)), finished)).label("handling_finished"))
-        source = CaseClock.__table__.join(CaseRecord.__table__, R.id == C.case_id)
-        if join_departments:
-            source = source.join(CaseDepartment.__table__, D.case_id == C.case_id)
-        query = (select(by.label("key"), *sums).select_from(source)
-                 .where(R.jurisdiction == jid, C.started_at >= period.start, C.started_at < period.end)
-                 .group_by(by))
+            steps = roles.sql(role, clocks.c.step, clocks.c.workflow)
+            sums += [_count(and_(steps, clocks.c.started == 1)).label(f"{role}_started"),
+                     _count(and_(steps, ended)).label(f"{role}_ended"),
+                     _count(and_(steps, finished, clocks.c.stopped_at <= clocks.c.due_at)).label(f"{role}_on_time")]
+        handling = roles.sql("handling", clocks.c.step, clocks.c.workflow)
+        sums += [_count(and_(handling, finished)).label("handling_finished"),
+                 _count(and_(handling, ended, clocks.c.ended_by == "returned")).label("handling_returned")]
+        query = select(clocks.c.key, *sums).group_by(clocks.c.key)
         return {row.key: {k: int(v or 0) for k, v in row._mapping.items() if k != "key"}
-                for row in session.execute(query) if row.key is not None}
-
-    def _due_counts(self, session, jid: str, roles: StepRoles, period: Period) -> dict[str, dict[str, int]]:
-        """应结案: cases whose handling deadline fell in the period, per grid that held them at that deadline."""
-        late = (select(E.case_id).where(E.action == "overdue", E.at < period.end).scalar_subquery())
-        closed = and_(R.closed_at.is_not(None), R.closed_at < period.end)
-        query = (select(C.unit, func.count(func.distinct(C.case_id)).label("due"),
-                        func.count(func.distinct(case((closed, C.case_id)))).label("closed_due"),
-                        func.count(func.distinct(case((and_(closed, C.case_id.not_in(late)), C.case_id))))
-                        .label("closed_on_time"))
-                 .select_from(CaseClock.__table__.join(CaseRecord.__table__, R.id == C.case_id))
-                 .where(R.jurisdiction == jid, C.step.in_(sorted(roles.handling)), C.due_at >= period.start,
-                        C.due_at < period.end, C.unit.is_not(None))
-                 .group_by(C.unit))
-        return {row.unit: {"due": row.due, "closed_due": row.closed_due, "closed_on_time": row.closed_on_time}
                 for row in session.execute(query)}
 
-    def _found_counts(self, session, jid: str, period: Period) -> dict[str, int]:
-        query = (select(R.unit, func.count()).where(R.jurisdiction == jid, R.created_at >= period.start,
-                                                     R.created_at < period.end, R.unit.is_not(None))
-                 .group_by(R.unit))
+    def _due_counts(self, session, jid: str, roles: StepRoles, period: Period) -> dict[str | None, dict[str, int]]:
+        """应结案: each case with a handling deadline (a handling step's clock due) in the period, counted once, at
+        the unit of the last such clock (the grid holding the case at its last handling deadline of the period);
+        closed before the period's end; and closed without any overdue event (按期)."""
+        last = (select(CLOCK.case_id, CLOCK.unit, func.row_number().over(
+                    partition_by=CLOCK.case_id, order_by=(CLOCK.due_at.desc(), CLOCK.id.desc())).label("n"))
+                .select_from(CaseClock.__table__.join(CaseRecord.__table__, RECORD.id == CLOCK.case_id))
+                .where(RECORD.jurisdiction == jid, roles.sql("handling", CLOCK.step), CLOCK.due_at >= period.start,
+                       CLOCK.due_at < period.end)
+                .subquery())
+        late = CaseEvent.__table__.alias("late")
+        closed = and_(RECORD.closed_at.is_not(None), RECORD.closed_at < period.end)
+        on_time = and_(closed, not_(exists().where(late.c.case_id == last.c.case_id, late.c.action == "overdue")))
+        query = (select(last.c.unit, func.count().label("due"), _count(closed).label("closed_due"),
+                        _count(on_time).label("closed_on_time"))
+                 .select_from(last.join(CaseRecord.__table__, RECORD.id == last.c.case_id))
+                 .where(last.c.n == 1).group_by(last.c.unit))
+        return {row.unit: {"due": row.due, "closed_due": int(row.closed_due or 0),
+                           "closed_on_time": int(row.closed_on_time or 0)} for row in session.execute(query)}
+
+    def _found_counts(self, session, jid: str, period: Period) -> dict[str | None, int]:
+        query = (select(RECORD.finder_unit, func.count())
+                 .where(RECORD.jurisdiction == jid, RECORD.created_at >= period.start, RECORD.created_at < period.end)
+                 .group_by(RECORD.finder_unit))
         return {unit: n for unit, n in session.execute(query)}
 
     def _department_returns(self, session, jid: str, period: Period) -> dict[str, int]:
-        query = (select(D.department, func.count())
-                 .select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id)
-                              .join(CaseDepartment.__table__, D.case_id == E.case_id))
-                 .where(R.jurisdiction == jid, E.action == "returned", E.at >= period.start, E.at < period.end)
-                 .group_by(D.department))
+        query = (select(DEPARTMENT.department, func.count())
+                 .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id)
+                              .join(CaseDepartment.__table__, DEPARTMENT.case_id == EVENT.case_id))
+                 .where(RECORD.jurisdiction == jid, EVENT.action == "returned", EVENT.at >= period.start,
+                        EVENT.at < period.end)
+                 .group_by(DEPARTMENT.department))
         return {dept: n for dept, n in session.execute(query)}
 
     def _step_times(self, session, jid: str, period: Period, policy: Policy) -> list[dict]:
-        """Average and p90 hours of finished steps: the p90 row is picked by a window function, not in Python."""
-        durations = (select(C.step, _seconds(C.started_at, C.stopped_at, self.engine.dialect.name).label("seconds"))
-                     .select_from(CaseClock.__table__.join(CaseRecord.__table__, R.id == C.case_id))
-                     .where(R.jurisdiction == jid, C.started_at >= period.start, C.started_at < period.end,
-                            C.stopped_at.is_not(None), C.overdue_at.is_(None))
+        """Hours of every step finished in the period (a `completed` or `closed` event from it), from the event
+        that entered it, whether late or not; `late`: finished after the due time of the clock started on
+        entering (extensions included). The p90 row is picked by a window function, not in Python."""
+        # each event of the cases finishing a step in the period, with the time of the latest entering event
+        # before it: the case is in one step at a time, so for a finishing event that entered its step
+        event = CaseEvent.__table__.alias("history")
+        finishing = (select(EVENT.case_id)
+                     .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                     .where(RECORD.jurisdiction == jid, EVENT.action.in_(FINISHING), EVENT.at >= period.start,
+                            EVENT.at < period.end))
+        history = (select(event.c.case_id, event.c.action, event.c.from_status, event.c.at,
+                          func.max(case((event.c.action.in_(ENTERING), event.c.at))).over(
+                              partition_by=event.c.case_id, order_by=event.c.id, rows=(None, -1)).label("entered_at"))
+                   .where(event.c.case_id.in_(finishing), event.c.at < period.end)
+                   .subquery())
+        finished = (select(RECORD.workflow, history.c.case_id, history.c.from_status.label("step"),
+                           history.c.at.label("finished_at"), history.c.entered_at)
+                    .select_from(history.join(CaseRecord.__table__, RECORD.id == history.c.case_id))
+                    .where(RECORD.jurisdiction == jid, history.c.action.in_(FINISHING), history.c.at >= period.start)
+                    .subquery())
+        first_clock = and_(CLOCK.case_id == finished.c.case_id, CLOCK.step == finished.c.step,
+                           CLOCK.started_at == finished.c.entered_at)
+        durations = (select(finished.c.workflow, finished.c.step,
+                            _seconds(finished.c.entered_at, finished.c.finished_at, self.engine.dialect.name)
+                            .label("seconds"),
+                            case((finished.c.finished_at > CLOCK.due_at, 1), else_=0).label("late"))
+                     .select_from(finished.outerjoin(CaseClock.__table__, first_clock))
+                     .where(finished.c.entered_at.is_not(None))
                      .subquery())  # each duration computed once, then ranked
-        timed = select(durations.c.step, durations.c.seconds,
-                       func.row_number().over(partition_by=durations.c.step, order_by=durations.c.seconds).label("rn"),
-                       func.count().over(partition_by=durations.c.step).label("n"),
-                       func.avg(durations.c.seconds).over(partition_by=durations.c.step).label("mean")).subquery()
-        query = select(timed.c.step, timed.c.n, timed.c.mean, timed.c.seconds).where(
+        part = (durations.c.workflow, durations.c.step)
+        timed = select(*part, durations.c.seconds,
+                       func.row_number().over(partition_by=part, order_by=durations.c.seconds).label("rn"),
+                       func.count().over(partition_by=part).label("n"),
+                       func.sum(durations.c.late).over(partition_by=part).label("late"),
+                       func.avg(durations.c.seconds).over(partition_by=part).label("mean")).subquery()
+        query = select(timed.c.workflow, timed.c.step, timed.c.n, timed.c.late, timed.c.mean, timed.c.seconds).where(
             timed.c.rn == (timed.c.n * 9 + 9) // 10)  # ceil(0.9 n) in integer arithmetic
-        names = {s.id: s.name for w in policy.workflows for s in w.steps}
-        order = list(names)
-        rows = sorted(session.execute(query), key=lambda r: order.index(r.step) if r.step in order else len(order))
-        return [{"step": r.step, "name": names.get(r.step, r.step), "count": r.n,
-                 "avg_hours": round(float(r.mean) / 3600, 2), "p90_hours": round(float(r.seconds) / 3600, 2)}
+        order = [(w.id, s.id) for w in policy.workflows for s in w.steps]
+        names = {(w.id, s.id): (w.name, s.name) for w in policy.workflows for s in w.steps}
+        rows = sorted(session.execute(query), key=lambda r: (order.index((r.workflow, r.step))
+                                                            if (r.workflow, r.step) in order else len(order), r.step))
+        return [{"workflow": r.workflow, "workflow_name": names.get((r.workflow, r.step), (r.workflow, None))[0],
+                 "step": r.step, "name": names.get((r.workflow, r.step), (None, r.step))[1], "count": r.n,
+                 "late": int(r.late or 0), "avg_hours": round(float(r.mean) / 3600, 2),
+                 "p90_hours": round(float(r.seconds) / 3600, 2)}
                 for r in rows]
 
     # --- the assessment
@@ -356,7 +426,7 @@ class AssessmentService:
         if level is not None and level not in levels:
             raise Invalid(f"层级 {level} 不存在; 本辖区层级为 {sorted(levels)}", field="level")
         scoring = policy.scoring
-        window = score_window(scoring, period) or period
+        window = score_window(scoring, period)
         roles = StepRoles.of(policy)
         deductions = list(scoring.deductions) if scoring else []
         vetoes = [v for v in (scoring.vetoes if scoring else []) if v.trigger]
@@ -366,29 +436,40 @@ class AssessmentService:
             clocks = self._clock_counts(session, jid, roles, period)
             due = self._due_counts(session, jid, roles, period)
             found = self._found_counts(session, jid, period)
-            departments = self._clock_counts(session, jid, roles, period, by=D.department, join_departments=True)
+            departments = self._clock_counts(session, jid, roles, period, by=DEPARTMENT.department,
+                                             join_departments=True)
             returns = self._department_returns(session, jid, period)
             steps = self._step_times(session, jid, period, policy)
             records = self._records(session, jid, period)
+
+        def indicators(unit: str | None) -> tuple[dict[str, int], dict[str, int]]:
+            counts = events.get(unit, {})
+            ind = {k: 0 for k in INDICATOR_LABELS}
+            _add(ind, {k: v for k, v in counts.items() if not k.startswith("t:")})
+            _add(ind, clocks.get(unit, {}))
+            _add(ind, due.get(unit, {}))
+            ind["found"] = found.get(unit, 0)
+            return ind, counts
+
         units = []
         for unit in jur.units.values():
             if level is not None and unit.level != level:
                 continue
-            counts = events.get(unit.id, {})
-            ind = {k: 0 for k in INDICATOR_LABELS}
-            _add(ind, {k: v for k, v in counts.items() if not k.startswith("t:")})
-            _add(ind, clocks.get(unit.id, {}))
-            _add(ind, due.get(unit.id, {}))
-            ind["found"] = found.get(unit.id, 0)
+            ind, counts = indicators(unit.id)
             units.append({"unit": unit.id, "name": unit.name, "level": unit.level, "parent": unit.parent,
                           "indicators": ind, "rates": rates(ind), "records": records.get(unit.id, {}),
                           **self._score(scoring, counts)})
         _rank(units)
+        ind, counts = indicators(None)
+        score = self._score(scoring, counts)
+        unassigned = ({"unit": None, "name": UNASSIGNED, "indicators": ind, "rates": rates(ind), "deductions": score["deductions"],
+                       "deducted": score["deducted"]} if any(ind.values()) or score["deducted"] else None)
         return {
             "jurisdiction": jid, "name": policy.name, "policy_version": router.compiled.version,
             "period": period.as_dict(), "score_window": window.as_dict(),
             "scheme": _scheme(scoring), "indicator_labels": INDICATOR_LABELS, "rate_labels": RATE_LABELS,
             "units": units,
+            "unassigned": unassigned,
             "levels": _levels(units, levels),
             "departments": _departments(policy, departments, returns),
             "steps": steps,
@@ -416,6 +497,8 @@ class AssessmentService:
         router = self.policies.router(jid)
         roles = StepRoles.of(router.jur.policy)
         wanted = {u.id for u in router.jur.units.values() if level is None or u.level == level}
+        if level is None:
+            wanted.add(None)  # every case of the jurisdiction, 未落实到网格 too
         periods = [period]
         while len(periods) < count:
             periods.insert(0, periods[0].previous())
@@ -440,16 +523,18 @@ class AssessmentService:
         if deduction is not None and not items:
             known = ", ".join(d.id for d in scoring.deductions) if scoring else "无"
             raise NotFound(f"扣分项 '{deduction}' 不存在; 本辖区扣分项: {known}", field="deduction")
-        window = score_window(scoring, period) or period
+        window = score_window(scoring, period)
         roles = StepRoles.of(jur.policy)
         out = []
         with Session(self.engine) as session:
             for item in items:
-                query = (select(E.id, E.case_id, E.at, E.action, E.from_status, E.note, R.problem_type)
-                         .select_from(CaseEvent.__table__.join(CaseRecord.__table__, R.id == E.case_id))
-                         .where(R.jurisdiction == jid, charged_unit(item.trigger) == unit, E.at >= window.start,
-                                E.at < period.end, trigger_condition(item.trigger, roles))
-                         .order_by(E.at, E.id).limit(limit))
+                rule = TRIGGER_RULES[item.trigger]
+                query = (select(EVENT.id, EVENT.case_id, EVENT.at, EVENT.action, EVENT.from_status, EVENT.note,
+                                RECORD.problem_type)
+                         .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                         .where(RECORD.jurisdiction == jid, rule.unit == unit, EVENT.at >= window.start,
+                                EVENT.at < period.end, rule.condition(roles))
+                         .order_by(EVENT.at, EVENT.id).limit(limit))
                 events = [{"event": r.id, "case": r.case_id, "at": r.at.astimezone(CST).isoformat(), "action": r.action,
                            "step": r.from_status, "note": r.note, "problem_type": r.problem_type}
                           for r in session.execute(query)]

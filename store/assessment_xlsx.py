@@ -21,20 +21,25 @@ def workbook(result: dict) -> bytes:
            [[u["level"], u["rank"], u["unit"], u["name"], u["score"], u["loss"], ", ".join(u["vetoed"]),
              u["records"].get("self", {}).get("score"), u["records"].get("upper", {}).get("score"),
              *[u["indicators"][k] for k in ind_keys], *[u["rates"][k] for k in rate_keys]]
-            for u in result["units"]])
+            for u in result["units"]]
+           + ([[None, None, None, un["name"], None, un["deducted"], "", None, None,
+                *[un["indicators"][k] for k in ind_keys], *[un["rates"][k] for k in rate_keys]]]
+              if (un := result["unassigned"]) else []))
     deductions = {d["id"]: d for d in (result["scheme"] or {}).get("deductions", [])}
     _sheet(sections, "扣分明细", ["网格单元", "名称", "扣分项", "触发事件", "次数", "每次扣分", "扣分", "依据"],
            [[u["unit"], u["name"], d["name"], d["trigger"], d["count"], d["points_each"], d["points"],
              _provenance(deductions[d["id"]]["provenance"])]
-            for u in result["units"] for d in u["deductions"]])
+            for u in [*result["units"], *([result["unassigned"]] if result["unassigned"] else [])]
+            for d in u["deductions"]])
     _sheet(sections, "层级汇总", ["层级", "名称", "网格数", "平均得分", *ind_names, *rate_names],
            [[lv["level"], lv["name"], lv["units"], lv["average_score"], *[lv["indicators"].get(k) for k in ind_keys],
              *[lv["rates"][k] for k in rate_keys]] for lv in result["levels"]])
     _sheet(sections, "职能部门", ["部门", "名称", *ind_names, *rate_names],
            [[d["id"], d["name"], *[d["indicators"].get(k) for k in ind_keys], *[d["rates"][k] for k in rate_keys]]
             for d in result["departments"]])
-    _sheet(sections, "步骤用时", ["步骤", "名称", "完成数", "平均小时", "P90 小时"],
-           [[s["step"], s["name"], s["count"], s["avg_hours"], s["p90_hours"]] for s in result["steps"]])
+    _sheet(sections, "步骤用时", ["流程", "步骤", "名称", "完成数", "其中超时", "平均小时", "P90 小时"],
+           [[s["workflow_name"], s["step"], s["name"], s["count"], s["late"], s["avg_hours"], s["p90_hours"]]
+            for s in result["steps"]])
     scheme = result["scheme"]
     if scheme:
         _sheet(sections, "考核方案", ["项目", "名称", "分值/触发", "依据"],

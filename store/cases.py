@@ -88,12 +88,13 @@ class CaseService:
         except RoutingError as err:
             raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
         number = self.policies.numbers[jurisdiction, decision.policy_version]
-        found = router.units.get(case.unit) if case.unit else None
+        found_level, finder = router.finder(case)
         record = CaseRecord(
             jurisdiction=jurisdiction, policy_version=decision.policy_version, version_number=number,
             idempotency_key=idempotency_key, problem_type=decision.problem_type.code, unit=case.unit,
             facts=dict(case.facts), description=description, decision=decision, handler_level=decision.handler.level,
-            handler_unit=decision.handler.unit, found_level=found.level if found else case.found_at_level, status=RECEIVED,
+            handler_unit=decision.handler.unit, found_level=found_level, finder_unit=finder.id if finder else None,
+            workflow=decision.workflow, status=RECEIVED,
             reported_by=actor, created_at=now, updated_at=now)
         workflow = self._workflow(router, decision)
         session.add(record)
@@ -285,11 +286,11 @@ class CaseService:
         facts = {**record.facts, **t.facts}
         try:
             decision = router.route(Case(problem_type=record.problem_type, unit=record.unit, facts=facts,
-                                         reported_at=now))
+                                         found_at_level=record.found_level, reported_at=now))
         except (RoutingError, ValueError) as err:
             raise Invalid(str(err), field="facts") from None
         old = record.decision
-        record.facts, record.decision = facts, decision
+        record.facts, record.decision, record.workflow = facts, decision, decision.workflow
         record.handler_level, record.handler_unit = decision.handler.level, decision.handler.unit
         self._event(session, record, t.actor, "rerouted", record.status, record.status, now, t.note,
                     {"facts": t.facts, "old_handler": old.handler.model_dump(mode="json"),
@@ -306,7 +307,9 @@ class CaseService:
             self._enter(session, router, record, step, "system", now, "按新决定重新计时", "redispatched")
 
     def _do_escalate(self, session, router, record, t: Transition, now) -> None:
-        escalate(session, router, record, t.actor, t.note or "手动升级", now)
+        if escalate(session, router, record, t.actor, t.note or "手动升级", now):  # the new grid's own clock
+            _stop_clocks(record, now)
+            start_clock(router, record, self._step(router, record, record.status), now)
 
     # --- clocks and events
     def _enter(self, session, router: PolicyRouter, record: CaseRecord, step: WorkflowStep, actor: str, now: datetime,

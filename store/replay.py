@@ -80,14 +80,14 @@ def replay(engine, jurisdiction: str, router: PolicyRouter, days: int = DEFAULT_
     with Session(engine) as session:
         total = session.exec(select(func.count()).select_from(CaseRecord).where(*window)).one()
         rows = session.exec(select(CaseRecord.id, CaseRecord.created_at, CaseRecord.problem_type, CaseRecord.unit,
-                                   CaseRecord.facts, CaseRecord.decision).where(*window)
+                                   CaseRecord.found_level, CaseRecord.facts, CaseRecord.decision).where(*window)
                             .order_by(CaseRecord.created_at.desc(), CaseRecord.id.desc()).limit(cap)).all()
     report = ReplayReport(days, since, total, cap, replayed=len(rows))
-    for case_id, created_at, ptype, unit, facts, decision in rows:
+    for case_id, created_at, ptype, unit, found_level, facts, decision in rows:
         item = Replayed(case_id, as_utc(created_at), decision.problem_type.name, unit, outcome(decision), None)
         try:
-            item.new = outcome(router.route(Case(problem_type=ptype, unit=unit, facts=facts,
-                                                 reported_at=item.created_at)))
+            item.new = outcome(router.route(Case(problem_type=ptype, unit=unit, found_at_level=found_level,
+                                                 facts=facts, reported_at=item.created_at)))
         except (RoutingError, ValueError) as err:
             item.error = str(err)
         if item.changed:

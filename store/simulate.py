@@ -31,7 +31,7 @@ class Mix:
     returned: float = 0.04  # the handling department returns the case once
     extended: float = 0.03  # the handling step is extended (approved) once
     reopened: float = 0.08  # verification fails, the case is reopened
-    found_by_upper: float = 0.05  # found by a grid above the lowest level
+    found_by_upper: float = 0.05  # found by a grid above the lowest level, where the problem is
     corrected_on_site: float = 0.03
     major: float = 0.02
 
@@ -46,8 +46,7 @@ class Simulator:
         units = list(router.units.values())
         lowest = max(u.level for u in units)
         self.low_units = sorted(u.id for u in units if u.level == lowest)
-        self.upper_units = [sorted(u.id for u in units if u.level == level) for level in range(1, lowest)] \
-            or [self.low_units]
+        self.upper_levels = list(range(1, lowest)) or [lowest]
         self.counts = {"cases": 0, "closed": 0, "open": 0, "overdue": 0, "escalated": 0, "returned": 0,
                        "extended": 0, "reopened": 0}
 
@@ -61,8 +60,9 @@ class Simulator:
             facts["major"] = True
         if rng.random() < 0.1:
             facts["no_platform"] = True
-        finders = rng.choice(self.upper_units) if upper else self.low_units  # an upper level, then a unit in it
-        return Case(problem_type=rng.choice(self.types), unit=rng.choice(finders), facts=facts)
+        level = rng.choice(self.upper_levels) if upper else None  # an upper grid's patrol found it in a lowest grid
+        return Case(problem_type=rng.choice(self.types), unit=rng.choice(self.low_units), found_at_level=level,
+                    facts=facts)
 
     def run(self, n_cases: int, days: int, start: datetime = DEFAULT_START, batch: int = 500,
             progress=None) -> dict:

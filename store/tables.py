@@ -66,7 +66,7 @@ class CaseRecord(SQLModel, table=True):
         UniqueConstraint("jurisdiction", "idempotency_key"),
         Index("ix_case_open_due", "status", "due_at"),
         # covering for the assessment's joins from events and clocks (migration 0004)
-        Index("ix_case_record_assess", "id", "jurisdiction", "unit", "found_level", "closed_at"),
+        Index("ix_case_record_assess", "id", "jurisdiction", "workflow", "finder_unit", "found_level", "closed_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(index=True, max_length=64)
@@ -75,13 +75,15 @@ class CaseRecord(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=200)
     request_hash: str | None = Field(default=None, max_length=64)  # of the request that used idempotency_key
     problem_type: str = Field(max_length=128, index=True)
-    unit: str | None = Field(default=None, max_length=128, index=True)
+    unit: str | None = Field(default=None, max_length=128, index=True)  # where the problem is
+    finder_unit: str | None = Field(default=None, max_length=128)  # the grid that found it: unit or an ancestor
     facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     description: str = Field(default="", max_length=4000)
     decision: Decision = Field(sa_column=Column(DecisionJSON, nullable=False))
     handler_level: int
     handler_unit: str | None = Field(default=None, max_length=128, index=True)
     found_level: int | None = None  # the finder's level; above the handler's = found by an upper grid
+    workflow: str | None = Field(default=None, max_length=64)  # its decision's workflow: the steps' roles
     status: str = Field(max_length=32, index=True)  # the current workflow step, or closed
     cycle: int = Field(default=1)  # a reopened case starts a new clock cycle
     due_at: datetime | None = None

@@ -110,16 +110,23 @@ def test_karamay_quarter_boundaries_holiday_and_a_unit_without_cases(services):
     handler = units["kmy-l2-1"]["indicators"]
     assert handler["received"] == 3  # a, c and d; b was received in Q2
     assert handler["escalated"] == 2  # a and b went up to the district after their late reports
-    assert handler["handling_started"] == 1 and handler["handling_on_time"] == 1 and handler["due"] == 0
-    assert units["kmy-l2-1"]["rates"]["on_time_handling_rate"] == 1.0
+    # c's disposal started in Q3 and ended in Q4: counted by its own time (cause 6 of issue #16)
+    assert (handler["handling_started"], handler["handling_ended"], handler["handling_on_time"]) == (1, 0, 0)
+    assert handler["due"] == 0 and units["kmy-l2-1"]["rates"]["on_time_handling_rate"] is None
+    # reports: a and b ended overdue at the level-2 grid, c's on time (d's runs on into Q4)
+    assert (handler["report_started"], handler["report_ended"], handler["report_on_time"]) == (3, 3, 1)
     assert units["kmy-l2-1"]["score"] == 100.0  # the late reports are the finders', not the handler's
     assert units["kmy-l3-01"]["indicators"]["found"] == 1 and units["kmy-l3-02"]["indicators"]["found"] == 0
-    dispose = next(s for s in q3["steps"] if s["step"] == "dispose")  # c only: 30 Sept 10:00 → 12 Oct 10:00
-    assert (dispose["count"], dispose["avg_hours"], dispose["p90_hours"]) == (1, 288.0, 288.0)
+    assert "dispose" not in [s["step"] for s in q3["steps"]]
 
-    q4 = by_unit(assessment.assess("karamay", Period.parse("2026-Q4")))
+    result = assessment.assess("karamay", Period.parse("2026-Q4"))
+    q4 = by_unit(result)
     assert q4["kmy-l3-04"]["score"] == 98.0 and q4["kmy-l3-01"]["score"] == 100.0
-    assert q4["kmy-l2-1"]["indicators"]["due"] == 1 and q4["kmy-l2-1"]["indicators"]["closed_on_time"] == 1
+    handler = q4["kmy-l2-1"]["indicators"]
+    assert handler["due"] == 1 and handler["closed_on_time"] == 1
+    assert (handler["handling_started"], handler["handling_ended"], handler["handling_on_time"]) == (0, 1, 1)
+    dispose = next(s for s in result["steps"] if s["step"] == "dispose")  # c only: 30 Sept 10:00 → 12 Oct 10:00
+    assert (dispose["count"], dispose["late"], dispose["avg_hours"], dispose["p90_hours"]) == (1, 0, 288.0, 288.0)
 
     why = assessment.explain("karamay", Period.parse("2026-Q3"), "kmy-l3-02")
     [item] = [d for d in why["deductions"] if d["events"]]
@@ -146,7 +153,7 @@ def test_ningjiaping_counts_deductions_from_the_start_of_the_year(services):
     assert q1["nj-ningjiaping"]["score"] == 10.0
     assert [d["id"] for d in q1["nj-ningjiaping"]["deductions"]] == ["missed_found_by_upper"]
     q3 = assessment.assess("ningjiaping", Period.parse("2026-Q3"), level=3)
-    assert q3["score_window"]["label"] == "2026" and [u["unit"] for u in q3["units"]] == ["nj-ningjiaping"]
+    assert q3["score_window"]["label"] == "2026-01-01 至 2026-09-30" and [u["unit"] for u in q3["units"]] == ["nj-ningjiaping"]
     township = q3["units"][0]
     assert township["score"] == 9.0 and township["loss"] == 3.0
     assert {d["id"]: d["points"] for d in township["deductions"]} == {"missed_found_by_upper": 2.0,

@@ -122,7 +122,7 @@ def test_simulate_then_assess(tmp_path):
     result = run("assess", "ningjiaping", "--period", "2026-Q2", "--json", "--xlsx", str(tmp_path / "a.xlsx"), env=env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["score_window"]["label"] == "2026" and (tmp_path / "a.xlsx").stat().st_size > 0
+    assert data["score_window"]["label"] == "2026-01-01 至 2026-06-30" and (tmp_path / "a.xlsx").stat().st_size > 0
     assert all(0 <= u["score"] <= 12 for u in data["units"])
     bad = run("assess", "ningjiaping", "--period", "2026-Q9", env=env)
     assert bad.returncode == 2 and "格式不正确" in bad.stderr
