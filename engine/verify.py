@@ -52,7 +52,7 @@ def combinations(compiled: CompiledPolicy, ptype) -> itertools.product:
             for values in itertools.product(*domains):
                 facts = default_facts() | dict(zip(names, values)) | type_features(ptype) | {
                     "problem_type": ptype.code, "entry": entry_of(found_level, ptype.level),
-                    "cross_boundary": crossing}
+                    "cross_boundary": crossing, "found_level": found_level}
                 yield found_level, facts
 
 
@@ -73,7 +73,8 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     for ptype in profiles.values():
         for found_level, facts in combinations(compiled, ptype):
             report.combinations += 1
-            key = (facts["handler_level"], *(facts[name] for name in compiled.tested_facts))
+            key = (facts["handler_level"], facts["found_level"] if compiled.keeps_finder else None,
+                   *(facts[name] for name in compiled.tested_facts))
             issues = outcomes.get(key)
             if issues is None:
                 ev = evaluate(compiled, facts)
@@ -113,7 +114,7 @@ def _issues(ev, levels: list[int], has_workflows: bool) -> list[tuple[str, str]]
 
 def escalation_rule(compiled: CompiledPolicy, level: int) -> Rule | None:
     """The deadline rule that takes a case held at `level` when its handling deadline is missed."""
-    facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at",
+    facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at", "found_level": level,
                                "cross_boundary": False, "persuade_first": False,
                                "has_department": False, "multi_department": False}
     return next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
@@ -158,7 +159,8 @@ def coverage_matrix(compiled: CompiledPolicy) -> list[dict]:
                "departments": list(ptype.departments), "entries": {}}
         for lv in jur.policy.levels:
             facts = default_facts() | type_features(ptype) | {
-                "problem_type": ptype.code, "entry": entry_of(lv.number, ptype.level), "cross_boundary": False}
+                "problem_type": ptype.code, "entry": entry_of(lv.number, ptype.level), "cross_boundary": False,
+                "found_level": lv.number}
             ev = evaluate(compiled, facts)
             row["entries"][lv.number] = {"handler_level": ev.handler_level,
                                          "first_action": ev.actions[0][1].kind.value if ev.actions else None}

@@ -206,9 +206,10 @@ ACTION_LABELS = {
 }
 
 # Who acts / who receives: a role in the case, a named department, a level, the grids a cross-boundary
-# case involves, or the body competent for what the grid may not decide (移交移送 a 有管辖权的机关).
+# case involves, the body competent for what the grid may not decide (移交移送), or the head (网格长) of
+# the grid that found the case.
 Party = Annotated[str, StringConstraints(
-    pattern=r"^(finder|handler|upper|departments|department:[a-z0-9_\-]+|level:[1-6]|leader|involved|competent)$")]
+    pattern=r"^(finder|handler|upper|departments|department:[a-z0-9_\-]+|level:[1-6]|leader|involved|competent|head)$")]
 
 
 class Action(Strict):

@@ -122,13 +122,19 @@ def provenanced_items(value, loc: tuple = ()) -> Iterator[tuple[tuple, Provenanc
             yield from provenanced_items(item, loc + (i,))
 
 
+def states(item: Provenanced, name: str) -> bool:
+    """Whether the item states this judgement field: a value other than the default states something (a
+    stored version repeats every default, so whether the file wrote it cannot be told)."""
+    info = type(item).model_fields[name]
+    value = getattr(item, name)
+    return value is not None and (name in item.fields or info.is_required() or value != info.default)
+
+
 def judged_values(item: Provenanced) -> Iterator[tuple[str, Any]]:
-    """The judgement fields this item states (set in the file or required; defaults state nothing)."""
+    """The judgement fields this item states, with their values."""
     for name in item.JUDGED:
-        value = getattr(item, name)
-        if value is None or (name not in item.model_fields_set and not type(item).model_fields[name].is_required()):
-            continue
-        yield name, value
+        if states(item, name):
+            yield name, getattr(item, name)
 
 
 def numeric_quote(item: Provenanced, name: str) -> Source | None:

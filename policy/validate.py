@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from policy.errors import PolicyIssue
 from policy.models import Policy, Rule, Unit, UnitGroup
-from policy.provenance import FIELD_LABELS, numeric_quote, provenanced_items, show_value, states_value
+from policy.provenance import (FIELD_LABELS, numeric_quote, provenanced_items, show_value, states,
+                               states_value)
 from policy.yamlio import OriginMap
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ class _Checker:
         """A number under a source must be written in its quote (12 or 十二, 5个工作日, 半月 …)."""
         value = getattr(item, name)
         source = numeric_quote(item, name)
-        if value is None or source is None or (name not in item.model_fields_set and name not in item.fields):
+        if source is None or not states(item, name):
             return
         if not states_value(source.quote, name, value):
             own = name in item.fields
