@@ -70,7 +70,8 @@ def entry_of(found_level: int, handler_level: int) -> str:
 
 
 def type_features(ptype: ProblemType) -> dict:
-    return {"persuade_first": ptype.persuade_first, "has_department": bool(ptype.departments),
+    return {"persuade_first": ptype.persuade_first, "assist_only": ptype.assist_only,
+            "has_department": bool(ptype.departments),
             "multi_department": len(ptype.departments) > 1, "handler_level": ptype.level}
 
 

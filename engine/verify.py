@@ -68,7 +68,8 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     applied_ever: set[str] = set()
     profiles: dict[tuple, object] = {}
     for ptype in jur.policy.problem_types:
-        profiles.setdefault((ptype.level, ptype.persuade_first, len(ptype.departments) > 1, bool(ptype.departments)), ptype)
+        profiles.setdefault((ptype.level, ptype.persuade_first, ptype.assist_only, len(ptype.departments) > 1,
+                             bool(ptype.departments)), ptype)
     outcomes: dict[tuple, list[tuple[str, str]]] = {}  # the rules table decides once per distinct tested-fact set
     for ptype in profiles.values():
         for found_level, facts in combinations(compiled, ptype):
@@ -115,7 +116,7 @@ def _issues(ev, levels: list[int], has_workflows: bool) -> list[tuple[str, str]]
 def escalation_rule(compiled: CompiledPolicy, level: int) -> Rule | None:
     """The deadline rule that takes a case held at `level` when its handling deadline is missed."""
     facts = default_facts() | {"deadline_missed": True, "handler_level": level, "entry": "at", "found_level": level,
-                               "cross_boundary": False, "persuade_first": False,
+                               "cross_boundary": False, "persuade_first": False, "assist_only": False,
                                "has_department": False, "multi_department": False}
     return next((r for r in evaluate(compiled, facts).fired if escalation_target(r, level) is not None), None)
 

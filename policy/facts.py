@@ -28,6 +28,7 @@ DERIVED_FACTS: dict[str, str] = {
     "cross_boundary": "跨界问题",
     "multi_department": "涉及多个职能部门",
     "has_department": "有责任职能部门",
+    "assist_only": "本级只报告并协助处置",
 }
 
 # Integer facts: the level currently holding the case.

@@ -122,12 +122,13 @@ class Department(Provenanced):
 
 
 class ProblemType(Provenanced):
-    JUDGED = ("level", "departments", "persuade_first")
+    JUDGED = ("level", "departments", "persuade_first", "assist_only")
     code: Code
     name: str | None = Field(None, description="默认取基础目录中的名称")
     level: int | None = Field(None, description="有处置权的网格层级")
     departments: list[Slug] = []
     persuade_first: bool = False
+    assist_only: bool = Field(False, description="该层级网格只报告并协助上级或部门处置, 自身不处置")
 
 
 class CalendarKind(str, Enum):

@@ -382,7 +382,9 @@ class AssessmentService:
             ind["found"] = found.get(unit.id, 0)
             units.append({"unit": unit.id, "name": unit.name, "level": unit.level, "parent": unit.parent,
                           "indicators": ind, "rates": rates(ind), "records": records.get(unit.id, {}),
-                          **self._score(scoring, counts)})
+                          # a scheme scoped to one level (宁家坪镇: the villages) scores no other grid
+                          **self._score(scoring if scoring is None or scoring.level in (None, unit.level) else None,
+                                        counts)})
         _rank(units)
         return {
             "jurisdiction": jid, "name": policy.name, "policy_version": router.compiled.version,
