@@ -212,8 +212,8 @@ class Router:
         handler = {"kind": "grid", "level": handler_level, **self._unit_ref(handler_unit)}
         when = case.reported_at or datetime.now(timezone.utc)
         # the grids a cross-boundary case involves, at the handling level (协商共同完成)
-        grids = [{"kind": "grid", "level": handler_level, **self._unit_ref(u)}
-                 for u in dict.fromkeys(self.ancestor_at(u, handler_level) for u in involved) if u is not None]
+        at_level = {u.id: u for u in (self.ancestor_at(u, handler_level) for u in involved) if u is not None}
+        grids = [{"kind": "grid", "level": handler_level, **self._unit_ref(u)} for u in at_level.values()]
         actions = [a for rule, action in ev.actions
                    for a in self._actions(rule, action, ptype, finder, handler, grids, when)]
         closed = any(a["kind"] == "record_close" for a in actions)
