@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from cn2an import an2cn
 from pydantic import TypeAdapter
 
+from policy.errors import format_path
 from policy.models import Policy, Provenance, Provenanced, Source
 
 QUOTED, ASSUMED, INHERITED = "quoted", "assumed", "inherited"
@@ -66,26 +67,17 @@ def number_forms(n: float) -> tuple[str, ...]:
     return tuple(forms)
 
 
+# (seconds per unit, how a text writes the unit after its number); 半月 and 半小时 carry no number
+_DURATION_UNITS = ((30 * 86400, "个?月"), (7 * 86400, "个?(?:周|星期|礼拜)"), (86400, "个?(?:工作)?[日天]"),
+                   (3600, "个?(?:小时|钟头)"), (60, "分钟"))
+_HALVES = {15 * 86400: "半个?月", 1800: "半个?小时"}
+
+
 def _duration_patterns(delta: timedelta) -> list[str]:
     """Regexes for a duration: 5个工作日, 五天, 24小时, 一周, 半月, 1个月."""
     seconds = int(delta.total_seconds())
-    pats = []
-    if seconds % 86400 == 0:
-        days = seconds // 86400
-        pats.append(_numeral(number_forms(days)) + "个?(?:工作)?[日天]")
-        if days % 7 == 0:
-            pats.append(_numeral(number_forms(days // 7)) + "个?(?:周|星期|礼拜)")
-        if days == 15:
-            pats.append("半个?月")
-        if days % 30 == 0:
-            pats.append(_numeral(number_forms(days // 30)) + "个?月")
-    if seconds % 3600 == 0:
-        pats.append(_numeral(number_forms(seconds // 3600)) + "个?(?:小时|钟头)")
-    if seconds == 1800:
-        pats.append("半个?小时")
-    if seconds % 60 == 0:
-        pats.append(_numeral(number_forms(seconds // 60)) + "分钟")
-    return pats
+    pats = [_numeral(number_forms(seconds // unit)) + word for unit, word in _DURATION_UNITS if seconds % unit == 0]
+    return pats + ([_HALVES[seconds]] if seconds in _HALVES else [])
 
 
 def states_value(quote: str, field: str, value: Any) -> bool:
@@ -143,13 +135,6 @@ def numeric_quote(item: Provenanced, name: str) -> Source | None:
     if own is not None:
         return own.source
     return item.source
-
-
-def path_of(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 @dataclass(frozen=True)
@@ -220,7 +205,7 @@ def entries(policy: Policy, type_names: dict[str, str] | None = None) -> list[En
     """One entry per provenanced item and one per judgement field it states."""
     reader, names, out = _Reader(policy), type_names or {}, []
     for loc, item in provenanced_items(policy):
-        kind, path, label = type(item).__name__, path_of(loc), _label(item, names)
+        kind, path, label = type(item).__name__, format_path(loc), _label(item, names)
         status, note = reader.status(item, item)
         out.append(_entry(kind, path, None, label, "", status, note, item.source))
         for name, value in judged_values(item):

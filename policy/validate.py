@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from policy.errors import PolicyIssue
+from policy.errors import PolicyIssue, format_path
 from policy.models import Policy, Rule, Unit, UnitGroup
 from policy.provenance import (FIELD_LABELS, numeric_quote, provenanced_items, show_value, states,
                                states_value)
@@ -60,10 +60,8 @@ class _Checker:
 
     def add(self, loc: tuple, message: str) -> None:
         file, line = self.origins.locate(self.data, loc)
-        path = ""
-        for part in loc:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        self.issues.append(PolicyIssue(message=message, file=file or self.default_file, line=line, path=path))
+        self.issues.append(PolicyIssue(message=message, file=file or self.default_file, line=line,
+                                       path=format_path(loc)))
 
     def level_ok(self, loc: tuple, level: int | None, what: str) -> None:
         if level is not None and level not in self.levels:
