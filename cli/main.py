@@ -142,7 +142,9 @@ def render_decision(d: Decision) -> str:
              f"处置网格: 第{h.level}级 {h.unit_name or ''}".rstrip(),
              f"责任部门: {'、'.join(x.name for x in h.departments) or '无'}",
              f"首个动作: {d.first_action}", "动作:"]
-    lines += [f"  - {a.label}: {_party(a.by)}{' → ' + _party(a.to) if a.to else ''}  ({a.reason})" for a in d.actions]
+    lines += [f"  {'  ∥' if a.parallel else '-'} {a.label}: {_party(a.by)}{' → ' + _party(a.to) if a.to else ''}"
+              f"{' 限 ' + a.within.duration + ' 截止 ' + a.within.due if a.within else ''}  ({a.reason})"
+              for a in d.actions]
     if d.deadlines:
         lines.append("时限:")
         lines += [f"  - {s.name}: {s.duration} ({'工作日' if s.calendar == 'working' else '自然日'}) 截止 {s.due}"
@@ -157,6 +159,42 @@ def render_decision(d: Decision) -> str:
                 else f"假设 assumption: {src['assumption']}")
         lines.append(f"  - [{t.rule}] {t.name} — {cite}")
     return "\n".join(lines)
+
+
+@app.command()
+def provenance(
+    jid: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    status: Annotated[Optional[str], typer.Option(help="只列 quoted|assumed|inherited")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="只列一类, 如 ProblemType、Deduction")] = None,
+) -> None:
+    """每类条目及判断性字段中, 有原文出处、假设、继承(引自另一文本)的各有多少; 列出每条假设及其说明。"""
+    from policy.provenance import KIND_LABELS, STATUS_LABELS, report as provenance_report  # noqa: PLC0415
+    if status is not None and status not in STATUS_LABELS:
+        _fail([f"--status 须为 {', '.join(STATUS_LABELS)} 之一, 而非 '{status}'"], 2)
+    if kind is not None and kind not in KIND_LABELS:
+        _fail([f"--kind 须为 {', '.join(KIND_LABELS)} 之一, 而非 '{kind}'"], 2)
+    jur = _load_one(jid)
+    out = provenance_report(jur.policy, jur.type_names)
+    out["entries"] = [e for e in out["entries"]
+                      if (status is None or e["status"] == status) and (kind is None or e["kind"] == kind)]
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"{jur.policy.name} ({jid}) 出处统计: 原文 {out['totals']['quoted']}  假设 {out['totals']['assumed']}  "
+               f"继承 {out['totals']['inherited']}")
+    typer.echo("类别".ljust(14) + "原文".rjust(6) + "假设".rjust(6) + "继承".rjust(6))
+    for name, row in out["kinds"].items():
+        typer.echo(f"{KIND_LABELS.get(name, name):<12}" + "".join(f"{row[s]:>8}" for s in STATUS_LABELS))
+    listed = [e for e in out["entries"] if e["status"] != "quoted" or status == "quoted"]
+    if listed:
+        typer.echo("逐条:")
+    for e in listed:
+        where = f"{e['path']}{'.' + e['field'] if e['field'] else ''}"
+        value = f" = {e['value']}" if e["value"] else ""
+        cite = f" [{e['clause']}「{e['quote']}」]" if e["quote"] else ""
+        typer.echo(f"  [{STATUS_LABELS[e['status']]}] {e['kind_label']} {e['label']} {e['field_label']}{value} "
+                   f"({where}){cite}: {e['note']}".rstrip(": "))
 
 
 @app.command()

@@ -87,6 +87,11 @@ class CompiledPolicy:
         return sorted(names)
 
     @cached_property
+    def keeps_finder(self) -> bool:
+        """Whether some rule hands the case to the grid that found it (the outcome then depends on it)."""
+        return any(r.then.handler is not None and r.then.handler.to == "finder" for r in self.jurisdiction.policy.rules)
+
+    @cached_property
     def deadline_facts(self) -> list[str]:
         """Facts the deadline-escalation rules test: the key of the escalation memo."""
         names: set[str] = set()

@@ -44,7 +44,20 @@ class LeaderParty(_Part):
     of: str = Field(description="包抓领导所包抓的网格")
 
 
-Party = Annotated[GridParty | DepartmentParty | LeaderParty, Field(discriminator="kind")]
+class CompetentBodyParty(_Part):
+    """Beyond the grid's authority: the body with the power to act (移交移送), named by its role, not by id."""
+    kind: Literal["competent_body"] = "competent_body"
+    name: str
+
+
+class HeadParty(_Part):
+    kind: Literal["head"] = "head"
+    name: str = Field(description="网格长 (the level's head role)")
+    of: str = Field(description="所在网格")
+
+
+Party = Annotated[GridParty | DepartmentParty | LeaderParty | CompetentBodyParty | HeadParty,
+                  Field(discriminator="kind")]
 
 
 class ProblemTypeRef(_Part):
@@ -59,6 +72,13 @@ class Handler(_Part):
     departments: list[DepartmentParty]
 
 
+class ActionDeadline(_Part):
+    duration: str = Field(description="ISO 8601 duration")
+    calendar: Literal["natural", "working"]
+    due: str = Field(description="ISO 8601 date-time")
+    source: Provenance
+
+
 class DecidedAction(_Part):
     kind: str = Field(description="persuade, report, dispose, dispatch, escalate … (policy/models.py:ActionKind)")
     label: str
@@ -66,6 +86,8 @@ class DecidedAction(_Part):
     rule: str
     by: Party
     to: Party | None
+    parallel: bool = Field(False, description="与前一动作同时进行 (e.g. 同时上报)")
+    within: ActionDeadline | None = Field(None, description="the action's own deadline (立即报告, 及时上报)")
 
 
 class Deadline(_Part):

@@ -72,7 +72,8 @@ def entry_of(found_level: int, handler_level: int) -> str:
 
 
 def type_features(ptype: ProblemType) -> dict:
-    return {"persuade_first": ptype.persuade_first, "has_department": bool(ptype.departments),
+    return {"persuade_first": ptype.persuade_first, "assist_only": ptype.assist_only,
+            "has_department": bool(ptype.departments),
             "multi_department": len(ptype.departments) > 1, "handler_level": ptype.level}
 
 
@@ -89,6 +90,8 @@ def evaluate(compiled: CompiledPolicy, facts: dict) -> Evaluation:
         if change is not None:
             if change.to == "common_ancestor":
                 result.to_common_ancestor = True
+            elif change.to == "finder":  # the grid that found the case keeps it (e.g. 限时办结 in its own grid)
+                result.handler_level = facts["found_level"]
             elif change.level is not None:
                 result.handler_level = change.level
             else:
@@ -209,6 +212,7 @@ class PolicyRouter:
             "problem_type": ptype.code,
             "entry": entry_of(found_level, ptype.level),
             "cross_boundary": bool(ancestor is not None and ancestor.level < ptype.level),
+            "found_level": found_level,
         }
         ev = evaluate(self.compiled, facts)
         anchor = found or (involved[0] if involved else None)
@@ -219,8 +223,12 @@ class PolicyRouter:
             handler_unit = self.ancestor_at(anchor, handler_level)
         finder = {"kind": "grid", "level": found_level, **self._unit_ref(finder_unit)}
         handler = {"kind": "grid", "level": handler_level, **self._unit_ref(handler_unit)}
-        actions = [a for rule, action in ev.actions for a in self._actions(rule, action, ptype, finder, handler)]
         when = case.reported_at or datetime.now(timezone.utc)
+        # the grids a cross-boundary case involves, at the handling level (协商共同完成)
+        at_level = {u.id: u for u in (self.ancestor_at(u, handler_level) for u in involved) if u is not None}
+        grids = [{"kind": "grid", "level": handler_level, **self._unit_ref(u)} for u in at_level.values()]
+        actions = [a for rule, action in ev.actions
+                   for a in self._actions(rule, action, ptype, finder, handler, grids, when)]
         closed = any(a["kind"] == "record_close" for a in actions)
         deadlines, handling_due, handling_step = ([], None, None) if closed else self._deadlines(ev.workflow, when)
         escalation, esc_trace = ([], []) if closed or handling_due is None else self._escalation(
@@ -251,9 +259,16 @@ class PolicyRouter:
     def _department_ref(self, dept_id: str) -> dict:
         return {"kind": "department", "id": dept_id, "name": self._departments[dept_id].name}
 
-    def _party(self, party: str, ptype: ProblemType, finder: dict, handler: dict) -> list[dict]:
+    def _party(self, party: str, ptype: ProblemType, finder: dict, handler: dict, involved: list[dict]) -> list[dict]:
         if party == "finder":
             return [finder]
+        if party == "involved":
+            return involved or [finder]
+        if party == "competent":
+            return [{"kind": "competent_body", "name": "有相应监管权限的部门或机关"}]
+        if party == "head":
+            return [{"kind": "head", "name": self._levels[finder["level"]].head_role,
+                     "of": finder.get("name") or f"第{finder['level']}级网格"}]
         if party == "handler":
             return [handler]
         if party == "departments":
@@ -266,15 +281,23 @@ class PolicyRouter:
         unit = self.ancestor_at(self.units.get(handler.get("unit") or ""), level)
         return [{"kind": "grid", "level": level, **self._unit_ref(unit)}]
 
-    def _actions(self, rule: Rule, action: Action, ptype: ProblemType, finder: dict, handler: dict) -> list[dict]:
+    def _actions(self, rule: Rule, action: Action, ptype: ProblemType, finder: dict, handler: dict,
+                 involved: list[dict], when: datetime) -> list[dict]:
         fixed = self._action_entries.get(id(action))
         if fixed is None:  # the rule's own words, built once per action
             reason = rule.name + (f" ({action.note})" if action.note else "")
             fixed = self._action_entries[id(action)] = {
-                "kind": action.kind.value, "label": ACTION_LABELS[action.kind.value], "reason": reason, "rule": rule.id}
-        by = self._party(action.by, ptype, finder, handler)[0]
-        targets = self._party(action.to, ptype, finder, handler) if action.to else [None]
-        return [fixed | {"by": by, "to": to} for to in targets]
+                "kind": action.kind.value, "label": ACTION_LABELS[action.kind.value], "reason": reason, "rule": rule.id,
+                "parallel": action.parallel}
+        by = self._party(action.by, ptype, finder, handler, involved)[0]
+        targets = self._party(action.to, ptype, finder, handler, involved) if action.to else [None]
+        within = None
+        if action.within is not None:  # the action's own deadline (立即报告, 及时上报)
+            limit = action.within
+            within = {"duration": _iso_duration(limit.duration), "calendar": limit.calendar.value,
+                      "due": self.calendar.add(when, limit.duration, limit.calendar).isoformat(),
+                      "source": limit.provenance}
+        return [fixed | {"by": by, "to": to, "within": within} for to in targets]
 
     def _deadlines(self, workflow: Workflow | None, start: datetime):
         if workflow is None:
@@ -316,7 +339,8 @@ def escalation_hop(compiled: CompiledPolicy, level: int, facts: dict) -> Hop | N
     key = (level, tuple(facts.get(name) for name in compiled.deadline_facts))
     if key not in compiled.escalation_cache:
         fired = evaluate(compiled, DEFAULT_FACTS | facts | {"deadline_missed": True, "handler_level": level,
-                                                             "entry": "at", "cross_boundary": False}).fired
+                                                             "entry": "at", "cross_boundary": False,
+                                                             "found_level": level}).fired
         rule = next((r for r in fired if escalation_target(r, level) is not None), None)
         compiled.escalation_cache[key] = Hop(rule, level, escalation_target(rule, level)) if rule else None
     return compiled.escalation_cache[key]

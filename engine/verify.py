@@ -50,7 +50,7 @@ def combinations(compiled: CompiledPolicy, ptype) -> itertools.product:
             for values in itertools.product(*domains):
                 facts = default_facts() | dict(zip(names, values)) | type_features(ptype) | {
                     "problem_type": ptype.code, "entry": entry_of(found_level, ptype.level),
-                    "cross_boundary": crossing}
+                    "cross_boundary": crossing, "found_level": found_level}
                 yield found_level, facts
 
 
@@ -66,13 +66,15 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
     applied_ever: set[str] = set()
     profiles: dict[tuple, object] = {}
     for ptype in jur.policy.problem_types:
-        profile = (ptype.level, ptype.persuade_first, len(ptype.departments) > 1, bool(ptype.departments))
+        profile = (ptype.level, ptype.persuade_first, ptype.assist_only, len(ptype.departments) > 1,
+                   bool(ptype.departments))
         profiles.setdefault(profile, ptype)
     outcomes: dict[tuple, list[tuple[str, str]]] = {}  # the rules table decides once per distinct tested-fact set
     for ptype in profiles.values():
         for found_level, facts in combinations(compiled, ptype):
             report.combinations += 1
-            key = (facts["handler_level"], *(facts[name] for name in compiled.tested_facts))
+            key = (facts["handler_level"], facts["found_level"] if compiled.keeps_finder else None,
+                   *(facts[name] for name in compiled.tested_facts))
             issues = outcomes.get(key)
             if issues is None:
                 ev = evaluate(compiled, facts)
@@ -166,7 +168,8 @@ def coverage_matrix(compiled: CompiledPolicy) -> list[dict]:
                "departments": list(ptype.departments), "entries": {}}
         for lv in jur.policy.levels:
             facts = default_facts() | type_features(ptype) | {
-                "problem_type": ptype.code, "entry": entry_of(lv.number, ptype.level), "cross_boundary": False}
+                "problem_type": ptype.code, "entry": entry_of(lv.number, ptype.level), "cross_boundary": False,
+                "found_level": lv.number}
             ev = evaluate(compiled, facts)
             row["entries"][lv.number] = {"handler_level": ev.handler_level,
                                          "first_action": ev.actions[0][1].kind.value if ev.actions else None}

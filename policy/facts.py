@@ -13,6 +13,7 @@ CASE_FACTS: dict[str, str] = {
     "no_platform": "无数字化城管平台",
     "verification_failed": "现场核查未解决",
     "deadline_missed": "超过办理时限",
+    "leader_ordered_joint": "网格责任领导决定联合执法",
 }
 
 # Facts with a fixed set of values.
@@ -27,6 +28,7 @@ DERIVED_FACTS: dict[str, str] = {
     "cross_boundary": "跨界问题",
     "multi_department": "涉及多个职能部门",
     "has_department": "有责任职能部门",
+    "assist_only": "本级只报告并协助处置",
 }
 
 # Integer facts: the level currently holding the case.

@@ -23,6 +23,7 @@ UNITS_CSV_SUFFIX = ".units.csv"
 UNIT_CSV_COLUMNS = ("id", "name", "level", "parent")
 # Keyed lists merge item by item under `extends`; the first key all items carry wins.
 LIST_KEYS = ("code", "number", "id", "id_prefix", "seed", "kind")
+INHERITED = "inherited_from"
 
 
 def jurisdictions_dir() -> Path:
@@ -81,6 +82,9 @@ def _merge_lists(base: list, child: list) -> list:
 def _merge(base: Any, child: Any) -> Any:
     if isinstance(base, dict) and isinstance(child, dict):
         out = dict(base)
+        if "source" in child or "assumption" in child:  # the child's own provenance replaces the template's
+            for key in ("source", "assumption", INHERITED):
+                out.pop(key, None)
         for key, value in child.items():
             out[key] = _merge(base[key], value) if key in base else value
         return out
@@ -160,8 +164,23 @@ class Loader:
             raise PolicyError([PolicyIssue(file=doc.files[0], path="extends", message=(
                 f"extends 引用了不存在的辖区或模板 '{parent}'; 可用 valid: {', '.join(sorted(self.raw))}"))])
         base, base_files = self._resolve_raw(parent, chain + (jid,))
-        base = {k: v for k, v in base.items() if k not in ("template", "extends", "id", "name")}
+        base = {k: self._tag(v, parent) for k, v in base.items() if k not in ("template", "extends", "id", "name")}
         return _merge(base, doc.data), base_files + doc.files
+
+    def _tag(self, value: Any, template: str) -> Any:
+        """A copy of template data whose provenanced items say which template they came from (the origin
+        of each copied mapping is kept, so errors still name the template's file and line)."""
+        if isinstance(value, list):
+            return [self._tag(v, template) for v in value]
+        if not isinstance(value, dict):
+            return value
+        out = {k: (v if k == "fields" else self._tag(v, template)) for k, v in value.items()}
+        if ("source" in out or "assumption" in out) and INHERITED not in out:
+            out[INHERITED] = template
+        origin = self.origins.get(value)
+        if origin is not None:
+            self.origins.record(out, origin)
+        return out
 
     def _overlay_units_csv(self, jid: str, data: dict) -> list[str]:
         csv_path = self.units_csv.get(jid, self.directory / f"{jid}{UNITS_CSV_SUFFIX}")

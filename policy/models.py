@@ -1,14 +1,16 @@
 """The declarative policy language: pydantic models of one jurisdiction's rules.
 
 Every rule-bearing item carries provenance: a `source` (seed file, clause, exact quote) or an
-`assumption` (why a value the documents do not give was chosen).
+`assumption` (why a value the documents do not give was chosen). The item's provenance vouches for the
+item itself; each judgement field (`JUDGED`) may carry its own under `fields:`, and one without it is
+not vouched for by the item's quote (policy/provenance.py says what each field counts as).
 """
 from __future__ import annotations
 
 import difflib
 from datetime import timedelta
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -29,7 +31,8 @@ class Source(Strict):
     quote: NonEmpty
 
 
-class Provenanced(Strict):
+class Provenance(Strict):
+    """Exactly one of a seed quote or an assumption's note."""
     source: Source | None = None
     assumption: NonEmpty | None = None
 
@@ -47,6 +50,22 @@ class Provenanced(Strict):
         return {"assumption": self.assumption}
 
 
+class Provenanced(Provenance):
+    # Judgement fields: each may carry its own provenance under `fields`; numeric ones are in NUMERIC.
+    JUDGED: ClassVar[tuple[str, ...]] = ()
+    NUMERIC: ClassVar[tuple[str, ...]] = ()
+    fields: dict[str, Provenance] = Field({}, description="逐字段出处 (判断性字段)")
+    inherited_from: Slug | None = Field(None, description="由加载器标注: 原样继承自哪个模板")
+
+    @model_validator(mode="after")
+    def _judged_fields(self):
+        unknown = sorted(set(self.fields) - set(self.JUDGED))
+        if unknown:
+            raise ValueError(f"fields 中的 {unknown} 不是可单独注明出处的字段; 可用 valid: {list(self.JUDGED) or '无'}"
+                             " — only judgement fields take their own provenance")
+        return self
+
+
 class SeedDocument(Strict):
     seed: NonEmpty
     title: NonEmpty
@@ -54,6 +73,7 @@ class SeedDocument(Strict):
 
 
 class StatedCount(Provenanced):
+    JUDGED = NUMERIC = ("count",)
     count: Annotated[int, Field(gt=0)]
     scope: str = ""
 
@@ -102,11 +122,13 @@ class Department(Provenanced):
 
 
 class ProblemType(Provenanced):
+    JUDGED = ("level", "departments", "persuade_first", "assist_only")
     code: Code
     name: str | None = Field(None, description="默认取基础目录中的名称")
     level: int | None = Field(None, description="有处置权的网格层级")
     departments: list[Slug] = []
     persuade_first: bool = False
+    assist_only: bool = Field(False, description="该层级网格只报告并协助上级或部门处置, 自身不处置")
 
 
 class CalendarKind(str, Enum):
@@ -115,6 +137,7 @@ class CalendarKind(str, Enum):
 
 
 class Deadline(Provenanced):
+    JUDGED = NUMERIC = ("duration",)
     duration: timedelta
     calendar: CalendarKind = CalendarKind.natural
 
@@ -172,16 +195,22 @@ class ActionKind(str, Enum):
     re_report = "re_report"
     escalate = "escalate"
     notify = "notify"
+    consult = "consult"
+    assist = "assist"
 
 
 ACTION_LABELS = {
     "persuade": "告知劝阻", "report": "上报", "assign": "交办", "dispose": "处置", "dispatch": "派遣",
     "joint_enforcement": "联合执法", "transfer": "移交移送", "record_close": "记录结案",
-    "re_report": "再次上报", "escalate": "超期升级", "notify": "通报",
+    "re_report": "再次上报", "escalate": "超期升级", "notify": "通报", "consult": "协商共同处置",
+    "assist": "协助",
 }
 
-# Who acts / who receives: a role in the case, a named department, or a level.
-Party = Annotated[str, StringConstraints(pattern=r"^(finder|handler|upper|departments|department:[a-z0-9_\-]+|level:[1-6]|leader)$")]
+# Who acts / who receives: a role in the case, a named department, a level, the grids a cross-boundary
+# case involves, the body competent for what the grid may not decide (移交移送), or the head (网格长) of
+# the grid that found the case.
+Party = Annotated[str, StringConstraints(
+    pattern=r"^(finder|handler|upper|departments|department:[a-z0-9_\-]+|level:[1-6]|leader|involved|competent|head)$")]
 
 
 class Action(Strict):
@@ -189,18 +218,21 @@ class Action(Strict):
     by: Party = "handler"
     to: Party | None = None
     note: str = ""
+    parallel: bool = Field(False, description="与前一动作同时进行 (同时), 而非其后")
+    within: "Deadline | None" = Field(None, description="动作本身的时限 (如 立即报告), 有出处或假设")
 
 
 class HandlerChange(Strict):
-    """Moves the case to another grid: the units' common ancestor, a fixed level, or up N levels."""
-    to: Literal["common_ancestor"] | None = None
+    """Moves the case to another grid: the units' common ancestor, the grid that found it, a fixed level,
+    or up N levels (from wherever the rules applied so far left it)."""
+    to: Literal["common_ancestor", "finder"] | None = None
     level: int | None = None
     up: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self):
         if sum(x is not None for x in (self.to, self.level, self.up)) != 1:
-            raise ValueError("handler 须恰好指定 to: common_ancestor、level 或 up 之一")
+            raise ValueError("handler 须恰好指定 to: common_ancestor|finder、level 或 up 之一")
         return self
 
 
@@ -250,6 +282,8 @@ PERIOD_LABELS = {"day": "日", "week": "周", "half_month": "半月", "month": "
 
 
 class Cadence(Provenanced):
+    JUDGED = ("times", "per", "level")
+    NUMERIC = ("times", "per")
     id: Slug
     name: NonEmpty
     activity: Literal["patrol", "leader_contact", "leader_inspection", "source_inspection", "report",
@@ -295,6 +329,8 @@ Trigger = Annotated[str, AfterValidator(_check_trigger)]
 
 
 class Deduction(Provenanced):
+    JUDGED = ("points", "trigger", "max_points")
+    NUMERIC = ("points", "max_points")
     id: Slug
     name: NonEmpty
     points: Annotated[float, Field(gt=0, description="每次扣分")]
@@ -304,6 +340,8 @@ class Deduction(Provenanced):
 
 class Veto(Provenanced):
     """一票否决: the trigger happening `at_least` times in the period sets the unit's score to 0."""
+    JUDGED = ("trigger", "at_least")
+    NUMERIC = ("at_least",)
     id: Slug
     name: NonEmpty
     trigger: Trigger | None = Field(None, description="无 trigger 的否决项由人工评定")
@@ -316,13 +354,19 @@ class Assessment(Provenanced):
 
 
 class Scoring(Provenanced):
+    JUDGED = ("total", "level")
+    NUMERIC = ("total",)
     scheme: Literal["deduction", "points"]
     total: Annotated[float, Field(gt=0)]
+    level: int | None = Field(None, description="评分对象所在的网格层级; 未设定时各级网格均评分")
     period: PeriodKind
     publish: PeriodKind | None = None
     deductions: list[Deduction] = []
     vetoes: list[Veto] = []
     assessments: list[Assessment] = []
+
+
+Action.model_rebuild()
 
 
 class Policy(Strict):

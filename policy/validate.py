@@ -6,10 +6,12 @@ import re
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
-from policy.errors import PolicyIssue
-from policy.models import Policy, Provenanced, Rule, Unit, UnitGroup
+from policy.errors import PolicyIssue, format_path
+from policy.models import Policy, Rule, Unit, UnitGroup
+from policy.provenance import (FIELD_LABELS, numeric_quote, provenanced_items, show_value, states,
+                               states_value)
 from policy.yamlio import OriginMap
 
 if TYPE_CHECKING:
@@ -49,17 +51,6 @@ def _seed_text(path: Path) -> str | None:
         return None
 
 
-def _provenanced(value, loc: tuple) -> Iterator[tuple[tuple, Provenanced]]:
-    if isinstance(value, Provenanced):
-        yield loc, value
-    if hasattr(value, "__pydantic_fields__"):
-        for name in type(value).model_fields:
-            yield from _provenanced(getattr(value, name), loc + (name,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _provenanced(item, loc + (i,))
-
-
 class _Checker:
     def __init__(self, jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str):
         self.jur, self.policy, self.data, self.origins = jur, jur.policy, data, origins
@@ -69,10 +60,8 @@ class _Checker:
 
     def add(self, loc: tuple, message: str) -> None:
         file, line = self.origins.locate(self.data, loc)
-        path = ""
-        for part in loc:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        self.issues.append(PolicyIssue(message=message, file=file or self.default_file, line=line, path=path))
+        self.issues.append(PolicyIssue(message=message, file=file or self.default_file, line=line,
+                                       path=format_path(loc)))
 
     def level_ok(self, loc: tuple, level: int | None, what: str) -> None:
         if level is not None and level not in self.levels:
@@ -227,17 +216,38 @@ class _Checker:
                     f"单次扣分 {item.points} 超过总分 {scoring.total} — a deduction exceeds the total"))
 
     def check_provenance(self) -> None:
+        for loc, item in provenanced_items(self.policy):
+            self.check_source(loc, item.source)
+            for name, own in item.fields.items():
+                self.check_source(loc + ("fields", name), own.source)
+            for name in item.NUMERIC:
+                self.check_number(loc, item, name)
+
+    def check_source(self, loc: tuple, source) -> None:
+        if source is None:
+            return
         declared = {s.seed for s in self.policy.sources}
-        for loc, item in _provenanced(self.policy, ()):
-            if item.source is None:
-                continue
-            if item.source.seed not in declared:
-                self.add(loc + ("source", "seed"), f"出处文件 '{item.source.seed}' 未在 sources 中声明; 已声明 {sorted(declared)}")
-                continue
-            text = _seed_text(seed_path(item.source.seed))
-            if text is not None and _normalise(item.source.quote) not in text:
-                self.add(loc + ("source", "quote"), (
-                    f"引文在 {item.source.seed} 中找不到 — quote not found in the seed: '{item.source.quote[:40]}'"))
+        if source.seed not in declared:
+            self.add(loc + ("source", "seed"), f"出处文件 '{source.seed}' 未在 sources 中声明; 已声明 {sorted(declared)}")
+            return
+        text = _seed_text(seed_path(source.seed))
+        if text is not None and _normalise(source.quote) not in text:
+            self.add(loc + ("source", "quote"), (
+                f"引文在 {source.seed} 中找不到 — quote not found in the seed: '{source.quote[:40]}'"))
+
+    def check_number(self, loc: tuple, item, name: str) -> None:
+        """A number under a source must be written in its quote (12 or 十二, 5个工作日, 半月 …)."""
+        value = getattr(item, name)
+        source = numeric_quote(item, name)
+        if source is None or not states(item, name):
+            return
+        if not states_value(source.quote, name, value):
+            own = name in item.fields
+            shown = show_value(value)
+            self.add(loc + (("fields", name, "source", "quote") if own else (name,)), (
+                f"{FIELD_LABELS.get(name, name)} {shown} 不在引文中 (\u201c{source.quote[:40]}\u201d): 原文未给出此数时, "
+                f"请写 fields: {{{name}: {{assumption: 理由}}}} — the {name} {shown} is not in its quote; "
+                f"a number the text does not give is an assumption"))
 
 
 def seed_path(seed: str) -> Path:

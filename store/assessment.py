@@ -458,7 +458,9 @@ class AssessmentService:
             ind, counts = indicators(unit.id)
             units.append({"unit": unit.id, "name": unit.name, "level": unit.level, "parent": unit.parent,
                           "indicators": ind, "rates": rates(ind), "records": records.get(unit.id, {}),
-                          **self._score(scoring, counts)})
+                          # a scheme scoped to one level (宁家坪镇: the villages) scores no other grid
+                          **self._score(scoring if scoring is None or scoring.level in (None, unit.level) else None,
+                                        counts)})
         _rank(units)
         ind, counts = indicators(None)
         score = self._score(scoring, counts)

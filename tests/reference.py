@@ -21,6 +21,8 @@ def reference_evaluate(policy: Policy, facts: dict) -> tuple[list[str], int, boo
         if change is not None:
             if change.to == "common_ancestor":
                 to_ancestor = True
+            elif change.to == "finder":
+                level = facts["found_level"]
             elif change.level is not None:
                 level = change.level
             else:

@@ -123,6 +123,7 @@ def test_simulate_then_assess(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["score_window"]["label"] == "2026-01-01 至 2026-06-30" and (tmp_path / "a.xlsx").stat().st_size > 0
-    assert all(0 <= u["score"] <= 12 for u in data["units"])
+    # 篇一 五(三)「建立村级网格考核制度」: only the village grids (level 4) are scored
+    assert all(0 <= u["score"] <= 12 if u["level"] == 4 else u["score"] is None for u in data["units"])
     bad = run("assess", "ningjiaping", "--period", "2026-Q9", env=env)
     assert bad.returncode == 2 and "格式不正确" in bad.stderr

@@ -8,7 +8,8 @@ import pytest
 from engine.compiler import compile_policy
 from engine.verify import verify
 from policy.models import Provenanced
-from policy.validate import _provenanced, _normalise, _seed_text, seed_path
+from policy.provenance import provenanced_items
+from policy.validate import _normalise, _seed_text, seed_path
 
 EXPECTED_UNITS = {
     "karamay": {1: 1, 2: 7, 3: 77},
@@ -62,7 +63,7 @@ def test_unit_counts_match_the_documents(bundled, jid, counts):
 def test_every_rule_has_provenance_and_quotes_are_in_their_seeds(bundled):
     checked = 0
     for jur in bundled.values():
-        for loc, item in _provenanced(jur.policy, ()):
+        for loc, item in provenanced_items(jur.policy):
             assert isinstance(item, Provenanced)
             assert (item.source is None) != (item.assumption is None), (jur.id, loc)
             if item.source is not None:
