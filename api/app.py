@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from admin.routes import admin_parts
-from api import open311
+from api import ledger, open311
 from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
@@ -146,6 +146,10 @@ class PublishRequest(BaseModel):
 
 MAX_ID = 2**31 - 1  # ids are database integers: larger values cannot exist
 VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+
+
+class CaseRequest(RouteRequest):
+    object_id: int | None = Field(None, ge=1, le=MAX_ID, description="监管对象: 网格与 enterprise_class 取自台账")
 CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 
@@ -292,14 +296,15 @@ def route(request: Request, data: JSONBody[RouteRequest],
 
 
 @post("/v1/cases", sync_to_thread=False)
-def create_case(request: Request, data: JSONBody[RouteRequest],
+def create_case(request: Request, data: JSONBody[CaseRequest],
                 x_api_key: ApiKeyHeader = None,
                 idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
                 ) -> Response:
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
-    record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
-                            idempotency_key=idempotency_key)
+    record = (ledger.ledger_services(request.app).ledger.open_case(
+        data.jurisdiction, data.case(), data.object_id, f"apikey:{key.prefix}", idempotency_key) if data.object_id else
+        s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key))
     _, events, clocks = s.cases.get(record.id)
     return Response(case_json(record, s, events, clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
@@ -420,6 +425,7 @@ async def _background(app: Litestar) -> None:
             if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
                 last_sweep = now
                 await asyncio.to_thread(sweep, services.cases)
+                await asyncio.to_thread(ledger.background_sweep, app)
             if app.state.sweep and now - last_statistics >= STATISTICS_SECONDS:
                 last_statistics = now
                 await asyncio.to_thread(refresh_statistics, services.cases.engine)
@@ -452,7 +458,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
                         get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
-                        assessment_unit, assessment_record, health, *open311.ROUTES, *admin.routers],
+                        assessment_unit, assessment_record, health, *open311.ROUTES, ledger.LedgerController,
+                        *admin.routers],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},

@@ -219,7 +219,7 @@ class CadenceService:
             "jurisdiction": jid, "name": policy.name, "period": period.as_dict(), "as_of": now.isoformat(),
             "status_labels": STATUS_LABELS,
             "cadences": [{"id": c.id, "name": c.name, "activity": c.activity, "activity_label": ACTIVITY_LABELS[c.activity],
-                          "level": c.level, "source_class": c.source_class, "times": c.times, "per": c.per.value,
+                          "level": c.level, "source_class": c.source_class, "object_kind": c.object_kind, "times": c.times, "per": c.per.value,
                           "per_label": PERIOD_LABELS[c.per.value], "periods": [[b[0].isoformat(), b[1].isoformat()] for b in buckets],
                           "provenance": c.provenance, "obligations": dict(per_cadence[c.id])} for c, buckets in plan],
             "levels": [{"level": n, "name": level_names.get(n, ""), **{s: levels[n][s] for s in STATUS_LABELS},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -276,9 +277,16 @@ class LedgerService:
             return list(session.exec(select(ObjectChange).where(ObjectChange.object_id == object_id)
                                      .order_by(ObjectChange.id)).all())
 
+    @staticmethod
+    def unit(router: Router, text: str):
+        try:
+            return router.resolve_unit(text)
+        except RoutingError as err:
+            raise Invalid(str(err), field="unit", suggestions=err.suggestions) from None
+
     def subtree(self, router: Router, unit: str) -> list[str] | None:
         """The unit and every unit below it (None for the top grid: everything)."""
-        root = router.resolve_unit(unit)
+        root = self.unit(router, unit)
         if root.parent is None:
             return None
         return [u.id for u in router.units.values() if root in router.ancestors(u)]
@@ -295,10 +303,7 @@ class LedgerService:
                 if len(words) > 1 else query.where(or_(SupervisedObject.search_key.contains(words[0], autoescape=True),
                                                       SupervisedObject.search_key.contains(q.strip().lower().replace(" ", ""), autoescape=True)))
         if unit:
-            try:
-                units = self.subtree(router, unit)
-            except RoutingError as err:
-                raise Invalid(str(err), field="unit") from None
+            units = self.subtree(router, unit)
             if units is not None:
                 query = query.where(SupervisedObject.unit.in_(units))
         if kind:
@@ -512,10 +517,7 @@ class LedgerService:
         """Newest first; `unit` includes the grids below it; [start, end) days."""
         query = select(PatrolRecord).where(PatrolRecord.jurisdiction == jid)
         if unit:
-            try:
-                units = self.subtree(self.policies.router(jid), unit)
-            except RoutingError as err:
-                raise Invalid(str(err), field="unit") from None
+            units = self.subtree(self.policies.router(jid), unit)
             if units is not None:
                 query = query.where(PatrolRecord.unit.in_(units))
         if start:
@@ -529,6 +531,21 @@ class LedgerService:
             rows = session.exec(query.order_by(PatrolRecord.patrolled_at.desc(), PatrolRecord.id.desc())
                                 .offset(offset).limit(limit)).all()
             return total, list(rows)
+
+    def patrols_with_objects(self, jid: str, unit: str | None, start: date, end: date
+                             ) -> list[tuple[PatrolRecord, list[SupervisedObject]]]:
+        """Every patrol record of the grid (and the grids below it) in [start, end), oldest first, with the
+        objects it checked: the rows of a 巡查记录汇总表."""
+        total, records = self.search_patrols(jid, unit, start, end, limit=MAX_IMPORT_ROWS)
+        checked: dict[int, list[SupervisedObject]] = defaultdict(list)
+        with Session(self.engine) as session:
+            for i in range(0, len(records), 500):
+                ids = [r.id for r in records[i:i + 500]]
+                for patrol_id, obj in session.exec(select(PatrolObject.patrol_id, SupervisedObject).join(
+                        SupervisedObject, SupervisedObject.id == PatrolObject.object_id)
+                        .where(PatrolObject.patrol_id.in_(ids)).order_by(SupervisedObject.id)):
+                    checked[patrol_id].append(obj)
+        return [(r, checked[r.id]) for r in reversed(records)]
 
     # --- cases found at an object
     def open_case(self, jid: str, case: Case, object_id: int, actor: str, idempotency_key: str | None = None) -> CaseRecord:
