@@ -219,15 +219,10 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
         rows = [r for r in rows if r["status"] == status]
     charts = {"levels": bar_chart(f"各层级频次义务 ({p.label})", [f"第{lv['level']}级" for lv in result["levels"]],
                                   {STATUS_LABELS[s]: [lv[s] for lv in result["levels"]] for s in CHART_ORDER}, stacked=True)}
-    trend, q = [], p
-    for _ in range(TREND_PERIODS):
-        levels = service.compliance(jid, q, unit=unit or None)["levels"]
-        total = sum(lv["total"] for lv in levels)
-        trend.append((q.label, round(100 * sum(lv["met"] for lv in levels) / total, 1) if total else None,
-                      sum(lv["missed"] for lv in levels)))
-        q = q.previous()
-    trend.reverse()
-    charts["trend"] = bar_chart("近期各期完成率 (%)", [t[0] for t in trend], {"已完成 %": [t[1] for t in trend]}, height=260)
+    trend = service.trend(jid, p, TREND_PERIODS, unit=unit or None)
+    charts["trend"] = bar_chart("近期各期完成率 (%)", [t["period"] for t in trend],
+                                {"已完成 %": [None if t["met_rate"] is None else round(100 * t["met_rate"], 1) for t in trend]},
+                                height=260)
     return page("ledger_cadences.html", **_context(request, jid), user=user, r=result, period=p, rows=rows[:DASHBOARD_ROWS],
                 total_rows=len(rows), unit=unit or "", status=status or "", charts=charts, status_labels=STATUS_LABELS,
                 cadences={c["id"]: c for c in result["cadences"]}, trend=trend)

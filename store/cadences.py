@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import and_, bindparam, case, func, insert, update
 from sqlmodel import Session, select
 
 from policy.models import ACTIVITY_LABELS, PERIOD_LABELS, Cadence
@@ -34,6 +34,7 @@ INSPECTING = ("patrol", "source_inspection")
 LEDGER_TRIGGERS = {"cadence_missed": "巡查/检查频次未完成", "summary_late": "巡查记录汇总表未按时报送"}
 
 Bucket = tuple[date, date]  # [start, end) days
+MAX_CASE_PERIODS = 40  # up to this many periods are told apart in SQL (a CASE); more are grouped by day
 
 
 def bucket_of(kind: str, day: date) -> Bucket:
@@ -131,15 +132,16 @@ class CadenceService:
             objects = {oid: (name, unit) for oid, name, unit, _, _, _ in members}
             counted: dict[tuple, dict] = {}
             for cadence, buckets in plan:
+                buckets = sorted(set(buckets))
                 if not buckets:
                     continue
-                window = (min(b[0] for b in buckets), max(b[1] for b in buckets))
                 per_object = _per_object(cadence)
                 activities = INSPECTING if per_object and cadence.activity in INSPECTING else (cadence.activity,)
-                key = (per_object, activities, window)
+                key = (per_object, activities, tuple(buckets))
                 if key not in counted:
-                    counted[key] = self._daily_counts(session, jid, per_object, activities, window)
-                counts = _into_buckets(counted[key], buckets)
+                    counted[key] = self._counts(session, jid, per_object, activities, buckets,
+                                                None if per_object or units is None else sorted(units))
+                counts = counted[key]
                 if per_object:
                     subjects = [(unit, oid, registered) for oid, _, unit, cls, kind, registered in members
                                 if cadence.source_class in (None, cls) and cadence.object_kind in (None, kind)]
@@ -165,20 +167,25 @@ class CadenceService:
         return [row for row in session.exec(query) if units is None or row[2] in units]
 
     @staticmethod
-    def _daily_counts(session: Session, jid: str, per_object: bool, activities: tuple[str, ...],
-                      window: Bucket) -> list[tuple[str | int, date, int]]:
-        """Records per (unit, day) — or per (object, day) — of the activities in the window."""
+    def _counts(session: Session, jid: str, per_object: bool, activities: tuple[str, ...], buckets: list[Bucket],
+                units: list[str] | None) -> dict[tuple, int]:
+        """Records per (unit or object, period index) of the activities. SQL groups by the period (a CASE over the
+        periods' days) when they are few, else by day, which Python puts into the periods."""
         p = PatrolRecord.__table__.c
+        o = PatrolObject.__table__.c
+        day, subject = (o.day, o.object_id) if per_object else (p.day, p.unit)
+        few = len(buckets) <= MAX_CASE_PERIODS
+        period = case(*[(and_(day >= b[0], day < b[1]), i) for i, b in enumerate(buckets)], else_=-1) if few else day
+        query = select(subject, period, func.count()).where(
+            p.jurisdiction == jid, day >= buckets[0][0], day < buckets[-1][1], p.activity.in_(activities))
         if per_object:
-            o = PatrolObject.__table__.c
-            query = (select(o.object_id, o.day, func.count()).join(PatrolRecord, PatrolRecord.id == o.patrol_id)
-                     .where(p.jurisdiction == jid, o.day >= window[0], o.day < window[1], p.activity.in_(activities))
-                     .group_by(o.object_id, o.day))
-        else:
-            query = (select(p.unit, p.day, func.count())
-                     .where(p.jurisdiction == jid, p.day >= window[0], p.day < window[1], p.activity.in_(activities))
-                     .group_by(p.unit, p.day))
-        return [(subject, _as_date(day), n) for subject, day, n in session.exec(query)]
+            query = query.join_from(PatrolObject, PatrolRecord, PatrolRecord.id == o.patrol_id)
+        elif units is not None:
+            query = query.where(p.unit.in_(units))
+        rows = session.exec(query.group_by(subject, period)).all()
+        if few:
+            return {(key, index): n for key, index, n in rows if index >= 0}
+        return _into_buckets([(key, _as_date(d), n) for key, d, n in rows], buckets)
 
     # --- reports
     def compliance(self, jid: str, period: Period, now: datetime | None = None, unit: str | None = None) -> dict:
@@ -186,11 +193,7 @@ class CadenceService:
         now = now or utcnow()
         router = self.policies.router(jid)
         policy = router.jur.policy
-        units = None
-        if unit:
-            from store.ledger import LedgerService  # noqa: PLC0415 - the subtree of a grid, shared with the ledger
-            below = LedgerService(self.policies).subtree(router, unit)
-            units = set(below) if below is not None else None
+        units = self._units(router, unit)
         start, end = period_days(period)
         plan = [(c, buckets_in(c.per.value, start, end)) for c in policy.cadences]
         obligations, objects = self.evaluate(jid, plan, now, units)
@@ -227,6 +230,33 @@ class CadenceService:
             "rows": unit_rows,
             "objects": {oid: {"name": name, "unit": u} for oid, (name, u) in objects.items()},
         }
+
+    def trend(self, jid: str, period: Period, count: int, now: datetime | None = None,
+              unit: str | None = None) -> list[dict]:
+        """Obligations per status in each of the `count` periods up to `period` (oldest first), evaluated at once."""
+        periods = [period]
+        for _ in range(count - 1):
+            periods.insert(0, periods[0].previous())
+        router = self.policies.router(jid)
+        units = self._units(router, unit)
+        per_period = [{c.id: set(buckets_in(c.per.value, *period_days(p))) for c in router.jur.policy.cadences}
+                      for p in periods]
+        plan = [(c, sorted(set().union(*(pp[c.id] for pp in per_period)))) for c in router.jur.policy.cadences]
+        obligations = self.evaluate(jid, plan, now or utcnow(), units)[0]
+        out = []
+        for p, wanted in zip(periods, per_period):
+            tally = Counter(ob.status for ob in obligations if ob.bucket in wanted[ob.cadence.id])
+            total = sum(tally.values())
+            out.append({"period": p.label, **{s: tally[s] for s in STATUS_LABELS}, "total": total,
+                        "met_rate": round(tally["met"] / total, 3) if total else None})
+        return out
+
+    def _units(self, router, unit: str | None) -> set[str] | None:
+        if not unit:
+            return None
+        from store.ledger import LedgerService  # noqa: PLC0415 - the subtree of a grid, shared with the ledger
+        below = LedgerService(self.policies).subtree(router, unit)
+        return set(below) if below is not None else None
 
     def missed_counts(self, jid: str, period: Period, now: datetime | None = None) -> dict[str, dict[str, int]]:
         """Per unit, the scoring triggers of LEDGER_TRIGGERS in `period`: obligations missed (cadence_missed), and
@@ -266,37 +296,49 @@ class CadenceService:
                        for table in (PatrolRecord, SupervisedObject))
 
     def _store(self, jid: str, obligations: list[Obligation], since: date, now: datetime, counts: Counter) -> None:
+        """Insert new obligations and update changed ones (Core statements: a Hefei sweep touches thousands)."""
         router = self.policies.router(jid)
+        t = CadenceObligation.__table__
+        cadences = {c.id: c for c in router.jur.policy.cadences}
         with Session(self.engine) as session:
-            stored = {(r.cadence, r.period_start, r.subject): r for r in session.exec(select(CadenceObligation).where(
-                CadenceObligation.jurisdiction == jid, CadenceObligation.period_start >= since))}
-            changed: list[tuple[CadenceObligation, str]] = []
+            stored = {(c, start, subject): (oid, status, recorded) for oid, c, start, subject, status, recorded in session.exec(
+                select(t.c.id, t.c.cadence, t.c.period_start, t.c.subject, t.c.status, t.c.recorded).where(
+                    t.c.jurisdiction == jid, t.c.period_start >= since))}
+            new, changed, notify = [], [], []
             for ob in obligations:
-                row = stored.get((ob.cadence.id, ob.bucket[0], ob.subject))
-                if row is None:
-                    row = CadenceObligation(jurisdiction=jid, cadence=ob.cadence.id, subject=ob.subject, unit=ob.unit,
-                                            object_id=ob.object_id, period_start=ob.bucket[0],
-                                            period_end=ob.bucket[1], required=ob.required, recorded=0,
-                                            status="new")
-                elif row.status == ob.status and row.recorded == ob.recorded:
+                old = stored.get((ob.cadence.id, ob.bucket[0], ob.subject))
+                if old is not None and (old[1], old[2]) == (ob.status, ob.recorded):
                     continue
-                previous = row.status
-                row.recorded, row.status, row.changed_at = ob.recorded, ob.status, now
-                session.add(row)
                 counts[ob.status] += 1
-                if ob.status in ("at_risk", "missed") and previous != ob.status:
-                    changed.append((row, previous))
-            session.flush()
-            for row, _ in changed:
-                unit = router.units[row.unit]
-                cadence = next(c for c in router.jur.policy.cadences if c.id == row.cadence)
-                last = row.period_end - timedelta(days=1)
-                recipient = f"第{unit.level}级网格 {unit.name}" + (" / 包抓领导" if row.status == "missed" else "")
-                what = f"监管对象 #{row.object_id} " if row.object_id else ""
-                session.add(Notification(obligation_id=row.id, kind=f"cadence_{row.status}", recipient=recipient, at=now,
-                                         message=f"{what}{cadence.name}: {row.period_start}–{last} 应 {row.required} 次, "
-                                                 f"已 {row.recorded} 次 ({STATUS_LABELS[row.status]})"))
-                counts[f"notified_{row.status}"] += 1
+                if old is None:
+                    new.append(ob)
+                else:
+                    changed.append({"row_id": old[0], "status": ob.status, "recorded": ob.recorded, "changed_at": now})
+                if ob.status in ("at_risk", "missed") and (old is None or old[1] != ob.status):
+                    notify.append((ob, old[0] if old else None))
+            if changed:
+                session.execute(update(t).where(t.c.id == bindparam("row_id")).values(
+                    status=bindparam("status"), recorded=bindparam("recorded"), changed_at=bindparam("changed_at")), changed)
+            ids = {}
+            for i in range(0, len(new), 5000):
+                part = new[i:i + 5000]
+                made = session.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True), [{
+                    "jurisdiction": jid, "cadence": ob.cadence.id, "subject": ob.subject, "unit": ob.unit,
+                    "object_id": ob.object_id, "period_start": ob.bucket[0], "period_end": ob.bucket[1],
+                    "required": ob.required, "recorded": ob.recorded, "status": ob.status, "changed_at": now}
+                    for ob in part]).scalars().all()
+                ids.update({id(ob): oid for ob, oid in zip(part, made)})
+            rows = []
+            for ob, oid in notify:
+                unit = router.units[ob.unit]
+                what = f"监管对象 #{ob.object_id} " if ob.object_id else ""
+                rows.append({"obligation_id": oid or ids[id(ob)], "case_id": None, "kind": f"cadence_{ob.status}", "at": now,
+                             "recipient": f"第{unit.level}级网格 {unit.name}" + (" / 包抓领导" if ob.status == "missed" else ""),
+                             "message": f"{what}{cadences[ob.cadence.id].name}: {ob.bucket[0]}–{ob.bucket[1] - timedelta(days=1)} "
+                                        f"应 {ob.required} 次, 已 {ob.recorded} 次 ({STATUS_LABELS[ob.status]})"})
+                counts[f"notified_{ob.status}"] += 1
+            for i in range(0, len(rows), 5000):
+                session.execute(insert(Notification), rows[i:i + 5000])
             session.commit()
 
 
@@ -306,13 +348,12 @@ def _per_object(cadence: Cadence) -> bool:
 
 def _into_buckets(rows: list[tuple[str | int, date, int]], buckets: list[Bucket]) -> dict[tuple, int]:
     """Daily counts summed into the (sorted, disjoint) periods: {(subject, period index): count}."""
-    order = sorted(range(len(buckets)), key=lambda i: buckets[i][0])
-    starts = [buckets[i][0] for i in order]
+    starts = [b[0] for b in buckets]
     out: dict[tuple, int] = defaultdict(int)
     for subject, day, n in rows:
         k = bisect_right(starts, day) - 1
-        if k >= 0 and day < buckets[order[k]][1]:
-            out[(subject, order[k])] += n
+        if k >= 0 and day < buckets[k][1]:
+            out[(subject, k)] += n
     return out
 
 

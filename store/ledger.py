@@ -12,6 +12,7 @@ import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 from openpyxl import load_workbook
@@ -287,9 +288,7 @@ class LedgerService:
     def subtree(self, router: Router, unit: str) -> list[str] | None:
         """The unit and every unit below it (None for the top grid: everything)."""
         root = self.unit(router, unit)
-        if root.parent is None:
-            return None
-        return [u.id for u in router.units.values() if root in router.ancestors(u)]
+        return None if root.parent is None else _below(router, root.id)
 
     def search_objects(self, jid: str, q: str | None = None, unit: str | None = None, kind: str | None = None,
                        source_class: str | None = None, limit: int = PAGE, offset: int = 0) -> tuple[int, list[SupervisedObject]]:
@@ -561,6 +560,19 @@ class LedgerService:
     def case_links(self, case_ids: list[int]) -> dict[int, CaseLink]:
         with Session(self.engine) as session:
             return {link.case_id: link for link in session.exec(select(CaseLink).where(CaseLink.case_id.in_(case_ids)))}
+
+
+@lru_cache(maxsize=4096)
+def _below(router: Router, unit: str) -> list[str]:
+    """A unit and its descendants, per compiled version (a Router is one version's)."""
+    children: dict[str | None, list[str]] = defaultdict(list)
+    for u in router.units.values():
+        children[u.parent].append(u.id)
+    out, todo = [], [unit]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(children[out[-1]])
+    return out
 
 
 def case_at_object(case: Case, obj: SupervisedObject | None) -> Case:

@@ -240,7 +240,8 @@ class PatrolRecord(SQLModel, table=True):
     __tablename__ = "patrol_record"
     __table_args__ = (UniqueConstraint("jurisdiction", "idempotency_key"),
                       UniqueConstraint("jurisdiction", "unit", "activity", "patrolled_at", "signed_by"),
-                      Index("ix_patrol_compliance", "jurisdiction", "day", "activity", "unit"))
+                      Index("ix_patrol_compliance", "jurisdiction", "day", "activity", "unit"),
+                      Index("ix_patrol_latest", "jurisdiction", "patrolled_at"))
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(max_length=64)
     unit: str = Field(max_length=128)

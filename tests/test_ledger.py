@@ -337,3 +337,16 @@ def test_http_objects_patrols_cases_and_cadences(client):
                         content=_csv("甲厂,pj-l3-01,污染源,A,小型,X1,,"), headers={"Content-Type": "text/csv"})
     assert saved.status_code == 200 and saved.json()["added"] == 1
     assert client.get("/v1/jurisdictions/panjin/objects", headers={"X-API-Key": ""}).status_code == 403
+
+
+def test_trend_agrees_with_each_periods_compliance(ledger):
+    village = next(u.id for u in ledger.policies.router("pian02").units.values() if u.level == 4)
+    for day in (date(2026, 9, 2), date(2026, 10, 5), date(2026, 10, 20), date(2026, 11, 3)):
+        ledger.record_patrol("pian02", patrol(village, datetime(day.year, day.month, day.day, 9, tzinfo=CST)), "app",
+                             now=NOON + timedelta(days=30))
+    service, now = CadenceService(ledger.policies), datetime(2026, 11, 20, tzinfo=CST)
+    trend = service.trend("pian02", Period.parse("2026-11"), 3, now)
+    assert [t["period"] for t in trend] == ["2026-09", "2026-10", "2026-11"]
+    for t in trend:
+        levels = service.compliance("pian02", Period.parse(t["period"]), now)["levels"]
+        assert t["total"] == sum(lv["total"] for lv in levels) and t["met"] == sum(lv["met"] for lv in levels)

@@ -43,6 +43,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('patrol_record', schema=None) as batch_op:
         batch_op.create_index('ix_patrol_compliance', ['jurisdiction', 'day', 'activity', 'unit'], unique=False)
+        batch_op.create_index('ix_patrol_latest', ['jurisdiction', 'patrolled_at'], unique=False)
 
     op.create_table('supervised_object',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -169,6 +170,7 @@ def downgrade() -> None:
 
     op.drop_table('supervised_object')
     with op.batch_alter_table('patrol_record', schema=None) as batch_op:
+        batch_op.drop_index('ix_patrol_latest')
         batch_op.drop_index('ix_patrol_compliance')
 
     op.drop_table('patrol_record')
