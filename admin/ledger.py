@@ -13,7 +13,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart
-from admin.common import Number, is_htmx, page, require, services
+from admin.common import Number, is_htmx, jurisdiction_redirect, page, require, services
 from api.ledger import current_period, ledger_services
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cadences import STATUS_LABELS
@@ -48,8 +48,7 @@ def _context(request: Request, jid: str) -> dict[str, Any]:
 @get("/ledger", sync_to_thread=False)
 def ledger_home(request: Request, user: NamedDependency[Principal],
                 jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Redirect:
-    ids = sorted(services(request).policies.refresh())
-    return Redirect(f"/admin/j/{jurisdiction if jurisdiction in ids else ids[0]}/ledger")
+    return jurisdiction_redirect(request, jurisdiction, "ledger")
 
 
 # --- objects
