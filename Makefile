@@ -47,6 +47,7 @@ bench: $(STAMP) /usr/bin/wrk
 	$(BIN)/python bench/http_bench.py --out bench/http_results.json
 	$(BIN)/python bench/admin_bench.py --out bench/admin_results.json
 	$(BIN)/python bench/assess_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/assess_results.json
+	$(BIN)/python bench/ledger_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/ledger_results.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -11,7 +11,8 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart, line_chart
-from admin.common import Number, Refused, attempt, form_revision, is_htmx, page, require, services
+from admin.common import (Number, Refused, attempt, form_revision, is_htmx, jurisdiction_redirect, page, require,
+                          services)
 from policy.models import TRIGGERS
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
@@ -38,8 +39,7 @@ def _busiest_level(result: dict) -> int:
 @get("/assessment", sync_to_thread=False)
 def assessment_home(request: Request, user: NamedDependency[Principal],
                     jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Redirect:
-    ids = sorted(services(request).policies.refresh())
-    return Redirect(f"/admin/j/{jurisdiction if jurisdiction in ids else ids[0]}/assessment")
+    return jurisdiction_redirect(request, jurisdiction, "assessment")
 
 
 @get("/j/{jid:str}/assessment", sync_to_thread=False)

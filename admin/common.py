@@ -52,6 +52,12 @@ def require(user: NamedDependency[Principal], jid: FromPath[str], role: str) -> 
         raise Forbidden(f"你在辖区 {jid} 没有{ROLE_LABELS[role]}权限", field="role")
 
 
+def jurisdiction_redirect(request: Request, jurisdiction: str | None, page_path: str) -> Redirect:
+    """A per-jurisdiction page reached from the main navigation: the one asked for, else the first."""
+    ids = sorted(services(request).policies.refresh())
+    return Redirect(f"/admin/j/{jurisdiction if jurisdiction in ids else ids[0]}/{page_path}")
+
+
 def is_htmx(request: Request) -> bool:
     return bool(HTMXDetails(request))
 

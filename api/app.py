@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from admin.routes import admin_parts
-from api import open311
+from api import ledger, open311
 from api.guards import input_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
@@ -167,6 +167,10 @@ class PublishRequest(BaseModel):
 
 MAX_ID = 2**31 - 1  # ids are database integers: larger values cannot exist
 VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+
+
+class CaseRequest(RouteRequest):
+    object_id: int | None = Field(None, ge=1, le=MAX_ID, description="监管对象: 网格与 enterprise_class 取自台账")
 CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 
@@ -299,14 +303,18 @@ def route(request: Request, data: JSONBody[RouteRequest],
 
 
 @post("/v1/cases", sync_to_thread=False)
-def create_case(request: Request, data: JSONBody[RouteRequest],
+def create_case(request: Request, data: JSONBody[CaseRequest],
                 x_api_key: ApiKeyHeader = None,
                 idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
                 ) -> Response[CaseOut]:
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
-    record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
-                            idempotency_key=idempotency_key, request_hash=_digest(data) if idempotency_key else None)
+    request_hash = _digest(data) if idempotency_key else None
+    record = (ledger.ledger_services(request.app).ledger.open_case(
+        data.jurisdiction, data.case(), data.object_id, f"apikey:{key.prefix}", idempotency_key, request_hash)
+        if data.object_id else
+        s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
+                       request_hash=request_hash))
     return Response(case_out(record, s, record.events, record.clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
 
@@ -431,6 +439,7 @@ async def _background(app: Litestar) -> None:
             if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
                 last_sweep = now
                 await asyncio.to_thread(sweep, services.cases)
+                await asyncio.to_thread(ledger.background_sweep, app)
             if app.state.sweep and now - last_statistics >= STATISTICS_SECONDS:
                 last_statistics = now
                 await asyncio.to_thread(refresh_statistics, services.cases.engine)
@@ -463,7 +472,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
                         get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
-                        assessment_unit, assessment_record, health, *open311.ROUTES, *admin.routers],
+                        assessment_unit, assessment_record, health, *open311.ROUTES, ledger.LedgerController,
+                        *admin.routers],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},

@@ -440,5 +440,9 @@ def assess(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-Q3
         typer.echo(f"\n已导出 {xlsx}")
 
 
+from cli import ledger as _ledger  # noqa: E402,F401 - registers `gridpolicy cadences` and `gridpolicy ledger …`
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(sys.argv[1:])
+

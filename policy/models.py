@@ -281,18 +281,38 @@ PERIOD_LABELS = {"day": "日", "week": "周", "half_month": "半月", "month": "
                  "half_year": "半年", "year": "年"}
 
 
+# What a cadence asks for; a patrol record (store/ledger.py) names the activity it fulfils.
+ACTIVITY_LABELS = {"patrol": "巡查", "leader_contact": "领导包抓联系", "leader_inspection": "领导实地督查",
+                   "source_inspection": "污染源检查", "report": "报告/申报", "meeting": "会议", "assessment": "考核评价",
+                   "feedback": "反馈交流", "summary": "巡查记录汇总表报送"}
+
+# The kinds of supervised objects a ledger holds (监管对象台账); a cadence may apply to each object of a kind.
+OBJECT_KINDS = {"pollution_source": "污染源", "risk_source": "环境风险源", "water_source": "饮用水水源地",
+                "livestock_farm": "畜禽养殖场", "medical": "医疗废物和废水产生单位", "auto_repair": "汽修企业",
+                "construction_project": "建设期建设项目", "trial_production_project": "试生产期建设项目",
+                "other": "其他环境对象"}
+
+
 class Cadence(Provenanced):
     JUDGED = ("times", "per", "level")
     NUMERIC = ("times", "per")
     id: Slug
     name: NonEmpty
-    activity: Literal["patrol", "leader_contact", "leader_inspection", "source_inspection", "report",
-                      "meeting", "assessment", "feedback", "summary"]
+    activity: Literal[tuple(ACTIVITY_LABELS)]
     level: int | None = None
     times: Annotated[int, Field(ge=1)] = 1
     per: PeriodKind
     at_least: bool = True
+    # Either set: one obligation per supervised object of that class / kind (store/cadences.py), not per grid unit.
     source_class: str | None = None
+    object_kind: str | None = None
+
+    @field_validator("object_kind")
+    @classmethod
+    def _known_kind(cls, v: str | None) -> str | None:
+        if v is not None and v not in OBJECT_KINDS:
+            raise ValueError(f"未知的监管对象类型 unknown object kind '{v}'; 可用 valid: {', '.join(OBJECT_KINDS)}")
+        return v
 
 
 class SourceClass(Provenanced):

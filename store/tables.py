@@ -1,7 +1,7 @@
 """Database tables (SQLModel). Schema changes go through Alembic migrations in store/migrations."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel
@@ -169,10 +169,11 @@ class AssessmentRecord(SQLModel, table=True):
 class Notification(SQLModel, table=True):
     __tablename__ = "notification"
     id: int | None = Field(default=None, primary_key=True)
-    case_id: int = Field(foreign_key="case_record.id", index=True)
+    case_id: int | None = Field(default=None, foreign_key="case_record.id", index=True)  # or a cadence obligation's
     record: CaseRecord = Relationship()  # lets a batch insert cases and their rows in one flush
+    obligation_id: int | None = Field(default=None, foreign_key="cadence_obligation.id", index=True)
     at: datetime = Field(default_factory=utcnow)
-    kind: str = Field(max_length=32)  # warning_50 | warning_75 | overdue | escalated
+    kind: str = Field(max_length=32)  # warning_50 | warning_75 | overdue | escalated | cadence_at_risk | cadence_missed
     recipient: str = Field(max_length=200)
     message: str
 
@@ -230,3 +231,97 @@ class AdminSession(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=128)
     value: bytes
     expires_at: datetime | None = Field(default=None, index=True)
+
+
+# --- the supervision ledger (store/ledger.py, store/cadences.py; migration 0009_ledger)
+class SupervisedObject(SQLModel, table=True):
+    """监管对象台账: one pollution source, risk source or environmental object in one grid unit (一企一档)."""
+    __tablename__ = "supervised_object"
+    __table_args__ = (UniqueConstraint("jurisdiction", "identifier"), Index("ix_object_unit", "jurisdiction", "unit"))
+    id: int | None = Field(default=None, primary_key=True)
+    jurisdiction: str = Field(max_length=64, index=True)
+    unit: str = Field(max_length=128)
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=32)
+    source_class: str | None = Field(default=None, max_length=8)  # the policy's class (A/B/C) where it defines them
+    classed_by: str | None = Field(default=None, max_length=128)
+    classed_at: datetime | None = None
+    class_reason: str = Field(default="", max_length=1000)
+    identifier: str = Field(max_length=64)  # licence number or unified social credit code
+    address: str = Field(default="", max_length=300)
+    longitude: float | None = None
+    latitude: float | None = None
+    registered_on: date  # 建档日期: no patrol can have checked it before
+    search_key: str = Field(default="", max_length=1000)  # name, pinyin, initials, identifier (lower case)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ObjectChange(SQLModel, table=True):
+    """Append-only history of a supervised object: created, each changed field (old → new), who, when, why."""
+    __tablename__ = "object_change"
+    id: int | None = Field(default=None, primary_key=True)
+    object_id: int = Field(foreign_key="supervised_object.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=16)  # created | updated | imported
+    changes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    reason: str = Field(default="", max_length=1000)
+
+
+class PatrolRecord(SQLModel, table=True):
+    """巡查记录: who patrolled which grid when, what was checked and found; 谁巡查谁签字谁负责."""
+    __tablename__ = "patrol_record"
+    __table_args__ = (UniqueConstraint("jurisdiction", "idempotency_key"),
+                      UniqueConstraint("jurisdiction", "unit", "activity", "patrolled_at", "signed_by"),
+                      Index("ix_patrol_compliance", "jurisdiction", "day", "activity", "unit"),
+                      Index("ix_patrol_latest", "jurisdiction", "patrolled_at"))
+    id: int | None = Field(default=None, primary_key=True)
+    jurisdiction: str = Field(max_length=64)
+    unit: str = Field(max_length=128)
+    activity: str = Field(max_length=32)  # a cadence activity: patrol, source_inspection, leader_contact, summary …
+    patrolled_at: datetime
+    day: date  # the patrol's calendar day in China time: cadence periods count by it
+    patrollers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    signed_by: str = Field(max_length=128)
+    findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # with case ids
+    photos: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    created_by: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PatrolObject(SQLModel, table=True):
+    """The objects one patrol checked."""
+    __tablename__ = "patrol_object"
+    __table_args__ = (Index("ix_patrol_object_object", "object_id", "patrol_id"),)
+    patrol_id: int = Field(foreign_key="patrol_record.id", primary_key=True)
+    object_id: int = Field(foreign_key="supervised_object.id", primary_key=True)
+    day: date  # the patrol's day, so an object's inspections per period need no join
+
+
+class CaseLink(SQLModel, table=True):
+    """A case found at a supervised object and/or opened from a patrol's finding."""
+    __tablename__ = "case_link"
+    case_id: int = Field(foreign_key="case_record.id", primary_key=True)
+    object_id: int | None = Field(default=None, foreign_key="supervised_object.id", index=True)
+    patrol_id: int | None = Field(default=None, foreign_key="patrol_record.id", index=True)
+
+
+class CadenceObligation(SQLModel, table=True):
+    """One cadence's obligation for one unit (or one object) and one period, as the cadence sweeper last saw it."""
+    __tablename__ = "cadence_obligation"
+    __table_args__ = (UniqueConstraint("jurisdiction", "cadence", "period_start", "subject"),
+                      Index("ix_obligation_status", "jurisdiction", "period_end", "status"))
+    id: int | None = Field(default=None, primary_key=True)
+    jurisdiction: str = Field(max_length=64)
+    cadence: str = Field(max_length=64)
+    subject: str = Field(max_length=160)  # the unit id, or "object:<id>"
+    unit: str = Field(max_length=128)
+    object_id: int | None = Field(default=None, foreign_key="supervised_object.id")
+    period_start: date  # [start, end) calendar days in China time
+    period_end: date
+    required: int
+    recorded: int = 0
+    status: str = Field(max_length=16)  # pending | open | at_risk | met | missed
+    changed_at: datetime = Field(default_factory=utcnow)

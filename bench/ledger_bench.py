@@ -1,0 +1,160 @@
+"""`make bench` (ledger part): a Hefei-size supervision ledger — 1,649 grids, 20,000 supervised objects, a year of
+daily patrols (~600,000 records) — then the cadence compliance of a month and a quarter, patrol intake one record per
+transaction (store and HTTP), and the ledger's admin pages over real HTTP; into bench/ledger_results.json.
+
+Baselines measured in the same run (this machine's speed varies 2× with its load): a plain COUNT of the month's
+records, and case intake (CaseService.create, one case per transaction)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.admin_bench import PASSWORD, measure, sign_in  # noqa: E402
+from engine.router import Case  # noqa: E402
+from store.assessment import Period  # noqa: E402
+from store.cadences import CadenceService  # noqa: E402
+from store.cases import CaseService  # noqa: E402
+from store.ledger import CST, LedgerService, PatrolInput  # noqa: E402
+from store.simulate_ledger import simulate_ledger  # noqa: E402
+from store.tables import PatrolRecord  # noqa: E402
+from store.users import create_user  # noqa: E402
+from store.versions import open_policy_store  # noqa: E402
+from tests.admin_browser import running_server  # noqa: E402
+
+JID = "hefei"
+NOW = datetime(2026, 12, 31, 12, tzinfo=CST)  # the simulated year is over: every period is settled
+
+
+def timed(fn, repeats: int = 3) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times), 3), result
+
+
+def intake(policies, n: int) -> dict:
+    """Patrol records one per transaction through LedgerService (as the API does), and case intake as a baseline."""
+    ledger, cases = LedgerService(policies), CaseService(policies)
+    units = sorted(u.id for u in policies.router(JID).units.values() if u.level == 4)
+    t0 = time.perf_counter()
+    for i in range(n):
+        ledger.record_patrol(JID, PatrolInput(unit=units[i % len(units)], patrolled_at=NOW - timedelta(minutes=i),
+                                              patrollers=["网格员"], signed_by="网格员"), "bench", f"bench-{i}", now=NOW)
+    patrols = n / (time.perf_counter() - t0)
+    types = [t.code for t in policies.router(JID).jur.policy.problem_types]
+    m = max(50, n // 10)
+    t0 = time.perf_counter()
+    for i in range(m):
+        cases.create(JID, Case(problem_type=types[i % len(types)], unit=units[i % len(units)]), "bench", now=NOW)
+    return {"patrols_per_s": round(patrols), "baseline_cases_per_s": round(m / (time.perf_counter() - t0))}
+
+
+def http_intake(base: str, key: str, n: int) -> float:
+    units = ["hf-l4-0001", "hf-l4-0002", "hf-l4-0003"]
+    with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": key}) as client:
+        t0 = time.perf_counter()
+        for i in range(n):
+            answer = client.post(f"/v1/jurisdictions/{JID}/patrols", headers={"Idempotency-Key": uuid.uuid4().hex}, json={
+                "unit": units[i % 3], "patrolled_at": (NOW - timedelta(days=400, minutes=i)).isoformat(),
+                "patrollers": ["网格员"], "signed_by": "网格员"})
+            assert answer.status_code == 201, answer.text
+        return round(n / (time.perf_counter() - t0))
+
+
+def run(url: str, sources: int, days: int, intake_n: int, pages: bool) -> dict:
+    policies = open_policy_store(url)
+    t0 = time.perf_counter()
+    counts = simulate_ledger(policies, JID, sources, date(2026, 1, 1), days, seed=1, daily=True, now=NOW)
+    out: dict = {"simulated": counts, "simulate_s": round(time.perf_counter() - t0, 1)}
+    service = CadenceService(policies)
+    month, quarter = Period.parse("2026-11"), Period.parse("2026-Q3")
+    with Session(policies.engine) as session:
+        start, end = date(2026, 11, 1), date(2026, 12, 1)
+        out["baseline_count_month_s"], _ = timed(lambda: session.exec(select(func.count()).select_from(PatrolRecord).where(
+            PatrolRecord.jurisdiction == JID, PatrolRecord.day >= start, PatrolRecord.day < end)).one())
+    out["compliance_month_s"], result = timed(lambda: service.compliance(JID, month, NOW))
+    out["compliance_month_levels"] = result["levels"]
+    out["compliance_quarter_s"], _ = timed(lambda: service.compliance(JID, quarter, NOW))
+    out["missed_counts_month_s"], _ = timed(lambda: service.missed_counts(JID, month, NOW))
+    out["sweep_s"], _ = timed(lambda: service.sweep(NOW), repeats=1)
+    out["intake"] = intake(policies, intake_n)
+    if pages:
+        from store.apikeys import create_key  # noqa: PLC0415
+        key = create_key(policies.engine, [], "bench", "bench")
+        create_user(policies.engine, "bench", PASSWORD, True, {}, "bench")
+        with running_server(url) as base, httpx.Client(base_url=base, timeout=60) as client:
+            out["intake"]["http_patrols_per_s"] = http_intake(base, key, max(100, intake_n // 4))
+            sign_in(client)
+            out["pages"] = {name: measure(client, path, 20) for name, path in {
+                "objects hefei": f"/admin/j/{JID}/ledger",
+                "objects search (pinyin)": f"/admin/j/{JID}/ledger?q=mnwry&page=3",
+                "objects of a township": f"/admin/j/{JID}/ledger?unit=hf-l3c-01",
+                "object page": f"/admin/j/{JID}/ledger/objects/1",
+                "patrols hefei": f"/admin/j/{JID}/patrols",
+                "patrols of a township, a month": f"/admin/j/{JID}/patrols?unit=hf-l3c-01&from=2026-11-01&to=2026-12-01",
+                "cadences of a township": f"/admin/j/{JID}/cadences?period=2026-11&unit=hf-l3c-01",
+                "cadences hefei (6-period trend)": f"/admin/j/{JID}/cadences?period=2026-11",
+            }.items()}
+    policies.engine.dispose()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("bench/ledger_results.json"))
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument("--pg-url", default=os.environ.get("GRIDPOLICY_TEST_DATABASE_URL"))
+    parser.add_argument("--sources", type=int, default=20_000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--intake", type=int, default=2000, help="patrol records posted one per transaction")
+    args = parser.parse_args()
+    report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+              "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "jurisdiction": JID, "backends": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.backend in ("sqlite", "both"):
+            report["backends"]["sqlite"] = run(f"sqlite:///{tmp}/ledger.db", args.sources, args.days, args.intake, True)
+        if args.backend in ("postgresql", "both"):
+            if not args.pg_url:
+                raise SystemExit("--pg-url (or GRIDPOLICY_TEST_DATABASE_URL) is needed for PostgreSQL")
+            import psycopg  # noqa: PLC0415
+            name = f"gp_ledger_bench_{uuid.uuid4().hex[:8]}"
+            admin = args.pg_url.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            try:
+                report["backends"]["postgresql"] = run(args.pg_url.rsplit("/", 1)[0] + "/" + name, args.sources,
+                                                       args.days, args.intake, False)
+            finally:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    report["load_average_end"] = os.getloadavg()
+    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    for backend, r in report["backends"].items():
+        print(f"[{backend}] simulated {r['simulated'].get('patrols')} patrols, {r['simulated'].get('objects')} objects "
+              f"in {r['simulate_s']} s")
+        print(f"  compliance month {r['compliance_month_s']} s, quarter {r['compliance_quarter_s']} s "
+              f"(baseline COUNT of the month {r['baseline_count_month_s']} s); sweep {r['sweep_s']} s")
+        print(f"  intake {r['intake']}")
+        for name, page in r.get("pages", {}).items():
+            print(f"  {name:<34}{page['cold_ms']:>9}{page['p50_ms']:>9}{page['p95_ms']:>9}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Cadences enforced: each cadence of the policy becomes an obligation per grid unit (at its level; every unit when
+it names none) or, when it names a source class, per supervised object of that class — per period of the cadence
+(day, week, half month, month …, calendar periods in China time). Patrol records fulfil them.
+
+Status as of a moment: met (recorded ≥ required), missed (the period ended short), at risk (half the period gone
+and fewer than half the required records), open, or pending (not started). Counts are set-based: one GROUP BY
+(unit or object, day) per activity and window; Python puts the days into the cadence's periods.
+
+The sweeper (`sweep`) keeps the current and the previous period of every cadence in `cadence_obligation` and
+records a notification, like a case clock's, when an obligation turns at risk or missed.
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import and_, bindparam, case, func, insert, update
+from sqlmodel import Session, select
+
+from policy.models import ACTIVITY_LABELS, PERIOD_LABELS, Cadence
+from store.assessment import MONTHS, Period
+from store.ledger import CST
+from store.tables import CadenceObligation, Notification, PatrolObject, PatrolRecord, SupervisedObject, utcnow
+from store.versions import PolicyStore
+
+STATUS_LABELS = {"met": "已完成", "at_risk": "有风险", "missed": "未完成", "open": "进行中", "pending": "未开始"}
+SEVERITY = ["met", "pending", "open", "at_risk", "missed"]  # a group's status is its worst obligation's
+# Activities a check of an object counts for: a patrol that checked a source inspected it.
+INSPECTING = ("patrol", "source_inspection")
+# Scoring triggers counted from obligations (for a deduction scheme's registry, see missed_counts).
+LEDGER_TRIGGERS = {"cadence_missed": "巡查/检查频次未完成", "summary_late": "巡查记录汇总表未按时报送"}
+
+Bucket = tuple[date, date]  # [start, end) days
+MAX_CASE_PERIODS = 40  # up to this many periods are told apart in SQL (a CASE); more are grouped by day
+
+
+def bucket_of(kind: str, day: date) -> Bucket:
+    """The period of kind `kind` (a cadence's `per`) containing `day`."""
+    if kind == "day":
+        return day, day + timedelta(days=1)
+    if kind == "week":  # calendar weeks start on Monday
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    if kind == "half_month":
+        if day.day < 16:
+            return day.replace(day=1), day.replace(day=16)
+        return day.replace(day=16), _month_add(day.replace(day=1), 1)
+    span = MONTHS[kind]
+    first = date(day.year, (day.month - 1) // span * span + 1, 1)
+    return first, _month_add(first, span)
+
+
+def _month_add(day: date, months: int) -> date:
+    n = day.year * 12 + day.month - 1 + months
+    return date(n // 12, n % 12 + 1, 1)
+
+
+def period_days(period: Period) -> Bucket:
+    return period.start.astimezone(CST).date(), period.end.astimezone(CST).date()
+
+
+def buckets_in(kind: str, start: date, end: date) -> list[Bucket]:
+    """The cadence periods a report period [start, end) answers for: those ending in it (a week across the month's
+    start belongs to the month it ends in), or the one longer period that contains it."""
+    first = bucket_of(kind, start)
+    if first[0] <= start and first[1] >= end:
+        return [first]
+    out, day = [], start
+    while day < end:
+        b = bucket_of(kind, day)
+        if start < b[1] <= end:
+            out.append(b)
+        day = b[1]
+    return out
+
+
+def at(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=CST)
+
+
+def status_of(required: int, recorded: int, bucket: Bucket, now: datetime) -> str:
+    if recorded >= required:
+        return "met"
+    start, end = at(bucket[0]), at(bucket[1])
+    if now >= end:
+        return "missed"
+    if now < start:
+        return "pending"
+    if now - start >= (end - start) / 2 and recorded < math.ceil(required / 2):
+        return "at_risk"
+    return "open"
+
+
+@dataclass
+class Obligation:
+    cadence: Cadence
+    unit: str
+    object_id: int | None
+    bucket: Bucket
+    required: int
+    recorded: int
+    status: str
+
+    @property
+    def subject(self) -> str:
+        return self.unit if self.object_id is None else f"object:{self.object_id}"
+
+
+class CadenceService:
+    def __init__(self, policies: PolicyStore):
+        self.policies = policies
+        self.engine = policies.engine
+
+    # --- the core: obligations of some cadences over some of their periods
+    def evaluate(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime,
+                 units: set[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
+        """Obligations for each (cadence, periods) of `plan`, optionally only in `units`; and the objects
+        concerned (id → (name, unit))."""
+        router = self.policies.router(jid)
+        by_level: dict[int | None, list[str]] = defaultdict(list)
+        for u in router.units.values():
+            if units is None or u.id in units:
+                by_level[u.level].append(u.id)
+                by_level[None].append(u.id)
+        out: list[Obligation] = []
+        objects: dict[int, tuple[str, str]] = {}
+        with Session(self.engine) as session:
+            members = self._objects(session, jid, plan, units) if any(_per_object(c) for c, _ in plan) else []
+            objects = {oid: (name, unit) for oid, name, unit, _, _, _ in members}
+            counted: dict[tuple, dict] = {}
+            for cadence, buckets in plan:
+                buckets = sorted(set(buckets))
+                if not buckets:
+                    continue
+                per_object = _per_object(cadence)
+                activities = INSPECTING if per_object and cadence.activity in INSPECTING else (cadence.activity,)
+                key = (per_object, activities, tuple(buckets))
+                if key not in counted:
+                    counted[key] = self._counts(session, jid, per_object, activities, buckets,
+                                                None if per_object or units is None else sorted(units))
+                counts = counted[key]
+                if per_object:
+                    subjects = [(unit, oid, registered) for oid, _, unit, cls, kind, registered in members
+                                if cadence.source_class in (None, cls) and cadence.object_kind in (None, kind)]
+                else:
+                    subjects = [(unit, None, None) for unit in by_level[cadence.level]]
+                for unit, oid, registered in subjects:
+                    for i, bucket in enumerate(buckets):
+                        if registered is not None and registered >= bucket[1]:
+                            continue  # the object did not exist yet
+                        recorded = counts.get((oid if per_object else unit, i), 0)
+                        out.append(Obligation(cadence, unit, oid, bucket, cadence.times, recorded,
+                                              status_of(cadence.times, recorded, bucket, now)))
+        return out, objects
+
+    @staticmethod
+    def _objects(session: Session, jid: str, plan, units: set[str] | None) -> list[tuple]:
+        """(id, name, unit, class, kind, registered_on) of the objects some per-object cadence of `plan` concerns."""
+        classes = {c.source_class for c, _ in plan if c.source_class}
+        kinds = {c.object_kind for c, _ in plan if c.object_kind}
+        o = SupervisedObject
+        query = select(o.id, o.name, o.unit, o.source_class, o.kind, o.registered_on).where(
+            o.jurisdiction == jid, o.source_class.in_(classes) | o.kind.in_(kinds))
+        return [row for row in session.exec(query) if units is None or row[2] in units]
+
+    @staticmethod
+    def _counts(session: Session, jid: str, per_object: bool, activities: tuple[str, ...], buckets: list[Bucket],
+                units: list[str] | None) -> dict[tuple, int]:
+        """Records per (unit or object, period index) of the activities. SQL groups by the period (a CASE over the
+        periods' days) when they are few, else by day, which Python puts into the periods."""
+        p = PatrolRecord.__table__.c
+        o = PatrolObject.__table__.c
+        day, subject = (o.day, o.object_id) if per_object else (p.day, p.unit)
+        few = len(buckets) <= MAX_CASE_PERIODS
+        period = case(*[(and_(day >= b[0], day < b[1]), i) for i, b in enumerate(buckets)], else_=-1) if few else day
+        query = select(subject, period, func.count()).where(
+            p.jurisdiction == jid, day >= buckets[0][0], day < buckets[-1][1], p.activity.in_(activities))
+        if per_object:
+            query = query.join_from(PatrolObject, PatrolRecord, PatrolRecord.id == o.patrol_id)
+        elif units is not None:
+            query = query.where(p.unit.in_(units))
+        rows = session.exec(query.group_by(subject, period)).all()
+        if few:
+            return {(key, index): n for key, index, n in rows if index >= 0}
+        return _into_buckets([(key, _as_date(d), n) for key, d, n in rows], buckets)
+
+    # --- reports
+    def compliance(self, jid: str, period: Period, now: datetime | None = None, unit: str | None = None) -> dict:
+        """Per unit and cadence: required, recorded, status; summaries per level and per cadence."""
+        now = now or utcnow()
+        router = self.policies.router(jid)
+        policy = router.jur.policy
+        units = self._units(router, unit)
+        start, end = period_days(period)
+        plan = [(c, buckets_in(c.per.value, start, end)) for c in policy.cadences]
+        obligations, objects = self.evaluate(jid, plan, now, units)
+        rows: dict[tuple[str, str], dict] = {}
+        levels: dict[int, Counter] = defaultdict(Counter)
+        per_cadence: dict[str, Counter] = defaultdict(Counter)
+        for ob in obligations:
+            level = router.units[ob.unit].level
+            row = rows.setdefault((ob.unit, ob.cadence.id), {
+                "unit": ob.unit, "unit_name": router.units[ob.unit].name, "level": level, "cadence": ob.cadence.id,
+                "required": 0, "recorded": 0, "obligations": Counter(), "objects": 0})
+            row["required"] += ob.required
+            row["recorded"] += min(ob.recorded, ob.required)
+            row["obligations"][ob.status] += 1
+            row["objects"] += ob.object_id is not None
+            levels[level][ob.status] += 1
+            per_cadence[ob.cadence.id][ob.status] += 1
+        unit_rows = []
+        for row in sorted(rows.values(), key=lambda r: (r["level"], r["unit"], r["cadence"])):
+            row["status"] = max(row["obligations"], key=SEVERITY.index)
+            row["status_label"] = STATUS_LABELS[row["status"]]
+            row["obligations"] = dict(row["obligations"])
+            unit_rows.append(row)
+        level_names = {lv.number: lv.name for lv in policy.levels}
+        return {
+            "jurisdiction": jid, "name": policy.name, "period": period.as_dict(), "as_of": now.isoformat(),
+            "status_labels": STATUS_LABELS,
+            "cadences": [{"id": c.id, "name": c.name, "activity": c.activity, "activity_label": ACTIVITY_LABELS[c.activity],
+                          "level": c.level, "source_class": c.source_class, "object_kind": c.object_kind, "times": c.times, "per": c.per.value,
+                          "per_label": PERIOD_LABELS[c.per.value], "periods": [[b[0].isoformat(), b[1].isoformat()] for b in buckets],
+                          "provenance": c.provenance, "obligations": dict(per_cadence[c.id])} for c, buckets in plan],
+            "levels": [{"level": n, "name": level_names.get(n, ""), **{s: levels[n][s] for s in STATUS_LABELS},
+                        "total": sum(levels[n].values())} for n in sorted(levels)],
+            "rows": unit_rows,
+            "objects": {oid: {"name": name, "unit": u} for oid, (name, u) in objects.items()},
+        }
+
+    def trend(self, jid: str, period: Period, count: int, now: datetime | None = None,
+              unit: str | None = None) -> list[dict]:
+        """Obligations per status in each of the `count` periods up to `period` (oldest first), evaluated at once."""
+        periods = [period]
+        for _ in range(count - 1):
+            periods.insert(0, periods[0].previous())
+        router = self.policies.router(jid)
+        units = self._units(router, unit)
+        per_period = [{c.id: set(buckets_in(c.per.value, *period_days(p))) for c in router.jur.policy.cadences}
+                      for p in periods]
+        plan = [(c, sorted(set().union(*(pp[c.id] for pp in per_period)))) for c in router.jur.policy.cadences]
+        obligations = self.evaluate(jid, plan, now or utcnow(), units)[0]
+        out = []
+        for p, wanted in zip(periods, per_period):
+            tally = Counter(ob.status for ob in obligations if ob.bucket in wanted[ob.cadence.id])
+            total = sum(tally.values())
+            out.append({"period": p.label, **{s: tally[s] for s in STATUS_LABELS}, "total": total,
+                        "met_rate": round(tally["met"] / total, 3) if total else None})
+        return out
+
+    def _units(self, router, unit: str | None) -> set[str] | None:
+        if not unit:
+            return None
+        from store.ledger import LedgerService  # noqa: PLC0415 - the subtree of a grid, shared with the ledger
+        below = LedgerService(self.policies).subtree(router, unit)
+        return set(below) if below is not None else None
+
+    def missed_counts(self, jid: str, period: Period, now: datetime | None = None) -> dict[str, dict[str, int]]:
+        """Per unit, the scoring triggers of LEDGER_TRIGGERS in `period`: obligations missed (cadence_missed), and
+        of those the 巡查记录汇总表 not filed (summary_late). An object's obligation is its grid's."""
+        start, end = period_days(period)
+        plan = [(c, buckets_in(c.per.value, start, end)) for c in self.policies.router(jid).jur.policy.cadences]
+        out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(LEDGER_TRIGGERS, 0))
+        for ob in self.evaluate(jid, plan, now or utcnow())[0]:
+            if ob.status == "missed":
+                out[ob.unit]["cadence_missed"] += 1
+                if ob.cadence.activity == "summary":
+                    out[ob.unit]["summary_late"] += 1
+        return dict(out)
+
+    # --- the sweeper
+    def sweep(self, now: datetime | None = None) -> dict[str, int]:
+        """Bring `cadence_obligation` up to date for the current and previous period of every cadence; notify
+        the obligations that turned at risk or missed. Jurisdictions without any ledger data are skipped."""
+        now = now or utcnow()
+        counts = Counter()
+        today = now.astimezone(CST).date()
+        for jid in sorted(self.policies.refresh()):
+            cadences = self.policies.router(jid).jur.policy.cadences
+            if not cadences or not self._in_use(jid):
+                continue
+            plan = []
+            for c in cadences:
+                current = bucket_of(c.per.value, today)
+                plan.append((c, [bucket_of(c.per.value, current[0] - timedelta(days=1)), current]))
+            obligations, _ = self.evaluate(jid, plan, now)
+            self._store(jid, obligations, min(b[0][0] for _, b in plan), now, counts)
+        return dict(counts)
+
+    def _in_use(self, jid: str) -> bool:
+        with Session(self.engine) as session:
+            return any(session.exec(select(table.id).where(table.jurisdiction == jid).limit(1)).first() is not None
+                       for table in (PatrolRecord, SupervisedObject))
+
+    def _store(self, jid: str, obligations: list[Obligation], since: date, now: datetime, counts: Counter) -> None:
+        """Insert new obligations and update changed ones (Core statements: a Hefei sweep touches thousands)."""
+        router = self.policies.router(jid)
+        t = CadenceObligation.__table__
+        cadences = {c.id: c for c in router.jur.policy.cadences}
+        with Session(self.engine) as session:
+            stored = {(c, start, subject): (oid, status, recorded) for oid, c, start, subject, status, recorded in session.exec(
+                select(t.c.id, t.c.cadence, t.c.period_start, t.c.subject, t.c.status, t.c.recorded).where(
+                    t.c.jurisdiction == jid, t.c.period_start >= since))}
+            new, changed, notify = [], [], []
+            for ob in obligations:
+                old = stored.get((ob.cadence.id, ob.bucket[0], ob.subject))
+                if old is not None and (old[1], old[2]) == (ob.status, ob.recorded):
+                    continue
+                counts[ob.status] += 1
+                if old is None:
+                    new.append(ob)
+                else:
+                    changed.append({"row_id": old[0], "status": ob.status, "recorded": ob.recorded, "changed_at": now})
+                if ob.status in ("at_risk", "missed") and (old is None or old[1] != ob.status):
+                    notify.append((ob, old[0] if old else None))
+            if changed:
+                session.execute(update(t).where(t.c.id == bindparam("row_id")).values(
+                    status=bindparam("status"), recorded=bindparam("recorded"), changed_at=bindparam("changed_at")), changed)
+            ids = {}
+            for i in range(0, len(new), 5000):
+                part = new[i:i + 5000]
+                made = session.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True), [{
+                    "jurisdiction": jid, "cadence": ob.cadence.id, "subject": ob.subject, "unit": ob.unit,
+                    "object_id": ob.object_id, "period_start": ob.bucket[0], "period_end": ob.bucket[1],
+                    "required": ob.required, "recorded": ob.recorded, "status": ob.status, "changed_at": now}
+                    for ob in part]).scalars().all()
+                ids.update({id(ob): oid for ob, oid in zip(part, made)})
+            rows = []
+            for ob, oid in notify:
+                unit = router.units[ob.unit]
+                what = f"监管对象 #{ob.object_id} " if ob.object_id else ""
+                rows.append({"obligation_id": oid or ids[id(ob)], "case_id": None, "kind": f"cadence_{ob.status}", "at": now,
+                             "recipient": f"第{unit.level}级网格 {unit.name}" + (" / 包抓领导" if ob.status == "missed" else ""),
+                             "message": f"{what}{cadences[ob.cadence.id].name}: {ob.bucket[0]}–{ob.bucket[1] - timedelta(days=1)} "
+                                        f"应 {ob.required} 次, 已 {ob.recorded} 次 ({STATUS_LABELS[ob.status]})"})
+                counts[f"notified_{ob.status}"] += 1
+            for i in range(0, len(rows), 5000):
+                session.execute(insert(Notification), rows[i:i + 5000])
+            session.commit()
+
+
+def _per_object(cadence: Cadence) -> bool:
+    return cadence.source_class is not None or cadence.object_kind is not None
+
+
+def _into_buckets(rows: list[tuple[str | int, date, int]], buckets: list[Bucket]) -> dict[tuple, int]:
+    """Daily counts summed into the (sorted, disjoint) periods: {(subject, period index): count}."""
+    starts = [b[0] for b in buckets]
+    out: dict[tuple, int] = defaultdict(int)
+    for subject, day, n in rows:
+        k = bisect_right(starts, day) - 1
+        if k >= 0 and day < buckets[k][1]:
+            out[(subject, k)] += n
+    return out
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
