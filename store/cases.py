@@ -16,6 +16,7 @@ from sqlmodel import Session, delete, func, select
 
 from engine.router import Case, Router, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
+from store import outbox  # noqa: F401  (its session hook writes each event's outbox row in the same transaction)
 from store.errors import Conflict, Invalid, NotFound
 from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, PolicyVersion, utcnow
 from store.versions import PolicyStore
@@ -47,7 +48,7 @@ class CaseService:
 
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
-               now: datetime | None = None, description: str = "") -> CaseRecord:
+               now: datetime | None = None, description: str = "", report: dict[str, Any] | None = None) -> CaseRecord:
         """Route and store a case. The same Idempotency-Key returns the first case, never a duplicate."""
         if idempotency_key:
             existing = self._by_key(jurisdiction, idempotency_key)
@@ -55,7 +56,8 @@ class CaseService:
                 return existing
         with Session(self.engine) as session:
             try:
-                record = self.intake(session, jurisdiction, case, actor, now or utcnow(), idempotency_key, description)
+                record = self.intake(session, jurisdiction, case, actor, now or utcnow(), idempotency_key, description,
+                                     report)
                 session.flush()
             except IntegrityError:  # a concurrent retry with the same key won the race
                 session.rollback()
@@ -68,8 +70,10 @@ class CaseService:
             return record
 
     def intake(self, session: Session, jurisdiction: str, case: Case, actor: str, now: datetime,
-               idempotency_key: str | None = None, description: str = "") -> CaseRecord:
-        """Route and add a case inside the caller's transaction (the simulator batches many per commit)."""
+               idempotency_key: str | None = None, description: str = "",
+               report: dict[str, Any] | None = None) -> CaseRecord:
+        """Route and add a case inside the caller's transaction (the simulator batches many per commit).
+        `report`: the intake columns (channel, reporter, lat, lon, coord_system, address, attachments, observed_at)."""
         router = self.policies.router(jurisdiction)
         try:
             decision = router.route(case.model_copy(update={"reported_at": now}))
@@ -86,7 +90,7 @@ class CaseService:
             idempotency_key=idempotency_key, problem_type=decision["problem_type"]["code"], unit=case.unit,
             facts=dict(case.facts), description=description, decision=decision, handler_level=decision["handler"]["level"],
             handler_unit=decision["handler"]["unit"], found_level=found.level if found else case.found_at_level, status=RECEIVED,
-            reported_by=actor, created_at=now, updated_at=now)
+            reported_by=actor, created_at=now, updated_at=now, **(report or {}))
         workflow = self._workflow(router, decision)
         session.add(record)
         _departments(session, record)

@@ -1,11 +1,14 @@
 """Database tables (SQLModel). Schema changes go through Alembic migrations in store/migrations."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
+
+
+CST = timezone(timedelta(hours=8))  # China Standard Time: assessment periods, and the offset of API timestamps
 
 
 def utcnow() -> datetime:
@@ -60,6 +63,15 @@ class CaseRecord(SQLModel, table=True):
     unit: str | None = Field(default=None, max_length=128, index=True)
     facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     description: str = Field(default="", max_length=4000)
+    # the report as the intake system sent it (migration 0010); the reporter's contact is never published
+    channel: str | None = Field(default=None, max_length=32)
+    reporter: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    lat: float | None = None  # WGS-84/CGCS2000, converted from coord_system
+    lon: float | None = None
+    coord_system: str | None = Field(default=None, max_length=16)
+    address: str = Field(default="", max_length=500)
+    attachments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    observed_at: datetime | None = None
     decision: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     handler_level: int
     handler_unit: str | None = Field(default=None, max_length=128, index=True)
