@@ -22,7 +22,8 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from admin.routes import admin_parts
-from api import open311
+from api import events, open311
+from api.intake import Report, localized, resolve
 from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
@@ -30,6 +31,7 @@ from policy.errors import PolicyError
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
+from store.boundaries import Locators, diff as boundaries_diff
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.cases import ACTION_LABELS, CaseService, Transition
 from store.db import refresh_statistics
@@ -95,6 +97,7 @@ class Services:
     policies: PolicyStore
     cases: CaseService
     assessment: AssessmentService
+    locators: Locators
 
 
 # --- request bodies
@@ -110,6 +113,11 @@ class RouteRequest(BaseModel):
     def case(self) -> Case:
         return Case(problem_type=self.problem_type, unit=self.unit, found_at_level=self.found_at_level,
                     units_involved=self.units_involved, facts=self.facts)
+
+
+class CaseRequest(RouteRequest, Report):
+    """A route request plus what the report carries; `unit` may be left out when `location` is given."""
+    model_config = ConfigDict(extra="forbid")
 
 
 class TransitionRequest(BaseModel):
@@ -172,12 +180,12 @@ def _version_json(v: PolicyVersion, with_document: bool = False) -> dict:
 
 
 def case_json(record: CaseRecord, services: Services, events=None, clocks=None) -> dict:
-    out = record.model_dump(mode="json", exclude={"idempotency_key"})
+    out = localized(record.model_dump(exclude={"idempotency_key"}))
     out["allowed_actions"] = [{"action": a, "label": ACTION_LABELS[a]} for a in services.cases.allowed_actions(record)]
     if events is not None:
-        out["events"] = [e.model_dump(mode="json", exclude={"case_id"}) for e in events]
+        out["events"] = [localized(e.model_dump(exclude={"case_id"})) for e in events]
     if clocks is not None:
-        out["clocks"] = [c.model_dump(mode="json", exclude={"case_id", "next_check_at"}) for c in clocks]
+        out["clocks"] = [localized(c.model_dump(exclude={"case_id", "next_check_at"})) for c in clocks]
     return out
 
 
@@ -236,7 +244,8 @@ def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, Que
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> dict:
     s = _services(request).policies
     old, new = s.get_version(jid, from_), s.get_version(jid, to)
-    return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy)}
+    return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy),
+            "boundaries": boundaries_diff(s.engine, jid, from_, to)}
 
 
 @get("/v1/compare", sync_to_thread=False)
@@ -292,14 +301,15 @@ def route(request: Request, data: JSONBody[RouteRequest],
 
 
 @post("/v1/cases", sync_to_thread=False)
-def create_case(request: Request, data: JSONBody[RouteRequest],
+def create_case(request: Request, data: JSONBody[CaseRequest],
                 x_api_key: ApiKeyHeader = None,
                 idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
                 ) -> Response:
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
-    record = s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}",
-                            idempotency_key=idempotency_key)
+    case, report = resolve(s.locators, data.jurisdiction, data.case(), data)
+    record = s.cases.create(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
+                            description=data.description, report=report)
     _, events, clocks = s.cases.get(record.id)
     return Response(case_json(record, s, events, clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
@@ -441,7 +451,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         policies = open_policy_store(database_url)
     except PolicyError as err:
         raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
-    services = Services(policies, CaseService(policies), AssessmentService(policies))
+    services = Services(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
     admin = admin_parts(policies.engine)
 
     def _state(config: AppConfig) -> AppConfig:
@@ -452,7 +462,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
                         get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
-                        assessment_unit, assessment_record, health, *open311.ROUTES, *admin.routers],
+                        assessment_unit, assessment_record, health, *open311.ROUTES, *events.ROUTES, *admin.routers],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},
@@ -461,6 +471,6 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         request_max_body_size=MAX_BODY,
         template_config=admin.templates,
         stores=admin.stores,
-        lifespan=[_lifespan] if background else [],
+        lifespan=[_lifespan, events.delivery] if background else [],
         on_app_init=[_state],
     )

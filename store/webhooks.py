@@ -172,6 +172,11 @@ def fan_out(session: Session, events: list[OutboxEvent]) -> None:
                                             seq=event.seq, created_at=event.at))
 
 
+def publish(engine: Engine) -> int:
+    """Number newly committed events and create their deliveries: before the feed is read and each delivery round."""
+    return sequence(engine, fan_out)
+
+
 def backoff(attempts: int) -> timedelta:
     """Full jitter: a random wait up to base·2^(attempts−1), capped."""
     return timedelta(seconds=random.uniform(0.5, 1.0) * min(RETRY_CAP, RETRY_BASE * 2 ** (attempts - 1)))
@@ -203,7 +208,7 @@ def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
                 client: httpx.Client | None = None) -> dict[str, int]:
     """One round: number new events, then send what is due. Returns counts of delivered, failed, dead."""
     now = now or utcnow()
-    sequence(engine, fan_out)
+    publish(engine)
     counts = {"delivered": 0, "failed": 0, "dead": 0}
     claimed = claim(engine, now, limit)
     if not claimed:
