@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Any
 import coordTransform
 import numpy as np
 import shapely
-from shapely.geometry import Point, shape
+from shapely.geometry import shape
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
@@ -210,30 +211,59 @@ def diff(engine: Engine, jid: str, old: int, new: int) -> dict:
 
 # --- the grid from a location
 class Locator:
-    """The boundaries of one version in an STRtree; `locate` answers the lowest unit containing a point."""
+    """The boundaries of one version; `locate` answers the lowest unit containing a point.
 
-    def __init__(self, collection: dict, levels: dict[str, int], names: dict[str, str]):
-        self.ids = [f["properties"]["id"] for f in collection["features"] if f["properties"]["id"] in levels]
-        self.geoms = np.array([shape(f["geometry"]) for f in collection["features"]
-                               if f["properties"]["id"] in levels], dtype=object)
+    The STRtree is asked once, at build time, which polygons meet each cell of a coarse bucket grid over the
+    extent (deepest level first); a lookup is then one vectorised point-in-polygon test on its bucket's
+    prepared polygons, so no Point object or tree query is paid per lookup."""
+
+    def __init__(self, collection: dict, units: dict):
+        features = [f for f in collection["features"] if f["properties"]["id"] in units]
+        self.ids = [f["properties"]["id"] for f in features]
+        self.geoms = np.array([shape(f["geometry"]) for f in features], dtype=object)
         shapely.prepare(self.geoms)
-        self.levels = np.array([levels[u] for u in self.ids])
-        self.names = names
-        self.tree = shapely.STRtree(self.geoms)
+        self.levels = np.array([units[u].level for u in self.ids])
+        self.names = {u: units[u].name for u in self.ids}
+        # a unit whose children have boundaries should not contain a point itself: it lies on a child's edge or in a gap
+        parents = {units[u].parent for u in self.ids}
+        self.refined = np.array([u in parents for u in self.ids])
+        minx, miny, maxx, maxy = shapely.total_bounds(self.geoms)
+        self.n = max(1, 2 * math.isqrt(len(self.ids)))
+        self.x0, self.y0 = minx, miny
+        self.dx, self.dy = (maxx - minx) / self.n or 1.0, (maxy - miny) / self.n or 1.0
+        steps = np.arange(self.n)
+        bx, by = np.meshgrid(steps, steps, indexing="ij")
+        cells = shapely.box(minx + bx.ravel() * self.dx, miny + by.ravel() * self.dy,
+                            minx + (bx.ravel() + 1) * self.dx, miny + (by.ravel() + 1) * self.dy)
+        cell_of, geom_of = shapely.STRtree(self.geoms).query(cells, predicate="intersects")
+        self.buckets: list[tuple[np.ndarray, np.ndarray] | None] = [None] * (self.n * self.n)
+        order = np.lexsort((-self.levels[geom_of], cell_of))  # by cell, deepest level first within a cell
+        cell_of, geom_of = cell_of[order], geom_of[order]
+        starts = np.flatnonzero(np.r_[True, cell_of[1:] != cell_of[:-1]])
+        for start, end in zip(starts, np.r_[starts[1:], len(cell_of)]):
+            found = geom_of[start:end]
+            self.buckets[cell_of[start]] = (self.geoms[found], found)
 
     def locate(self, lon: float, lat: float) -> str:
-        point = Point(lon, lat)
-        hits = self.tree.query(point, predicate="intersects")  # interior or edge
-        if len(hits):
-            deepest = hits[self.levels[hits] == self.levels[hits].max()]
-            inside = deepest[shapely.contains_properly(self.geoms[deepest], point)]
-            if len(inside) == 1 and len(deepest) == 1:
-                return self.ids[inside[0]]
-            on_edge = [self.ids[i] for i in deepest]
-            raise Invalid(f"位置 ({lon:.6f}, {lat:.6f}) 位于网格 {self._named(on_edge)} 的共同边界上, 无法确定网格; "
-                          "请指定 unit — the point is on a shared edge", field="location", nearest_units=on_edge)
-        distances = shapely.distance(self.geoms, point)
-        nearest = [self.ids[i] for i in np.argsort(distances)[:NEAREST]]
+        bx, by = int((lon - self.x0) / self.dx), int((lat - self.y0) / self.dy)
+        bucket = None
+        if 0 <= bx <= self.n and 0 <= by <= self.n:
+            bucket = self.buckets[min(bx, self.n - 1) * self.n + min(by, self.n - 1)]
+        if bucket is not None:
+            geoms, found = bucket
+            inside = shapely.contains_xy(geoms, lon, lat)  # interior only: False on an edge
+            deepest = found[inside.argmax()] if inside.any() else None
+            if deepest is not None and not self.refined[deepest]:
+                return self.ids[deepest]
+            on_edge = found[shapely.intersects_xy(geoms, lon, lat) & ~inside]
+            if len(on_edge):
+                named = [self.ids[i] for i in on_edge]
+                raise Invalid(f"位置 ({lon:.6f}, {lat:.6f}) 位于网格 {self._named(named)} 的边界上, 无法确定网格; "
+                              "请指定 unit — the point is on a unit's edge", field="location", nearest_units=named)
+            if deepest is not None:  # in a gap between the children: the lowest unit that contains it
+                return self.ids[deepest]
+        distances = shapely.distance(self.geoms, shapely.points(lon, lat))
+        nearest = [self.ids[i] for i in np.lexsort((-self.levels, distances))[:NEAREST]]  # deepest first on ties
         raise Invalid(f"位置 ({lon:.6f}, {lat:.6f}) 不在任何网格内; 最近的网格: {self._named(nearest)} "
                       "— the point is outside every unit", field="location", nearest_units=nearest)
 
@@ -261,9 +291,7 @@ class Locators:
         with self._lock:
             if key not in self._cache:
                 row = stored(self.policies.engine, jid, version.number)
-                units = self.policies.build(version).units
-                self._cache[key] = Locator(row.geojson, {u: units[u].level for u in units},
-                                           {u: units[u].name for u in units})
+                self._cache[key] = Locator(row.geojson, self.policies.build(version).units)
             return self._cache[key]
 
     def locate(self, jid: str, lon: float, lat: float, coord_system: str | None) -> tuple[str, float, float]:
