@@ -83,12 +83,13 @@ def _engine(request: Request, jid: str, api_key: str | None):
     return engine
 
 
-@post("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=True)  # the ping waits on the network
-def create_subscription(request: Request, jid: FromPath[str], data: JSONBody[SubscriptionRequest],
-                        x_api_key: ApiKeyHeader = None) -> Response:
+@post("/v1/jurisdictions/{jid:str}/webhooks")
+async def create_subscription(request: Request, jid: FromPath[str], data: JSONBody[SubscriptionRequest],
+                              x_api_key: ApiKeyHeader = None) -> Response:
     """Subscribe a URL to event kinds; the answer carries the signing secret, once."""
     engine = _engine(request, jid, x_api_key)
-    sub = webhooks.subscribe(engine, jid, data.url, data.kinds, data.actor, data.secret, data.description)
+    sub = await asyncio.to_thread(  # the ping waits on the network, not on the event loop
+        webhooks.subscribe, engine, jid, data.url, data.kinds, data.actor, data.secret, data.description)
     return Response(subscription_json(sub, with_secret=True), status_code=201,
                     headers={"Location": f"/v1/jurisdictions/{jid}/webhooks/{sub.id}"})
 
