@@ -37,7 +37,7 @@ from store.tables import PolicyVersion
 from store.sessions import DatabaseStore
 from store.users import ROLE_LABELS, Principal, authenticate, shared_secret
 
-from admin import assessment, editing, insight, users
+from admin import assessment, editing, geo, insight, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, bad_request, csrf_error,
                           current_user, dom_id, form_revision, is_htmx, login_redirect, page, require, services,
                           store_error)
@@ -353,7 +353,8 @@ def admin_parts(engine: Engine) -> AdminParts:
         path="/admin",
         route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
-                        compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES],
+                        compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES,
+                        *geo.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
