@@ -213,9 +213,9 @@ def diff(engine: Engine, jid: str, old: int, new: int) -> dict:
 class Locator:
     """The boundaries of one version; `locate` answers the lowest unit containing a point.
 
-    The STRtree is asked once, at build time, which polygons meet each cell of a coarse bucket grid over the
-    extent (deepest level first); a lookup is then one vectorised point-in-polygon test on its bucket's
-    prepared polygons, so no Point object or tree query is paid per lookup."""
+    The STRtree is asked once, at build time, which polygons meet each cell of a bucket grid over the extent
+    (deepest level first). A bucket wholly inside one lowest unit answers at once; any other lookup is one
+    vectorised point-in-polygon test on its bucket's prepared polygons: no Point object or tree query per lookup."""
 
     def __init__(self, collection: dict, units: dict):
         features = [f for f in collection["features"] if f["properties"]["id"] in units]
@@ -228,7 +228,7 @@ class Locator:
         parents = {units[u].parent for u in self.ids}
         self.refined = np.array([u in parents for u in self.ids])
         minx, miny, maxx, maxy = shapely.total_bounds(self.geoms)
-        self.n = max(1, 2 * math.isqrt(len(self.ids)))
+        self.n = max(1, 4 * math.isqrt(len(self.ids)))  # ~16 buckets per unit: most lie inside one unit
         self.x0, self.y0 = minx, miny
         self.dx, self.dy = (maxx - minx) / self.n or 1.0, (maxy - miny) / self.n or 1.0
         steps = np.arange(self.n)
@@ -236,19 +236,23 @@ class Locator:
         cells = shapely.box(minx + bx.ravel() * self.dx, miny + by.ravel() * self.dy,
                             minx + (bx.ravel() + 1) * self.dx, miny + (by.ravel() + 1) * self.dy)
         cell_of, geom_of = shapely.STRtree(self.geoms).query(cells, predicate="intersects")
-        self.buckets: list[tuple[np.ndarray, np.ndarray] | None] = [None] * (self.n * self.n)
+        # a bucket inside one unit's interior (not a refined one) answers without any geometry test
+        interior = shapely.contains_properly(self.geoms[geom_of], cells[cell_of]) & ~self.refined[geom_of]
+        self.buckets: list[tuple[np.ndarray, np.ndarray] | str | None] = [None] * (self.n * self.n)
         order = np.lexsort((-self.levels[geom_of], cell_of))  # by cell, deepest level first within a cell
-        cell_of, geom_of = cell_of[order], geom_of[order]
+        cell_of, geom_of, interior = cell_of[order], geom_of[order], interior[order]
         starts = np.flatnonzero(np.r_[True, cell_of[1:] != cell_of[:-1]])
         for start, end in zip(starts, np.r_[starts[1:], len(cell_of)]):
             found = geom_of[start:end]
-            self.buckets[cell_of[start]] = (self.geoms[found], found)
+            self.buckets[cell_of[start]] = self.ids[found[0]] if interior[start] else (self.geoms[found], found)
 
     def locate(self, lon: float, lat: float) -> str:
         bx, by = int((lon - self.x0) / self.dx), int((lat - self.y0) / self.dy)
         bucket = None
         if 0 <= bx <= self.n and 0 <= by <= self.n:
             bucket = self.buckets[min(bx, self.n - 1) * self.n + min(by, self.n - 1)]
+        if isinstance(bucket, str):
+            return bucket
         if bucket is not None:
             geoms, found = bucket
             inside = shapely.contains_xy(geoms, lon, lat)  # interior only: False on an edge

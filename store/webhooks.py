@@ -14,6 +14,8 @@ import json
 import os
 import random
 import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +38,7 @@ RETRY_BASE = float(os.environ.get("GRIDPOLICY_WEBHOOK_RETRY_BASE", "5"))  # seco
 RETRY_CAP = 3600.0  # no wait longer than an hour between tries
 LEASE = timedelta(seconds=float(os.environ.get("GRIDPOLICY_WEBHOOK_LEASE", "60")))  # > TIMEOUT: a live send ends first
 TIMEOUT = 10.0
+SENDERS = 8  # concurrent sends per worker round
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STATUS_LABELS = {PENDING: "待投递", DELIVERED: "已投递", DEAD: "已放弃 (死信)"}
 
@@ -187,76 +190,90 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=random.uniform(0.5, 1.0) * min(RETRY_CAP, RETRY_BASE * 2 ** (attempts - 1)))
 
 
-def claim(engine: Engine, now: datetime, limit: int) -> list[tuple[int, datetime]]:
-    """Lease the due deliveries that are first in line for their case; returns (id, lease)."""
+@dataclass
+class Claimed:
+    """A leased delivery with what sending it needs, read in the claiming transaction."""
+    delivery_id: int
+    lease: datetime
+    subscription: WebhookSubscription
+    event_id: int
+    payload: dict
+
+
+def claim(engine: Engine, now: datetime, limit: int) -> list[Claimed]:
+    """Lease the due deliveries that are first in line for their case (so one round holds at most one per case and
+    subscription, and its sends may run side by side)."""
     earlier = aliased(WebhookDelivery)
     first_in_line = ~exists().where(and_(earlier.subscription_id == WebhookDelivery.subscription_id,
                                          earlier.case_id == WebhookDelivery.case_id, earlier.status == PENDING,
                                          earlier.seq < WebhookDelivery.seq))
-    query = (select(WebhookDelivery).where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now,
-                                           (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now),
-                                           first_in_line)
+    query = (select(WebhookDelivery, WebhookSubscription, OutboxEvent)
+             .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+             .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+             .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now,
+                    (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now), first_in_line)
              .order_by(WebhookDelivery.seq).limit(limit))
     if engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
     lease = now + LEASE
-    with Session(engine) as session:
+    with Session(engine, expire_on_commit=False) as session:  # the subscriptions are used after the commit
         rows = session.exec(query).all()
-        for row in rows:
-            row.lease_until = lease
-            session.add(row)
+        claimed = [Claimed(d.id, lease, sub, event.id, message(event)) for d, sub, event in rows]
+        for delivery, _, _ in rows:
+            delivery.lease_until = lease
+            session.add(delivery)
         session.commit()
-        return [(row.id, lease) for row in rows]
+        return claimed
 
 
 def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
                 client: httpx.Client | None = None) -> dict[str, int]:
-    """One round: number new events, then send what is due. Returns counts of delivered, failed, dead."""
+    """One round: number new events, lease what is due, send it (side by side: at most one per case), and record
+    the outcomes in one transaction. Returns counts of delivered, failed, dead."""
     now = now or utcnow()
     publish(engine)
-    counts = {"delivered": 0, "failed": 0, "dead": 0}
     claimed = claim(engine, now, limit)
+    counts = {"delivered": 0, "failed": 0, "dead": 0}
     if not claimed:
         return counts
-    with client or httpx.Client(timeout=TIMEOUT) as http:
-        for delivery_id, lease in claimed:
-            counts[_send(engine, http, delivery_id, lease, now)] += 1
+    with client or httpx.Client(timeout=TIMEOUT, limits=httpx.Limits(max_connections=SENDERS)) as http, \
+            ThreadPoolExecutor(SENDERS) as pool:
+        results = list(pool.map(lambda c: _send(http, c), claimed))
+    with Session(engine) as session:
+        for item, (status, error) in zip(claimed, results):
+            counts[_record(session, item, status, error, now)] += 1
+        session.commit()
     return counts
 
 
-def _send(engine: Engine, http: httpx.Client, delivery_id: int, lease: datetime, now: datetime) -> str:
-    """One try; the outcome is recorded only while this worker still holds the lease. `now` is the round's time
-    (the retry schedule counts from it; tests pass a later one to let hours pass)."""
-    with Session(engine) as session:
-        delivery = session.get(WebhookDelivery, delivery_id)
-        sub = session.get(WebhookSubscription, delivery.subscription_id)
-        event = session.get(OutboxEvent, delivery.event_id)
-    error, status = "", None
+def _send(http: httpx.Client, item: Claimed) -> tuple[int | None, str]:
+    """One try: (HTTP status, error or "")."""
     try:
-        answer = _post(http, sub, f"evt_{event.id}", message(event))
-        status = answer.status_code
-        if not answer.is_success:
-            error = f"HTTP {status}"
+        answer = _post(http, item.subscription, f"evt_{item.event_id}", item.payload)
     except httpx.HTTPError as err:
-        error = f"{err.__class__.__name__}: {err}"[:500]
-    with Session(engine) as session:
-        delivery = session.get(WebhookDelivery, delivery_id)
-        if delivery.status != PENDING or delivery.lease_until is None or as_utc(delivery.lease_until) != lease:
-            return "failed" if error else "delivered"  # the lease ran out and another worker took over
-        delivery.attempts += 1
-        delivery.last_status, delivery.last_error, delivery.lease_until = status, error, None
-        if not error:
-            delivery.status, delivery.delivered_at = DELIVERED, now
-            outcome = "delivered"
+        return None, f"{err.__class__.__name__}: {err}"[:500]
+    return answer.status_code, "" if answer.is_success else f"HTTP {answer.status_code}"
+
+
+def _record(session: Session, item: Claimed, status: int | None, error: str, now: datetime) -> str:
+    """The outcome of one try, kept only while this worker still holds the lease. `now` is the round's time (the
+    retry schedule counts from it; tests pass a later one to let hours pass)."""
+    delivery = session.get(WebhookDelivery, item.delivery_id)
+    if delivery.status != PENDING or delivery.lease_until is None or as_utc(delivery.lease_until) != item.lease:
+        return "failed" if error else "delivered"  # the lease ran out and another worker took over
+    delivery.attempts += 1
+    delivery.last_status, delivery.last_error, delivery.lease_until = status, error, None
+    if not error:
+        delivery.status, delivery.delivered_at = DELIVERED, now
+        outcome = "delivered"
+    else:
+        retry_at = now + backoff(delivery.attempts)
+        if retry_at - as_utc(delivery.created_at) > RETRY_FOR:
+            delivery.status, outcome = DEAD, "dead"
         else:
-            retry_at = now + backoff(delivery.attempts)
-            if retry_at - as_utc(delivery.created_at) > RETRY_FOR:
-                delivery.status, outcome = DEAD, "dead"
-            else:
-                delivery.next_attempt_at, outcome = retry_at, "failed"
-        session.add(delivery)
-        session.commit()
-        return outcome
+            delivery.next_attempt_at, outcome = retry_at, "failed"
+    session.add(delivery)
+    return outcome
 
 
 # --- failed deliveries
