@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import coordTransform
 import pytest
@@ -24,10 +24,11 @@ MEDICAL = "医疗废物处置"
 
 @pytest.fixture
 def client(database_url):
+    """The app over real HTTP (ASGI) on a fresh database, with its services and an all-jurisdiction key."""
     app = create_app(database_url, background=False)
     services = app.state.services
     with TestClient(app) as test_client:
-        test_client.services = services
+        test_client.services, test_client.engine = services, services.policies.engine
         test_client.headers_ = {"X-API-Key": create_key(services.policies.engine, [], "all", "test")}
         yield test_client
     services.policies.engine.dispose()

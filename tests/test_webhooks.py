@@ -2,7 +2,6 @@
 kill -9 of the delivering server, and the pull feed."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,11 +12,9 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from litestar.testing import TestClient
 from sqlmodel import Session, func, select
 from standardwebhooks.webhooks import Webhook
 
-from api.app import create_app
 from engine.router import Case
 from policy.loader import REPO_ROOT
 from store import webhooks
@@ -28,22 +25,11 @@ from store.outbox import OutboxEvent
 from store.sweeper import sweep
 from store.tables import CaseEvent, Notification, utcnow
 from tests.admin_browser import free_port
+from tests.test_intake_geo import client  # noqa: F401  (the fixture)
 from tests.receiver import receiving
 
 JID = "karamay"
 CASE = {"jurisdiction": JID, "problem_type": "医疗废物处置", "unit": "kmy-l3-01"}
-
-
-@pytest.fixture
-def client(database_url):
-    app = create_app(database_url, background=False)
-    services = app.state.services
-    with TestClient(app) as test_client:
-        test_client.services = services
-        test_client.engine = services.policies.engine
-        test_client.headers_ = {"X-API-Key": create_key(test_client.engine, [], "all", "test")}
-        yield test_client
-    services.policies.engine.dispose()
 
 
 @pytest.fixture
