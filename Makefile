@@ -40,12 +40,15 @@ lint: $(STAMP)
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei
 
-# The assessment bench simulates 100,000 Hefei cases per backend first (tens of minutes), then times one quarter.
-# The HTTP bench drives a real server with wrk (installed if missing).
+# geo_bench: point → grid lookups on a generated lattice of Hefei's 1,649 units; events_bench: webhook delivery
+# rate and lag to a local receiver. The assessment bench simulates 100,000 Hefei cases per backend first (tens of
+# minutes), then times one quarter. The HTTP bench drives a real server with wrk (installed if missing).
 bench: $(STAMP) /usr/bin/wrk
 	$(BIN)/python bench/route_bench.py --out bench/results.json
 	$(BIN)/python bench/http_bench.py --out bench/http_results.json
 	$(BIN)/python bench/admin_bench.py --out bench/admin_results.json
+	$(BIN)/python bench/geo_bench.py --out bench/geo_results.json
+	$(BIN)/python bench/events_bench.py --pg-url "$$(scripts/test-postgres.sh)" --out bench/events_results.json
 	$(BIN)/python bench/assess_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/assess_results.json
 	$(BIN)/python bench/ledger_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/ledger_results.json
 

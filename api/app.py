@@ -26,12 +26,13 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from admin.routes import admin_parts
-from api import ledger, open311
-from api.guards import input_guard, security_headers
+from api import events, ledger, open311
+from api.guards import MAX_ID, input_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
                            UnitExplanation, VersionOut)
 from engine.decision import Decision
+from api.intake import Report, resolve
 from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
@@ -40,6 +41,7 @@ from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
+from store.boundaries import Locators, diff as boundaries_diff
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.cases import TRANSITION_LABELS, CaseService, Transition
 from store.db import refresh_statistics
@@ -106,6 +108,7 @@ class Services:
     policies: PolicyStore
     cases: CaseService
     assessment: AssessmentService
+    locators: Locators
 
 
 # --- request bodies
@@ -130,6 +133,12 @@ class RouteRequest(BaseModel):
     def case(self) -> Case:
         return Case(problem_type=self.problem_type, unit=self.unit, found_at_level=self.found_at_level,
                     units_involved=self.units_involved, facts=self.facts)
+
+
+class CaseRequest(RouteRequest, Report):
+    """A route request plus what the report carries; `unit` may be left out when `location` is given."""
+    model_config = ConfigDict(extra="forbid")
+    object_id: int | None = Field(None, ge=1, le=MAX_ID, description="监管对象: 网格与 enterprise_class 取自台账")
 
 
 class TransitionRequest(BaseModel):
@@ -165,12 +174,9 @@ class PublishRequest(BaseModel):
     note: str = Field(max_length=2000)
 
 
-MAX_ID = 2**31 - 1  # ids are database integers: larger values cannot exist
 VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
-class CaseRequest(RouteRequest):
-    object_id: int | None = Field(None, ge=1, le=MAX_ID, description="监管对象: 网格与 enterprise_class 取自台账")
 CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 
@@ -246,7 +252,8 @@ def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, Que
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> dict:
     s = _services(request).policies
     old, new = s.get_version(jid, from_), s.get_version(jid, to)
-    return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy)}
+    return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy),
+            "boundaries": boundaries_diff(s.engine, jid, from_, to)}
 
 
 @get("/v1/compare", sync_to_thread=False)
@@ -310,11 +317,13 @@ def create_case(request: Request, data: JSONBody[CaseRequest],
     s = _services(request)
     key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
     request_hash = _digest(data) if idempotency_key else None
+    case, report = resolve(s.locators, data.jurisdiction, data.case(), data)
     record = (ledger.ledger_services(request.app).ledger.open_case(
-        data.jurisdiction, data.case(), data.object_id, f"apikey:{key.prefix}", idempotency_key, request_hash)
+        data.jurisdiction, case, data.object_id, f"apikey:{key.prefix}", idempotency_key, request_hash,
+        description=data.description, report=report)
         if data.object_id else
-        s.cases.create(data.jurisdiction, data.case(), actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
-                       request_hash=request_hash))
+        s.cases.create(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
+                       description=data.description, request_hash=request_hash, report=report))
     return Response(case_out(record, s, record.events, record.clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
 
@@ -461,7 +470,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         policies = open_policy_store(database_url)
     except PolicyError as err:
         raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
-    services = Services(policies, CaseService(policies), AssessmentService(policies))
+    services = Services(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
     admin = admin_parts(policies.engine)
 
     def _state(config: AppConfig) -> AppConfig:
@@ -472,8 +481,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
                         get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
-                        assessment_unit, assessment_record, health, *open311.ROUTES, ledger.LedgerController,
-                        *admin.routers],
+                        assessment_unit, assessment_record, health, *open311.ROUTES, *events.ROUTES,
+                        ledger.LedgerController, *admin.routers],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},
@@ -484,7 +493,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         before_send=[security_headers],
         template_config=admin.templates,
         stores=admin.stores,
-        lifespan=[_lifespan] if background else [],
+        lifespan=[_lifespan, events.delivery] if background else [],
         on_app_init=[_state],
     )
     document_errors(app.openapi_schema)

@@ -14,7 +14,10 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
+from pydantic import ValidationError
+
 from api.guards import MAX_ID, parse_moment
+from api.intake import Report, resolve
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
@@ -249,9 +252,10 @@ def _create(request: Request, jid: str, form: dict, fmt: str) -> Response:
         raise Open311Error(400, "缺少 service_code — service_code was not provided")
     if code not in router.compiled.types_by_code:
         raise Open311Error(404, f"service_code '{code}' 不存在")
-    unit = form.get("address_id") or form.get("address_string")
-    if not unit:
-        raise Open311Error(400, "须提供 address_id (网格单元 id) 或 address_string (网格单元名称)")
+    located = bool(form.get("lat") or form.get("long"))
+    unit = form.get("address_id") or (None if located else form.get("address_string"))
+    if not unit and not located:
+        raise Open311Error(400, "须提供 address_id (网格单元 id)、lat/long (位置) 或 address_string (网格单元名称)")
     facts = {}
     for name, value in form.items():
         if name.startswith("attribute[") and name.endswith("]"):
@@ -262,13 +266,34 @@ def _create(request: Request, jid: str, form: dict, fmt: str) -> Response:
                 raise Open311Error(400, f"attribute[{fact}] 须为 true 或 false")
             facts[fact] = value == "true"
     try:
-        record = services.cases.create(jid, Case(problem_type=code, unit=unit, facts=facts), f"open311:{key.prefix}",
-                                       description=(form.get("description") or "")[:4000])
+        report = _report(form, located)
+        case, columns = resolve(services.locators, jid, Case(problem_type=code, unit=unit, facts=facts), report)
+        record = services.cases.create(jid, case, f"open311:{key.prefix}", description=report.description,
+                                       report=columns)
     except (StoreError, RoutingError) as err:
         raise Open311Error(400, getattr(err, "message", str(err))) from None
     body = [{"service_request_id": record.id, "service_notice": _notice(record.decision),
              "account_id": form.get("account_id") or None}]
     return render("service_requests", body, fmt, 201)
+
+
+def _report(form: dict, located: bool) -> Report:
+    """GeoReport v2's request fields as the intake's report (lat/long are WGS-84 unless `coord_system` says else)."""
+    name = " ".join(form.get(k, "").strip() for k in ("last_name", "first_name")).strip()
+    contact = {k: v for k, v in {"name": name, "email": form.get("email"), "phone": form.get("phone")}.items() if v}
+    fields = {"description": (form.get("description") or "")[:4000], "reporter": contact or None,
+              "attachments": [form["media_url"]] if form.get("media_url") else [], "channel": "公众举报"}
+    if located:
+        fields["location"] = {"lat": form.get("lat"), "long": form.get("long"),
+                              "coord_system": form.get("coord_system") or "wgs84",
+                              "address": form.get("address_string") or ""}
+    try:
+        return Report.model_validate(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = {"location": "lat/long", "reporter": "email/phone", "attachments": "media_url"}.get(first["loc"][0],
+                                                                                                  first["loc"][0])
+        raise Open311Error(400, f"{where} 无效: {first['msg']}") from None
 
 
 ROUTES = [open311_get, open311_service_definition, open311_request, open311_post]

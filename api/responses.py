@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from api.intake import localized
 from engine.decision import Decision, Provenance
 from store.tables import CaseClock, CaseEvent, CaseRecord, PolicyVersion
 
@@ -69,10 +70,20 @@ class CaseOut(_Sparse):
     policy_version: str
     version_number: int
     problem_type: str
-    unit: str | None
+    unit: str | None = Field(description="the grid where the problem is")
+    finder_unit: str | None = Field(description="the grid that found it: unit or an ancestor (found_at_level)")
     facts: dict[str, bool | str]
     description: str
+    channel: str | None = Field(description="信息来源: 热线, 网格员巡查, 公众举报, 上级交办 …")
+    reporter: dict[str, str] | None = Field(description="举报人联系方式; never published (Open311, feed, webhooks)")
+    lat: float | None = Field(description="WGS-84/CGCS2000, converted from coord_system")
+    lon: float | None
+    coord_system: str | None = Field(description="the coordinate system the location was sent in")
+    address: str
+    attachments: list[str]
+    observed_at: datetime | None
     decision: Decision
+    workflow: str | None
     handler_level: int
     handler_unit: str | None
     found_level: int | None
@@ -97,11 +108,12 @@ class CaseOut(_Sparse):
            clocks: list[CaseClock] | None = None) -> CaseOut:
         parts: dict[str, Any] = {}
         if events is not None:
-            parts["events"] = [EventOut.model_validate(e.model_dump(exclude={"case_id"})) for e in events]
+            parts["events"] = [EventOut.model_validate(localized(e.model_dump(exclude={"case_id"}))) for e in events]
         if clocks is not None:
-            parts["clocks"] = [ClockOut.model_validate(c.model_dump(exclude={"case_id", "next_check_at"}))
+            parts["clocks"] = [ClockOut.model_validate(localized(c.model_dump(exclude={"case_id", "next_check_at"})))
                                for c in clocks]
-        fields = {name: getattr(record, name) for name in CaseRecord.model_fields if name != "idempotency_key"}
+        fields = localized({name: getattr(record, name) for name in CaseRecord.model_fields
+                            if name not in ("idempotency_key", "request_hash")})
         return cls.model_validate(fields | {"allowed_actions": allowed} | parts)
 
 

@@ -236,6 +236,35 @@ def units_import(jid: str, csv_file: Path) -> None:
     typer.echo(f"已导入 {csv_file} → {target}; {jid} 现有 {len(jur.units)} 个网格单元")
 
 
+boundaries_app = typer.Typer(help="网格边界 unit boundaries (GeoJSON)", no_args_is_help=True)
+units_app.add_typer(boundaries_app, name="boundaries")
+
+
+@boundaries_app.command("import")
+def boundaries_import(
+    jid: str, geojson_file: Path,
+    draft: Annotated[Optional[int], typer.Option("--draft", help="导入到的草稿版本号; 默认最新草稿, 没有则新建")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="只预览, 不保存")] = False,
+) -> None:
+    """把 GeoJSON FeatureCollection (properties.id = 网格单元 id, WGS-84/CGCS2000 经纬度) 导入草稿; 有任何问题则不保存。"""
+    from store.boundaries import import_boundaries  # noqa: PLC0415
+    from store.errors import StoreError  # noqa: PLC0415
+    from store.versions import open_policy_store  # noqa: PLC0415
+    if not geojson_file.is_file():
+        _fail([f"{geojson_file}: 文件不存在 — no such file"])
+    policies = open_policy_store()
+    try:
+        drafts = [v.number for v in policies.list_versions(jid) if v.status == "draft"]
+        number = draft or (drafts[-1] if drafts else policies.create_draft(jid, "cli").number)
+        preview = import_boundaries(policies, jid, number, geojson_file.read_bytes(), "cli", apply=not dry_run)
+    except StoreError as err:
+        _fail([err.message])
+    typer.echo(f"{jid} 草稿 v{number}: 匹配 {len(preview.matched)} 个网格单元, 无边界的单元 {preview.missing} 个")
+    if not preview.ok:
+        _fail([f"错误 error: {p}" for p in preview.problems()] + ["未导入任何边界 — nothing imported"])
+    typer.echo("预览完毕, 未保存 (--dry-run)" if dry_run else f"已保存到草稿 v{number}; 发布该草稿后按位置确定网格")
+
+
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000,
           workers: Annotated[int, typer.Option(help="工作进程数 (规则引擎持有 GIL, 以进程扩展)")] = 1) -> None:

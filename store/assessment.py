@@ -20,10 +20,9 @@ from sqlmodel import Session
 from policy.loader import Jurisdiction
 from policy.models import PERIOD_LABELS, TRIGGERS, PeriodKind, Policy, Scoring
 from store.errors import Invalid, NotFound
-from store.tables import AssessmentRecord, CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
+from store.tables import CST, AssessmentRecord, CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
 
-CST = timezone(timedelta(hours=8))  # periods are calendar periods in China Standard Time
 MONTHS = {PeriodKind.month: 1, PeriodKind.quarter: 3, PeriodKind.half_year: 6, PeriodKind.year: 12}
 _PERIOD = re.compile(r"^(\d{4})(?:-(?:(Q)([1-4])|(H)([12])|(\d{2})))?$")
 PERIOD_HELP = "可用格式: 2026-Q3 (季度), 2026-07 (月), 2026-H1 (半年), 2026 (年)"

@@ -20,6 +20,7 @@ from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
 from store.db import UnitOfWork, transaction
+from store import outbox  # noqa: F401  (its session hook writes each event's outbox row in the same transaction)
 from store.errors import Conflict, Invalid, NotFound
 from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
@@ -60,7 +61,8 @@ class CaseService:
 
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
-               now: datetime | None = None, description: str = "", request_hash: str | None = None) -> CaseRecord:
+               now: datetime | None = None, description: str = "", request_hash: str | None = None,
+               report: dict[str, Any] | None = None) -> CaseRecord:
         """Route and store a case, with its events and clocks. The same Idempotency-Key returns the first case,
         never a duplicate; with another `request_hash` (a different request body) it is refused."""
         if idempotency_key:
@@ -70,7 +72,7 @@ class CaseService:
         try:
             with UnitOfWork(self.engine) as uow:
                 record = self.intake(uow.session, jurisdiction, case, actor, now or self.clock(), idempotency_key,
-                                     description)
+                                     description, report)
                 record.request_hash = request_hash
                 return record
         except IntegrityError:  # a concurrent retry with the same key won the race
@@ -80,8 +82,10 @@ class CaseService:
             return _replayed(existing, request_hash)
 
     def intake(self, session: Session, jurisdiction: str, case: Case, actor: str, now: datetime,
-               idempotency_key: str | None = None, description: str = "") -> CaseRecord:
-        """Route and add a case inside the caller's transaction (the simulator batches many per commit)."""
+               idempotency_key: str | None = None, description: str = "",
+               report: dict[str, Any] | None = None) -> CaseRecord:
+        """Route and add a case inside the caller's transaction (the simulator batches many per commit).
+        `report`: the intake columns (channel, reporter, lat, lon, coord_system, address, attachments, observed_at)."""
         router = self.policies.router(jurisdiction)
         try:
             decision = router.route(case.model_copy(update={"reported_at": now}))
@@ -95,7 +99,7 @@ class CaseService:
             facts=dict(case.facts), description=description, decision=decision, handler_level=decision.handler.level,
             handler_unit=decision.handler.unit, found_level=found_level, finder_unit=finder.id if finder else None,
             workflow=decision.workflow, status=RECEIVED,
-            reported_by=actor, created_at=now, updated_at=now)
+            reported_by=actor, created_at=now, updated_at=now, **(report or {}))
         workflow = self._workflow(router, decision)
         session.add(record)
         _departments(session, record)

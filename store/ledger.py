@@ -548,10 +548,12 @@ class LedgerService:
 
     # --- cases found at an object
     def open_case(self, jid: str, case: Case, object_id: int, actor: str, idempotency_key: str | None = None,
-                  request_hash: str | None = None) -> CaseRecord:
+                  request_hash: str | None = None, description: str = "",
+                  report: dict[str, Any] | None = None) -> CaseRecord:
         """A case found at a supervised object: its grid and class (`enterprise_class`) come from the ledger."""
         obj = self.get_object(jid, object_id)
-        record = self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, request_hash=request_hash)
+        record = self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
+                                   request_hash=request_hash, report=report)
         with Session(self.engine) as session:  # idempotent: a retried request links the same case once
             if session.get(CaseLink, record.id) is None:
                 session.add(CaseLink(case_id=record.id, object_id=obj.id))

@@ -1,7 +1,7 @@
 """Database tables (SQLModel). Schema changes go through Alembic migrations in store/migrations."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import BaseModel
@@ -11,6 +11,9 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Relationship, SQLModel
 
 from engine.decision import Decision
+
+
+CST = timezone(timedelta(hours=8))  # China Standard Time: assessment periods, and the offset of API timestamps
 
 
 def utcnow() -> datetime:
@@ -79,6 +82,15 @@ class CaseRecord(SQLModel, table=True):
     finder_unit: str | None = Field(default=None, max_length=128)  # the grid that found it: unit or an ancestor
     facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     description: str = Field(default="", max_length=4000)
+    # the report as the intake system sent it (migration 0010); the reporter's contact is never published
+    channel: str | None = Field(default=None, max_length=32)
+    reporter: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    lat: float | None = None  # WGS-84/CGCS2000, converted from coord_system
+    lon: float | None = None
+    coord_system: str | None = Field(default=None, max_length=16)
+    address: str = Field(default="", max_length=500)
+    attachments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    observed_at: datetime | None = None
     decision: Decision = Field(sa_column=Column(DecisionJSON, nullable=False))
     handler_level: int
     handler_unit: str | None = Field(default=None, max_length=128, index=True)

@@ -87,9 +87,11 @@ class PolicyStore:
                 if jur.content_hash in known:
                     continue
                 first = not known
+                active = session.exec(select(PolicyVersion.number).where(PolicyVersion.jurisdiction == jid,
+                                                                        PolicyVersion.active)).first()
                 version = self._new_version(session, jid, jur, author=SYSTEM,
                                             note="随附规则文件导入 imported from jurisdictions/" if first
-                                            else "规则文件已更新, 待审核发布 bundled file changed")
+                                            else "规则文件已更新, 待审核发布 bundled file changed", base=active)
                 if first:
                     self.registry.load(jur)  # verify before the first activation
                     version.status, version.active = "published", True
@@ -100,13 +102,17 @@ class PolicyStore:
         self.refresh()
         return changed
 
-    def _new_version(self, session: Session, jid: str, jur: Jurisdiction, author: str, note: str) -> PolicyVersion:
+    def _new_version(self, session: Session, jid: str, jur: Jurisdiction, author: str, note: str,
+                     base: int | None = None) -> PolicyVersion:
+        """A draft; it starts with the unit boundaries of version `base`, as it starts with its unit tree."""
+        from store.boundaries import copy_to  # boundaries builds on this module
         number = (session.exec(select(func.max(PolicyVersion.number)).where(PolicyVersion.jurisdiction == jid)).one()
                   or 0) + 1
         version = PolicyVersion(jurisdiction=jid, number=number, status="draft", content_hash=jur.content_hash,
                                 document=document_of(jur), author=author, note=note)
         session.add(version)
         session.flush()
+        copy_to(session, jid, base, number)
         return version
 
     # --- reading
@@ -138,7 +144,8 @@ class PolicyStore:
     def create_draft(self, jid: str, author: str, from_number: int | None = None) -> PolicyVersion:
         base = self.get_version(jid, from_number) if from_number else self.active_version(jid)
         with UnitOfWork(self.engine) as uow:
-            version = self._new_version(uow.session, jid, self.build(base), author, note=f"基于 v{base.number} 的草稿")
+            version = self._new_version(uow.session, jid, self.build(base), author, note=f"基于 v{base.number} 的草稿",
+                                        base=base.number)
             audit(uow.session, author, "draft_created", jid, version.number, from_version=base.number)
         return version
 

@@ -3,6 +3,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import store.boundaries, store.webhooks  # noqa: F401,E401  (their tables too; webhooks imports the outbox)
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True,

@@ -1,0 +1,146 @@
+"""Events out: the pull feed `GET /v1/events`, webhook subscriptions and failed deliveries, and each worker's
+delivery loop (several workers share the work: deliveries are leased, see store/webhooks.py)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Annotated
+
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from pydantic import BaseModel, ConfigDict, Field
+
+from store import webhooks
+from store.apikeys import authorize
+from store.errors import Forbidden, Invalid
+from store.outbox import KINDS, feed, local, message
+
+log = logging.getLogger("gridpolicy")
+DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "0.5"))  # idle poll of the delivery loop
+MAX_ID = 2**31 - 1
+ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
+RowId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+
+
+class SubscriptionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=2000, description="接收地址 (http/https); 保存前先发送一个 webhook.ping")
+    kinds: list[str] = Field(default_factory=list, max_length=len(KINDS), description="事件类型; 空 = 全部")
+    secret: str | None = Field(None, max_length=200, description="whsec_ 开头的密钥; 留空则生成 (只在创建时返回)")
+    description: str = Field("", max_length=200)
+    actor: str = Field(min_length=1, max_length=128)
+
+
+def _kinds(text: str | None) -> list[str] | None:
+    return webhooks.check_kinds([k for k in text.split(",") if k]) if text else None
+
+
+def subscription_json(sub: webhooks.WebhookSubscription, with_secret: bool = False) -> dict:
+    out = {"id": sub.id, "jurisdiction": sub.jurisdiction, "url": sub.url, "kinds": sub.kinds,
+           "description": sub.description, "created_by": sub.created_by, "created_at": local(sub.created_at)}
+    if with_secret:
+        out["secret"] = sub.secret
+    return out
+
+
+def delivery_json(row: dict) -> dict:
+    d = row["delivery"]
+    return {"id": d.id, "event_id": d.event_id, "case_id": d.case_id, "kind": row["kind"], "url": row["url"],
+            "status": d.status, "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
+            "next_attempt_at": local(d.next_attempt_at) if d.status == webhooks.PENDING else None,
+            "created_at": local(d.created_at)}
+
+
+@get("/v1/events", sync_to_thread=False)
+def events_feed(request: Request, jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None,
+                after: Annotated[str | None, QueryParameter(max_length=20, description="上一页的 next 游标")] = None,
+                kinds: Annotated[str | None, QueryParameter(max_length=500, description="逗号分隔的事件类型")] = None,
+                limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, x_api_key: ApiKeyHeader = None) -> dict:
+    """Case events in commit order after a cursor; a key scoped to jurisdictions sees only theirs."""
+    engine = request.app.state.services.policies.engine
+    try:
+        authorize(engine, x_api_key, jurisdiction)
+    except Forbidden as err:
+        if err.field == "jurisdiction" and not jurisdiction:
+            raise Forbidden("此 API key 限于部分辖区, 请用 jurisdiction= 指定要读取的辖区", field="jurisdiction") from None
+        raise
+    if after is not None and not after.isdigit():
+        raise Invalid(f"after 须为上一页返回的 next 游标 (非负整数), 收到 '{after}'", field="after")
+    scope = [jurisdiction] if jurisdiction else None
+    webhooks.publish(engine)
+    rows = feed(engine, scope, int(after or 0), _kinds(kinds), limit + 1)
+    page = rows[:limit]
+    return {"items": [message(r) for r in page], "next": str(page[-1].seq) if page else (after or "0"),
+            "has_more": len(rows) > limit}
+
+
+def _engine(request: Request, jid: str, api_key: str | None):
+    engine = request.app.state.services.policies.engine
+    request.app.state.services.policies.router(jid)  # 404 for an unknown jurisdiction
+    authorize(engine, api_key, jid)
+    return engine
+
+
+@post("/v1/jurisdictions/{jid:str}/webhooks")
+async def create_subscription(request: Request, jid: FromPath[str], data: JSONBody[SubscriptionRequest],
+                              x_api_key: ApiKeyHeader = None) -> Response:
+    """Subscribe a URL to event kinds; the answer carries the signing secret, once."""
+    engine = _engine(request, jid, x_api_key)
+    sub = await asyncio.to_thread(  # the ping waits on the network, not on the event loop
+        webhooks.subscribe, engine, jid, data.url, data.kinds, data.actor, data.secret, data.description)
+    return Response(subscription_json(sub, with_secret=True), status_code=201,
+                    headers={"Location": f"/v1/jurisdictions/{jid}/webhooks/{sub.id}"})
+
+
+@get("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=False)
+def list_subscriptions(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
+    return [subscription_json(s) for s in webhooks.subscriptions(_engine(request, jid, x_api_key), jid)]
+
+
+@delete("/v1/jurisdictions/{jid:str}/webhooks/{sub_id:int}", sync_to_thread=False, status_code=204)
+def delete_subscription(request: Request, jid: FromPath[str], sub_id: RowId,
+                        actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
+                        x_api_key: ApiKeyHeader = None) -> None:
+    webhooks.unsubscribe(_engine(request, jid, x_api_key), jid, sub_id, actor)
+
+
+@get("/v1/jurisdictions/{jid:str}/webhooks/failures", sync_to_thread=False)
+def list_failures(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
+    """Dead-lettered deliveries and those still retrying after a failure."""
+    return [delivery_json(r) for r in webhooks.failures(_engine(request, jid, x_api_key), jid)]
+
+
+@post("/v1/jurisdictions/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=False,
+      status_code=200)
+def redeliver(request: Request, jid: FromPath[str], delivery_id: RowId,
+              actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
+              x_api_key: ApiKeyHeader = None) -> dict:
+    delivery = webhooks.redeliver(_engine(request, jid, x_api_key), jid, delivery_id, actor)
+    return {"id": delivery.id, "status": delivery.status, "next_attempt_at": local(delivery.next_attempt_at)}
+
+
+@contextlib.asynccontextmanager
+async def delivery(app: Litestar):
+    """Each worker delivers what is due; a round that found work is followed at once by the next."""
+    engine = app.state.services.policies.engine
+
+    async def loop() -> None:
+        while True:
+            try:
+                counts = await asyncio.to_thread(webhooks.deliver_due, engine)
+            except Exception:  # noqa: BLE001 - keep delivering; the next round retries
+                log.exception("webhook delivery round failed")
+                counts = {}
+            if not any(counts.values()):
+                await asyncio.sleep(DELIVERY_SECONDS)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+ROUTES = [events_feed, create_subscription, list_subscriptions, delete_subscription, list_failures, redeliver]

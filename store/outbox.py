@@ -1,0 +1,104 @@
+"""The durable outbox: every case event and deadline warning, written in the transaction that writes it.
+
+A session hook adds one `outbox_event` row for each new CaseEvent (created, entered, escalated, overdue, closed …)
+and each warning Notification, so whichever code path records an event (intake, transitions, the sweeper, the
+simulator) the outbox row commits or rolls back with it. `sequence` then numbers the committed rows in commit
+order (one sequencer at a time) and fans them out to the webhook subscriptions: the pull feed pages by that
+number, so a cursor never skips a row that committed late.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, event, func, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session as OrmSession
+from sqlmodel import Field, Relationship, Session, SQLModel, select
+
+from store.tables import CST, CaseEvent, CaseRecord, Notification, utcnow
+
+WARNINGS = ("warning_50", "warning_75")  # the other notifications repeat an event (overdue, escalated)
+KINDS = {"case.created": "受理", "case.entered": "进入步骤", "case.completed": "办结步骤", "case.closed": "结案",
+         "case.reopened": "核查未通过返工", "case.returned": "回退", "case.redispatched": "重新派遣",
+         "case.extended": "延期", "case.rerouted": "重新路由", "case.escalated": "升级", "case.overdue": "超期",
+         "case.warning_50": "时限过半预警", "case.warning_75": "时限 75% 预警"}
+SEQUENCE_LOCK = 461311  # pg_advisory_xact_lock key: one sequencer at a time
+BATCH = 1000
+
+
+class OutboxEvent(SQLModel, table=True):
+    __tablename__ = "outbox_event"
+    __table_args__ = (Index("ix_outbox_unsequenced", "seq", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int | None = Field(default=None, unique=True)  # commit order, set by `sequence`; the feed's cursor
+    jurisdiction: str = Field(max_length=64, index=True)
+    case_id: int = Field(foreign_key="case_record.id", index=True)
+    record: CaseRecord = Relationship()
+    kind: str = Field(max_length=40)
+    at: datetime = Field(default_factory=utcnow)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+def local(moment: datetime | None) -> str | None:
+    """An API timestamp: stored in UTC (naive on SQLite), shown with the jurisdiction's offset."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(CST).isoformat()
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _write_outbox(session: OrmSession, _context, _instances) -> None:
+    for obj in list(session.new):
+        if isinstance(obj, CaseEvent):
+            record = obj.record or session.get(CaseRecord, obj.case_id)
+            data = {"actor": obj.actor, "from_status": obj.from_status, "to_status": obj.to_status,
+                    "unit": obj.unit, "level": obj.level, "note": obj.note, "data": obj.data}
+            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction, kind=f"case.{obj.action}",
+                                    at=obj.at, data=data))
+        elif isinstance(obj, Notification) and obj.kind in WARNINGS:
+            record = obj.record or session.get(CaseRecord, obj.case_id)
+            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction, kind=f"case.{obj.kind}",
+                                    at=obj.at, data={"recipient": obj.recipient, "note": obj.message,
+                                                     "unit": record.handler_unit, "level": record.handler_level}))
+
+
+def message(row: OutboxEvent) -> dict:
+    """The event as delivered and fed: Standard Webhooks' {type, timestamp, data}. No reporter contact."""
+    return {"type": row.kind, "timestamp": local(row.at),
+            "data": {"event_id": row.id, "cursor": str(row.seq), "jurisdiction": row.jurisdiction,
+                     "case_id": row.case_id, **row.data}}
+
+
+def sequence(engine: Engine, fan_out=None) -> int:
+    """Number the committed, unnumbered rows in id order and hand each to `fan_out(session, rows)` in the same
+    transaction; returns how many. PostgreSQL: an advisory lock makes it one sequencer at a time; SQLite's
+    BEGIN IMMEDIATE does the same."""
+    with Session(engine) as session:
+        if engine.dialect.name == "postgresql":
+            session.exec(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
+        rows = list(session.exec(select(OutboxEvent).where(OutboxEvent.seq.is_(None))
+                                 .order_by(OutboxEvent.id).limit(BATCH)).all())
+        if not rows:
+            return 0
+        top = session.exec(select(func.max(OutboxEvent.seq))).one() or 0
+        for offset, row in enumerate(rows, 1):
+            row.seq = top + offset
+            session.add(row)
+        if fan_out is not None:
+            session.flush()
+            fan_out(session, rows)
+        session.commit()
+        return len(rows)
+
+
+def feed(engine: Engine, jurisdictions: list[str] | None, after: int, kinds: list[str] | None,
+         limit: int) -> list[OutboxEvent]:
+    """Numbered events after the cursor, oldest first (jurisdictions None = all)."""
+    query = select(OutboxEvent).where(OutboxEvent.seq.is_not(None), OutboxEvent.seq > after)
+    if jurisdictions is not None:
+        query = query.where(OutboxEvent.jurisdiction.in_(jurisdictions))
+    if kinds:
+        query = query.where(OutboxEvent.kind.in_(kinds))
+    with Session(engine) as session:
+        return list(session.exec(query.order_by(OutboxEvent.seq).limit(limit)).all())
