@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import open311
-from api.guards import input_guard, security_headers
+from api.guards import MAX_ID, input_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from engine.router import Case, RoutingError
 from policy.catalog import pinyin_keys, search_score
@@ -161,7 +161,6 @@ class PublishRequest(BaseModel):
     note: str = Field(max_length=2000)
 
 
-MAX_ID = 2**31 - 1  # ids are database integers: larger values cannot exist
 VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
