@@ -27,7 +27,7 @@ from store.errors import PreconditionFailed, StoreError
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_DEPTH = 64  # a policy document is ~8 levels deep
 MAX_INT = 2**53 - 1  # I-JSON: integers every JSON parser reads exactly
-MAX_ID = 2**31 - 1  # ids and revisions are database integers (PostgreSQL int4)
+MAX_ID = 2**31 - 1  # ids and revisions are database integers (PostgreSQL int4): larger values cannot exist
 MAX_DURATION = timedelta(days=3660)  # ten years: no deadline or extension is longer
 YEARS = range(1900, 2201)
 _DURATION = re.compile(r"-?P(?=[0-9.,]+[YMWDTHS])[0-9YMWDTHS.,]+")
@@ -108,7 +108,7 @@ def _check_json(text: str) -> None:
 
 def _check_if_match(value: str | None) -> None:
     digits = (value or "").strip().strip('"')
-    if digits.isdigit() and int(digits) > MAX_ID:
+    if digits.isdigit() and (len(digits) > 10 or int(digits) > MAX_ID):
         raise PreconditionFailed(f"If-Match {digits[:40]} 不是任何修订 — no such revision", field="If-Match")
 
 

@@ -166,7 +166,7 @@ def test_open311_date_filters_naive_and_aware(live, api):
     _problem(api.get("/open311/v2/karamay/requests.json", params={"end_date": "9999-12-31T00:00:00Z"}), 422, "end_date")
 
 
-@pytest.mark.parametrize("if_match", ['"9999999999999999999999"', '"2147483648"'])
+@pytest.mark.parametrize("if_match", ['"9999999999999999999999"', '"2147483648"', '"' + "9" * 5000 + '"'])
 def test_if_match_beyond_any_revision(api, if_match):
     draft = api.post("/v1/jurisdictions/karamay/drafts", json={"actor": "测试", "note": ""}).json()
     url = f"/v1/jurisdictions/karamay/versions/{draft['number']}"
