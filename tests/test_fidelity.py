@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from engine.compiler import compile_policy
-from engine.router import Case, Router
+from engine.router import Case, PolicyRouter
 from policy.loader import Loader
 from policy.provenance import ASSUMED, QUOTED, entries
 
@@ -16,12 +16,13 @@ WHEN = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def routers(bundled):
-    return {jid: Router(compile_policy(jur)) for jid, jur in bundled.items()}
+    return {jid: PolicyRouter(compile_policy(jur)) for jid, jur in bundled.items()}
 
 
 def route(routers, jid, problem_type, unit=None, level=None, involved=(), **facts):
+    """The decision in its JSON form, as `POST /v1/route` answers it."""
     return routers[jid].route(Case(problem_type=problem_type, unit=unit, found_at_level=level,
-                                   units_involved=list(involved), facts=facts, reported_at=WHEN))
+                                   units_involved=list(involved), facts=facts, reported_at=WHEN)).model_dump(mode="json")
 
 
 def kinds(d) -> list[str]:
@@ -96,8 +97,8 @@ def test_tongliang_cross_boundary_tasks_are_settled_by_the_grids_involved(bundle
                    "tl-a1,甲村,4,tl-a\ntl-b1,乙村,4,tl-b\n", encoding="utf-8")
     jur = Loader(units_csv={"tongliang": csv}).build("tongliang")
     code = next(t.code for t in jur.policy.problem_types if t.level == 3)
-    d = Router(compile_policy(jur)).route(Case(problem_type=code, unit="tl-a1", units_involved=["tl-b1"],
-                                               reported_at=WHEN))
+    d = PolicyRouter(compile_policy(jur)).route(Case(problem_type=code, unit="tl-a1", units_involved=["tl-b1"],
+                                                     reported_at=WHEN)).model_dump(mode="json")
     assert d["handler"]["level"] == 3 and d["handler"]["unit"] == "tl-a"  # not the common ancestor (level 2)
     consult = [a for a in d["actions"] if a["kind"] == "consult"]
     assert {a["to"]["unit"] for a in consult} == {"tl-a", "tl-b"}
