@@ -83,7 +83,7 @@ class CaseService:
             idempotency_key=idempotency_key, problem_type=decision["problem_type"]["code"], unit=case.unit,
             facts=dict(case.facts), description=description, decision=decision, handler_level=decision["handler"]["level"],
             handler_unit=decision["handler"]["unit"], found_level=found.level if found else case.found_at_level, status=RECEIVED,
-            reported_by=actor, created_at=now, updated_at=now)
+            reported_by=actor, created_at=now, updated_at=now, events=[], clocks=[])  # all it has, loaded
         workflow = self._workflow(router, decision)
         session.add(record)
         _departments(session, record)
