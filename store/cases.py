@@ -99,7 +99,8 @@ class CaseService:
             facts=dict(case.facts), description=description, decision=decision, handler_level=decision.handler.level,
             handler_unit=decision.handler.unit, found_level=found_level, finder_unit=finder.id if finder else None,
             workflow=decision.workflow, status=RECEIVED,
-            reported_by=actor, created_at=now, updated_at=now, **(report or {}))
+            reported_by=actor, created_at=now, updated_at=now, events=[], clocks=[],  # all it has, loaded
+            **(report or {}))
         workflow = self._workflow(router, decision)
         session.add(record)
         _departments(session, record)
