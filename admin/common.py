@@ -17,9 +17,9 @@ from markupsafe import escape
 from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.sessions import renew_session
 from store.users import ROLE_LABELS, Principal, principal
+from store.tables import MAX_ID
 
 HERE = Path(__file__).resolve().parent
-MAX_ID = 2**31 - 1
 SESSION_HOURS = 8
 SESSION_STORE = "admin_sessions"
 Number = Annotated[int, PathParameter(ge=1, le=MAX_ID)]

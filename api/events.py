@@ -16,10 +16,10 @@ from store import webhooks
 from store.apikeys import authorize
 from store.errors import Forbidden, Invalid
 from store.outbox import KINDS, feed, local, message
+from store.tables import MAX_ID
 
 log = logging.getLogger("gridpolicy")
 DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "0.5"))  # idle poll of the delivery loop
-MAX_ID = 2**31 - 1
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 RowId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
@@ -64,7 +64,8 @@ def events_feed(request: Request, jurisdiction: Annotated[str | None, QueryParam
         authorize(engine, x_api_key, jurisdiction)
     except Forbidden as err:
         if err.field == "jurisdiction" and not jurisdiction:
-            raise Forbidden("此 API key 限于部分辖区, 请用 jurisdiction= 指定要读取的辖区", field="jurisdiction") from None
+            raise Forbidden("此 API key 限于部分辖区, 请用 jurisdiction= 指定要读取的辖区",
+                            field="jurisdiction") from None
         raise
     if after is not None and not after.isdigit():
         raise Invalid(f"after 须为上一页返回的 next 游标 (非负整数), 收到 '{after}'", field="after")

@@ -23,11 +23,11 @@ from litestar.types import Message, Scope
 from pydantic import TypeAdapter, ValidationError
 
 from store.errors import PreconditionFailed, StoreError
+from store.tables import MAX_ID
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_DEPTH = 64  # a policy document is ~8 levels deep
 MAX_INT = 2**53 - 1  # I-JSON: integers every JSON parser reads exactly
-MAX_ID = 2**31 - 1  # ids and revisions are database integers (PostgreSQL int4): larger values cannot exist
 MAX_DURATION = timedelta(days=3660)  # ten years: no deadline or extension is longer
 YEARS = range(1900, 2201)
 _DURATION = re.compile(r"-?P(?=[0-9.,]+[YMWDTHS])[0-9YMWDTHS.,]+")

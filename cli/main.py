@@ -243,10 +243,12 @@ units_app.add_typer(boundaries_app, name="boundaries")
 @boundaries_app.command("import")
 def boundaries_import(
     jid: str, geojson_file: Path,
-    draft: Annotated[Optional[int], typer.Option("--draft", help="导入到的草稿版本号; 默认最新草稿, 没有则新建")] = None,
+    draft: Annotated[Optional[int],
+                     typer.Option("--draft", help="导入到的草稿版本号; 默认最新草稿, 没有则新建")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="只预览, 不保存")] = False,
 ) -> None:
-    """把 GeoJSON FeatureCollection (properties.id = 网格单元 id, WGS-84/CGCS2000 经纬度) 导入草稿; 有任何问题则不保存。"""
+    """把 GeoJSON FeatureCollection (properties.id = 网格单元 id, WGS-84/CGCS2000 经纬度) 导入草稿;
+    有任何问题则不保存。"""
     from store.boundaries import import_boundaries  # noqa: PLC0415
     from store.errors import StoreError  # noqa: PLC0415
     from store.versions import open_policy_store  # noqa: PLC0415

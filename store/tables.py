@@ -16,6 +16,9 @@ from engine.decision import Decision
 CST = timezone(timedelta(hours=8))  # China Standard Time: assessment periods, and the offset of API timestamps
 
 
+MAX_ID = 2**31 - 1  # ids and revisions are database integers (PostgreSQL int4): larger values cannot exist
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

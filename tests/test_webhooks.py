@@ -13,7 +13,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlmodel import Session, func, select
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from engine.router import Case
 from policy.loader import REPO_ROOT
@@ -89,7 +89,7 @@ def test_deliveries_are_signed_complete_and_in_order_per_case(client, receiver):
             continue
         by_case.setdefault(payload["data"]["case_id"], []).append(int(payload["data"]["cursor"]))
     assert all(seqs == sorted(seqs) for seqs in by_case.values()) and len(by_case) == 3
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(webhooks.new_secret()).verify(receiver.received[0]["body"], receiver.received[0]["headers"])
 
 
