@@ -253,6 +253,7 @@ class Scheme(_Out):
     scheme_label: str
     total: Number
     period: str
+    level: int | None = Field(description="评分对象的网格层级; 空 = 各级网格均评分")
     publish: str | None
     provenance: Provenance
     deductions: list[SchemeDeduction]

@@ -621,7 +621,7 @@ def _scheme(scoring: Scoring | None) -> dict | None:
     if scoring is None:
         return None
     return {"scheme": scoring.scheme, "scheme_label": "倒扣分制" if scoring.scheme == "deduction" else "百分制",
-            "total": scoring.total, "period": scoring.period.value,
+            "total": scoring.total, "period": scoring.period.value, "level": scoring.level,
             "publish": scoring.publish.value if scoring.publish else None, "provenance": scoring.provenance,
             "deductions": [{"id": d.id, "name": d.name, "points": d.points, "max_points": d.max_points,
                             "trigger": d.trigger, "trigger_label": TRIGGERS[d.trigger], "provenance": d.provenance}
