@@ -18,7 +18,7 @@ from api.ledger import current_period, ledger_services
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cadences import STATUS_LABELS
 from store.errors import Invalid, StoreError
-from store.ledger import CST, OBJECT_FIELDS, PAGE, Finding, PatrolInput, RowError, read_table
+from store.ledger import CST, IMPORT_COLUMNS, OBJECT_FIELDS, PAGE, Finding, PatrolInput, RowError, read_table
 from store.ledger_xlsx import patrol_summary
 from store.users import Principal
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
@@ -42,7 +42,8 @@ def _field_errors(err: StoreError) -> dict[str, str]:
 def _context(request: Request, jid: str) -> dict[str, Any]:
     router = services(request).policies.router(jid)
     return {"jid": jid, "name": router.jur.policy.name, "kinds": OBJECT_KINDS,
-            "classes": {c.id: c for c in router.jur.policy.source_classes}, "units": router.units, "cst": CST}
+            "classes": {c.id: c for c in router.jur.policy.source_classes}, "units": router.units, "cst": CST,
+            "field_labels": {key: label for label, key in IMPORT_COLUMNS.items()}}
 
 
 @get("/ledger", sync_to_thread=False)

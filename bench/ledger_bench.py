@@ -130,6 +130,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("sqlite", "both"):
             report["backends"]["sqlite"] = run(f"sqlite:///{tmp}/ledger.db", args.sources, args.days, args.intake, True)
+            args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         if args.backend in ("postgresql", "both"):
             if not args.pg_url:
                 raise SystemExit("--pg-url (or GRIDPOLICY_TEST_DATABASE_URL) is needed for PostgreSQL")

@@ -47,7 +47,7 @@ def test_objects_search_class_change_and_import(browser, server, tmp_path):
     page.get_by_role("button", name="保存修改").click()
     expect(page.get_by_role("status")).to_have_text("已保存")
     expect(page.locator("#object-class")).to_contain_text("admin 于")
-    expect(page.get_by_role("table").filter(has_text="变更理由")).to_contain_text("source_class: C → B")
+    expect(page.get_by_role("table").filter(has_text="变更理由")).to_contain_text("类别: C → B")
     shot(page, "ledger-object")
 
     bad = tmp_path / "bad.csv"
