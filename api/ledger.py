@@ -16,10 +16,10 @@ from store.assessment import Period
 from store.cadences import CadenceService
 from store.ledger import Finding, LedgerService, PatrolInput, read_table
 from store.ledger_xlsx import patrol_summary
-from store.tables import PatrolRecord, SupervisedObject
+from store.tables import MAX_ID, PatrolRecord, SupervisedObject
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 
-MAX_ID = 2**31 - 1
+
 CADENCE_SWEEP_SECONDS = 300.0  # obligations change by the day; the case sweeper's 30 s would only repeat the work
 ObjectId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
@@ -180,6 +180,7 @@ class LedgerController(Controller):
         key = authorize(request.app.state.services.policies.engine, x_api_key, jid)
         ledger = ledger_services(request.app).ledger
         record, created = ledger.record_patrol(jid, data.patrol(), f"apikey:{key.prefix}", idempotency_key)
+        assert record.id is not None  # stored: it has its id
         _, objects = ledger.get_patrol(jid, record.id)
         return Response(patrol_json(record, objects), status_code=201 if created else 200,
                         headers={"Location": f"/v1/jurisdictions/{jid}/patrols/{record.id}"})
