@@ -240,6 +240,7 @@ def test_simulated_histories_score_consistently(seed, jid, late, reopened):
                 assert first["scheme"]["level"] not in (None, unit["level"])
                 continue
             assert 0 <= unit["score"] <= total
+            assert all(0 <= r <= 1 for r in unit["rates"].values() if r is not None)  # every rate: among its base
             assert unit["loss"] == pytest.approx(min(total, sum(d["points"] for d in unit["deductions"])))
             if unit["deductions"]:  # every counted deduction is backed by exactly that many events
                 why = {d["id"]: len(d["events"]) for d in assessment.explain(jid, period, unit["unit"])["deductions"]}
