@@ -163,6 +163,12 @@ class PeriodOut(_Out):
     end: str
 
 
+class WindowOut(_Out):
+    label: str = Field(description="e.g. 2026-01-01 至 2026-09-30")
+    start: str
+    end: str
+
+
 class DeductionCount(_Out):
     id: str
     name: str
@@ -199,6 +205,16 @@ class UnitAssessment(_Out):
     rank: int
 
 
+class UnassignedAssessment(_Out):
+    """未落实到网格: what no grid can be charged with (see README 综合评价), shown rather than dropped."""
+    unit: None
+    name: str
+    indicators: Indicators
+    rates: Rates
+    deductions: list[DeductionCount]
+    deducted: Number
+
+
 class LevelAssessment(_Out):
     level: int
     name: str
@@ -216,9 +232,12 @@ class DepartmentAssessment(_Out):
 
 
 class StepTime(_Out):
+    workflow: str
+    workflow_name: str
     step: str
     name: str
-    count: int
+    count: int = Field(description="steps finished in the period, late or not")
+    late: int = Field(description="of those, finished after their due time")
     avg_hours: float
     p90_hours: float
 
@@ -266,11 +285,12 @@ class Assessment(_Out):
     name: str
     policy_version: str
     period: PeriodOut
-    score_window: PeriodOut = Field(description="where deductions are counted from (a yearly scheme: the year)")
+    score_window: WindowOut = Field(description="where deductions are counted (a yearly scheme: the year to date)")
     scheme: Scheme | None
     indicator_labels: dict[str, str]
     rate_labels: dict[str, str]
     units: list[UnitAssessment]
+    unassigned: UnassignedAssessment | None
     levels: list[LevelAssessment]
     departments: list[DepartmentAssessment]
     steps: list[StepTime]
@@ -313,7 +333,7 @@ class UnitExplanation(_Out):
     unit: str
     name: str
     period: PeriodOut
-    score_window: PeriodOut
+    score_window: WindowOut
     deductions: list[ExplainedDeduction]
 
 
