@@ -120,12 +120,14 @@ async def input_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if not isinstance(connection, Request) or connection.method not in WRITES:
         return
     _check_if_match(connection.headers.get("If-Match"))
+    media = connection.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media.startswith("multipart/"):
+        # file uploads: the upload's own reader decides the encoding; and the handler's form parser reads the
+        # stream itself, which reading the body here would leave it waiting for
+        return
     body = await connection.body()
     if not body:
         return
-    media = connection.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if media.startswith("multipart/"):
-        return  # file uploads: the upload's own reader decides the encoding
     if media == "application/x-www-form-urlencoded":
         try:
             pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")

@@ -91,21 +91,24 @@ def test_roles_come_from_the_case_s_own_workflow(services):
     facts = {"persuasion_failed": True}
     p = cases.create("hefei", Case(problem_type=DUST, unit="hf-l4-0001", facts=facts), "网格员", now=cst(2026, 7, 6, 9))
     assert p.handler_unit == "hf-changfeng" and p.workflow == "platform"
-    # collect, file, dispatch, handle, feedback; the check (verify) fails → handle again … closed
-    walk(cases, p.id, *[("fail" if hour == 15 else "complete", cst(2026, 7, 6, hour)) for hour in range(10, 21)])
+    # collect, file, dispatch, handle, feedback; the check (verify) fails → handle, feedback, verify → closed
+    walk(cases, p.id, *[("fail" if hour == 15 else "complete", cst(2026, 7, 6, hour)) for hour in range(10, 19)])
+    # 六(二) without the platform the finding grid handles it itself (限时办结): find, file, handle, feedback
     n = cases.create("hefei", Case(problem_type=DUST, unit="hf-l4-0001", facts=facts | {"no_platform": True}), "网格员",
                      now=cst(2026, 7, 6, 9))
-    assert n.workflow == "no_platform"
-    walk(cases, n.id, *[("complete", cst(2026, 7, 6, hour)) for hour in range(10, 15)])  # find … assess → closed
+    assert n.workflow == "no_platform" and n.handler_unit == "hf-l4-0001"
+    walk(cases, n.id, *[("complete", cst(2026, 7, 6, hour)) for hour in range(10, 14)])
     result = assessment.assess("hefei", Q3)
-    district = ind(result, "hf-changfeng")
-    # dispatch: platform's `dispatch` and no_platform's `file` (platform's `file` is not one): 2, not 3
-    assert (district["dispatch_started"], district["dispatch_ended"], district["dispatch_on_time"]) == (2, 2, 2)
+    district, grid = ind(result, "hf-changfeng"), ind(result, "hf-l4-0001")
+    # dispatch: platform's `dispatch` at the district, no_platform's `file` at the grid; platform's `file` is not one
+    assert (district["dispatch_started"], district["dispatch_ended"], district["dispatch_on_time"]) == (1, 1, 1)
+    assert (grid["dispatch_started"], grid["dispatch_ended"], grid["dispatch_on_time"]) == (1, 1, 1)
     # checks passed: platform's `verify` (once, after the failure) and no_platform's `feedback`; platform's two
-    # `feedback` completions are not checks: 2, not 4
-    assert district["verified"] == 2 and district["reopened"] == 1
-    assert by_unit(result)["hf-changfeng"]["rates"]["rework_rate"] == round(1 / 3, 4)  # 1 / (2 + 1)
-    assert district["handling_started"] == 3 and district["handling_finished"] == 3  # platform twice, no_platform once
+    # `feedback` completions are not checks
+    assert district["verified"] == 1 and district["reopened"] == 1 and grid["verified"] == 1
+    assert by_unit(result)["hf-changfeng"]["rates"]["rework_rate"] == 0.5  # 1 / (1 + 1)
+    assert district["handling_started"] == 2 and district["handling_finished"] == 2  # platform twice
+    assert grid["handling_started"] == 1 and grid["handling_finished"] == 1
     steps = {(s["workflow"], s["step"]): s for s in result["steps"]}
     assert steps[("platform", "feedback")]["count"] == 2 and steps[("no_platform", "feedback")]["count"] == 1
     assert steps[("platform", "verify")]["count"] == 1  # the failed check did not finish the step
