@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from engine.router import Case
 from store.boundaries import COORD_LABELS, Locators, to_wgs84
@@ -14,6 +14,9 @@ from store.errors import Invalid
 from store.outbox import local
 from store.tables import utcnow
 
+ATTACHMENT_URL = r"^https?://[^/?#]"  # scheme and host: one meaning in every regex engine (schema, generator, pydantic)
+PHONE = r"^[0-9+\-() ]{3,32}$"
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 CLOCK_SKEW = timedelta(minutes=5)  # an observation "in the future" by less than this is a clock difference
 
 
@@ -33,8 +36,9 @@ class Reporter(BaseModel):
     """The reporter's contact: kept for the handling grid's call-back, never published (Open311, feed, webhooks)."""
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, max_length=64)
-    phone: str | None = Field(None, max_length=32, pattern=r"^[0-9+\-() ]{3,32}$")
-    email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    # the patterns also go into the schema by hand: Litestar leaves a pattern of an optional field out
+    phone: str | None = Field(None, max_length=32, pattern=PHONE, json_schema_extra={"pattern": PHONE})
+    email: str | None = Field(None, max_length=254, pattern=EMAIL, json_schema_extra={"pattern": EMAIL})
 
 
 class Location(BaseModel):
@@ -51,7 +55,9 @@ class Report(BaseModel):
     channel: Channel | None = Field(None, description="信息来源")
     reporter: Reporter | None = Field(None, description="举报人联系方式 (不公开)")
     location: Location | None = Field(None, description="位置; 未给 unit 时由它确定网格")
-    attachments: list[HttpUrl] = Field(default_factory=list, max_length=20, description="照片/视频等附件的 URL")
+    attachments: list[Annotated[str, Field(pattern=ATTACHMENT_URL, max_length=2083)]] = Field(
+        default_factory=list, max_length=20, description="照片/视频等附件的 http(s) URL",
+        json_schema_extra={"items": {"type": "string", "pattern": ATTACHMENT_URL, "maxLength": 2083}})
     observed_at: AwareDatetime | None = Field(None, description="发现时间, 带时区, 如 2026-11-28T09:30:00+08:00")
 
 

@@ -92,11 +92,16 @@ class PatrolBody(BaseModel):
     unit: str = Field(min_length=1, max_length=128)
     activity: str = Field("patrol", max_length=32)
     patrolled_at: datetime = Field(description="无时区按北京时间")
-    patrollers: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=10)
+    # item constraints go into the schema by hand: Litestar leaves those of a list's items out
+    patrollers: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=10, json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 64}})
     signed_by: str = Field(min_length=1, max_length=64, description="签字人, 须为巡查人之一")
-    objects: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(default_factory=list, max_length=500)
+    objects: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=500, json_schema_extra={"items": {"type": "integer", "minimum": 1,
+                                                                           "maximum": MAX_ID}})
     findings: list[FindingBody] = Field(default_factory=list, max_length=50)
-    photos: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=20)
+    photos: list[Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=20, json_schema_extra={"items": {"type": "string", "maxLength": 1000}})
 
     def patrol(self) -> PatrolInput:
         return PatrolInput(unit=self.unit, activity=self.activity, patrolled_at=self.patrolled_at,

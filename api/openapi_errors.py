@@ -52,6 +52,22 @@ def _codes(path: str, method: str, operation: Operation) -> list[int]:
     return sorted(codes)
 
 
+def _closed(openapi: OpenAPI, ref: Reference) -> None:
+    """A body model and the models nested in it (e.g. a case's `location`) refuse unknown fields: say so."""
+    schema = openapi.components.schemas[ref.ref.rsplit("/", 1)[1]]
+    if schema.additional_properties is False:
+        return
+    schema.additional_properties = False
+    todo = list((schema.properties or {}).values())
+    while todo:
+        part = todo.pop()
+        if isinstance(part, Reference):
+            _closed(openapi, part)
+        elif isinstance(part, Schema):
+            todo += [*(part.one_of or []), *(part.any_of or []), *(part.all_of or [])]
+            todo += [part.items] if part.items is not None else []
+
+
 def document_errors(openapi: OpenAPI) -> OpenAPI:
     """Adds the error answers to every operation of `openapi` (in place) and returns it."""
     openapi.components.schemas["Problem"] = PROBLEM
@@ -71,7 +87,7 @@ def document_errors(openapi: OpenAPI) -> OpenAPI:
             if body is not None and not isinstance(body, Reference):
                 for media in (body.content or {}).values():
                     if isinstance(media.schema, Reference):  # every JSON body model refuses unknown fields
-                        openapi.components.schemas[media.schema.ref.rsplit("/", 1)[1]].additional_properties = False
+                        _closed(openapi, media.schema)
             if path.startswith("/open311"):
                 for success in responses.values():  # the format suffix (.xml or .json) chooses the media type
                     if isinstance(success, OpenAPIResponse) and success.content:
