@@ -318,6 +318,17 @@ class ExplainedEvent(_Out):
     problem_type: str
 
 
+class ExplainedObligation(_Out):
+    """A cadence obligation missed in the score window (a ledger trigger's deduction)."""
+    cadence: str
+    name: str
+    object_id: int | None
+    period_start: str = Field(description="first day, China time")
+    period_end: str = Field(description="last day, China time")
+    required: int
+    recorded: int
+
+
 class ExplainedDeduction(_Out):
     id: str
     name: str
@@ -325,7 +336,8 @@ class ExplainedDeduction(_Out):
     trigger_label: str
     points_each: Number
     provenance: Provenance
-    events: list[ExplainedEvent]
+    events: list[ExplainedEvent] = Field(description="the case events counted (case-event triggers)")
+    obligations: list[ExplainedObligation] = Field(description="the missed obligations counted (ledger triggers)")
 
 
 class UnitExplanation(_Out):

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.admin_bench import PASSWORD, measure, sign_in  # noqa: E402
 from engine.router import Case  # noqa: E402
 from store.assessment import Period  # noqa: E402
-from store.cadences import CadenceService  # noqa: E402
+from store.cadences import CadenceService, period_days  # noqa: E402
 from store.cases import CaseService  # noqa: E402
 from store.ledger import CST, LedgerService, PatrolInput  # noqa: E402
 from store.simulate_ledger import simulate_ledger  # noqa: E402
@@ -92,7 +92,7 @@ def run(url: str, sources: int, days: int, intake_n: int, pages: bool) -> dict:
     out["compliance_month_s"], result = timed(lambda: service.compliance(JID, month, NOW))
     out["compliance_month_levels"] = result["levels"]
     out["compliance_quarter_s"], _ = timed(lambda: service.compliance(JID, quarter, NOW))
-    out["missed_counts_month_s"], _ = timed(lambda: service.missed_counts(JID, month, NOW))
+    out["missed_month_s"], _ = timed(lambda: service.missed(JID, *period_days(month), NOW))
     out["sweep_s"], _ = timed(lambda: service.sweep(NOW), repeats=1)
     out["intake"] = intake(policies, intake_n)
     if pages:

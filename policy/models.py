@@ -321,7 +321,8 @@ class SourceClass(Provenanced):
     description: str = ""
 
 
-# The case events a deduction or veto can be derived from (store/assessment.py turns each into SQL).
+# What a deduction or veto can be derived from: case events, or cadence obligations missed (store/assessment.py
+# TRIGGER_RULES says how each counts).
 TRIGGERS: dict[str, str] = {
     "late_report": "迟报 (上报步骤超时)",
     "late_dispatch": "派遣超时",
@@ -333,6 +334,8 @@ TRIGGERS: dict[str, str] = {
     "extended": "延期",
     "found_by_upper": "应发现未发现, 被上级网格发现",
     "major_overdue": "重大问题超期",
+    "cadence_missed": "巡查/检查频次未完成",
+    "summary_late": "巡查记录汇总表未按时报送",
 }
 
 

@@ -190,7 +190,17 @@ class TriggerRule:
                 and (self.flag is None or flagged))
 
 
-TRIGGER_RULES: dict[str, TriggerRule] = {
+@dataclass(frozen=True)
+class LedgerRule:
+    """A trigger counted from cadence obligations (store/cadences.py) missed in the score window, of any activity
+    or of `activity`; charged to the obligation's grid (an object's grid for a per-object cadence)."""
+    activity: str | None = None
+
+    def matches(self, obligation) -> bool:
+        return self.activity in (None, obligation.cadence.activity)
+
+
+TRIGGER_RULES: dict[str, TriggerRule | LedgerRule] = {
     "late_report": TriggerRule("overdue", role="report", finder=True),
     "late_dispatch": TriggerRule("overdue", role="dispatch"),
     "late_handling": TriggerRule("overdue", role="handling"),
@@ -201,7 +211,17 @@ TRIGGER_RULES: dict[str, TriggerRule] = {
     "extended": TriggerRule("extended"),
     "found_by_upper": TriggerRule("created", flag=lambda: RECORD.found_level < EVENT.level),
     "major_overdue": TriggerRule("overdue", flag=lambda: RECORD.facts["major"].as_boolean().is_(True)),
+    "cadence_missed": LedgerRule(),
+    "summary_late": LedgerRule("summary"),
 }
+
+
+def case_rules(triggers) -> dict[str, TriggerRule]:
+    return {t: rule for t in triggers if isinstance(rule := TRIGGER_RULES[t], TriggerRule)}
+
+
+def ledger_rules(triggers) -> dict[str, LedgerRule]:
+    return {t: rule for t in triggers if isinstance(rule := TRIGGER_RULES[t], LedgerRule)}
 
 
 def _count(condition):
@@ -261,16 +281,16 @@ class AssessmentService:
         SQL groups the events by (unit, action, step, workflow) and by the flags of the wanted triggers (and
         whether inside the period); Python adds those group counts up with `TriggerRule.matches`."""
         longer = window.start < period.start
+        rules = case_rules(triggers)
         out: dict[str | None, dict[str, int]] = {}
         for key, finder, indicators in ((EVENT.unit, False, True), (RECORD.finder_unit, True, False)):
-            wanted = [t for t in triggers if TRIGGER_RULES[t].finder == finder]
+            wanted = [t for t, rule in rules.items() if rule.finder == finder]
             if not wanted and not indicators:
                 continue
-            actions = {TRIGGER_RULES[t].action for t in wanted}
+            actions = {rules[t].action for t in wanted}
             if indicators:
                 actions |= set(EVENT_INDICATORS) | set(FINISHING)
-            flags = [case((TRIGGER_RULES[t].flag(), 1), else_=0).label(f"f_{t}")
-                     for t in wanted if TRIGGER_RULES[t].flag]
+            flags = [case((flag(), 1), else_=0).label(f"f_{t}") for t in wanted if (flag := rules[t].flag)]
             if indicators and longer:
                 flags.append(case((EVENT.at >= period.start, 1), else_=0).label("in_period"))
             query = (select(key.label("key"), EVENT.action, EVENT.from_status, RECORD.workflow, *flags,
@@ -294,8 +314,26 @@ class AssessmentService:
                     if row.action in FINISHING and roles.has("verify", row.workflow, row.from_status):
                         counts["verified"] += row.n
                 for t in wanted:
-                    if TRIGGER_RULES[t].matches(roles, row.action, row.workflow, row.from_status, m.get(f"f_{t}", 0)):
+                    if rules[t].matches(roles, row.action, row.workflow, row.from_status, m.get(f"f_{t}", 0)):
                         counts[f"t:{t}"] += row.n
+        return out
+
+    def _missed_obligations(self, jid: str, window: Window, now: datetime | None = None) -> list:
+        """The cadence obligations missed in the score window (periods ending in it), as of `now`."""
+        from store.cadences import CadenceService  # noqa: PLC0415 - cadences builds on this module's Period
+        days = (window.start.astimezone(CST).date(), window.end.astimezone(CST).date())
+        return CadenceService(self.policies).missed(jid, *days, now)
+
+    def _ledger_counts(self, jid: str, window: Window, triggers: list[str],
+                       now: datetime | None = None) -> dict[str, dict[str, int]]:
+        rules = ledger_rules(triggers)
+        out: dict[str, dict[str, int]] = {}
+        if not rules:
+            return out
+        for obligation in self._missed_obligations(jid, window, now):
+            counts = out.setdefault(obligation.unit, dict.fromkeys((f"t:{t}" for t in rules), 0))
+            for t, rule in rules.items():
+                counts[f"t:{t}"] += rule.matches(obligation)
         return out
 
     def _clock_counts(self, session, jid: str, roles: StepRoles, period: Period,
@@ -418,7 +456,7 @@ class AssessmentService:
                 for r in rows]
 
     # --- the assessment
-    def assess(self, jid: str, period: Period, level: int | None = None) -> dict:
+    def assess(self, jid: str, period: Period, level: int | None = None, now: datetime | None = None) -> dict:
         router = self.policies.router(jid)
         jur, policy = router.jur, router.jur.policy
         levels = {lv.number: lv for lv in policy.levels}
@@ -440,6 +478,8 @@ class AssessmentService:
             returns = self._department_returns(session, jid, period)
             steps = self._step_times(session, jid, period, policy)
             records = self._records(session, jid, period)
+        for unit_id, missed in self._ledger_counts(jid, window, triggers, now).items():
+            _add(events.setdefault(unit_id, {}), missed)
 
         def indicators(unit: str | None) -> tuple[dict[str, int], dict[str, int]]:
             counts = events.get(unit, {})
@@ -514,7 +554,8 @@ class AssessmentService:
                 out.append({"period": p.label, **rates(ind)})
         return out
 
-    def explain(self, jid: str, period: Period, unit: str, deduction: str | None = None, limit: int = 500) -> dict:
+    def explain(self, jid: str, period: Period, unit: str, deduction: str | None = None, limit: int = 500,
+                now: datetime | None = None) -> dict:
         """The case events behind each deduction of one unit, with the rule that turned them into points."""
         jur = self._jurisdiction(jid)
         if unit not in jur.units:
@@ -526,22 +567,31 @@ class AssessmentService:
             raise NotFound(f"扣分项 '{deduction}' 不存在; 本辖区扣分项: {known}", field="deduction")
         window = score_window(scoring, period)
         roles = StepRoles.of(jur.policy)
+        missed = self._missed_obligations(jid, window, now) if ledger_rules(i.trigger for i in items) else []
         out = []
         with Session(self.engine) as session:
             for item in items:
                 rule = TRIGGER_RULES[item.trigger]
-                query = (select(EVENT.id, EVENT.case_id, EVENT.at, EVENT.action, EVENT.from_status, EVENT.note,
-                                RECORD.problem_type)
-                         .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
-                         .where(RECORD.jurisdiction == jid, rule.unit == unit, EVENT.at >= window.start,
-                                EVENT.at < period.end, rule.condition(roles))
-                         .order_by(EVENT.at, EVENT.id).limit(limit))
-                events = [{"event": r.id, "case": r.case_id, "at": r.at.astimezone(CST).isoformat(), "action": r.action,
-                           "step": r.from_status, "note": r.note, "problem_type": r.problem_type}
-                          for r in session.execute(query)]
+                events, obligations = [], []
+                if isinstance(rule, LedgerRule):
+                    obligations = [{"cadence": ob.cadence.id, "name": ob.cadence.name, "object_id": ob.object_id,
+                                    "period_start": ob.bucket[0].isoformat(),
+                                    "period_end": (ob.bucket[1] - timedelta(days=1)).isoformat(),
+                                    "required": ob.required, "recorded": ob.recorded}
+                                   for ob in missed if ob.unit == unit and rule.matches(ob)][:limit]
+                else:
+                    query = (select(EVENT.id, EVENT.case_id, EVENT.at, EVENT.action, EVENT.from_status, EVENT.note,
+                                    RECORD.problem_type)
+                             .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                             .where(RECORD.jurisdiction == jid, rule.unit == unit, EVENT.at >= window.start,
+                                    EVENT.at < period.end, rule.condition(roles))
+                             .order_by(EVENT.at, EVENT.id).limit(limit))
+                    events = [{"event": r.id, "case": r.case_id, "at": r.at.astimezone(CST).isoformat(),
+                               "action": r.action, "step": r.from_status, "note": r.note, "problem_type": r.problem_type}
+                              for r in session.execute(query)]
                 out.append({"id": item.id, "name": item.name, "trigger": item.trigger,
                             "trigger_label": TRIGGERS[item.trigger], "points_each": item.points,
-                            "provenance": item.provenance, "events": events})
+                            "provenance": item.provenance, "events": events, "obligations": obligations})
         return {"jurisdiction": jid, "unit": unit, "name": jur.units[unit].name, "period": period.as_dict(),
                 "score_window": window.as_dict(), "deductions": out}
 

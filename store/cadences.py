@@ -30,8 +30,6 @@ STATUS_LABELS = {"met": "已完成", "at_risk": "有风险", "missed": "未完�
 SEVERITY = ["met", "pending", "open", "at_risk", "missed"]  # a group's status is its worst obligation's
 # Activities a check of an object counts for: a patrol that checked a source inspected it.
 INSPECTING = ("patrol", "source_inspection")
-# Scoring triggers counted from obligations (for a deduction scheme's registry, see missed_counts).
-LEDGER_TRIGGERS = {"cadence_missed": "巡查/检查频次未完成", "summary_late": "巡查记录汇总表未按时报送"}
 
 Bucket = tuple[date, date]  # [start, end) days
 MAX_CASE_PERIODS = 40  # up to this many periods are told apart in SQL (a CASE); more are grouped by day
@@ -258,18 +256,11 @@ class CadenceService:
         below = LedgerService(self.policies).subtree(router, unit)
         return set(below) if below is not None else None
 
-    def missed_counts(self, jid: str, period: Period, now: datetime | None = None) -> dict[str, dict[str, int]]:
-        """Per unit, the scoring triggers of LEDGER_TRIGGERS in `period`: obligations missed (cadence_missed), and
-        of those the 巡查记录汇总表 not filed (summary_late). An object's obligation is its grid's."""
-        start, end = period_days(period)
+    def missed(self, jid: str, start: date, end: date, now: datetime | None = None) -> list[Obligation]:
+        """The obligations of the cadence periods that the days [start, end) answer for, missed as of `now`
+        (the assessment's ledger triggers count them; an object's obligation is its grid's)."""
         plan = [(c, buckets_in(c.per.value, start, end)) for c in self.policies.router(jid).jur.policy.cadences]
-        out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(LEDGER_TRIGGERS, 0))
-        for ob in self.evaluate(jid, plan, now or utcnow())[0]:
-            if ob.status == "missed":
-                out[ob.unit]["cadence_missed"] += 1
-                if ob.cadence.activity == "summary":
-                    out[ob.unit]["summary_late"] += 1
-        return dict(out)
+        return [ob for ob in self.evaluate(jid, plan, now or utcnow())[0] if ob.status == "missed"]
 
     # --- the sweeper
     def sweep(self, now: datetime | None = None) -> dict[str, int]:

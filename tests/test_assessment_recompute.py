@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from engine.router import Case
 from policy.models import TRIGGERS, PeriodKind
-from store.assessment import (EVENT, RECORD, TRIGGER_RULES, UNASSIGNED, AssessmentService, Period, StepRoles,
+from store.assessment import (EVENT, RECORD, TRIGGER_RULES, UNASSIGNED, case_rules, AssessmentService, Period, StepRoles,
                               score_window)
 from store.cases import CaseService, Transition
 from store.errors import Invalid
@@ -75,7 +75,7 @@ def test_every_trigger_has_one_rule_and_its_condition_and_grouped_counts_agree(s
     window = score_window(None, Q3)
     with Session(cases.engine) as session:
         grouped = assessment._event_counts(session, "karamay", roles, Q3, window, sorted(TRIGGERS))
-        for trigger, rule in TRIGGER_RULES.items():
+        for trigger, rule in case_rules(TRIGGERS).items():  # the ledger's: tests/test_ledger.py
             by_condition = dict(session.execute(
                 select(rule.unit, func.count())
                 .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))

@@ -13,7 +13,7 @@ from sqlmodel import Session, func, select
 
 from api.app import create_app
 from store.apikeys import create_key
-from store.assessment import Period
+from store.assessment import AssessmentService, Period
 from store.cadences import CadenceService, bucket_of, buckets_in, status_of
 from store.errors import Conflict, Invalid, NotFound
 from store.ledger import CST, Finding, LedgerService, PatrolInput, read_table
@@ -242,10 +242,51 @@ def test_village_patrols_twice_a_month_and_the_summary(ledger):
     assert november["monthly_patrol_summary"]["status"] == "missed"  # no 汇总表 filed in November
     assert (october["village_patrol"]["recorded"], october["village_patrol"]["status"]) == (1, "missed")
     assert october["monthly_patrol_summary"]["status"] == "met"
-    assert service.missed_counts("pian02", Period.parse("2026-11"), december)[village] == \
-        {"cadence_missed": 1, "summary_late": 1}
-    assert service.missed_counts("pian02", Period.parse("2026-10"), december)[village] == \
-        {"cadence_missed": 1, "summary_late": 0}
+    assert [(ob.unit, ob.cadence.id) for ob in service.missed("pian02", date(2026, 11, 1), date(2026, 12, 1), december)
+            if ob.unit == village] == [(village, "monthly_patrol_summary")]
+
+
+ASSUMED = "测试方案: 原文未给出每项扣分"
+
+
+def test_missed_cadences_are_deductions_the_assessment_explains(ledger):
+    """篇二 四(二): "每月不少两次的巡查监管 … 每月底前由主任负责上报本月巡查记录汇总表到乡政府备案" — a scheme that prices
+    a missed obligation (cadence_missed) and a summary not filed (summary_late) counts them per village grid and
+    explains them by obligation, like case deductions."""
+    policies = ledger.policies
+    village = next(u.id for u in policies.router("pian02").units.values() if u.level == 4)
+    draft = policies.create_draft("pian02", "t")
+    document = dict(policies.get_version("pian02", draft.number).document)
+    document["scoring"] = {"scheme": "deduction", "total": 100, "period": "month", "level": 4,
+                           "assumption": ASSUMED, "deductions": [
+                               {"id": "patrols", "name": "巡查频次未完成", "points": 3, "trigger": "cadence_missed",
+                                "assumption": ASSUMED},
+                               {"id": "summary", "name": "汇总表未报送", "points": 5, "trigger": "summary_late",
+                                "assumption": ASSUMED}]}
+    policies.update_draft("pian02", draft.number, document, draft.revision, "t")
+    policies.publish("pian02", draft.number, "t", "测试扣分")
+    for day in (date(2026, 10, 5), date(2026, 10, 19)):  # `village` patrols twice, files no summary
+        ledger.record_patrol("pian02", patrol(village, datetime(day.year, day.month, day.day, 9, tzinfo=CST)), "app",
+                             now=NOON)
+    for day, activity in ((date(2026, 9, 7), "patrol"), (date(2026, 9, 29), "summary")):  # one patrol, the summary
+        ledger.record_patrol("pian02", patrol(village, datetime(day.year, day.month, day.day, 9, tzinfo=CST),
+                                              activity=activity), "app", now=NOON)
+    assessment = AssessmentService(policies)
+    october = Period.parse("2026-10")
+    scores = {u["unit"]: u for u in assessment.assess("pian02", october, level=4, now=NOON)["units"]}
+    assert [(d["trigger"], d["count"], d["points"]) for d in scores[village]["deductions"]] == [
+        ("cadence_missed", 1, 3), ("summary_late", 1, 5)] and scores[village]["score"] == 92
+    september = {u["unit"]: u for u in assessment.assess("pian02", Period.parse("2026-09"), level=4, now=NOON)["units"]}
+    assert [(d["trigger"], d["count"]) for d in september[village]["deductions"]] == [("cadence_missed", 1)]
+    assert september[village]["score"] == 97
+    explained = assessment.explain("pian02", october, village, now=NOON)["deductions"]
+    assert [(d["id"], [(o["cadence"], o["period_start"], o["period_end"], o["required"], o["recorded"])
+                       for o in d["obligations"]], d["events"]) for d in explained] == [
+        ("patrols", [("monthly_patrol_summary", "2026-10-01", "2026-10-31", 1, 0)], []),
+        ("summary", [("monthly_patrol_summary", "2026-10-01", "2026-10-31", 1, 0)], [])]
+    # before the month ended nothing was missed yet
+    mid_october = datetime(2026, 10, 20, tzinfo=CST)
+    assert all(u["deductions"] == [] for u in assessment.assess("pian02", october, level=4, now=mid_october)["units"])
 
 
 def test_abc_classes_set_each_objects_inspection_frequency(ledger):
