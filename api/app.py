@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import events, ledger, open311
-from api.guards import MAX_ID, input_guard, security_headers
+from api.guards import input_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
                            UnitExplanation, VersionOut)
@@ -47,7 +47,7 @@ from store.cases import TRANSITION_LABELS, CaseService, Transition
 from store.db import refresh_statistics
 from store.errors import StoreError
 from store.sweeper import sweep
-from store.tables import CaseRecord
+from store.tables import MAX_ID, CaseRecord
 from store.versions import PolicyStore, open_policy_store
 
 log = logging.getLogger("gridpolicy")

@@ -16,7 +16,7 @@ from litestar.params import FromPath
 
 from pydantic import ValidationError
 
-from api.guards import MAX_ID, parse_moment
+from api.guards import parse_moment
 from api.intake import Report, resolve
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
@@ -25,7 +25,7 @@ from policy.facts import CASE_FACTS
 from store.apikeys import authorize
 from store.cases import CLOSED
 from store.errors import StoreError
-from store.tables import CaseRecord
+from store.tables import MAX_ID, CaseRecord
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-01T00:00:00Z"

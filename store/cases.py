@@ -62,9 +62,11 @@ class CaseService:
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
                now: datetime | None = None, description: str = "", request_hash: str | None = None,
-               report: dict[str, Any] | None = None) -> CaseRecord:
-        """Route and store a case, with its events and clocks. The same Idempotency-Key returns the first case,
-        never a duplicate; with another `request_hash` (a different request body) it is refused."""
+               report: dict[str, Any] | None = None,
+               also: Callable[[Session, CaseRecord], None] | None = None) -> CaseRecord:
+        """Route and store a case, with its events and clocks, and what `also` adds in the same transaction. The
+        same Idempotency-Key returns the first case, never a duplicate; with another `request_hash` (a different
+        request body) it is refused."""
         if idempotency_key:
             existing = self._by_key(jurisdiction, idempotency_key)
             if existing is not None:
@@ -74,6 +76,9 @@ class CaseService:
                 record = self.intake(uow.session, jurisdiction, case, actor, now or self.clock(), idempotency_key,
                                      description, report)
                 record.request_hash = request_hash
+                if also is not None:
+                    uow.session.flush()
+                    also(uow.session, record)
                 return record
         except IntegrityError:  # a concurrent retry with the same key won the race
             existing = self._by_key(jurisdiction, idempotency_key) if idempotency_key else None

@@ -552,13 +552,9 @@ class LedgerService:
                   report: dict[str, Any] | None = None) -> CaseRecord:
         """A case found at a supervised object: its grid and class (`enterprise_class`) come from the ledger."""
         obj = self.get_object(jid, object_id)
-        record = self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
-                                   request_hash=request_hash, report=report)
-        with Session(self.engine) as session:  # idempotent: a retried request links the same case once
-            if session.get(CaseLink, record.id) is None:
-                session.add(CaseLink(case_id=record.id, object_id=obj.id))
-                session.commit()
-        return record
+        return self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
+                                 request_hash=request_hash, report=report,
+                                 also=lambda session, record: session.add(CaseLink(case_id=record.id, object_id=obj.id)))
 
     def case_links(self, case_ids: list[int]) -> dict[int, CaseLink]:
         with Session(self.engine) as session:
