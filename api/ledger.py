@@ -110,6 +110,30 @@ class PatrolBody(BaseModel):
                                      for f in self.findings], photos=list(self.photos))
 
 
+MAX_BATCH = 500  # patrols per batch: one transaction, within the 256 KB body limit
+
+
+class BatchPatrol(PatrolBody):
+    idempotency_key: str | None = Field(None, max_length=200, description="同一键的记录只存一次, 重试返回首次记录")
+
+
+class PatrolBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patrols: list[BatchPatrol] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchItemOut(BaseModel):
+    id: int
+    unit: str
+    created: bool = Field(description="false: 此 Idempotency-Key 的记录此前已保存")
+
+
+class PatrolBatchOut(BaseModel):
+    created: int
+    existing: int
+    patrols: list[BatchItemOut] = Field(description="与请求中的顺序一致")
+
+
 def object_json(obj: SupervisedObject) -> dict:
     return obj.model_dump(mode="json", exclude={"search_key"})
 
@@ -189,6 +213,18 @@ class LedgerController(Controller):
         _, objects = ledger.get_patrol(jid, record.id)
         return Response(patrol_json(record, objects), status_code=201 if created else 200,
                         headers={"Location": f"/v1/jurisdictions/{jid}/patrols/{record.id}"})
+
+    @post("/patrols/batch", sync_to_thread=False, status_code=200)
+    def create_patrols(self, request: Request, jid: FromPath[str], data: JSONBody[PatrolBatch],
+                       x_api_key: ApiKeyHeader = None) -> PatrolBatchOut:
+        """Up to 500 patrol records in one transaction (an app syncing its offline queue): all saved or none, each
+        error naming its item (`patrols[i].field`)."""
+        key = authorize(request.app.state.services.policies.engine, x_api_key, jid)
+        stored = ledger_services(request.app).ledger.record_patrols(
+            jid, [(p.patrol(), p.idempotency_key) for p in data.patrols], f"apikey:{key.prefix}")
+        items = [BatchItemOut(id=record.id or 0, unit=record.unit, created=created) for record, created in stored]
+        made = sum(i.created for i in items)
+        return PatrolBatchOut(created=made, existing=len(items) - made, patrols=items)
 
     @get("/patrols", sync_to_thread=False)
     def patrols(self, request: Request, jid: FromPath[str], unit: Text = None,

@@ -55,6 +55,12 @@ class RowError:
         return (f"第 {self.row} 行 " if self.row else "") + f"{self.field}: {self.message}"
 
 
+def _errors(err: Invalid) -> list[RowError]:
+    """The row errors an Invalid lists, or itself as one."""
+    listed = err.extra.get("errors") or [{"row": None, "field": err.field or "", "message": err.message}]
+    return [RowError(e["row"], e["field"], e["message"]) for e in listed]
+
+
 def _invalid(errors: list[RowError]) -> Invalid:
     first = errors[0]
     shown = "; ".join(str(e) for e in errors[:20]) + (f"; 另有 {len(errors) - 20} 处错误" if len(errors) > 20 else "")
@@ -395,29 +401,74 @@ class LedgerService:
                       now: datetime | None = None) -> tuple[PatrolRecord, bool]:
         """Store a patrol record (and open a case per finding with a problem type) in one transaction.
         Returns (record, created); the same Idempotency-Key returns the first record."""
-        if idempotency_key:
-            existing = self._patrol_by_key(jid, idempotency_key)
-            if existing is not None:
-                return existing, False
+        try:
+            return self.record_patrols(jid, [(p, idempotency_key)], actor, now)[0]
+        except Invalid as err:  # one record: its errors without the batch's `patrols[0].` prefix
+            raise _invalid([RowError(None, e.field.removeprefix("patrols[0]."), e.message) for e in _errors(err)]) from None
+        except Conflict as err:
+            raise Conflict(err.message, field=(err.field or "").removeprefix("patrols[0].")) from None
+
+    def record_patrols(self, jid: str, items: list[tuple[PatrolInput, str | None]], actor: str,
+                       now: datetime | None = None) -> list[tuple[PatrolRecord, bool]]:
+        """Store patrol records (each with its own optional Idempotency-Key) in one transaction: all or none.
+        Errors name the item (`patrols[i].field`); a record whose key was seen returns the first one, not created."""
         now = now or utcnow()
         router = self.policies.router(jid)
-        with Session(self.engine) as session:
-            record = self._check_patrol(session, router, jid, p, actor, idempotency_key, now)
-            session.add(record)
+        keys = [k for _, k in items if k]
+        if len(set(keys)) < len(keys):
+            raise Invalid("同一批次中 Idempotency-Key 重复", field="patrols")
+        seen = self._patrols_by_keys(jid, keys)
+        out: list[tuple[PatrolRecord, bool] | None] = [(seen[k], False) if k in seen else None for _, k in items]
+        with Session(self.engine, expire_on_commit=False) as session:  # the records keep what was written
+            errors: list[RowError] = []
+            fresh: list[tuple[int, PatrolInput, PatrolRecord]] = []
+            for i, (p, key) in enumerate(items):
+                if out[i] is not None:
+                    continue
+                try:
+                    fresh.append((i, p, self._check_patrol(session, router, jid, p, actor, key, now)))
+                except Invalid as err:
+                    errors += [RowError(None, f"patrols[{i}].{e.field}", e.message) for e in _errors(err)]
+            if errors:
+                raise _invalid(errors)
+            twins = _same_patrols([r for _, _, r in fresh])
+            if twins:
+                i, p, _ = fresh[twins[0]]
+                raise Conflict(self._duplicate(p).message + " (同一批次)", field=f"patrols[{i}].patrolled_at")
+            session.add_all(r for _, _, r in fresh)
             try:
                 session.flush()
             except IntegrityError:
                 session.rollback()
-                existing = self._patrol_by_key(jid, idempotency_key) if idempotency_key else None
-                if existing is not None:
-                    return existing, False
-                raise self._duplicate(jid, p) from None
-            for oid in dict.fromkeys(p.objects):
-                session.add(PatrolObject(patrol_id=record.id, object_id=oid, day=record.day))
-            self._open_finding_cases(session, router, jid, record, p, actor, now)
+                raise self._conflict(jid, fresh) from None
+            for i, p, record in fresh:
+                session.add_all(PatrolObject(patrol_id=record.id, object_id=oid, day=record.day)
+                                for oid in dict.fromkeys(p.objects))
+                self._open_finding_cases(session, router, jid, record, p, actor, now, f"patrols[{i}].")
+                out[i] = (record, True)
             session.commit()
-            session.refresh(record)
-            return record, True
+        return [o for o in out if o is not None]
+
+    def _patrols_by_keys(self, jid: str, keys: list[str]) -> dict[str, PatrolRecord]:
+        if not keys:
+            return {}
+        with Session(self.engine) as session:
+            return {r.idempotency_key: r for r in session.exec(select(PatrolRecord).where(
+                PatrolRecord.jurisdiction == jid, PatrolRecord.idempotency_key.in_(keys)))}
+
+    def _conflict(self, jid: str, fresh: list[tuple[int, PatrolInput, PatrolRecord]]) -> Conflict:
+        """After a unique violation: the item already stored (a concurrent retry's key, or the same patrol)."""
+        by_key = self._patrols_by_keys(jid, [r.idempotency_key for _, _, r in fresh if r.idempotency_key])
+        with Session(self.engine) as session:
+            for i, p, r in fresh:
+                if r.idempotency_key in by_key:
+                    return Conflict(f"Idempotency-Key '{r.idempotency_key}' 已由并发请求使用, 请重试以取回记录",
+                                    field=f"patrols[{i}]")
+                t = PatrolRecord
+                if session.exec(select(t.id).where(t.jurisdiction == jid, t.unit == r.unit, t.activity == r.activity,
+                                                   t.patrolled_at == r.patrolled_at, t.signed_by == r.signed_by)).first():
+                    return Conflict(self._duplicate(p).message, field=f"patrols[{i}].patrolled_at")
+        return Conflict("巡查记录与已有记录冲突", field="patrols")
 
     def _check_patrol(self, session: Session, router: PolicyRouter, jid: str, p: PatrolInput, actor: str,
                       key: str | None, now: datetime) -> PatrolRecord:
@@ -444,9 +495,10 @@ class LedgerService:
             if not (url.startswith("https://") or url.startswith("http://")) or len(url) > 1000:
                 errors.append(RowError(None, f"photos[{i}]", f"照片地址须为 http(s) 网址: '{url[:80]}'"))
         day = at.astimezone(CST).date()
-        objects = {o.id: o for o in session.exec(select(SupervisedObject).where(
-            SupervisedObject.id.in_(set(p.objects) | {f.object_id for f in p.findings if f.object_id}))).all()}
-        below = None if unit is None else self.subtree(router, unit.id)
+        wanted = set(p.objects) | {f.object_id for f in p.findings if f.object_id}
+        objects = {o.id: o for o in session.exec(select(SupervisedObject).where(SupervisedObject.id.in_(wanted)))
+                   } if wanted else {}
+        below = None if unit is None or not wanted else self.subtree(router, unit.id)
         for name, ids in (("objects", p.objects), ("findings.object_id", [f.object_id for f in p.findings])):
             for oid in ids:
                 if oid is None:
@@ -472,7 +524,7 @@ class LedgerService:
                             idempotency_key=key, created_by=actor, created_at=now)
 
     def _open_finding_cases(self, session: Session, router: PolicyRouter, jid: str, record: PatrolRecord, p: PatrolInput,
-                            actor: str, now: datetime) -> None:
+                            actor: str, now: datetime, item: str = "") -> None:
         findings = list(record.findings)
         for i, f in enumerate(p.findings):
             if not f.problem_type:
@@ -485,19 +537,15 @@ class LedgerService:
             except (Invalid, ValueError) as err:
                 session.rollback()
                 message = getattr(err, "message", None) or str(err).split("\n")[-1]
-                raise Invalid(f"发现问题 {i + 1}: {message}", field=f"findings[{i}].problem_type") from None
+                raise Invalid(f"发现问题 {i + 1}: {message}", field=f"{item}findings[{i}].problem_type") from None
             session.flush()
             session.add(CaseLink(case_id=case_record.id, object_id=obj.id if obj else None, patrol_id=record.id))
             findings[i] = {**findings[i], "case_id": case_record.id}
         record.findings = findings
         session.add(record)
 
-    def _patrol_by_key(self, jid: str, key: str) -> PatrolRecord | None:
-        with Session(self.engine) as session:
-            return session.exec(select(PatrolRecord).where(PatrolRecord.jurisdiction == jid,
-                                                           PatrolRecord.idempotency_key == key)).first()
-
-    def _duplicate(self, jid: str, p: PatrolInput) -> Conflict:
+    @staticmethod
+    def _duplicate(p: PatrolInput) -> Conflict:
         return Conflict(f"重复提交: 网格 {p.unit} 在 {as_cst(p.patrolled_at).astimezone(CST):%Y-%m-%d %H:%M} 已有 "
                         f"{p.signed_by} 签字的{ACTIVITY_LABELS.get(p.activity, p.activity)}记录", field="patrolled_at")
 
@@ -561,12 +609,26 @@ class LedgerService:
             return {link.case_id: link for link in session.exec(select(CaseLink).where(CaseLink.case_id.in_(case_ids)))}
 
 
-@lru_cache(maxsize=4096)
-def _below(router: PolicyRouter, unit: str) -> list[str]:
-    """A unit and its descendants, per compiled version (a PolicyRouter is one version's)."""
+def _same_patrols(records: list[PatrolRecord]) -> list[int]:
+    """Indexes of records repeating an earlier one of the list (the unique patrol: grid, activity, time, signer)."""
+    first: dict[tuple, int] = {}
+    return [i for i, r in enumerate(records)
+            if first.setdefault((r.unit, r.activity, r.patrolled_at, r.signed_by), i) != i]
+
+
+@lru_cache(maxsize=8)
+def _children(router: PolicyRouter) -> dict[str | None, list[str]]:
+    """Each unit's children, per compiled version (a PolicyRouter is one version's)."""
     children: dict[str | None, list[str]] = defaultdict(list)
     for u in router.units.values():
         children[u.parent].append(u.id)
+    return children
+
+
+@lru_cache(maxsize=4096)
+def _below(router: PolicyRouter, unit: str) -> list[str]:
+    """A unit and its descendants."""
+    children = _children(router)
     out, todo = [], [unit]
     while todo:
         out.append(todo.pop())

@@ -178,6 +178,27 @@ def test_duplicate_submission_without_a_key_is_a_conflict(ledger):
     assert count(ledger.engine, PatrolRecord) == 1
 
 
+def test_a_batch_of_patrols_is_saved_whole_or_not_at_all(ledger):
+    """An app syncing its offline queue: one transaction; each error names its item; a retried key returns the first."""
+    batch = [(patrol(at=NOON - timedelta(hours=h)), f"k-{h}") for h in range(1, 4)]
+    bad = batch + [(patrol(unit="nowhere"), None), (patrol(photos=["ftp://x"]), None)]
+    with pytest.raises(Invalid) as err:
+        ledger.record_patrols("panjin", bad, "app", now=NOON)
+    assert [e["field"] for e in err.value.extra["errors"]] == ["patrols[3].unit", "patrols[4].photos[0]"]
+    assert count(ledger.engine, PatrolRecord) == 0
+    with pytest.raises(Conflict, match="同一批次") as twin:
+        ledger.record_patrols("panjin", [*batch, (patrol(at=NOON - timedelta(hours=1)), None)], "app", now=NOON)
+    assert twin.value.field == "patrols[3].patrolled_at" and count(ledger.engine, PatrolRecord) == 0
+    stored = ledger.record_patrols("panjin", batch, "app", now=NOON)
+    assert [created for _, created in stored] == [True] * 3 and count(ledger.engine, PatrolRecord) == 3
+    again = ledger.record_patrols("panjin", [batch[1], (patrol(at=NOON), "k-new")], "app", now=NOON)
+    assert [(r.id, created) for r, created in again][0] == (stored[1][0].id, False) and again[1][1]
+    with pytest.raises(Conflict, match="重复提交") as stale:  # the same patrol again under a new key
+        ledger.record_patrols("panjin", [(patrol(at=NOON - timedelta(hours=5)), None), (batch[0][0], "k-other")],
+                              "app", now=NOON)
+    assert stale.value.field == "patrols[1].patrolled_at" and count(ledger.engine, PatrolRecord) == 4
+
+
 def test_a_case_found_at_an_object_takes_its_grid_and_class(ledger):
     from engine.router import Case
     obj = ledger.create_object("panjin", SOURCE, "t")
@@ -378,6 +399,23 @@ def test_http_objects_patrols_cases_and_cadences(client):
                         content=_csv("甲厂,pj-l3-01,污染源,A,小型,X1,,"), headers={"Content-Type": "text/csv"})
     assert saved.status_code == 200 and saved.json()["added"] == 1
     assert client.get("/v1/jurisdictions/panjin/objects", headers={"X-API-Key": ""}).status_code == 403
+
+
+def test_http_patrol_batch(client):
+    item = {"unit": "pj-l3-01", "patrollers": ["王五"], "signed_by": "王五"}
+    patrols = [{**item, "patrolled_at": f"2026-11-03T0{h}:00:00", "idempotency_key": f"b-{h}"} for h in range(1, 4)]
+    saved = client.post("/v1/jurisdictions/panjin/patrols/batch", json={"patrols": patrols})
+    assert saved.status_code == 200, saved.text
+    assert (saved.json()["created"], saved.json()["existing"]) == (3, 0)
+    retried = client.post("/v1/jurisdictions/panjin/patrols/batch", json={"patrols": patrols[:2]}).json()
+    assert retried["existing"] == 2 and [p["id"] for p in retried["patrols"]] == [p["id"] for p in saved.json()["patrols"][:2]]
+    bad = client.post("/v1/jurisdictions/panjin/patrols/batch",
+                      json={"patrols": [{**item, "patrolled_at": "2026-11-03T08:00:00"}, {**item, "unit": "x",
+                                                                                          "patrolled_at": "2026-11-03T08:30:00"}]})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "patrols[1].unit"
+    assert client.get("/v1/jurisdictions/panjin/patrols").json()["total"] == 3
+    too_many = client.post("/v1/jurisdictions/panjin/patrols/batch", json={"patrols": [patrols[0]] * 501})
+    assert too_many.status_code == 400
 
 
 def test_trend_agrees_with_each_periods_compliance(ledger):
