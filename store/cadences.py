@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -23,7 +23,8 @@ from sqlmodel import Session, select
 from policy.models import ACTIVITY_LABELS, PERIOD_LABELS, Cadence
 from store.assessment import MONTHS, Period
 from store.ledger import CST
-from store.tables import CadenceObligation, Notification, PatrolObject, PatrolRecord, SupervisedObject, utcnow
+from store.tables import (CadenceObligation, Notification, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject,
+                          utcnow)
 from store.versions import PolicyStore
 
 STATUS_LABELS = {"met": "已完成", "at_risk": "有风险", "missed": "未完成", "open": "进行中", "pending": "未开始"}
@@ -32,6 +33,7 @@ SEVERITY = ["met", "pending", "open", "at_risk", "missed"]  # a group's status i
 INSPECTING = ("patrol", "source_inspection")
 
 Bucket = tuple[date, date]  # [start, end) days
+SETTLED_RESULTS = 512  # settled cadence evaluations kept per service
 MAX_CASE_PERIODS = 40  # up to this many periods are told apart in SQL (a CASE); more are grouped by day
 
 
@@ -111,12 +113,54 @@ class CadenceService:
     def __init__(self, policies: PolicyStore):
         self.policies = policies
         self.engine = policies.engine
+        # results over periods that are over, keyed with the fingerprint of the records they were computed from
+        self._settled: OrderedDict[tuple, tuple[tuple, tuple[list[Obligation], dict]]] = OrderedDict()
+
+    def _fingerprint(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]]) -> tuple:
+        """What a settled result depends on besides the version: the patrol records of the plan's days (count and
+        newest id; records are only added) and the objects' history (newest change)."""
+        days = [b for _, buckets in plan for b in buckets]
+        if not days:
+            return ()
+        p = PatrolRecord.__table__.c
+        with Session(self.engine) as session:
+            count, newest = session.execute(select(func.count(), func.max(p.id)).where(
+                p.jurisdiction == jid, p.day >= min(b[0] for b in days), p.day < max(b[1] for b in days))).one()
+            changed = session.execute(select(func.max(ObjectChange.__table__.c.id))).scalar()
+        return count, newest, changed
 
     # --- the core: obligations of some cadences over some of their periods
     def evaluate(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime,
                  units: set[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
         """Obligations for each (cadence, periods) of `plan`, optionally only in `units`; and the objects
-        concerned (id → (name, unit))."""
+        concerned (id → (name, unit)). A cadence whose periods are all over is remembered with the fingerprint of
+        the records it was counted from, and counted again only when they change."""
+        version = self.policies.router(jid).compiled.version
+        scope = None if units is None else frozenset(units)
+        settled = [(c, buckets) for c, buckets in plan if buckets and now >= at(max(b[1] for b in buckets))]
+        fingerprint = self._fingerprint(jid, settled)
+        keys = {c.id: (jid, version, c.id, tuple(sorted(set(buckets))), scope) for c, buckets in settled}
+        known = {cid: hit[1] for cid, key in keys.items() if (hit := self._settled.get(key)) and hit[0] == fingerprint}
+        obligations, objects = self._evaluate(jid, [(c, b) for c, b in plan if c.id not in known], now, units)
+        fresh: dict[str, list[Obligation]] = defaultdict(list)
+        for ob in obligations:
+            if ob.cadence.id in keys:
+                fresh[ob.cadence.id].append(ob)
+        for cid, key in keys.items():
+            if cid in known:
+                self._settled.move_to_end(key)
+                obligations += known[cid][0]
+                objects.update(known[cid][1])
+            else:
+                mine = fresh.get(cid, [])
+                self._settled[key] = (fingerprint, (mine, {o.object_id: objects[o.object_id] for o in mine
+                                                           if o.object_id is not None}))
+        while len(self._settled) > SETTLED_RESULTS:
+            self._settled.popitem(last=False)
+        return obligations, objects
+
+    def _evaluate(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime,
+                  units: set[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
         router = self.policies.router(jid)
         by_level: dict[int | None, list[str]] = defaultdict(list)
         for u in router.units.values():
@@ -231,19 +275,18 @@ class CadenceService:
 
     def trend(self, jid: str, period: Period, count: int, now: datetime | None = None,
               unit: str | None = None) -> list[dict]:
-        """Obligations per status in each of the `count` periods up to `period` (oldest first), evaluated at once."""
+        """Obligations per status in each of the `count` periods up to `period` (oldest first); a period that is over
+        is evaluated once while its records stay the same (the dashboard's chart)."""
         periods = [period]
         for _ in range(count - 1):
             periods.insert(0, periods[0].previous())
         router = self.policies.router(jid)
         units = self._units(router, unit)
-        per_period = [{c.id: set(buckets_in(c.per.value, *period_days(p))) for c in router.jur.policy.cadences}
-                      for p in periods]
-        plan = [(c, sorted(set().union(*(pp[c.id] for pp in per_period)))) for c in router.jur.policy.cadences]
-        obligations = self.evaluate(jid, plan, now or utcnow(), units)[0]
+        now = now or utcnow()
         out = []
-        for p, wanted in zip(periods, per_period):
-            tally = Counter(ob.status for ob in obligations if ob.bucket in wanted[ob.cadence.id])
+        for p in periods:
+            plan = [(c, buckets_in(c.per.value, *period_days(p))) for c in router.jur.policy.cadences]
+            tally = Counter(ob.status for ob in self.evaluate(jid, plan, now, units)[0])
             total = sum(tally.values())
             out.append({"period": p.label, **{s: tally[s] for s in STATUS_LABELS}, "total": total,
                         "met_rate": round(tally["met"] / total, 3) if total else None})

@@ -290,6 +290,7 @@ class PatrolRecord(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("jurisdiction", "idempotency_key"),
                       UniqueConstraint("jurisdiction", "unit", "activity", "patrolled_at", "signed_by"),
                       Index("ix_patrol_compliance", "jurisdiction", "day", "activity", "unit"),
+                      Index("ix_patrol_activity", "jurisdiction", "activity", "day", "unit"),
                       Index("ix_patrol_latest", "jurisdiction", "patrolled_at"))
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(max_length=64)

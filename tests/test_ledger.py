@@ -310,6 +310,26 @@ def test_missed_cadences_are_deductions_the_assessment_explains(ledger):
     assert all(u["deductions"] == [] for u in assessment.assess("pian02", october, level=4, now=mid_october)["units"])
 
 
+def test_a_settled_period_is_counted_again_only_when_its_records_change(ledger, monkeypatch):
+    village = next(u.id for u in ledger.policies.router("pian02").units.values() if u.level == 4)
+    service = CadenceService(ledger.policies)
+    counted: list[list[tuple[str, int]]] = []  # per counting: (cadence, periods) counted from the records
+    evaluate = service._evaluate
+    monkeypatch.setattr(service, "_evaluate", lambda jid, plan, *a: counted.append(
+        [(c.id, len(b)) for c, b in plan]) or evaluate(jid, plan, *a))
+    october, december = Period.parse("2026-10"), datetime(2026, 12, 1, 8, tzinfo=CST)
+    mine = lambda: {r["cadence"]: r["recorded"] for r in service.compliance("pian02", october, december)["rows"]  # noqa: E731
+                    if r["unit"] == village}
+    assert mine()["village_patrol"] == 0 and mine()["village_patrol"] == 0
+    assert counted[1] == [] and ("village_patrol", 1) in counted[0]  # the second time nothing was counted
+    ledger.record_patrol("pian02", patrol(village, datetime(2026, 10, 9, 9, tzinfo=CST)), "app", now=NOON)
+    assert mine()["village_patrol"] == 1 and counted[2] == counted[0]
+    counted.clear()
+    service.compliance("pian02", Period.parse("2026-11"), NOON)  # not over at NOON: counted every time
+    service.compliance("pian02", Period.parse("2026-11"), NOON)
+    assert counted[0] == counted[1] != []
+
+
 def test_abc_classes_set_each_objects_inspection_frequency(ledger):
     """盘锦 附件1 一 classes; the frequencies are assumptions of panjin.yaml (C quarterly, B half-yearly, A yearly)."""
     c = ledger.create_object("panjin", SOURCE, "t")
