@@ -54,7 +54,7 @@ def diff(old: Policy, new: Policy) -> dict:
 def compare(jurisdictions: list[Jurisdiction]) -> dict:
     """Side by side: levels, unit counts, which level handles each shared problem type, departments,
     workflow steps and deadlines, escalation rules, scoring."""
-    result = {"jurisdictions": [], "problem_types": []}
+    result: dict[str, list] = {"jurisdictions": [], "problem_types": []}
     codes: dict[str, dict] = {}
     for jur in jurisdictions:
         p = jur.policy

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,7 @@ def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: 
     return jur
 
 
-def _issue_from_pydantic(data: dict, err: dict, files: list[str], origins: OriginMap) -> PolicyIssue:
+def _issue_from_pydantic(data: dict, err: Mapping[str, Any], files: list[str], origins: OriginMap) -> PolicyIssue:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     file, line = origins.locate(data, loc)
     message = err["msg"].removeprefix("Value error, ")

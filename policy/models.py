@@ -298,7 +298,7 @@ class Cadence(Provenanced):
     NUMERIC = ("times", "per")
     id: Slug
     name: NonEmpty
-    activity: Literal[tuple(ACTIVITY_LABELS)]
+    activity: Literal[tuple(ACTIVITY_LABELS)]  # type: ignore[valid-type]  # the labels' keys, one list
     level: int | None = None
     times: Annotated[int, Field(ge=1)] = 1
     per: PeriodKind

@@ -43,7 +43,7 @@ _PERIOD_WORDS = {"day": ("日", "天"), "week": ("周", "星期"), "half_month":
                  "quarter": ("季",), "half_year": ("半年",), "year": ("年",)}
 
 
-def _numeral(forms: list[str]) -> str:
+def _numeral(forms: tuple[str, ...]) -> str:
     """A regex for any of `forms` standing alone as a number (not part of a longer one: 12 is not in 120)."""
     alts = "|".join(sorted((re.escape(f) for f in forms), key=len, reverse=True))
     return rf"(?<![0-9.{_CN_DIGITS}])(?:{alts})(?![0-9.])"

@@ -63,7 +63,7 @@ class _Checker:
         self.issues.append(PolicyIssue(message=message, file=file or self.default_file, line=line,
                                        path=format_path(loc)))
 
-    def level_ok(self, loc: tuple, level: int | None, what: str) -> None:
+    def level_ok(self, loc: tuple, level: object, what: str) -> None:
         if level is not None and level not in self.levels:
             self.add(loc, f"{what}层级 {level} 不存在; 本辖区层级为 {self.levels} — level {level} is not declared")
 

@@ -63,7 +63,8 @@ class _Budget:
     holds."""
 
     def __init__(self, file: str):
-        self.file, self.built, self.seen = file, 0, set()
+        self.file, self.built = file, 0
+        self.seen: set[int] = set()
 
     def spend(self, node: yaml.Node, depth: int) -> None:
         self.built += 1
