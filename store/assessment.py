@@ -469,6 +469,7 @@ class AssessmentService:
             "jurisdiction": jid, "name": policy.name, "policy_version": router.compiled.version,
             "period": period.as_dict(), "score_window": window.as_dict(),
             "scheme": _scheme(scoring), "indicator_labels": INDICATOR_LABELS, "rate_labels": RATE_LABELS,
+            "documents": {doc.seed: doc.title for doc in policy.sources},
             "units": units,
             "unassigned": unassigned,
             "levels": _levels(units, levels),
