@@ -68,7 +68,6 @@ def impact(request: Request, user: NamedDependency[Principal], jid: FromPath[str
 
 # --- compare: the chart, every section as a table, and the same tables as an .xlsx workbook
 CompareIds = Annotated[list[str] | None, QueryParameter(max_items=50)]
-SCHEMES = {"deduction": "扣分制", "points": "计分制"}
 
 
 def chosen_jurisdictions(request: Request, ids: list[str] | None) -> tuple[list[str], list[str]]:
@@ -113,7 +112,7 @@ def compare_sections(result: dict) -> list[dict]:
         {"id": "rules", "title": "规则与超期升级", "headers": ["辖区", "规则代码", "规则名称", "优先级"],
          "rows": [[j["id"], r["id"], r["name"], r["priority"]] for j in js for r in j["escalation"]]},
         {"id": "scoring", "title": "考核评分", "headers": ["辖区", "计分方式", "总分", "考核周期", "公示周期"],
-         "rows": [[j["id"], *([SCHEMES[j["scoring"]["scheme"]], j["scoring"]["total"],
+         "rows": [[j["id"], *([label(j["scoring"]["scheme"], "scheme"), j["scoring"]["total"],
                                label(j["scoring"]["period"], "period"),
                                label(j["scoring"]["publish"], "period")]
                              if j["scoring"] else ["无", None, None, None])]

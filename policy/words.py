@@ -35,6 +35,8 @@ CASE_EVENT_LABELS = {"created": "受理并路由", "entered": "进入步骤", "c
 # A case's status outside its workflow's steps (store.cases.RECEIVED, CLOSED); inside, the step's name.
 CASE_STATE_LABELS = {"received": "已受理", "closed": "已结案"}
 CALENDAR_LABELS = {"natural": "自然日", "working": "工作日"}
+SCHEME_LABELS = {"deduction": "倒扣分制", "points": "百分制"}  # the seed documents' words for a scoring scheme
+VERSION_STATUS_LABELS = {"draft": "草稿", "published": "已发布"}
 # What an audit entry records (store.versions.audit's `action`), and the keys of its detail.
 AUDIT_ACTION_LABELS = {
     "bootstrap_import": "首次导入规则文件", "bootstrap_draft": "规则文件变化, 生成草稿", "draft_created": "新建草稿",
@@ -54,7 +56,7 @@ DURATION_UNITS = {"hours": ("小时", 3600, "natural"), "days": ("天", 86400, "
 VOCABULARIES: dict[str, Mapping[str, str]] = {
     "action": ACTION_LABELS, "event": CASE_EVENT_LABELS, "trigger": TRIGGERS, "period": PERIOD_LABELS,
     "activity": ACTIVITY_LABELS, "object_kind": OBJECT_KINDS, "calendar": CALENDAR_LABELS,
-    "state": CASE_STATE_LABELS, "audit": AUDIT_ACTION_LABELS, "audit_detail": AUDIT_DETAIL_LABELS, "fact": {**BOOLEAN_FACTS, **{k: v[0] for k, v in ENUM_FACTS.items()}},
+    "state": CASE_STATE_LABELS, "scheme": SCHEME_LABELS, "version": VERSION_STATUS_LABELS, "audit": AUDIT_ACTION_LABELS, "audit_detail": AUDIT_DETAIL_LABELS, "fact": {**BOOLEAN_FACTS, **{k: v[0] for k, v in ENUM_FACTS.items()}},
 }
 
 

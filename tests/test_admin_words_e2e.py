@@ -17,7 +17,7 @@ from store.simulate import Simulator
 from store.tables import CaseRecord
 from store.users import create_user
 from store.versions import open_policy_store
-from tests.admin_browser import PASSWORD, database_with_users, htmx_idle, running_server, shot
+from tests.admin_browser import PASSWORD, database_with_users, htmx_idle, running_server, shot, sign_in
 
 WIDTHS = {"laptop": 1366, "phone": 390}
 # codes an admin must not read where words are expected
@@ -44,16 +44,6 @@ def width(request) -> int:
     return WIDTHS[request.param]
 
 
-def signed_in(browser, base: str, name: str, width: int) -> Page:
-    page = browser.new_context(viewport={"width": width, "height": 900}, locale="zh-CN").new_page()
-    page.goto(base + "/admin/login")
-    page.get_by_label("用户名").fill(name)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录").click()
-    expect(page.get_by_role("heading", name="辖区")).to_be_visible()
-    return page
-
-
 def no_page_overflow(page: Page) -> None:
     """The page body never scrolls sideways (wide tables scroll inside their own box)."""
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), page.url
@@ -65,7 +55,7 @@ def texts(page: Page, selector: str) -> list[str]:
 
 def test_words_not_codes(browser, server, width):
     base, _ = server
-    page = signed_in(browser, base, "admin", width)
+    page = sign_in(browser, base, "admin", width)
     # case statuses are step names; the timeline's events and steps are words
     page.goto(base + "/admin/cases/karamay/list")
     statuses = [s.replace("超期", "").strip() for s in texts(page, "#case-rows tbody td:nth-child(6)")]
@@ -99,7 +89,7 @@ def test_words_not_codes(browser, server, width):
 
 def test_assessment_drill_down_words_and_links(browser, server, width):
     base, _ = server
-    page = signed_in(browser, base, "admin", width)
+    page = sign_in(browser, base, "admin", width)
     page.goto(base + "/admin/j/karamay/assessment?period=2026-Q3&level=2")
     link = page.get_by_role("link", name="扣分明细").first
     page.goto(base + link.get_attribute("href"))
@@ -122,7 +112,7 @@ CASE_EVENT_CODES = {"created", "entered", "completed", "closed", "reopened", "re
 
 def test_departments_multiselect_and_duration_units(browser, server):
     base, _ = server
-    page = signed_in(browser, base, "admin", 1366)
+    page = sign_in(browser, base, "admin", 1366)
     page.goto(base + "/admin/j/weiyang")
     page.get_by_role("button", name="基于生效版本新建草稿").click()
     expect(page).to_have_url(re.compile(r"/admin/j/weiyang/v/\d+$"))
@@ -164,7 +154,7 @@ def test_departments_multiselect_and_duration_units(browser, server):
 
 def test_times_are_beijing_time(browser, server, width):
     base, url = server
-    page = signed_in(browser, base, "admin", width)
+    page = sign_in(browser, base, "admin", width)
     page.goto(base + "/admin/cases/karamay/list?state=all")
     expect(page.locator("#case-rows thead")).to_contain_text("受理时间 (北京时间)")
     assert "UTC" not in page.locator("main").inner_text()
@@ -192,7 +182,7 @@ def test_times_are_beijing_time(browser, server, width):
 
 def test_single_jurisdiction_editor_sees_what_they_can_use(browser, server, width):
     base, _ = server
-    page = signed_in(browser, base, "wy_editor", width)
+    page = sign_in(browser, base, "wy_editor", width)
     # the index links no other jurisdiction's cases (they would answer 403)
     assert page.locator("a[href^='/admin/cases/karamay']").count() == 0
     expect(page.locator("a[href^='/admin/cases/weiyang']").first).to_be_visible()
@@ -212,7 +202,7 @@ def test_single_jurisdiction_editor_sees_what_they_can_use(browser, server, widt
 
 def test_simulator_version_pinyin_and_single_lines(browser, server, width):
     base, _ = server
-    page = signed_in(browser, base, "admin", width)
+    page = sign_in(browser, base, "admin", width)
     page.goto(base + "/admin/simulate?jurisdiction=weiyang")
     page.get_by_label("问题类型 (名称、拼音或编码)").fill("jiegan")
     page.get_by_label("告知劝阻无效").check()
@@ -230,7 +220,7 @@ def test_simulator_version_pinyin_and_single_lines(browser, server, width):
 
 def test_compare_three_highlights_differences_among_those_that_have_a_type(browser, server):
     base, _ = server
-    page = signed_in(browser, base, "admin", 1366)
+    page = sign_in(browser, base, "admin", 1366)
     page.goto(base + "/admin/compare?ids=hefei&ids=weiyang&ids=karamay")
     differing = page.locator("#compare-types tr[data-differs]")
     assert differing.count() >= 1
@@ -243,7 +233,7 @@ def test_compare_three_highlights_differences_among_those_that_have_a_type(brows
 
 def test_layout_phone_and_laptop(browser, server):
     base, _ = server
-    phone = signed_in(browser, base, "admin", 390)
+    phone = sign_in(browser, base, "admin", 390)
     for path in ("/admin/", "/admin/j/hefei/v/1", "/admin/j/hefei/v/1/units", "/admin/cases/karamay/list",
                  "/admin/j/karamay/v/1/verify", "/admin/compare?ids=hefei&ids=weiyang", "/admin/audit"):
         phone.goto(base + path)
@@ -256,7 +246,7 @@ def test_layout_phone_and_laptop(browser, server):
     assert len(tracks.split()) == 1, tracks
     shot(phone, "phone-units")
     phone.context.close()
-    laptop = signed_in(browser, base, "admin", 1366)
+    laptop = sign_in(browser, base, "admin", 1366)
     laptop.goto(base + "/admin/j/panjin")
     laptop.get_by_role("button", name="基于生效版本新建草稿").click()  # a draft: its rows have 编辑 buttons
     expect(laptop).to_have_url(re.compile(r"/admin/j/panjin/v/\d+$"))
@@ -271,7 +261,7 @@ def test_layout_phone_and_laptop(browser, server):
 
 def test_audit_log(browser, server, width):
     base, _ = server
-    page = signed_in(browser, base, "admin", width)
+    page = sign_in(browser, base, "admin", width)
     page.get_by_role("navigation", name="主导航").get_by_role("link", name="审计日志").click()
     expect(page.get_by_role("heading", name="审计日志")).to_be_visible()
     rows = page.locator("#audit-rows tbody tr[data-action]")
@@ -288,7 +278,7 @@ def test_audit_log(browser, server, width):
     no_page_overflow(page)
     page.context.close()
     # an editor of one jurisdiction sees its entries only, and cannot ask for another's
-    editor = signed_in(browser, base, "wy_editor", width)
+    editor = sign_in(browser, base, "wy_editor", width)
     editor.goto(base + "/admin/audit")
     assert set(editor.locator("#audit-rows tbody td:nth-child(4) a").all_inner_texts()) == {"weiyang"}
     assert editor.goto(base + "/admin/audit?jurisdiction=karamay").status == 403
