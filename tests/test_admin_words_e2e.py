@@ -188,6 +188,11 @@ def test_single_jurisdiction_editor_sees_what_they_can_use(browser, server, widt
     expect(page.locator("a[href^='/admin/cases/weiyang']").first).to_be_visible()
     page.get_by_role("navigation", name="主导航").get_by_role("link", name="综合评价").click()
     expect(page).to_have_url(re.compile(r"/admin/j/weiyang/assessment"))
+    # another jurisdiction's page links nothing that would answer 403
+    page.goto(base + "/admin/j/karamay")
+    for href in page.locator("main a").evaluate_all("as => as.map(a => a.getAttribute('href'))"):
+        if href.startswith("/admin/"):
+            assert page.request.get(base + href).status != 403, href
     # a forbidden page keeps the navigation
     answer = page.goto(base + "/admin/cases/karamay")
     assert answer.status == 403
