@@ -39,7 +39,7 @@ def _busiest_level(result: dict) -> int:
 @get("/assessment", sync_to_thread=False)
 def assessment_home(request: Request, user: NamedDependency[Principal],
                     jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Redirect:
-    return jurisdiction_redirect(request, jurisdiction, "assessment")
+    return jurisdiction_redirect(request, user, jurisdiction, "assessment")
 
 
 @get("/j/{jid:str}/assessment", sync_to_thread=False)
@@ -79,7 +79,9 @@ def assessment_unit(request: Request, user: NamedDependency[Principal], jid: Fro
     p = _period(request, jid, period)
     explanation = services(request).assessment.explain(jid, p, unit)
     template = "assessment_unit_detail.html" if is_htmx(request) else "assessment_unit.html"
-    return page(template, user=user, jid=jid, e=explanation, period=p)
+    jur = services(request).policies.router(jid).jur
+    return page(template, user=user, jid=jid, e=explanation, period=p, type_names=jur.type_names,
+                step_names={s.id: s.name for w in jur.policy.workflows for s in w.steps})
 
 
 @get("/j/{jid:str}/assessment.xlsx", sync_to_thread=False)

@@ -12,7 +12,10 @@ from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import FromPath, PathParameter
 from litestar.plugins.htmx import ClientRedirect, HTMXDetails
 from litestar.response import Redirect, Template
-from markupsafe import escape
+from jinja2 import Environment, pass_context
+from markupsafe import Markup, escape
+
+from policy import words
 
 from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.sessions import renew_session
@@ -52,9 +55,17 @@ def require(user: NamedDependency[Principal], jid: FromPath[str], role: str) -> 
         raise Forbidden(f"你在辖区 {jid} 没有{ROLE_LABELS[role]}权限", field="role")
 
 
-def jurisdiction_redirect(request: Request, jurisdiction: str | None, page_path: str) -> Redirect:
-    """A per-jurisdiction page reached from the main navigation: the one asked for, else the first."""
-    ids = sorted(services(request).policies.refresh())
+def visible_jurisdictions(request: Request, user: Principal) -> list[str]:
+    """The jurisdictions whose pages the user may open (a viewer role or more), sorted."""
+    return [jid for jid in sorted(services(request).policies.refresh()) if user.can(jid, "viewer")]
+
+
+def jurisdiction_redirect(request: Request, user: Principal, jurisdiction: str | None, page_path: str) -> Redirect:
+    """A per-jurisdiction page reached from the main navigation: the one asked for, else the first the user may
+    open (never one that would answer 403)."""
+    ids = visible_jurisdictions(request, user)
+    if not ids:
+        raise Forbidden("你在任何辖区都没有查看权限, 请联系超级管理员分配角色", field="role")
     return Redirect(f"/admin/j/{jurisdiction if jurisdiction in ids else ids[0]}/{page_path}")
 
 
@@ -80,10 +91,15 @@ def login_redirect(request: Request, _: LoginRequired) -> Response:
 
 
 def error_page(request: Request, status: int, message: str) -> Response:
+    message = words.chinese(message)
     if is_htmx(request):
         return Response(f'<p class="error" role="alert">{escape(message)}</p>', status_code=status,
                         media_type="text/html")
-    return page("error.html", status, message=message, status=status)
+    try:  # the navigation stays on error pages for a signed-in user
+        user: Principal | None = current_user(request)
+    except LoginRequired:
+        user = None
+    return page("error.html", status, message=message, status=status, user=user)
 
 
 # --- saving an edit: one way to refuse it with messages next to the form's fields
@@ -107,7 +123,7 @@ class Refused:
 
 
 def general(err: StoreError) -> dict[str, str]:
-    return {"general": err.message}
+    return {"general": words.chinese(err.message)}
 
 
 def _refusal(err: StoreError) -> bool:
@@ -135,14 +151,14 @@ def field_errors(err: Invalid, prefix: str, fields: tuple[str, ...], aliases: di
     the rest, with its path, under `general`."""
     out: dict[str, str] = {}
     for issue in err.extra.get("issues", []):
-        path, message = issue["path"], issue["message"]
+        path, message = issue["path"], words.chinese(issue["message"])
         rest = path[len(prefix):].lstrip(".") if prefix and (path == prefix or path.startswith(prefix + ".")) else None
         name = None if rest is None else (aliases or {}).get(
             rest, rest.replace("deadline.", "d_").replace("source.", ""))
         if name not in fields:
             name, message = "general", (f"{path}: {message}" if path and rest is None else message)
         out[name] = "; ".join(filter(None, [out.get(name), message]))
-    return out or {"general": err.message}
+    return out or {"general": words.chinese(err.message)}
 
 
 def form_revision(form: Any) -> int:
@@ -155,6 +171,71 @@ def form_revision(form: Any) -> int:
 def dom_id(key: str) -> str:
     """An HTML id (and htmx target) from a code or unit id."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", key)
+
+
+def document_title(request: Request, seed: str, jid: str | None = None) -> str:
+    """A seed document's title as the policy names it under `sources` (the jurisdiction's own first, e.g. the
+    township template's 篇一 for ningjiaping), never its file name unless no policy lists it."""
+    policies = services(request).policies
+    for key in [jid] if jid else []:
+        try:
+            titles = {d.seed: d.title for d in policies.router(key).jur.policy.sources}
+        except StoreError:
+            continue
+        if seed in titles:
+            return titles[seed]
+    for key in sorted(policies.refresh()):
+        for doc in policies.router(key).jur.policy.sources:
+            if doc.seed == seed:
+                return doc.title
+    return seed
+
+
+@pass_context
+def _document(ctx: Any, seed: str | None) -> str:
+    return document_title(ctx["request"], seed, ctx.get("jid")) if seed else ""
+
+
+def _code(code: Any) -> Markup:
+    """A code after its words, in grey, for whoever maps the page to the rule files."""
+    if code in (None, ""):
+        return Markup("")
+    return Markup('<span class="code">{}</span>').format(getattr(code, "value", code))
+
+
+def _party_name(party: Any) -> str:
+    return party.name or f"第{party.level}级网格" if party is not None else ""
+
+
+def _distinct_actions(decision: Any) -> list[dict]:
+    """A decision's actions as read: one line per kind of action of a rule, its receivers and notes together (a rule
+    that reports to the upper grid and to the leader is one 上报, not two lines repeating the rule)."""
+    rules = {t.rule: t.name for t in decision.trace}
+    out: dict[tuple, dict] = {}
+    for a in decision.actions:
+        name = rules.get(a.rule, "")
+        entry = out.setdefault((a.kind, a.rule), {"label": a.label, "rule": name or a.reason, "to": [], "notes": []})
+        note = a.reason[len(name):].strip().removeprefix("(").removesuffix(")") if name else ""
+        for value, into in ((_party_name(a.to), entry["to"]), (note, entry["notes"])):
+            if value and value not in into:
+                into.append(value)
+    return list(out.values())
+
+
+def _case_state(record: Any) -> str:
+    """A case's status in words: the name of the workflow step it is in (its decision names them), 已受理, 已结案."""
+    steps = {d.step: d.name for d in record.decision.deadlines}
+    return steps.get(record.status) or words.label(record.status, "state")
+
+
+def register_words(env: Environment) -> None:
+    """policy.words as Jinja filters: `x | words("action")`, `t | bjt`, `when | condition`, `d | duration(cal)`,
+    `seed | document`, `code | code`."""
+    env.filters.update(words=words.label, bjt=words.local_time, condition=words.condition_text,
+                       duration=words.duration_text, document=_document, code=_code,
+                       distinct_actions=_distinct_actions, duration_parts=words.duration_parts,
+                       case_state=_case_state)
+    env.globals.update(time_label=words.TIME_LABEL, duration_units=words.DURATION_UNITS)
 
 
 def store_error(request: Request, exc: StoreError) -> Response:

@@ -11,7 +11,6 @@ import copy
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Annotated, Any, Callable
 
 from litestar import Request, Response, get, post
@@ -20,10 +19,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins.htmx import ClientRedirect, ClientRefresh, HTMXTemplate
 from litestar.response import Template
-from pydantic import TypeAdapter, ValidationError
 
 from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
                           services)
+from policy import words
 from policy.catalog import search_score
 from policy.errors import PolicyError
 from policy.loader import overlay_units, parse_units_csv
@@ -36,7 +35,6 @@ from store.users import Principal
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50
 PROVENANCE_FIELDS = ("seed", "clause", "quote", "assumption")
-_DURATION = TypeAdapter(timedelta)
 SLUG = re.compile(Slug.__metadata__[0].pattern)
 
 
@@ -70,13 +68,13 @@ class Form:
             return None
         return int(value)
 
-    def duration(self, name: str) -> str:
-        value = str(self.data.get(name, "")).strip().upper()
+    def duration(self, name: str, unit: str) -> tuple[str, str]:
+        """A deadline entered as number + unit (小时/天/工作日/工作小时): its ISO 8601 duration and calendar."""
         try:
-            _DURATION.validate_python(value)
-        except ValidationError:
-            self.errors[name] = f"时限格式须为 ISO 8601, 如 P3D (3天)、PT24H (24小时), 而非 “{value[:20]}”"
-        return value
+            return words.duration_value(str(self.data.get(name, "")), str(self.data.get(unit, "")))
+        except ValueError as err:
+            self.errors[name] = str(err)
+            return "", "natural"
 
     def choice(self, name: str, label: str, options: list[str] | tuple[str, ...]) -> str:
         value = str(self.data.get(name, ""))
@@ -256,8 +254,8 @@ def _step_at(document: dict, key: str) -> tuple[int, int]:
 def _apply_step(document: dict, key: str, form: Form, ctx: Editing) -> str:
     wi, si = _step_at(document, key)
     step = document["workflows"][wi]["steps"][si]
-    deadline = {"duration": form.duration("d_duration"),
-                "calendar": form.choice("d_calendar", "日历", ("natural", "working")), **form.provenance("d_")}
+    duration, calendar = form.duration("d_duration", "d_unit")
+    deadline = {"duration": duration, "calendar": calendar, **form.provenance("d_")}
     values = {"name": form.text("name", "步骤名称", limit=200), "actor": form.text("actor", "执行者", limit=200),
               "handling": form.flag("handling"), "deadline": deadline, **form.provenance()}
     form.done()
@@ -271,7 +269,9 @@ def _no_remove(document: dict, key: str, ctx: Editing) -> None:
 
 def _step_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
     wi, si = _step_at(version.document, key)
-    return {**version.document["workflows"][wi]["steps"][si], "key": key}
+    steps = version.document["workflows"][wi]["steps"]
+    names = {s["id"]: s["name"] for s in steps}
+    return {**steps[si], "key": key, "on_failure_name": names.get(steps[si].get("on_failure") or "")}
 
 
 # --- escalation rules: when a deadline is missed, the case moves to another grid
@@ -313,7 +313,8 @@ def _rule_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
     mode = "up" if handler.get("up") is not None else "level"
     other = {k: v for k, v in rule["when"].items() if k not in ("deadline_missed", "handler_level", "any")}
     return {**rule, "mode": mode, "target": handler.get(mode), "applies": rule["when"].get("handler_level"),
-            "other": other, "any": rule["when"].get("any") or []}
+            "other": other, "any": rule["when"].get("any") or [],
+            "extra_when": {**other, "any": rule["when"].get("any") or []}}
 
 
 _RULE_ALIASES = {"then.handler": "target", "then.handler.up": "target", "then.handler.level": "target",
@@ -323,7 +324,7 @@ KINDS = {
                   _apply_unit, _remove_unit, _unit_item),
     "departments": Kind(("id", "name", "duties", *PROVENANCE_FIELDS), "edit_department_form.html",
                         _apply_department, _remove_department, _department_item),
-    "steps": Kind(("name", "actor", "handling", "d_duration", "d_calendar", *PROVENANCE_FIELDS,
+    "steps": Kind(("name", "actor", "handling", "d_duration", "d_unit", *PROVENANCE_FIELDS,
                    *("d_" + f for f in PROVENANCE_FIELDS)), "edit_step_form.html",
                   _apply_step, _no_remove, _step_item),
     "rules": Kind(("id", "name", "priority", "mode", "target", "applies", *PROVENANCE_FIELDS), "edit_rule_form.html",

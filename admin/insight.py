@@ -15,22 +15,15 @@ from admin.common import Number, is_htmx, page, require, services
 from engine.compiler import CompiledPolicy
 from engine.verify import escalation_edges
 from policy.diff import compare
-from policy.models import PERIOD_LABELS
+from policy.words import CASE_EVENT_LABELS, CASE_STATE_LABELS, condition_text, duration_text, label
 from store import dashboard, xlsx
-from store.cases import CLOSED, RECEIVED
+from store.cases import CLOSED, as_utc
+from store.tables import utcnow
 from store.errors import Invalid, NotFound
 from store.replay import DEFAULT_DAYS, parse_days, replay_version
 from store.users import Principal
 
 NODE_W, NODE_H, GAP, LEFT, TOP = 300, 54, 46, 20, 16
-
-
-def duration_label(seconds: float, calendar: str) -> str:
-    days, rest = divmod(int(seconds), 86400)
-    working = calendar == "working"
-    if not rest:
-        return f"{days}个工作日" if working else f"{days}天"
-    return f"{seconds / 3600:g}{'工作' if working else ''}小时"
 
 
 def escalation_graph(compiled: CompiledPolicy) -> dict:
@@ -45,7 +38,7 @@ def escalation_graph(compiled: CompiledPolicy) -> dict:
         only = jur.units_at(lv.number)[0].name if counts[lv.number] == 1 else None
         nodes.append({"number": lv.number, "title": f"第{lv.number}级 {lv.name}", "y": y[lv.number],
                       "detail": only or f"{counts[lv.number]} 个{lv.unit_kind}"})
-    steps = sorted({f"「{s.name}」{duration_label(s.deadline.duration.total_seconds(), s.deadline.calendar.value)}"
+    steps = sorted({f"「{s.name}」{duration_text(s.deadline.duration, s.deadline.calendar)}"
                     for w in jur.policy.workflows for s in w.steps if s.handling})
     deadline = "超过处置时限 " + " / ".join(steps) if steps else "超期"
     edges: list[dict] = []
@@ -53,7 +46,7 @@ def escalation_graph(compiled: CompiledPolicy) -> dict:
         start, end = y[edge["from"]] + NODE_H / 2, y[edge["to"]] + NODE_H / 2
         bulge = LEFT + NODE_W + 40 + 24 * (edge["from"] - edge["to"])
         shift = 32 * sum(e["from"] == edge["from"] and e["to"] == edge["to"] for e in edges)  # same arrow, next label
-        condition = ", ".join(k if v is True else f"{k}={str(v).lower()}" for k, v in edge["when"].items())
+        condition = condition_text(edge["when"]).removesuffix("时") if edge["when"] else ""
         path = f"M {LEFT + NODE_W} {start} C {bulge} {start}, {bulge} {end}, {LEFT + NODE_W + 4} {end}"
         edges.append(edge | {"condition": condition, "path": path,
                              "label_x": bulge + 6, "label_y": (start + end) / 2 + shift, "deadline": deadline})
@@ -75,7 +68,6 @@ def impact(request: Request, user: NamedDependency[Principal], jid: FromPath[str
 
 # --- compare: the chart, every section as a table, and the same tables as an .xlsx workbook
 CompareIds = Annotated[list[str] | None, QueryParameter(max_items=50)]
-SCHEMES = {"deduction": "扣分制", "points": "计分制"}
 
 
 def chosen_jurisdictions(request: Request, ids: list[str] | None) -> tuple[list[str], list[str]]:
@@ -114,15 +106,15 @@ def compare_sections(result: dict) -> list[dict]:
         {"id": "departments", "title": "职能部门", "headers": ["辖区", "部门代码", "部门名称"],
          "rows": [[j["id"], d["id"], d["name"]] for j in js for d in j["departments"]]},
         {"id": "workflows", "title": "流程与时限", "headers": ["辖区", "流程", "步骤", "时限", "日历", "依据"],
-         "rows": [[j["id"], w["name"], st["name"], duration_label(st["duration"], st["calendar"]),
-                   "工作日" if st["calendar"] == "working" else "自然日", "假设" if st["assumed"] else "原文"]
+         "rows": [[j["id"], w["name"], st["name"], duration_text(st["duration"], st["calendar"]),
+                   label(st["calendar"], "calendar"), "假设" if st["assumed"] else "原文"]
                   for j in js for w in j["workflows"] for st in w["steps"]]},
         {"id": "rules", "title": "规则与超期升级", "headers": ["辖区", "规则代码", "规则名称", "优先级"],
          "rows": [[j["id"], r["id"], r["name"], r["priority"]] for j in js for r in j["escalation"]]},
         {"id": "scoring", "title": "考核评分", "headers": ["辖区", "计分方式", "总分", "考核周期", "公示周期"],
-         "rows": [[j["id"], *([SCHEMES[j["scoring"]["scheme"]], j["scoring"]["total"],
-                               PERIOD_LABELS[j["scoring"]["period"]],
-                               PERIOD_LABELS.get(j["scoring"]["publish"] or "", "—")]
+         "rows": [[j["id"], *([label(j["scoring"]["scheme"], "scheme"), j["scoring"]["total"],
+                               label(j["scoring"]["period"], "period"),
+                               label(j["scoring"]["publish"], "period")]
                              if j["scoring"] else ["无", None, None, None])]
                   for j in js]},
     ]
@@ -144,9 +136,6 @@ def compare_xlsx(request: Request, user: NamedDependency[Principal], ids: Compar
 # --- cases: dashboard per jurisdiction, filtered list, one case with its timeline
 PAGE_SIZE = 50
 STATES = {"all": "全部", "open": "在办", "overdue": "超期", "closed": "已结案"}
-EVENT_LABELS = {"created": "受理并路由", "entered": "进入步骤", "completed": "办结步骤", "closed": "结案",
-                "reopened": "核查未通过, 返工", "returned": "回退", "redispatched": "重新派遣", "extended": "延期",
-                "rerouted": "重新路由", "overdue": "超期", "escalated": "超期升级"}
 
 
 def _whole(text: str | None, field: str, label: str, low: int = 1) -> int | None:
@@ -195,7 +184,10 @@ def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath
         limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
     pages = max(1, -(-total // PAGE_SIZE))
     query = {"state": state, "level": level or "", "unit": unit or ""}
+    now = utcnow()  # an overdue case escalated runs a fresh clock at its new level: its due time is ahead
+    restarted = {r.id for r in rows if r.overdue and r.due_at is not None and as_utc(r.due_at) > now}
     return page("cases_list.html", user=user, jid=jid, rows=rows, total=total, page_number=number, pages=pages,
+                restarted=restarted,
                 query=query, states=STATES, levels=sorted(services(request).policies.router(jid).jur.policy.levels,
                                                           key=lambda lv: lv.number))
 
@@ -206,9 +198,9 @@ def case_page(request: Request, user: NamedDependency[Principal], jid: FromPath[
     record, events, clocks = services(request).cases.get(case_id)
     if record.jurisdiction != jid:
         raise NotFound(f"辖区 {jid} 没有案件 {case_id}", field="id")
-    steps = {d.step: d.name for d in record.decision.deadlines} | {CLOSED: "已结案", RECEIVED: "已受理"}
+    steps = {d.step: d.name for d in record.decision.deadlines} | CASE_STATE_LABELS
     return page("cases_case.html", user=user, jid=jid, record=record, events=events, clocks=clocks, steps=steps,
-                labels=EVENT_LABELS, decision=record.decision)
+                labels=CASE_EVENT_LABELS, decision=record.decision)
 
 
 def setup_templates(env) -> None:

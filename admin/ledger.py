@@ -42,14 +42,14 @@ def _field_errors(err: StoreError) -> dict[str, str]:
 def _context(request: Request, jid: str) -> dict[str, Any]:
     router = services(request).policies.router(jid)
     return {"jid": jid, "name": router.jur.policy.name, "kinds": OBJECT_KINDS,
-            "classes": {c.id: c for c in router.jur.policy.source_classes}, "units": router.units, "cst": CST,
+            "classes": {c.id: c for c in router.jur.policy.source_classes}, "units": router.units,
             "field_labels": {key: label for label, key in IMPORT_COLUMNS.items()}}
 
 
 @get("/ledger", sync_to_thread=False)
 def ledger_home(request: Request, user: NamedDependency[Principal],
                 jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Redirect:
-    return jurisdiction_redirect(request, jurisdiction, "ledger")
+    return jurisdiction_redirect(request, user, jurisdiction, "ledger")
 
 
 # --- objects

@@ -30,16 +30,17 @@ from engine.router import Case, RoutingError
 from engine.verify import verify
 from policy.catalog import search_score
 from policy.diff import diff
+from policy.loader import Jurisdiction
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.errors import Invalid, StoreError
 from store.tables import PolicyVersion
 from store.sessions import DatabaseStore, RenewingSessionConfig, renew_session
 from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, shared_secret, sign_in
 
-from admin import assessment, editing, geo, insight, ledger, provenance, users
+from admin import assessment, audit, editing, geo, insight, ledger, provenance, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, Refused, attempt,
                           bad_request, csrf_error, current_user, dom_id, field_errors, form_revision, htmx_target,
-                          login_redirect, page, require, services, session_data, store_error)
+                          login_redirect, page, register_words, require, services, session_data, store_error)
 
 
 # --- sign-in
@@ -71,19 +72,23 @@ def logout(request: Request) -> Redirect:
 
 
 # --- jurisdictions
+def _levels(jur: Jurisdiction) -> list[dict]:
+    """Each level of a jurisdiction with its grid count and how many problem types it handles."""
+    p = jur.policy
+    return [{"number": lv.number, "name": lv.name, "unit_kind": lv.unit_kind, "units": len(jur.units_at(lv.number)),
+             "types": sum(1 for t in p.problem_types if t.level == lv.number)} for lv in p.levels]
+
+
 @get("/", sync_to_thread=False)
 def index(request: Request, user: NamedDependency[Principal]) -> Template:
     s = services(request)
     counts = s.cases.open_counts()
     rows = []
     for jid in sorted(s.policies.refresh()):
-        router = s.policies.router(jid)
-        p = router.jur.policy
-        rows.append({"id": jid, "name": p.name, "version": s.policies.active_version(jid).number,
+        jur = s.policies.router(jid).jur
+        rows.append({"id": jid, "name": jur.policy.name, "version": s.policies.active_version(jid).number,
                      "role": "超级管理员" if user.superuser else ROLE_LABELS.get(user.roles.get(jid, ""), "—"),
-                     "levels": [{"number": lv.number, "name": lv.name, "units": len(router.jur.units_at(lv.number)),
-                                 "types": sum(1 for t in p.problem_types if t.level == lv.number)} for lv in p.levels],
-                     "cases": counts.get(jid, {"open": 0, "overdue": 0})})
+                     "levels": _levels(jur), "cases": counts.get(jid, {"open": 0, "overdue": 0})})
     return page("index.html", user=user, rows=rows)
 
 
@@ -91,8 +96,9 @@ def index(request: Request, user: NamedDependency[Principal]) -> Template:
 def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
     s = services(request).policies
     versions = s.list_versions(jid)
-    return page("jurisdiction.html", user=user, jid=jid, name=s.router(jid).jur.policy.name,
-                 versions=list(reversed(versions)))
+    jur = s.router(jid).jur
+    return page("jurisdiction.html", user=user, jid=jid, name=jur.policy.name, versions=list(reversed(versions)),
+                levels=_levels(jur))
 
 
 @post("/j/{jid:str}/drafts", sync_to_thread=False)
@@ -113,6 +119,10 @@ def _type_rows(version: PolicyVersion, q: str | None, names: dict[str, str]) -> 
     return rows
 
 
+def _department_names(version: PolicyVersion) -> dict[str, str]:
+    return {d["id"]: d["name"] for d in version.document["departments"]}
+
+
 def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
     return services(request).policies.router(jid).jur.type_names
 
@@ -122,7 +132,7 @@ def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str
            q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
     version = services(request).policies.get_version(jid, number)
     rows = _type_rows(version, q, _type_names(request, jid))
-    context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "",
+    context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "", departments=_department_names(version),
                    editable=version.status == "draft" and user.can(jid, "editor"))
     if htmx_target(request) == "type-rows":
         return page("_type_rows.html", **context)
@@ -140,7 +150,7 @@ def _find_type(version: PolicyVersion, code: FromPath[str]) -> tuple[int, dict]:
 class TypeEdit:
     """One inline edit of a problem type: the submitted values and what is wrong with them."""
     level: str
-    departments: str
+    departments: list[str]
     persuade_first: bool
     revision: int
     errors: dict[str, str]
@@ -148,12 +158,14 @@ class TypeEdit:
 
     @classmethod
     def from_form(cls, form: FormMultiDict) -> TypeEdit:
-        return cls(str(form.get("level", ""))[:10].strip(), str(form.get("departments", ""))[:500],
+        chosen = [d for value in form.getall("departments", [])[:100]
+                  for d in re.split(r"[,，\s]+", str(value)[:500]) if d]
+        return cls(str(form.get("level", ""))[:10].strip(), list(dict.fromkeys(chosen)),
                    form.get("persuade_first") == "on", form_revision(form), {})
 
     @classmethod
     def from_type(cls, ptype: dict, revision: int) -> TypeEdit:
-        return cls(str(ptype["level"]), ", ".join(ptype["departments"]), ptype["persuade_first"], revision, {})
+        return cls(str(ptype["level"]), list(ptype["departments"]), ptype["persuade_first"], revision, {})
 
     def apply(self, version: PolicyVersion, code: FromPath[str]) -> dict | None:
         """The draft document with this edit applied, or None with `errors` filled in."""
@@ -164,7 +176,7 @@ class TypeEdit:
         index, ptype = _find_type(version, code)
         document["problem_types"] = list(document["problem_types"])
         document["problem_types"][index] = {**ptype, "level": int(self.level),
-                                            "departments": [d for d in re.split(r"[,，\s]+", self.departments) if d],
+                                            "departments": self.departments,
                                             "persuade_first": self.persuade_first}
         self.index = index
         return document
@@ -184,10 +196,9 @@ async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPat
 def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
           status: int = 200) -> Template:
     _, ptype = _find_type(version, code)
-    departments = [d["id"] for d in version.document["departments"]]
     levels = [lv["number"] for lv in version.document["levels"]]
     return page("_type_form.html", status, jid=jid, version=version, t=ptype, edit=edit,
-                 name=_type_names(request, jid).get(code, code), departments=departments, levels=levels)
+                 name=_type_names(request, jid).get(code, code), departments=_department_names(version), levels=levels)
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
@@ -196,7 +207,8 @@ def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[s
     version = services(request).policies.get_version(jid, number)
     _, ptype = _find_type(version, code)
     return page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
-                 and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)})
+                 and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)},
+                 departments=_department_names(version))
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=False)
@@ -236,7 +248,8 @@ async def type_save(request: Request, user: NamedDependency[Principal], jid: Fro
         return _form(request, jid, version, code, edit, saved.status)
     _, ptype = _find_type(saved, code)
     return page("_type_row.html", jid=jid, version=saved, editable=True,
-                 t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True)
+                 t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True,
+                 departments=_department_names(saved))
 
 
 # --- verify, publish, history, rollback
@@ -311,6 +324,18 @@ def simulator(request: Request, user: NamedDependency[Principal],
                  classes=ENUM_FACTS["enterprise_class"][1], units=list(router.jur.units.values())[:200])
 
 
+def _type_code(names: dict[str, str], text: str) -> str:
+    """What the admin typed as a problem type: a code or name as it is, else the type its pinyin or initials
+    (`jiegan`, `jgfs`) name when they name exactly one; anything else is left for the router to refuse with
+    suggestions."""
+    if text in names or text.strip() in names.values():
+        return text
+    scores = {code: search_score(text, code, name, fuzzy=False) for code, name in names.items()}
+    top = max(scores.values(), default=0.0)
+    hits = [code for code, score in scores.items() if score == top]
+    return hits[0] if top >= 2.0 and len(hits) == 1 else text
+
+
 @post("/simulate")
 async def simulate(request: Request, user: NamedDependency[Principal]) -> Template:
     form = await request.form()
@@ -320,12 +345,15 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
     if form.get("enterprise_class") in ENUM_FACTS["enterprise_class"][1]:
         facts["enterprise_class"] = str(form.get("enterprise_class"))
     try:
-        case = Case(problem_type=str(form.get("problem_type", ""))[:200] or " ",
+        typed = str(form.get("problem_type", ""))[:200]
+        case = Case(problem_type=_type_code(s.router(jid).jur.type_names, typed) or " ",
                     unit=str(form.get("unit", "")).strip()[:200] or None, facts=facts)
         decision = s.router(jid).route(case)
     except RoutingError as err:
         return page("_decision.html", 422, error=str(err))
-    return page("_decision.html", decision=decision)
+    active = s.active_version(jid)
+    label = f"v{active.number} (已发布)" if active.content_hash == decision.policy_version else None
+    return page("_decision.html", decision=decision, version_label=label, jid=jid)
 
 
 # --- compare
@@ -356,7 +384,7 @@ def admin_parts(engine: Engine) -> AdminParts:
         route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
                         compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES,
-                        *provenance.ROUTES, *ledger.ROUTES, *geo.ROUTES],
+                        *provenance.ROUTES, *ledger.ROUTES, *geo.ROUTES, *audit.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
@@ -367,6 +395,7 @@ def admin_parts(engine: Engine) -> AdminParts:
 
     def _setup(engine_: JinjaTemplateEngine) -> None:
         engine_.engine.filters["domid"] = dom_id
+        register_words(engine_.engine)
         insight.setup_templates(engine_.engine)
 
     templates = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_setup)

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -18,8 +19,10 @@ from litestar import Litestar, Request, Response, get, post, put
 from litestar.config.app import AppConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.static_files import create_static_files_router
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
@@ -465,6 +468,17 @@ async def _lifespan(app: Litestar):
         task.cancel()
 
 
+# /schema: Swagger UI from files vendored in api/static/swagger-ui (no CDN: the page works offline)
+API_DOCS_PATH = "/schema-assets"
+
+
+def _api_docs() -> SwaggerRenderPlugin:
+    return SwaggerRenderPlugin(path=["/", "/swagger"], js_url=f"{API_DOCS_PATH}/swagger-ui-bundle.js",
+                               css_url=f"{API_DOCS_PATH}/swagger-ui.css",
+                               standalone_preset_js_url=f"{API_DOCS_PATH}/swagger-ui-standalone-preset.js",
+                               favicon="<link rel='icon' href='/admin/static/favicon.svg' type='image/svg+xml'>")
+
+
 def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True) -> Litestar:
     try:
         policies = open_policy_store(database_url)
@@ -482,12 +496,16 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
                         compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
                         get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
                         assessment_unit, assessment_record, health, *open311.ROUTES, *events.ROUTES,
-                        ledger.LedgerController, *admin.routers],
+                        ledger.LedgerController, *admin.routers,
+                        create_static_files_router(path=API_DOCS_PATH, directories=[Path(__file__).parent / "static"
+                                                                                    / "swagger-ui"],
+                                                   include_in_schema=False)],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
                             HTTPException: _http_error, Exception: _unexpected},
         openapi_config=OpenAPIConfig(title="gridpolicy", version="1", path="/schema",
-                                     description="网格化环境监管规则路由服务 — policy-as-data routing"),
+                                     description="网格化环境监管规则路由服务 — policy-as-data routing",
+                                     render_plugins=[_api_docs(), JsonRenderPlugin()]),
         request_max_body_size=MAX_BODY,
         guards=[input_guard],
         before_send=[security_headers],

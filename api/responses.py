@@ -289,6 +289,7 @@ class Assessment(_Out):
     scheme: Scheme | None
     indicator_labels: dict[str, str]
     rate_labels: dict[str, str]
+    documents: dict[str, str] = Field(description="the title of each source document a provenance names by its seed")
     units: list[UnitAssessment]
     unassigned: UnassignedAssessment | None
     levels: list[LevelAssessment]

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+from sqlmodel import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,12 +24,14 @@ from engine.router import Case  # noqa: E402
 from policy.loader import Loader  # noqa: E402
 from store.cases import CaseService, Transition  # noqa: E402
 from store.sweeper import sweep  # noqa: E402
+from store.tables import AuditEntry  # noqa: E402
 from store.versions import open_policy_store  # noqa: E402
 from store.users import create_user  # noqa: E402
 from tests.admin_browser import running_server  # noqa: E402
 
 PASSWORD = "bench-password-1"
 TARGET_MS = 200
+AUDIT_ROWS = 5000
 FACTS = [{}, {"persuasion_failed": True}, {"suspected_crime": True}, {}]
 CLOSE = Transition("close", "bench", "劝阻有效, 结案")
 
@@ -53,6 +56,11 @@ def seed(database_url: str, per_jurisdiction: int) -> dict[str, int]:
     while any(sweep(cases, now).values()):  # settle the deadlines now, so the server's sweeper stays idle while measured
         pass
     drafts = {jid: policies.create_draft(jid, "bench").number for jid in ("hefei", "weiyang")}
+    with Session(engine) as session:  # a year of draft saves in the audit log (the audit page pages through them)
+        session.add_all(AuditEntry(actor=f"editor{i % 7}", action="draft_updated", jurisdiction=jid,
+                                   version_number=drafts[jid], detail={"revision": i}, at=now - timedelta(minutes=i * 100))
+                        for i, jid in zip(range(AUDIT_ROWS), itertools.cycle(drafts)))
+        session.commit()
     create_user(engine, "bench", PASSWORD, True, {}, "bench")
     engine.dispose()
     return drafts
@@ -82,6 +90,11 @@ def pages(drafts: dict[str, int], ids: list[str]) -> dict[str, str]:
     out["cases list open p2"] = "/admin/cases/hefei/list?state=open&page=2"
     out["case page"] = "/admin/cases/hefei/1"
     out["compare all"] = "/admin/compare?" + "&".join(f"ids={i}" for i in ids)
+    out["jurisdiction weiyang (levels)"] = "/admin/j/weiyang"
+    out["audit log"] = "/admin/audit"
+    out["audit log hefei, page 20"] = "/admin/audit?jurisdiction=hefei&page=20"
+    out["audit log by action"] = "/admin/audit?action=draft_updated&actor=editor3"
+    out["assessment drill-down"] = "/admin/j/hefei/assessment/units/hf-l4-0001"
     return out
 
 

@@ -219,6 +219,18 @@ def coverage(jid: str, as_json: Annotated[bool, typer.Option("--json")] = False)
         raise typer.Exit(1)
 
 
+@units_app.command("list")
+def units_list(jid: str, level: Annotated[int | None, typer.Option("--level", help="只列出此层级")] = None) -> None:
+    """列出网格单元: 编号、层级、名称、上级编号 (制表符分隔), 供 /v1/route 和 /v1/cases 的 unit 字段使用。"""
+    jur = _load_one(jid)
+    levels = sorted(lv.number for lv in jur.policy.levels)
+    if level is not None and level not in levels:
+        _fail([f"层级 {level} 不存在; {jid} 的层级为 {levels}"])
+    for unit in jur.units.values():
+        if level is None or unit.level == level:
+            typer.echo(f"{unit.id}\t第{unit.level}级\t{unit.name}\t{unit.parent or '-'}")
+
+
 @units_app.command("import")
 def units_import(jid: str, csv_file: Path) -> None:
     """用 CSV (id,name,level,parent) 中的真实网格名称替换占位网格; 校验通过才写入。"""

@@ -78,6 +78,7 @@ def compare(jurisdictions: list[Jurisdiction]) -> dict:
     for row in sorted(codes.values(), key=lambda r: r["code"]):
         levels = {v["level"] for v in row["by_jurisdiction"].values()}
         row["shared"] = len(row["by_jurisdiction"]) == len(jurisdictions)
-        row["differs"] = row["shared"] and len(levels) > 1
+        # with three or more jurisdictions a type few of them have still differs among those that do
+        row["differs"] = len(row["by_jurisdiction"]) >= 2 and len(levels) > 1
         result["problem_types"].append(row)
     return result

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from policy.loader import Jurisdiction
 from policy.models import PERIOD_LABELS, TRIGGERS, PeriodKind, Policy, Scoring
+from policy import words
 from store.errors import Invalid, NotFound
 from store.tables import CST, AssessmentRecord, CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
@@ -509,6 +510,7 @@ class AssessmentService:
             "jurisdiction": jid, "name": policy.name, "policy_version": router.compiled.version,
             "period": period.as_dict(), "score_window": window.as_dict(),
             "scheme": _scheme(scoring), "indicator_labels": INDICATOR_LABELS, "rate_labels": RATE_LABELS,
+            "documents": {doc.seed: doc.title for doc in policy.sources},
             "units": units,
             "unassigned": unassigned,
             "levels": _levels(units, levels),
@@ -670,7 +672,7 @@ def _departments(policy: Policy, clocks: dict[str, dict[str, int]], returns: dic
 def _scheme(scoring: Scoring | None) -> dict | None:
     if scoring is None:
         return None
-    return {"scheme": scoring.scheme, "scheme_label": "倒扣分制" if scoring.scheme == "deduction" else "百分制",
+    return {"scheme": scoring.scheme, "scheme_label": words.label(scoring.scheme, "scheme"),
             "total": scoring.total, "period": scoring.period.value, "level": scoring.level,
             "publish": scoring.publish.value if scoring.publish else None, "provenance": scoring.provenance,
             "deductions": [{"id": d.id, "name": d.name, "points": d.points, "max_points": d.max_points,

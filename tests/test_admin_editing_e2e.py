@@ -173,16 +173,16 @@ def test_departments_editor(browser, server):
 
 def test_workflow_deadlines_and_escalation(browser, server):
     page, draft = _editor(browser, server, "workflows")
-    _refused_then_saved(page, "steps-patrol-dispose", "d_duration", {"时限": "五天"}, "ISO 8601",
-                        {"时限": "P7D", "日历": "natural"})
+    _refused_then_saved(page, "steps-patrol-dispose", "d_duration", {"时限": "五天"}, "时限须为正数",
+                        {"时限": "7", "单位": "days"})
     expect(page.locator("#rules-deadline_escalate")).to_contain_text("假设 assumption")  # provenance on every item
     # handing a level-3 case to level 3 could loop forever: refused
     _refused_then_saved(page, "rules-deadline_escalate", "target", {"超期后交给": "level", "N / 层级": "3"},
                         "可能形成循环", {"超期后交给": "up", "N / 层级": "1", "优先级": "95"}, "edit_workflows")
 
     _open(page, draft + "/workflows")
-    expect(page.locator("#steps-patrol-dispose").get_by_label("时限", exact=True)).to_have_value("P7D")
-    expect(page.locator("#steps-patrol-dispose").get_by_label("日历")).to_have_value("natural")
+    expect(page.locator("#steps-patrol-dispose").get_by_label("时限", exact=True)).to_have_value("7")
+    expect(page.locator("#steps-patrol-dispose").get_by_label("单位")).to_have_value("days")
     expect(page.locator("#rules-deadline_escalate").get_by_label("优先级")).to_have_value("95")
     page.context.close()
 

@@ -17,7 +17,7 @@ VALID = {  # a form each editor accepts; examples override some of its fields
     ("units", "+"): {"id": "kmy-l3-78", "name": "新社区", "level": "3", "parent": "kmy-l2-1", **PROV},
     ("departments", "ecology_bureau"): {"name": "生态环境分局", "duties": "监管", **PROV},
     ("departments", "+"): {"id": "water", "name": "水务局", **PROV},
-    ("steps", "patrol:dispose"): {"name": "整改", "actor": "乡镇", "d_duration": "P3D", "d_calendar": "working",
+    ("steps", "patrol:dispose"): {"name": "整改", "actor": "乡镇", "d_duration": "3", "d_unit": "working_days",
                                   "handling": "on", **PROV, "d_prov": "assumption", "d_assumption": "三天"},
     ("rules", "deadline_escalate"): {"name": "超期升级", "priority": "90", "mode": "up", "target": "1", **PROV},
     ("rules", "+"): {"id": "esc_major", "name": "重大超期", "priority": "95", "mode": "level", "target": "1",
@@ -26,7 +26,7 @@ VALID = {  # a form each editor accepts; examples override some of its fields
 FIELDS = sorted({name for form in VALID.values() for name in form} | {"seed", "clause", "quote"})
 values = st.one_of(st.text(max_size=40), st.sampled_from(["", "1", "2", "3", "0", "7", "-1", "P3D", "PT0S", "on",
                                                           "up", "level", "source", "assumption", "kmy", "kmy-l2-2",
-                                                          "natural", "working", "ecology_bureau"]))
+                                                          "natural", "working", "days", "working_days", "ecology_bureau"]))
 
 
 @pytest.fixture(scope="module")

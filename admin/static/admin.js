@@ -9,3 +9,11 @@ document.addEventListener("click", (event) => {
     history.back();
   }
 });
+document.addEventListener("input", (event) => {
+  // a search box above a <select multiple>: hides the options whose name does not contain the text
+  const box = event.target.closest("[data-filter]");
+  if (!box) return;
+  const select = document.getElementById(box.dataset.filter);
+  const text = box.value.trim().toLowerCase();
+  for (const option of select.options) option.hidden = !!text && !option.text.toLowerCase().includes(text) && !option.selected;
+});
