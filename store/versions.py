@@ -222,23 +222,24 @@ class PolicyStore:
                      "to": changed[n].actual.model_dump(mode="json")} for n in names]
         return self.update_draft(jid, number, document, revision, actor, action="pinned_accepted", accepted=accepted)
 
-    def publish(self, jid: str, number: int, publisher: str, note: str) -> PolicyVersion:
-        """Refused unless the draft verifies, its pinned cases keep their outcomes (see `accept_pinned`) and,
-        where the jurisdiction asks for four eyes, the publisher is not the draft's last editor."""
+    def publish(self, jid: str, number: int, publisher: str, note: str, accept: list[str] | None = None,
+                revision: int | None = None) -> PolicyVersion:
+        """Refused unless the draft verifies, its pinned cases keep their outcomes or are named in `accept` (their
+        new outcomes accepted first, see `accept_pinned`, at draft `revision`) and, where the jurisdiction asks
+        for four eyes, the publisher is not the draft's last editor."""
         if not note.strip():
             raise Invalid("发布须填写变更说明 — a change note is required", field="note")
         version = self.get_version(jid, number)
         if version.status != "draft":
             raise Conflict(f"v{number} 不是草稿, 无需发布; 回滚请用 rollback", field="number")
-        jur = self.build(version)
-        if jur.policy.publishing.four_eyes and self.last_editor(jid, number) == publisher:
+        if self.build(version).policy.publishing.four_eyes and self.last_editor(jid, number) == publisher:
             raise Forbidden(f"四眼原则: 你是草稿 v{number} 的最后编辑人, 须由另一位发布人审核发布 — four-eyes rule: "
                             "the draft's last editor cannot publish it", field="publisher")
-        changed = [r for r in self.pinned_results(version) if not r.passed]
-        if changed:
-            raise Invalid(f"发布被拒绝: {len(changed)} 个固定测试用例的结果将改变, 请逐条确认接受新结果 — "
-                          f"{len(changed)} pinned cases would change", field="tests",
-                          changed=[{"name": r.case.name, "fields": r.changed, "error": r.error} for r in changed])
+        if accept:
+            if revision is None:
+                raise Invalid("接受测试用例新结果须给出草稿修订号 revision", field="revision")
+            version = self.accept_pinned(jid, number, accept, revision, publisher)
+        jur = self.build(version)
         try:
             self.registry.load(jur, activate=False)
         except VerificationFailed as err:
@@ -246,6 +247,11 @@ class PolicyStore:
         except PolicyError as err:
             raise Invalid("发布被拒绝: 规则校验未通过", field="document",
                           issues=[{"path": i.path, "message": i.message} for i in err.issues]) from None
+        moved = [r for r in self.pinned_results(version) if not r.passed]
+        if moved:
+            raise Invalid(f"发布被拒绝: {len(moved)} 个固定测试用例的结果将改变, 请逐条确认接受新结果 — "
+                          f"{len(moved)} pinned cases would change", field="tests",
+                          changed=[{"name": r.case.name, "fields": r.changed, "error": r.error} for r in moved])
         with UnitOfWork(self.engine) as uow:
             session = uow.session
             changed = session.exec(update(PolicyVersion).where(

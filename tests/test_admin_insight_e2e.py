@@ -61,7 +61,7 @@ def test_verify_shows_escalation_graph_and_impact_of_a_draft_edit(browser, seede
     expect(page.locator("#impact [role=alert]")).to_contain_text("天数须为 1 到 366 之间的整数")
     page.get_by_label("重放最近天数").fill("30")
     page.get_by_role("button", name="重放案件").click()
-    expect(page.locator("#impact-summary")).to_contain_text("重放 3 件")
+    expect(page.locator("#impact-replayed")).to_have_text("已回放 3 / 3 件")
     expect(page.locator("#impact-changed")).to_have_text("2")  # both medical-waste cases, not the wastewater one
     rows = page.locator("#impact-table tbody tr")
     expect(rows).to_have_count(2)
