@@ -49,7 +49,7 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     expect(row).to_contain_text("已保存")
 
     page.goto(server + "/admin/j/karamay/v/2/verify")
-    expect(page.get_by_role("status")).to_contain_text("校验通过")
+    expect(page.locator("p.ok[role=status]")).to_contain_text("校验通过")
     # a form stripped of its CSRF token is refused and changes nothing
     page.locator("form[action$='/publish'] input[name=_csrf_token]").evaluate("e => e.remove()")
     page.get_by_label("变更说明").fill("不应生效")
