@@ -87,8 +87,8 @@ def browser():
         browser.close()
 
 
-def sign_in(browser, server: str, name: str) -> Page:
-    page = browser.new_context(viewport={"width": 1366, "height": 900}, locale="zh-CN").new_page()
+def sign_in(browser, server: str, name: str, width: int = 1366) -> Page:
+    page = browser.new_context(viewport={"width": width, "height": 900}, locale="zh-CN").new_page()
     page.goto(server + "/admin/")
     expect(page).to_have_url(server + "/admin/login")
     page.get_by_label("用户名").fill(name)
