@@ -80,7 +80,7 @@ def grouped(issues: list[RowIssue], first_lines: int = 8) -> list[str]:
         lines[issue.column, issue.message].append(issue.line)
     out = []
     for (column, message), at in sorted(lines.items(), key=lambda item: item[1][0]):
-        where = "、".join(map(str, at[:first_lines])) + (f" 等 {len(at)} 行" if len(at) > first_lines else "")
+        where = "、".join(map(str, at[:first_lines])) + (f" 等 {len(at)}" if len(at) > first_lines else "")
         out.append(f"第 {where} 行{f' · {COLUMN_LABELS.get(column, column)} 列' if column else ''}: {message}")
     return out
 
