@@ -36,7 +36,7 @@ from store.tables import PolicyVersion
 from store.sessions import DatabaseStore, RenewingSessionConfig, renew_session
 from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, shared_secret, sign_in
 
-from admin import assessment, editing, geo, insight, ledger, provenance, publishing, users
+from admin import assessment, bulk, editing, geo, insight, ledger, provenance, publishing, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, Refused, attempt,
                           bad_request, csrf_error, current_user, dom_id, field_errors, form_revision, htmx_target,
                           login_redirect, page, require, services, session_data, store_error)
@@ -372,7 +372,7 @@ def admin_parts(engine: Engine) -> AdminParts:
         route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
                         compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES,
-                        *provenance.ROUTES, *publishing.ROUTES, *ledger.ROUTES, *geo.ROUTES],
+                        *provenance.ROUTES, *publishing.ROUTES, *bulk.ROUTES, *ledger.ROUTES, *geo.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,

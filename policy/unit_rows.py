@@ -73,7 +73,7 @@ def check_rows(rows: list[tuple[int, dict[str, str]]], levels: list[int], known:
     return Rows(units, lines, issues)
 
 
-def grouped(issues: list[RowIssue], first_lines: int = 8) -> list[str]:
+def grouped(issues: list[RowIssue], labels: dict[str, str] = COLUMN_LABELS, first_lines: int = 8) -> list[str]:
     """One message per distinct problem and column, naming the lines it occurs on (the first few, then a count)."""
     lines: dict[tuple[str | None, str], list[int]] = defaultdict(list)
     for issue in issues:
@@ -81,7 +81,7 @@ def grouped(issues: list[RowIssue], first_lines: int = 8) -> list[str]:
     out = []
     for (column, message), at in sorted(lines.items(), key=lambda item: item[1][0]):
         where = "、".join(map(str, at[:first_lines])) + (f" 等 {len(at)}" if len(at) > first_lines else "")
-        out.append(f"第 {where} 行{f' · {COLUMN_LABELS.get(column, column)} 列' if column else ''}: {message}")
+        out.append(f"第 {where} 行{f' · {labels.get(column, column)} 列' if column else ''}: {message}")
     return out
 
 
