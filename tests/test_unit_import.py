@@ -8,9 +8,10 @@ from io import BytesIO
 import httpx
 import pytest
 from openpyxl import Workbook, load_workbook
+from playwright.sync_api import expect
 
 from policy.unit_rows import RowIssue, check_rows, grouped
-from tests.admin_browser import PASSWORD
+from tests.admin_browser import PASSWORD, shot, sign_in
 
 HEADER = "id,name,level,parent\n"
 
@@ -115,3 +116,38 @@ def test_a_parent_may_come_from_the_same_file():
     rows = check_rows([(2, {"id": "t1", "name": "镇", "level": "3", "parent": "d"}),
                        (3, {"id": "v1", "name": "村", "level": "4", "parent": "t1"})], [1, 2, 3, 4], {"d": 2})
     assert not rows.issues and rows.lines == {"t1": 2, "v1": 3}
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1366, 390])
+def test_unit_import_in_the_browser(browser, server, tmp_path, width):
+    page = sign_in(browser, server, "admin", width=width)
+    page.goto(server + "/admin/j/yuanquan")
+    page.get_by_role("button", name="基于生效版本新建草稿").click()
+    page.get_by_role("link", name="层级与网格").click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="现有网格单元 CSV").click()
+    exported = tmp_path / f"units-{width}.csv"
+    download.value.save_as(exported)
+    lines = exported.read_text(encoding="utf-8-sig").splitlines()
+    unit_id, _, level, parent = lines[-1].split(",")
+    bad = tmp_path / f"bad-{width}.csv"
+    bad.write_text(HEADER + "".join(f"new-{n},新{n},9,{parent}\n" for n in range(20)) + "Bad,名,x,\n", encoding="utf-8")
+    page.get_by_label("CSV 或 Excel 文件").set_input_files(bad)
+    page.get_by_role("button", name="预览变更").click()
+    errors = page.locator("#import-errors li")
+    expect(errors.first).to_contain_text("等 20 行 · 层级 level 列: 层级 9 不存在")
+    expect(errors).to_have_count(3)  # 20 rows with one wrong level: one line; the bad row: id and level
+    one = tmp_path / f"one-{width}.csv"
+    one.write_text(f"{HEADER}{unit_id},改过的名称{width},{level},{parent}\n", encoding="utf-8")
+    page.get_by_label("CSV 或 Excel 文件").set_input_files(one)
+    page.get_by_role("button", name="预览变更").click()
+    preview = page.locator("#import-preview [role=status]")
+    expect(preview).to_contain_text("合并")
+    expect(preview).to_contain_text("删除 0")
+    expect(preview).to_contain_text("改名 1")
+    fits = page.locator("#import-form").bounding_box()
+    assert fits and fits["x"] + fits["width"] <= width + 1
+    shot(page, f"unit-import-{width}", full_page=True)
+    page.get_by_role("button", name="确认导入").click()
+    expect(page.locator("p.ok[role=status]")).to_contain_text("已导入")
