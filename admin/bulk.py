@@ -23,7 +23,8 @@ from store.users import Principal
 from store.xlsx import MEDIA_TYPE as XLSX, TableError, read_rows, workbook
 
 COLUMNS = ("code", "name", "category", "level", "departments", "persuade_first")
-HEADERS = ("编码 code", "名称 name", "类别 category", "处置层级 level", "职能部门 departments", "先告知劝阻 persuade_first")
+HEADERS = ("编码 code", "名称 name", "类别 category", "处置层级 level", "职能部门 departments",
+           "先告知劝阻 persuade_first")
 COLUMN_LABELS = dict(zip(COLUMNS, HEADERS))
 YES, NO = ("是", "yes", "true", "1", "y"), ("否", "no", "false", "0", "n", "")
 Filter = Annotated[str | None, QueryParameter(max_length=100)]
@@ -96,14 +97,16 @@ def _issues(err: Invalid, lines: dict[int, int] | None, codes: list[str]) -> lis
         if index is not None and lines is not None and index in lines:
             rows.append(RowIssue(lines[index], column if column in COLUMNS else None, issue["message"]))
         elif index is not None and index < len(codes):
-            other.append(f"{codes[index]}{f' ({COLUMN_LABELS.get(column, column)})' if column else ''}: {issue['message']}")
+            label = f" ({COLUMN_LABELS.get(column, column)})" if column else ""
+            other.append(f"{codes[index]}{label}: {issue['message']}")
         else:
             other.append(f"{path}: {issue['message']}" if path else issue["message"])
     return grouped(rows, COLUMN_LABELS) + list(dict.fromkeys(other)) or [err.message]
 
 
 @post("/j/{jid:str}/v/{number:int}/types/bulk")
-async def bulk_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
+async def bulk_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
+                    number: Number) -> Template:
     """Set level, departments and/or persuade-first on every selected type: one save, or a message and no change."""
     table = Table(request, user, jid, number)
     version = table.version(write=True)
@@ -113,14 +116,16 @@ async def bulk_save(request: Request, user: NamedDependency[Principal], jid: Fro
     dept_mode = str(form.get("dept_mode", "keep"))
     departments = [str(d)[:64] for d in form.getall("set_departments", [])][:100]
     persuade = str(form.get("set_persuade", "keep"))
-    filters = {k: str(form.get(f"f_{k}", "")) or None for k in ("level", "category", "department", "prov")}
+    filters: dict[str, Any] = {k: str(form.get(f"f_{k}", "")) or None
+                               for k in ("level", "category", "department", "prov")}
     values: dict[str, Any] = {}
     if level:
         values["level"] = int(level) if level.isdigit() else level
     if persuade in ("yes", "no"):
         values["persuade_first"] = persuade == "yes"
+    nothing_set = not values and dept_mode not in ("set", "add")
     error = ("请至少选择一个问题类型" if not codes else
-             "请至少设置一项: 处置层级、职能部门或先告知劝阻" if not values and dept_mode not in ("set", "add") else None)
+             "请至少设置一项: 处置层级、职能部门或先告知劝阻" if nothing_set else None)
     document = copy.deepcopy(version.document)
     positions = {t["code"]: i for i, t in enumerate(document["problem_types"])}
     unknown = [c for c in codes if c not in positions]

@@ -602,5 +602,5 @@ def workflows_page(request: Request, user: NamedDependency[Principal], jid: From
     return page("edit_workflows.html", **ctx.context(version, workflows=workflows, rules=rules, blank=blank))
 
 
-ROUTES = [item_check, item_save, item_delete, units_page, unit_children, unit_search, unit_form, unit_import, unit_table,
-          departments_page, workflows_page]
+ROUTES = [item_check, item_save, item_delete, units_page, unit_children, unit_search, unit_form, unit_import,
+          unit_table, departments_page, workflows_page]

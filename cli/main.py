@@ -180,8 +180,8 @@ def test_cmd(jid: Annotated[Optional[str], typer.Argument(help="辖区 id (默�
             if result.actual is None:
                 typer.echo(f"      无法路由 cannot route: {result.error}")
             for name in [] if result.actual is None else result.changed:
-                typer.echo(f"      {PINNED_LABELS[name]} {name}: 期望 expected {pinned_show(getattr(result.case.expect, name))}"
-                           f", 实际 actual {pinned_show(getattr(result.actual, name))}")
+                expected, actual = (pinned_show(getattr(side, name)) for side in (result.case.expect, result.actual))
+                typer.echo(f"      {PINNED_LABELS[name]} {name}: 期望 expected {expected}, 实际 actual {actual}")
     typer.echo(f"共 {total} 个用例, {total - failed} 个通过, {failed} 个失败 — {total} cases, {failed} failed")
     if failed:
         raise typer.Exit(1)
