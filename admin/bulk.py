@@ -11,11 +11,10 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.datastructures import UploadFile
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
 
-from admin.common import Number, Refused, attempt, form_revision, page, require, services
+from admin.common import Number, Refused, attempt, form_revision, page, require, services, uploaded
 from policy.unit_rows import RowIssue, grouped
 from store.errors import Conflict, Invalid
 from store.tables import PolicyVersion
@@ -212,12 +211,7 @@ async def types_import(request: Request, user: NamedDependency[Principal], jid: 
     table = Table(request, user, jid, number)
     version = table.version(write=True)
     form = await request.form()
-    upload = form.get("file")
-    if isinstance(upload, UploadFile):
-        raw, name = await upload.read(), upload.filename or "types.xlsx"
-    else:
-        raw, name = base64.b64decode(str(form.get("data", ""))), str(form.get("name") or "types.xlsx")
-    name = name[:200]
+    raw, name = await uploaded(form, "types.xlsx")
 
     def result(status: int = 200, **extra: Any) -> Template:
         return page("bulk_import.html", 422 if extra.get("errors") and status == 200 else status,

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Callable, Literal
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import FormMultiDict, UploadFile
+from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins.htmx import ClientRedirect, ClientRefresh, HTMXTemplate
@@ -26,7 +26,7 @@ from litestar.response import Template
 from pydantic import TypeAdapter, ValidationError
 
 from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
-                          services)
+                          services, uploaded)
 from policy.catalog import search_score
 from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, merge
 from policy.models import Slug, UnitGroup
@@ -492,13 +492,9 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
     ctx = Editing(request, user, jid, number)
     version = ctx.version(write=True)
     data = await request.form()
-    upload = data.get("file")
-    if isinstance(upload, UploadFile):
-        raw, name = await upload.read(), upload.filename or "units.csv"
-    else:
-        raw, name = base64.b64decode(str(data.get("data", "")), validate=False), str(data.get("name") or "units.csv")
+    raw, name = await uploaded(data, "units.csv")
     replace = data.get("mode") == "replace"
-    shown = dict(name=name[:200], mode="replace" if replace else "merge")
+    shown = dict(name=name, mode="replace" if replace else "merge")
     if not raw.strip():
         return _import_result(ctx, version, errors=["请选择 CSV 或 .xlsx 文件 (表头 id,name,level,parent)"], **shown)
     try:

@@ -13,7 +13,8 @@ from store.cases import CaseService
 from store.tables import utcnow
 from store.users import create_user
 from store.versions import open_policy_store
-from tests.admin_browser import PASSWORD, database_with_users, htmx_idle, running_server, shot, sign_in
+from tests.admin_browser import (PASSWORD, database_with_users, draft_page, htmx_idle, medical_waste_to_level_3,
+                                 running_server, shot, sign_in)
 from tests.test_pinned import MEDICAL_WASTE_CASE
 
 pytestmark = pytest.mark.browser
@@ -43,14 +44,8 @@ def fits(page: Page, selector: str, width: int) -> None:
 
 def test_publish_shows_diff_impact_pinned_and_enforces_four_eyes_at_1366(browser, site):
     server, url = site
-    page = sign_in(browser, server, "admin")
-    page.goto(server + "/admin/j/karamay")
-    page.get_by_role("button", name="基于生效版本新建草稿").click()
-    page.get_by_role("button", name="编辑 医疗废物处置").click()
-    htmx_idle(page)
-    page.get_by_label("处置层级").fill("3")
-    page.get_by_role("button", name="保存").click()
-    expect(page.locator("#type-waste-medical-disposal")).to_contain_text("已保存")
+    page = draft_page(browser, server, "karamay")
+    medical_waste_to_level_3(page)
 
     # the simulator saves the active version's decision as a pinned case of the newest draft (v2)
     page.goto(server + "/admin/simulate?jurisdiction=karamay")
@@ -126,17 +121,24 @@ def test_publish_shows_diff_impact_pinned_and_enforces_four_eyes_at_1366(browser
 
 def test_verify_and_rollback_fit_a_phone_at_390(browser, site):
     server, _ = site
-    page = sign_in(browser, server, "admin", width=390)
-    page.goto(server + "/admin/j/panjin")
-    page.get_by_role("button", name="基于生效版本新建草稿").click()
+    page = draft_page(browser, server, "panjin", 390)
+    page.goto(server + "/admin/simulate?jurisdiction=panjin")
+    page.get_by_label("问题类型").fill("建筑工地扬尘")
+    page.get_by_label("发现网格").fill("pj-l3-01")
+    page.get_by_label("告知劝阻无效").check()
+    page.get_by_role("button", name="路由").click()
+    page.get_by_label("用例名称").fill("工地扬尘劝阻无效")
+    fits(page, "#pin-form button", 390)
+    page.get_by_role("button", name="保存为测试用例 (草稿 v2)").click()
+    expect(page.locator("#pin-saved")).to_contain_text("共 5 个用例")
     page.goto(server + "/admin/j/panjin/v/2/verify")
-    expect(page.locator("#active-diff")).to_contain_text("两个版本的规则没有差异")
+    expect(page.locator("#active-diff")).to_contain_text("新增: 工地扬尘劝阻无效")
     expect(page.locator("#impact-replayed")).to_have_text(f"已回放 200 / {PANJIN_CASES} 件")
     expect(page.locator("#impact-cap")).to_contain_text("每次只回放最新的 200 件")
-    expect(page.locator("#pinned-summary")).to_contain_text("4 个结果不变")
+    expect(page.locator("#pinned-summary")).to_contain_text("共 5 个用例, 5 个结果不变")
     for selector in ("#publish-form textarea", "#publish-form button", "#impact-summary", "#pinned-summary"):
         fits(page, selector, 390)
-    page.get_by_label("变更说明").fill("无规则变化的重新发布")
+    page.get_by_label("变更说明").fill("新增一个固定测试用例")
     shot(page, "publish-phone", full_page=True)
     page.get_by_role("button", name="发布 v2").click()
     expect(page.locator("#version-2")).to_contain_text("生效中")

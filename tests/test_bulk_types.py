@@ -11,16 +11,12 @@ import pytest
 from openpyxl import load_workbook
 from playwright.sync_api import expect
 
-from tests.admin_browser import PASSWORD, shot, sign_in
+from tests.admin_browser import admin_http, draft_page, shot
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server, timeout=60) as http:
-        token = re.search(r'name="_csrf_token" value="([^"]+)"', http.get("/admin/login").text).group(1)
-        http.post("/admin/login", data={"name": "admin", "password": PASSWORD, "_csrf_token": token})
-        draft = http.post("/admin/j/weiyang/drafts", data={"_csrf_token": token}).headers["location"]
-        http.headers.update({"X-CSRFToken": http.cookies["gp_csrf"]})
+    with admin_http(server, "weiyang") as (http, draft):
         yield http, draft
 
 
@@ -134,9 +130,7 @@ def test_xlsx_round_trip_preview_errors_then_apply(client):
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [1366, 390])
 def test_bulk_edit_in_the_browser(browser, server, tmp_path, width):
-    page = sign_in(browser, server, "admin", width=width)
-    page.goto(server + "/admin/j/karamay")
-    page.get_by_role("button", name="基于生效版本新建草稿").click()
+    page = draft_page(browser, server, "karamay", width)
     page.get_by_role("link", name="批量编辑问题类型 / Excel").click()
     page.get_by_label("类别").select_option(label="医疗废物与医疗废水")
     page.get_by_role("button", name="筛选").click()

@@ -11,23 +11,17 @@ from openpyxl import Workbook, load_workbook
 from playwright.sync_api import expect
 
 from policy.unit_rows import RowIssue, check_rows, grouped
-from tests.admin_browser import PASSWORD, shot, sign_in
+from tests.admin_browser import admin_http, draft_page, shot
+from tests.test_admin_editing_http import _revision
 
 HEADER = "id,name,level,parent\n"
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server, timeout=60) as http:
-        token = re.search(r'name="_csrf_token" value="([^"]+)"', http.get("/admin/login").text).group(1)
-        http.post("/admin/login", data={"name": "admin", "password": PASSWORD, "_csrf_token": token})
-        draft = http.post("/admin/j/weiyang/drafts", data={"_csrf_token": token}).headers["location"]
-        http.headers.update({"X-CSRFToken": http.cookies["gp_csrf"], "HX-Request": "true"})
+    with admin_http(server, "weiyang") as (http, draft):
+        http.headers["HX-Request"] = "true"
         yield http, draft
-
-
-def _revision(http: httpx.Client, draft: str) -> int:
-    return int(re.search(r'id="revision" name="revision" value="(\d+)"', http.get(draft + "/units").text).group(1))
 
 
 def _upload(http, draft, body: bytes, name: str = "units.csv", **form) -> httpx.Response:
@@ -121,9 +115,7 @@ def test_a_parent_may_come_from_the_same_file():
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [1366, 390])
 def test_unit_import_in_the_browser(browser, server, tmp_path, width):
-    page = sign_in(browser, server, "admin", width=width)
-    page.goto(server + "/admin/j/yuanquan")
-    page.get_by_role("button", name="基于生效版本新建草稿").click()
+    page = draft_page(browser, server, "yuanquan", width)
     page.get_by_role("link", name="层级与网格").click()
     with page.expect_download() as download:
         page.get_by_role("link", name="现有网格单元 CSV").click()
