@@ -175,9 +175,8 @@ class PublishRequest(BaseModel):
 
 
 class PublishBody(PublishRequest):
-    accept: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        [], max_length=500, description="接受新结果的固定测试用例名称 (逐条确认, 记入审计日志)")
-    revision: int | None = Field(None, ge=0, description="草稿修订号 (ETag), 有 accept 时必填")
+    accept: list[str] = Field([], max_length=500, description="接受新结果的固定测试用例名称 (逐条确认, 记入审计日志)")
+    revision: int | None = Field(None, description="草稿修订号 (ETag), 有 accept 时必填; 过时则 412")
 
 
 VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]

@@ -16,7 +16,7 @@ from store.tables import AuditEntry
 from tests.conftest import BUNDLED
 from tests.test_cli import run
 
-MEDICAL_WASTE_CASE = "医疗废物处置: 三级网格(村/社区)01发现"  # karamay's pinned case for problem_types[0]
+MEDICAL_WASTE_CASE = "医疗废物处置: 三级网格(村/社区)发现"  # karamay's pinned case for problem_types[0]
 
 
 def test_every_bundled_jurisdiction_ships_a_passing_suite(bundled):
@@ -105,7 +105,7 @@ def test_publishing_is_refused_until_each_changed_case_is_accepted(cases):
     with pytest.raises(Invalid) as err:
         policies.publish("karamay", draft.number, "发布人", "医疗废物改由市级处置")
     assert err.value.field == "tests" and [c["name"] for c in err.value.extra["changed"]] == [MEDICAL_WASTE_CASE]
-    assert err.value.extra["changed"][0]["fields"] == ["level", "unit", "escalation"]
+    assert err.value.extra["changed"][0]["fields"] == ["level", "escalation"]
     assert policies.active_version("karamay").number == 1
     with pytest.raises(Invalid, match="没有结果改变"):
         policies.accept_pinned("karamay", draft.number, ["不存在的用例"], draft.revision, "发布人")
@@ -148,7 +148,7 @@ def test_rollback_needs_a_reason_and_records_it(cases):
     document = draft.document
     document["problem_types"][1]["departments"] = []
     draft = policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
-    policies.publish("karamay", draft.number, "发布人", "医疗废水不再指定部门", ["医疗废水处置: 三级网格(村/社区)01发现"],
+    policies.publish("karamay", draft.number, "发布人", "医疗废水不再指定部门", ["医疗废水处置: 三级网格(村/社区)发现"],
                      draft.revision)
     with pytest.raises(Invalid, match="原因"):
         policies.rollback("karamay", 1, "发布人", "  ")
