@@ -1,12 +1,14 @@
 """What every admin page shares: the signed-in user, role checks, page rendering and error pages."""
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, TypeVar
 
 from litestar import Request, Response
+from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import FromPath, PathParameter
@@ -166,6 +168,19 @@ def form_revision(form: Any) -> int:
     save is refused as stale (412) rather than failing."""
     revision = str(form.get("revision", ""))
     return int(revision) if revision.isdigit() else 0
+
+
+async def uploaded(form: Any, default_name: str) -> tuple[bytes, str]:
+    """An import's file: the upload of a preview, or (on confirming a preview) the same bytes sent back base64 in
+    `data`, with the file's name."""
+    upload = form.get("file")
+    if isinstance(upload, UploadFile):
+        return await upload.read(), (upload.filename or default_name)[:200]
+    try:
+        raw = base64.b64decode(str(form.get("data", "")))
+    except ValueError:
+        raw = b""
+    return raw, str(form.get("name") or default_name)[:200]
 
 
 def dom_id(key: str) -> str:

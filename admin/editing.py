@@ -7,29 +7,32 @@ keeps the draft revision in one hidden input (#revision) that every form include
 """
 from __future__ import annotations
 
+import base64
 import copy
+import csv
+import io
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import FormMultiDict, UploadFile
+from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins.htmx import ClientRedirect, ClientRefresh, HTMXTemplate
 from litestar.response import Template
 
 from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
-                          services)
+                          services, uploaded)
 from policy import words
 from policy.catalog import search_score
-from policy.errors import PolicyError
-from policy.loader import overlay_units, parse_units_csv
+from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, merge
 from policy.models import Slug, UnitGroup
 from policy.validate import expand_group
 from store.errors import Conflict, Invalid, StoreError
 from store.tables import PolicyVersion
+from store.xlsx import MEDIA_TYPE as XLSX, TableError, read_rows, workbook
 from store.users import Principal
 
 PAGE_SIZE = 50
@@ -484,60 +487,92 @@ def unit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[
 @post("/j/{jid:str}/v/{number:int}/units/import")
 async def unit_import(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                       number: Number) -> Response:
-    """CSV id,name,level,parent onto the draft: a preview of what changes, or errors by line; nothing is
-    saved unless the admin confirms a clean preview (and the draft was not changed meanwhile)."""
+    """A CSV or .xlsx of id,name,level,parent onto the draft: merged (add, rename, move the rows given) unless
+    "replace the levels" is chosen. Shows a preview of what changes, or every problem by line and column (each
+    once); nothing is saved unless the admin confirms a clean preview (and the draft was not changed meanwhile)."""
     ctx = Editing(request, user, jid, number)
     version = ctx.version(write=True)
     data = await request.form()
-    upload = data.get("file")
-    name = upload.filename if isinstance(upload, UploadFile) else str(data.get("name") or "units.csv")
+    raw, name = await uploaded(data, "units.csv")
+    replace = data.get("mode") == "replace"
+    shown = dict(name=name, mode="replace" if replace else "merge")
+    if not raw.strip():
+        return _import_result(ctx, version, errors=["请选择 CSV 或 .xlsx 文件 (表头 id,name,level,parent)"], **shown)
     try:
-        text = (await upload.read()).decode("utf-8-sig") if isinstance(upload, UploadFile) else str(data.get("csv", ""))
-    except UnicodeDecodeError:
-        return _import_result(ctx, version, errors=["文件须为 UTF-8 编码的 CSV (可在 Excel/WPS 另存为 CSV UTF-8)"])
-    if not text.strip():
-        return _import_result(ctx, version, errors=["请选择 CSV 文件 (表头 id,name,level,parent)"])
+        rows = read_rows(raw, name, UNIT_COLUMNS)
+    except TableError as err:
+        return _import_result(ctx, version, errors=[str(err)], **shown)
+    old = ctx.units()
+    checked = check_rows(rows, ctx.context(version)["levels"], {u.id: u.level for u in old.values()})
+    if checked.issues:
+        return _import_result(ctx, version, errors=grouped(checked.issues), **shown)
     document = copy.deepcopy(version.document)
+    at = merge(document, checked.units, shown["name"], replace)
+
+    def issues(err: Invalid) -> list[str]:
+        return _import_issues(err, {i: checked.lines[uid] for i, uid in at.items()})
+
     try:
-        first = overlay_units(document, parse_units_csv(text, name))
         new = ctx.policies.check_draft(jid, number, document).units
-    except PolicyError as err:
-        return _import_result(ctx, version, csv=text, name=name,
-                              errors=[f"第 {i.line} 行: {i.message}" if i.line else i.message for i in err.issues])
     except Invalid as err:
-        return _import_result(ctx, version, csv=text, name=name, errors=_import_issues(err, first))
-    old = ctx.policies.build(version).units
-    changes = {"added": [new[u] for u in new if u not in old], "removed": [old[u] for u in old if u not in new],
-               "renamed": [(old[u], new[u]) for u in new if u in old and old[u].name != new[u].name],
-               "moved": [(old[u], new[u]) for u in new if u in old and old[u].parent != new[u].parent]}
+        return _import_result(ctx, version, errors=issues(err), **shown)
     if data.get("action") != "apply":
-        return _import_result(ctx, version, csv=text, name=name, changes=changes, total=len(new))
-    saved = attempt(lambda: ctx.policies.update_draft(jid, number, document, form_revision(data), user.name),
-                    lambda err: {"general": "; ".join(_import_issues(err, first))})
+        changes = {"added": [new[u] for u in new if u not in old], "removed": [old[u] for u in old if u not in new],
+                   "renamed": [(old[u], new[u]) for u in new if u in old and old[u].name != new[u].name],
+                   "moved": [(old[u], new[u]) for u in new if u in old and old[u].parent != new[u].parent]}
+        return _import_result(ctx, version, changes=changes, total=len(new), rows=len(checked.units),
+                              data=base64.b64encode(raw).decode(), **shown)
+    saved = attempt(lambda: ctx.policies.update_draft(jid, number, document, form_revision(data), user.name,
+                                                      action="units_imported", file=shown["name"], mode=shown["mode"],
+                                                      rows=len(checked.units)),
+                    lambda err: {"general": "; ".join(issues(err))})
     if isinstance(saved, Refused):
-        return _import_result(ctx, version, csv=text, name=name, errors=list(saved.errors.values()),
-                              status=saved.status)
+        return _import_result(ctx, version, errors=list(saved.errors.values()), status=saved.status, **shown)
     return ClientRedirect(f"/admin/j/{jid}/v/{number}/units?imported={len(new)}")
 
 
-def _import_issues(err: Invalid, first: int) -> list[str]:
-    """Issues on imported units by CSV line (row i of the import is line i + 2, after the header)."""
-    out = []
+def _import_issues(err: Invalid, lines: dict[int, int]) -> list[str]:
+    """Validation issues on imported units by file line (`lines`: position in document units -> line), grouped
+    like the row checks; other issues once each, with their path."""
+    rows, other = [], []
     for issue in err.extra.get("issues", []):
         path = issue["path"]
-        if path.startswith("units["):
-            index = int(path[6:path.index("]")])
-            if index >= first:
-                field_name = path[path.index("]") + 1:].lstrip(".")
-                out.append(f"第 {index - first + 2} 行{f' ({field_name})' if field_name else ''}: {issue['message']}")
-                continue
-        out.append(f"{path}: {issue['message']}" if path else issue["message"])
-    return out or [err.message]
+        index = int(path[6:path.index("]")]) if path.startswith("units[") else None
+        if index in lines:
+            column = path[path.index("]") + 1:].lstrip(".") or None
+            rows.append(RowIssue(lines[index], column, issue["message"]))
+        else:
+            other.append(f"{path}: {issue['message']}" if path else issue["message"])
+    return grouped(rows) + list(dict.fromkeys(other)) or [err.message]
 
 
 def _import_result(ctx: Editing, version: PolicyVersion, status: int | None = None, **extra: Any) -> Template:
     errors = extra.get("errors")
     return page("edit_import.html", status or (422 if errors else 200), **ctx.context(version, **extra))
+
+
+@get("/j/{jid:str}/v/{number:int}/units/table", sync_to_thread=False)
+def unit_table(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+               kind: Annotated[Literal["export", "template"], QueryParameter()] = "export",
+               fmt: Annotated[Literal["csv", "xlsx"], QueryParameter(name="format")] = "csv") -> Response:
+    """The draft's units (export) or a template with one example row, as CSV (UTF-8 with BOM, for Excel) or .xlsx:
+    the same columns the import reads."""
+    ctx = Editing(request, user, jid, number)
+    units = ctx.policies.build(ctx.version()).units
+    if kind == "export":
+        rows = [[u.id, u.name, u.level, u.parent or ""] for u in units.values()]
+    else:
+        deepest = max(u.level for u in units.values())
+        parent = next((u.id for u in units.values() if u.level == deepest - 1), "")
+        rows = [[f"{jid[:3]}-new-01", "新网格单元名称 (示例, 请替换)", deepest, parent]]
+    filename = f"{jid}-v{number}-{'units' if kind == 'export' else 'units-template'}.{fmt}"
+    disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if fmt == "xlsx":
+        body = workbook([{"title": "网格单元", "headers": list(UNIT_COLUMNS), "rows": rows}])
+        return Response(body, media_type=XLSX, headers=disposition)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([list(UNIT_COLUMNS), *rows])
+    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8", headers=disposition)
 
 
 # --- departments, workflows and escalation
@@ -565,4 +600,4 @@ def workflows_page(request: Request, user: NamedDependency[Principal], jid: From
 
 
 ROUTES = [item_check, item_save, item_delete, units_page, unit_children, unit_search, unit_form, unit_import,
-          departments_page, workflows_page]
+          unit_table, departments_page, workflows_page]

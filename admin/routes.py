@@ -32,12 +32,12 @@ from policy.catalog import search_score
 from policy.diff import diff
 from policy.loader import Jurisdiction
 from policy.facts import CASE_FACTS, ENUM_FACTS
-from store.errors import Invalid, StoreError
+from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.tables import PolicyVersion
 from store.sessions import DatabaseStore, RenewingSessionConfig, renew_session
 from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, shared_secret, sign_in
 
-from admin import assessment, audit, editing, geo, insight, ledger, provenance, users
+from admin import assessment, audit, bulk, editing, geo, insight, ledger, provenance, publishing, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, Refused, attempt,
                           bad_request, csrf_error, current_user, dom_id, field_errors, form_revision, htmx_target,
                           login_redirect, page, register_words, require, services, session_data, store_error)
@@ -93,12 +93,18 @@ def index(request: Request, user: NamedDependency[Principal]) -> Template:
 
 
 @get("/j/{jid:str}", sync_to_thread=False)
-def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
+def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
+                 rolled_back: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None) -> Template:
+    return _jurisdiction_page(request, user, jid, rolled_back=rolled_back)
+
+
+def _jurisdiction_page(request: Request, user: Principal, jid: str, status: int = 200, **extra: Any) -> Template:
     s = services(request).policies
     versions = s.list_versions(jid)
     jur = s.router(jid).jur
-    return page("jurisdiction.html", user=user, jid=jid, name=jur.policy.name, versions=list(reversed(versions)),
-                levels=_levels(jur))
+    return page("jurisdiction.html", status, user=user, jid=jid, name=jur.policy.name,
+                versions=list(reversed(versions)), levels=_levels(jur), history=publishing.history(request, jid),
+                history_labels=publishing.HISTORY_ACTIONS, **extra)
 
 
 @post("/j/{jid:str}/drafts", sync_to_thread=False)
@@ -272,7 +278,8 @@ def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPa
     levels = [(lv["number"], lv["name"]) for lv in version.document["levels"]]
     return page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
                  report=_verification(request, version), can_publish=user.can(jid, "publisher"),
-                 provenance_changes=provenance.changes(request, version), **extra)
+                 provenance_changes=provenance.changes(request, version),
+                 **publishing.verify_context(request, user, version), **extra)
 
 
 @get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=False)
@@ -282,23 +289,34 @@ def verify_page(request: Request, user: NamedDependency[Principal], jid: FromPat
 
 @post("/j/{jid:str}/v/{number:int}/publish")
 async def publish(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
+    """Publish, first accepting the new outcomes of the pinned cases the publisher ticked (each audited)."""
     require(user, jid, "publisher")
-    note = str((await request.form()).get("note", ""))[:2000]
+    form = await request.form()
+    note = str(form.get("note", ""))[:2000]
+    accepted = [str(name)[:200] for name in form.getall("accept", [])][:500]
     s = services(request).policies
-    try:
-        s.publish(jid, number, user.name, note)
-    except Invalid as err:
-        return _verify_page(request, user, jid, s.get_version(jid, number), 422, note=note,
-                            note_error=err.message if err.field == "note" else None,
-                            publish_error=None if err.field == "note" else err.message)
+
+    done = attempt(lambda: s.publish(jid, number, user.name, note, accepted, form_revision(form)),
+                   lambda err: {err.field or "general": err.message},
+                   lambda err: isinstance(err, (Invalid, PreconditionFailed, Forbidden)))
+    if isinstance(done, Refused):
+        return _verify_page(request, user, jid, s.get_version(jid, number), done.status, note=note,
+                            note_error=done.errors.get("note"), accepted=accepted,
+                            publish_error=next((m for f, m in done.errors.items() if f != "note"), None))
     return Redirect(f"/admin/j/{jid}")
 
 
-@post("/j/{jid:str}/v/{number:int}/rollback", sync_to_thread=False)
-def rollback(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Redirect:
+@post("/j/{jid:str}/v/{number:int}/rollback")
+async def rollback(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
+    """Rollback asks for a reason and a confirmation; the reason goes to the audit log and the history."""
     require(user, jid, "publisher")
-    services(request).policies.rollback(jid, number, user.name, f"回滚到 v{number} rollback")
-    return Redirect(f"/admin/j/{jid}")
+    form = await request.form()
+    s = services(request).policies
+    done = attempt(lambda: s.rollback(jid, number, user.name, publishing.rollback_reason(form)))
+    if isinstance(done, Refused):
+        return _jurisdiction_page(request, user, jid, done.status, rollback_error=done.errors["general"],
+                                  rollback_number=number)
+    return Redirect(f"/admin/j/{jid}?rolled_back={number}")
 
 
 @get("/j/{jid:str}/diff", sync_to_thread=False)
@@ -341,19 +359,17 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
     form = await request.form()
     s = services(request).policies
     jid = str(form.get("jurisdiction", ""))[:64]
-    facts: dict[str, bool | str] = {name: True for name in CASE_FACTS if form.get(f"fact_{name}") == "on"}
-    if form.get("enterprise_class") in ENUM_FACTS["enterprise_class"][1]:
-        facts["enterprise_class"] = str(form.get("enterprise_class"))
     try:
         typed = str(form.get("problem_type", ""))[:200]
         case = Case(problem_type=_type_code(s.router(jid).jur.type_names, typed) or " ",
-                    unit=str(form.get("unit", "")).strip()[:200] or None, facts=facts)
+                    unit=str(form.get("unit", "")).strip()[:200] or None, facts=publishing.simulated_facts(form))
         decision = s.router(jid).route(case)
     except RoutingError as err:
         return page("_decision.html", 422, error=str(err))
     active = s.active_version(jid)
     label = f"v{active.number} (已发布)" if active.content_hash == decision.policy_version else None
-    return page("_decision.html", decision=decision, version_label=label, jid=jid)
+    return page("_decision.html", decision=decision, version_label=label, jid=jid, form=form,
+                **publishing.pin_context(request, user, jid, decision))
 
 
 # --- compare
@@ -384,7 +400,8 @@ def admin_parts(engine: Engine) -> AdminParts:
         route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
                         compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES,
-                        *provenance.ROUTES, *ledger.ROUTES, *geo.ROUTES, *audit.ROUTES],
+                        *provenance.ROUTES, *publishing.ROUTES, *bulk.ROUTES, *ledger.ROUTES, *geo.ROUTES,
+                        *audit.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=False)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,

@@ -177,6 +177,11 @@ class PublishRequest(BaseModel):
     note: str = Field(max_length=2000)
 
 
+class PublishBody(PublishRequest):
+    accept: list[str] = Field([], max_length=500, description="接受新结果的固定测试用例名称 (逐条确认, 记入审计日志)")
+    revision: int | None = Field(None, description="草稿修订号 (ETag), 有 accept 时必填; 过时则 412")
+
+
 VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
@@ -291,10 +296,12 @@ def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, da
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False, status_code=200)
-def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
+def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishBody],
             x_api_key: ApiKeyHeader = None) -> VersionOut:
+    """Refused (403) under the four-eyes rule when the actor last edited the draft; refused (422) while pinned
+    cases would change, unless each is named in `accept` (with the draft's `revision`)."""
     s = _authorized(request, jid, x_api_key)
-    return VersionOut.of(s.policies.publish(jid, number, data.actor, data.note))
+    return VersionOut.of(s.policies.publish(jid, number, data.actor, data.note, data.accept, data.revision))
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False, status_code=200)

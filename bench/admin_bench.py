@@ -84,6 +84,12 @@ def pages(drafts: dict[str, int], ids: list[str]) -> dict[str, str]:
                 "units children of a township": f"{hefei}/units/children?parent=hf-l3c-01",
                 "units search (pinyin)": f"{hefei}/units/search?q=baohe", "unit form": f"{hefei}/units/form?id=hf-l4-0001",
                 "departments hefei": f"{hefei}/departments", "workflows hefei": f"{hefei}/workflows"})
+    weiyang = f"/admin/j/weiyang/v/{drafts['weiyang']}"  # #14 items 5 and 6: bulk types (102 rows), tables
+    out.update({"bulk types weiyang": f"{weiyang}/types/bulk",
+                "bulk types filtered": f"{weiyang}/types/bulk?level=3&prov=assumption",
+                "types .xlsx weiyang": f"{weiyang}/types.xlsx",
+                "units export csv hefei": f"{hefei}/units/table?kind=export&format=csv",
+                "units export xlsx hefei": f"{hefei}/units/table?kind=export&format=xlsx"})
     out["simulator"] = "/admin/simulate?jurisdiction=hefei"
     out["cases dashboard hefei"] = "/admin/cases/hefei"
     out["cases dashboard 90d"] = "/admin/cases/hefei?days=90"

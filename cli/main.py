@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from engine.compiler import compile_policy
 from engine.decision import Decision, GridParty, Party
+from engine.pinned import FIELD_LABELS as PINNED_LABELS, run_suite, show as pinned_show
 from engine.router import Case, PolicyRouter, RoutingError
 from engine.verify import verify
 from policy.errors import PolicyError
@@ -159,6 +160,31 @@ def render_decision(d: Decision) -> str:
                 else f"假设 assumption: {src['assumption']}")
         lines.append(f"  - [{t.rule}] {t.name} — {cite}")
     return "\n".join(lines)
+
+
+@app.command("test")
+def test_cmd(jid: Annotated[Optional[str], typer.Argument(help="辖区 id (默认全部)")] = None) -> None:
+    """运行固定测试用例 (jurisdictions/<id>.tests.yaml); 任一用例结果改变时以 1 退出。"""
+    jurisdictions = {jid: _load_one(jid)} if jid else _load_all()
+    failed = total = 0
+    for jur in jurisdictions.values():
+        results = run_suite(jur)
+        total += len(results)
+        typer.echo(f"{jur.policy.name} ({jur.id}): {len(results)} 个用例 cases")
+        for result in results:
+            typer.echo(f"  {'通过 PASS' if result.passed else '失败 FAIL'}  {result.case.name}")
+            if result.passed:
+                continue
+            failed += 1
+            typer.echo(f"      依据 clause: {result.case.clause.clause} “{result.case.clause.quote}”")
+            if result.actual is None:
+                typer.echo(f"      无法路由 cannot route: {result.error}")
+            for name in [] if result.actual is None else result.changed:
+                expected, actual = (pinned_show(getattr(side, name)) for side in (result.case.expect, result.actual))
+                typer.echo(f"      {PINNED_LABELS[name]} {name}: 期望 expected {expected}, 实际 actual {actual}")
+    typer.echo(f"共 {total} 个用例, {total - failed} 个通过, {failed} 个失败 — {total} cases, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

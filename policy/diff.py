@@ -46,8 +46,13 @@ def diff(old: Policy, new: Policy) -> dict:
     pa, pb = _keyed(old.departments, "id"), _keyed(new.departments, "id")
     out["departments"] = {"added": sorted(set(pb) - set(pa)), "removed": sorted(set(pa) - set(pb))}
     out["scoring_changed"] = old.scoring != new.scoring
+    ta, tb = _keyed(old.tests, "name"), _keyed(new.tests, "name")
+    out["tests"] = {"added": sorted(set(tb) - set(ta)), "removed": sorted(set(ta) - set(tb)),
+                    "changed": sorted(n for n in set(ta) & set(tb) if ta[n] != tb[n])}
+    out["four_eyes_changed"] = old.publishing.four_eyes != new.publishing.four_eyes
     out["changed"] = any([any(out["problem_types"].values()), out["deadlines_changed"], any(out["rules"].values()),
-                          out["levels_changed"], any(out["departments"].values()), out["scoring_changed"]])
+                          out["levels_changed"], any(out["departments"].values()), out["scoring_changed"],
+                          any(out["tests"].values()), out["four_eyes_changed"]])
     return out
 
 

@@ -21,6 +21,7 @@ from policy.yamlio import Origin, OriginMap, load_yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOG_FILE = "_catalog.yaml"
 UNITS_CSV_SUFFIX = ".units.csv"
+TESTS_SUFFIX = ".tests.yaml"  # a jurisdiction's pinned test cases, beside its file (or folder)
 UNIT_CSV_COLUMNS = ("id", "name", "level", "parent")
 # Keyed lists merge item by item under `extends`; the first key all items carry wins.
 LIST_KEYS = ("code", "number", "id", "id_prefix", "seed", "kind")
@@ -115,7 +116,7 @@ class Loader:
 
     def _discover(self) -> None:
         for path in sorted(self.directory.iterdir()):
-            if path.name == CATALOG_FILE or path.name.startswith("."):
+            if path.name == CATALOG_FILE or path.name.startswith(".") or path.name.endswith(TESTS_SUFFIX):
                 continue
             if path.is_dir():
                 files = sorted(path.glob("*.yaml"))
@@ -190,10 +191,21 @@ class Loader:
         overlay_units(data, read_units_csv(csv_path, self.origins))
         return [str(csv_path)]
 
+    def _overlay_tests(self, jid: str, data: dict) -> list[str]:
+        path = self.directory / f"{jid}{TESTS_SUFFIX}"
+        if not path.exists():
+            return []
+        suite = load_yaml(path, self.origins)
+        if not isinstance(suite, dict) or set(suite) != {"tests"}:
+            raise PolicyError([PolicyIssue(file=str(path), line=1, message=(
+                "测试用例文件须只有一个顶层键 tests: (用例列表) — the file must hold one key, `tests:`"))])
+        data["tests"] = suite["tests"]
+        return [str(path)]
+
     def build(self, jid: str) -> Jurisdiction:
         data, files = self._resolve_raw(jid)
         data = dict(data)
-        files = files + self._overlay_units_csv(jid, data)
+        files = self._overlay_tests(jid, data) + files + self._overlay_units_csv(jid, data)  # the policy file stays last
         if self.catalog is None:
             raise PolicyError(self.issues)
         return build_jurisdiction(data, self.catalog, files, self.origins)

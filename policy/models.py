@@ -14,9 +14,10 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from policy.facts import ALL_FACTS, BOOLEAN_FACTS, ENUM_FACTS
+from policy.facts import ALL_FACTS, BOOLEAN_FACTS, CASE_FACTS, ENUM_FACTS
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_][a-z0-9_\-]*$", max_length=64)]
+SLUG_PATTERN = r"^[a-z0-9_][a-z0-9_\-]*$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=64)]
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+){1,4}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
 
@@ -392,6 +393,50 @@ class Scoring(Provenanced):
 Action.model_rebuild()
 
 
+class PinnedGiven(Strict):
+    """A pinned case's inputs, as the simulator takes them."""
+    problem_type: Code = Field(description="问题类型代码")
+    unit: Slug | None = Field(None, description="发现问题的网格单元")
+    found_at_level: int | None = Field(None, ge=1, le=6, description="发现层级")
+    facts: dict[str, bool | str] = Field({}, description="案件事实, 如 persuasion_failed: true")
+
+    @field_validator("facts")
+    @classmethod
+    def _known_facts(cls, facts: dict) -> dict:
+        classes = ENUM_FACTS["enterprise_class"][1]
+        for name, value in facts.items():
+            if name == "enterprise_class":
+                if value not in classes:
+                    raise ValueError(f"enterprise_class 须为 {', '.join(classes)} 之一, 而非 '{value}'")
+            elif name not in CASE_FACTS:
+                raise ValueError(f"未知的事实 '{name}' — unknown fact; 可用 valid: "
+                                 f"{', '.join([*CASE_FACTS, 'enterprise_class'])}")
+            elif not isinstance(value, bool):
+                raise ValueError(f"事实 {name} 须为 true/false")
+        return facts
+
+
+class PinnedExpect(Strict):
+    """The decision a pinned case expects (what the impact preview compares, plus the escalation levels)."""
+    level: int = Field(ge=1, le=6, description="处置层级")
+    unit: Slug | None = Field(None, description="处置网格单元 (无法确定时为空)")
+    first_action: str | None = Field(None, description="首个动作, 如 assign、persuade")
+    departments: list[Slug] = Field([], description="配合处置的职能部门")
+    escalation: list[int] = Field([], description="超时后依次升级到的层级")
+
+
+class PinnedCase(Strict):
+    """One pinned test case (固定测试用例): inputs, the expected decision, and the clause it follows."""
+    name: NonEmpty
+    clause: Source = Field(description="依据的条款原文 (seed, clause, quote)")
+    given: PinnedGiven
+    expect: PinnedExpect
+
+
+class Publishing(Strict):
+    four_eyes: bool = Field(False, description="四眼原则: 发布人不得是草稿的最后编辑人")
+
+
 class Policy(Strict):
     """A resolved jurisdiction (inheritance applied)."""
     id: Slug
@@ -409,3 +454,5 @@ class Policy(Strict):
     cadences: list[Cadence] = []
     source_classes: list[SourceClass] = []
     scoring: Scoring | None = None
+    publishing: Publishing = Publishing()
+    tests: list[PinnedCase] = Field([], description="固定测试用例, 来自 <id>.tests.yaml")

@@ -87,6 +87,7 @@ class _Checker:
         self.check_cadences()
         self.check_scoring()
         self.check_provenance()
+        self.check_tests()
         return self.issues
 
     def check_levels(self) -> None:
@@ -223,16 +224,39 @@ class _Checker:
             for name in item.NUMERIC:
                 self.check_number(loc, item, name)
 
-    def check_source(self, loc: tuple, source) -> None:
+    def check_tests(self) -> None:
+        """Pinned cases name what the policy declares and quote their clause from a seed."""
+        codes = {t.code for t in self.policy.problem_types}
+        departments = {d.id for d in self.policy.departments}
+        for i, case in enumerate(self.policy.tests):
+            loc = ("tests", i)
+            self.check_source(loc, case.clause, "clause")
+            if case.given.problem_type not in codes:
+                self.add(loc + ("given", "problem_type"), (
+                    f"问题类型 '{case.given.problem_type}' 不在本辖区的问题类型表中 — unknown problem type"))
+            for key, unit in (("given", case.given.unit), ("expect", case.expect.unit)):
+                if unit is not None and unit not in self.jur.units:
+                    self.add(loc + (key, "unit"), f"网格单元 '{unit}' 不存在 — unknown unit")
+            self.level_ok(loc + ("given", "found_at_level"), case.given.found_at_level, "发现")
+            self.level_ok(loc + ("expect", "level"), case.expect.level, "处置")
+            for dept in case.expect.departments:
+                if dept not in departments:
+                    self.add(loc + ("expect", "departments"), f"职能部门 '{dept}' 未声明 — undeclared department")
+        names = Counter(case.name for case in self.policy.tests)
+        for i, case in enumerate(self.policy.tests):
+            if names[case.name] > 1:
+                self.add(("tests", i, "name"), f"重复的用例名称 '{case.name}' — duplicate test name")
+
+    def check_source(self, loc: tuple, source, key: str = "source") -> None:
         if source is None:
             return
         declared = {s.seed for s in self.policy.sources}
         if source.seed not in declared:
-            self.add(loc + ("source", "seed"), f"出处文件 '{source.seed}' 未在 sources 中声明; 已声明 {sorted(declared)}")
+            self.add(loc + (key, "seed"), f"出处文件 '{source.seed}' 未在 sources 中声明; 已声明 {sorted(declared)}")
             return
         text = _seed_text(seed_path(source.seed))
         if text is not None and _normalise(source.quote) not in text:
-            self.add(loc + ("source", "quote"), (
+            self.add(loc + (key, "quote"), (
                 f"引文在 {source.seed} 中找不到 — quote not found in the seed: '{source.quote[:40]}'"))
 
     def check_number(self, loc: tuple, item, name: str) -> None:

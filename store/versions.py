@@ -5,16 +5,21 @@ from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from cachetools import LRUCache
+
+from engine.pinned import PinnedResult, run_suite
 from engine.registry import EngineRegistry, VerificationFailed
 from engine.router import PolicyRouter
 from policy.catalog import Catalog
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
 from store.db import UnitOfWork, make_engine, migrate, reader, serialize
-from store.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from store.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
 from store.tables import AuditEntry, PolicyVersion, utcnow
 
 SYSTEM = "system"
+# Audit actions that change a draft's rules (the four-eyes rule looks for the latest of them).
+EDIT_ACTIONS = ("draft_created", "draft_updated", "bulk_types_updated", "types_imported", "units_imported")
 
 
 def audit(session: Session, actor: str, action: str, jurisdiction: str | None = None,
@@ -38,6 +43,7 @@ class PolicyStore:
         self.registry = registry or EngineRegistry()
         self._built: dict[str, Jurisdiction] = {}
         self.numbers: dict[tuple[str, str], int] = {}  # (jurisdiction, content hash) -> number, of active versions
+        self._pinned: LRUCache[str, list[PinnedResult]] = LRUCache(maxsize=64)  # content hash -> suite results
 
     # --- building and serving
     def build(self, version: PolicyVersion) -> Jurisdiction:
@@ -159,8 +165,10 @@ class PolicyStore:
             raise Invalid("草稿未通过校验", field="document",
                           issues=[{"path": i.path, "message": i.message} for i in err.issues]) from None
 
-    def update_draft(self, jid: str, number: int, document: dict, revision: int, author: str) -> PolicyVersion:
-        """Replace a draft's document if `revision` (the ETag the editor saw) is still current."""
+    def update_draft(self, jid: str, number: int, document: dict, revision: int, author: str,
+                     action: str = "draft_updated", **detail) -> PolicyVersion:
+        """Replace a draft's document if `revision` (the ETag the editor saw) is still current; audited as
+        `action` (an edit, or `pinned_accepted` when a publisher accepts pinned cases' new outcomes)."""
         jur = self.check_draft(jid, number, document)
         with UnitOfWork(self.engine) as uow:
             session = uow.session
@@ -179,23 +187,71 @@ class PolicyStore:
                 raise PreconditionFailed(
                     f"草稿 v{number} 已被他人修改 (当前修订 {current.revision}, 你基于 {revision}); 请重新加载后再改",
                     field="If-Match", current_revision=current.revision)
-            audit(session, author, "draft_updated", jid, number, revision=revision + 1,
-                  content_hash=jur.content_hash)
+            audit(session, author, action, jid, number, revision=revision + 1, content_hash=jur.content_hash,
+                  **detail)
         return self.get_version(jid, number)
 
-    def publish(self, jid: str, number: int, publisher: str, note: str) -> PolicyVersion:
+    def last_editor(self, jid: str, number: int) -> str:
+        """Who last changed the draft's rules: the latest edit's author, else whoever created the draft."""
+        with Session(self.reader) as session:
+            actor = session.exec(select(AuditEntry.actor).where(
+                AuditEntry.jurisdiction == jid, AuditEntry.version_number == number,
+                AuditEntry.action.in_(EDIT_ACTIONS)).order_by(AuditEntry.id.desc())).first()
+        return actor or self.get_version(jid, number).author
+
+    def pinned_results(self, version: PolicyVersion) -> list[PinnedResult]:
+        """The version's pinned cases run against the version itself (kept per content hash)."""
+        if version.content_hash not in self._pinned:
+            self._pinned[version.content_hash] = run_suite(self.build(version))
+        return self._pinned[version.content_hash]
+
+    def accept_pinned(self, jid: str, number: int, names: list[str], revision: int, actor: str) -> PolicyVersion:
+        """The named pinned cases expect what the draft now decides (a revision-checked draft save, audited per
+        case as `pinned_accepted` with the old and new expectation)."""
+        version = self.get_version(jid, number)
+        changed = {r.case.name: r for r in self.pinned_results(version) if not r.passed and r.actual is not None}
+        unknown = [n for n in names if n not in changed]
+        if unknown:
+            raise Invalid(f"没有结果改变的固定测试用例 “{'、'.join(unknown)}” — no such changed pinned case",
+                          field="accept")
+        document = dict(version.document)
+        document["tests"] = [
+            {**case, "expect": changed[case["name"]].actual.model_dump(mode="json")} if case["name"] in names else case
+            for case in version.document.get("tests", [])]
+        accepted = [{"name": n, "from": changed[n].case.expect.model_dump(mode="json"),
+                     "to": changed[n].actual.model_dump(mode="json")} for n in names]
+        return self.update_draft(jid, number, document, revision, actor, action="pinned_accepted", accepted=accepted)
+
+    def publish(self, jid: str, number: int, publisher: str, note: str, accept: list[str] | None = None,
+                revision: int | None = None) -> PolicyVersion:
+        """Refused unless the draft verifies, its pinned cases keep their outcomes or are named in `accept` (their
+        new outcomes accepted first, see `accept_pinned`, at draft `revision`) and, where the jurisdiction asks
+        for four eyes, the publisher is not the draft's last editor."""
         if not note.strip():
             raise Invalid("发布须填写变更说明 — a change note is required", field="note")
         version = self.get_version(jid, number)
         if version.status != "draft":
             raise Conflict(f"v{number} 不是草稿, 无需发布; 回滚请用 rollback", field="number")
+        if self.build(version).policy.publishing.four_eyes and self.last_editor(jid, number) == publisher:
+            raise Forbidden(f"四眼原则: 你是草稿 v{number} 的最后编辑人, 须由另一位发布人审核发布 — four-eyes rule: "
+                            "the draft's last editor cannot publish it", field="publisher")
+        if accept:
+            if revision is None:
+                raise Invalid("接受测试用例新结果须给出草稿修订号 revision", field="revision")
+            version = self.accept_pinned(jid, number, accept, revision, publisher)
+        jur = self.build(version)
         try:
-            self.registry.load(self.build(version), activate=False)
+            self.registry.load(jur, activate=False)
         except VerificationFailed as err:
             raise Invalid("发布被拒绝: 覆盖校验未通过", field="document", problems=err.report.problems()) from None
         except PolicyError as err:
             raise Invalid("发布被拒绝: 规则校验未通过", field="document",
                           issues=[{"path": i.path, "message": i.message} for i in err.issues]) from None
+        moved = [r for r in self.pinned_results(version) if not r.passed]
+        if moved:
+            raise Invalid(f"发布被拒绝: {len(moved)} 个固定测试用例的结果将改变, 请逐条确认接受新结果 — "
+                          f"{len(moved)} pinned cases would change", field="tests",
+                          changed=[{"name": r.case.name, "fields": r.changed, "error": r.error} for r in moved])
         with UnitOfWork(self.engine) as uow:
             session = uow.session
             changed = session.exec(update(PolicyVersion).where(
@@ -209,13 +265,17 @@ class PolicyStore:
         return self.get_version(jid, number)
 
     def rollback(self, jid: str, number: int, actor: str, note: str) -> PolicyVersion:
-        """Rollback = make an earlier published version active again."""
+        """Rollback = make an earlier published version active again; the reason is kept in the audit log."""
+        if not note.strip():
+            raise Invalid("回滚须填写原因 — a reason is required", field="note")
         version = self.get_version(jid, number)
         if version.status != "published":
             raise Conflict(f"只能回滚到已发布的版本, v{number} 是草稿", field="number")
         with UnitOfWork(self.engine) as uow:
+            previous = uow.session.exec(select(PolicyVersion.number).where(PolicyVersion.jurisdiction == jid,
+                                                                          PolicyVersion.active)).first()
             self._activate(uow.session, jid, number)
-            audit(uow.session, actor, "rolled_back", jid, number, note=note)
+            audit(uow.session, actor, "rolled_back", jid, number, note=note, from_version=previous)
         self.refresh()
         return self.get_version(jid, number)
 

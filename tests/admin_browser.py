@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -96,6 +98,34 @@ def sign_in(browser, server: str, name: str, width: int = 1366) -> Page:
     page.get_by_role("button", name="登录").click()
     expect(page.get_by_role("heading", name="辖区")).to_be_visible()
     return page
+
+
+def draft_page(browser, server: str, jid: str, width: int = 1366) -> Page:
+    """Signed in as `admin`, on the editor of a new draft of `jid`."""
+    page = sign_in(browser, server, "admin", width)
+    page.goto(server + f"/admin/j/{jid}")
+    page.get_by_role("button", name="基于生效版本新建草稿").click()
+    return page
+
+
+def medical_waste_to_level_3(page: Page) -> None:
+    """On a Karamay draft's editor: 医疗废物处置 handled at level 3 instead of 2 (the edit the publish tests use)."""
+    page.get_by_role("button", name="编辑 医疗废物处置").click()
+    htmx_idle(page)
+    page.get_by_label("处置层级").fill("3")
+    page.get_by_role("button", name="保存").click()
+    expect(page.locator("#type-waste-medical-disposal .level")).to_have_text("第3级")
+
+
+@contextmanager
+def admin_http(server: str, jid: str) -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client signed in as `admin` (CSRF header set) and the path of a new draft of `jid`."""
+    with httpx.Client(base_url=server, timeout=60) as http:
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', http.get("/admin/login").text).group(1)
+        http.post("/admin/login", data={"name": "admin", "password": PASSWORD, "_csrf_token": token})
+        draft = http.post(f"/admin/j/{jid}/drafts", data={"_csrf_token": token}).headers["location"]
+        http.headers.update({"X-CSRFToken": http.cookies["gp_csrf"]})
+        yield http, draft
 
 
 def htmx_idle(page: Page) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.admin_browser import htmx_idle, shot, sign_in
+from tests.test_pinned import MEDICAL_WASTE_CASE
 
 
 def test_wrong_password_is_refused(browser, server):
@@ -48,7 +49,7 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     expect(row).to_contain_text("已保存")
 
     page.goto(server + "/admin/j/karamay/v/2/verify")
-    expect(page.get_by_role("status")).to_contain_text("校验通过")
+    expect(page.locator("p.ok[role=status]")).to_contain_text("校验通过")
     # a form stripped of its CSRF token is refused and changes nothing
     page.locator("form[action$='/publish'] input[name=_csrf_token]").evaluate("e => e.remove()")
     page.get_by_label("变更说明").fill("不应生效")
@@ -61,6 +62,10 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     page.get_by_role("button", name="发布 v2").click()  # no note: refused, next to the field
     expect(page.locator("#note-error")).to_contain_text("变更说明")
     page.get_by_label("变更说明").fill("医疗废物处置下放到三级网格")
+    page.get_by_role("button", name="发布 v2").click()  # the pinned case would change: refused until accepted
+    expect(page.locator("#publish-error")).to_contain_text("1 个固定测试用例的结果将改变")
+    expect(page.locator("#pinned-table")).to_contain_text(MEDICAL_WASTE_CASE)
+    page.get_by_label(f"接受用例 “{MEDICAL_WASTE_CASE}” 的新结果").check()
     shot(page, "verify")
     page.get_by_role("button", name="发布 v2").click()
     expect(page).to_have_url(server + "/admin/j/karamay")

@@ -117,16 +117,16 @@ def test_csv_import_preview_errors_and_pagination(browser, server, tmp_path):
     page, draft = _editor(browser, server, "units")
     bad = tmp_path / "bad.csv"
     bad.write_text("id,name,level,parent\nkmy-l2-1,乌尔禾乡,2,kmy\nkmy-l2-2,白碱滩,3,kmy\n", encoding="utf-8")
-    page.get_by_label("CSV 文件").set_input_files(bad)
+    page.get_by_label("CSV 或 Excel 文件").set_input_files(bad)
     page.get_by_role("button", name="预览变更").click()
     errors = page.locator("#import-errors")
-    expect(errors).to_contain_text("第 3 行 (parent)")  # the wrong parent level, by CSV line
+    expect(errors).to_contain_text("第 3 行 · 上级编号 parent 列: 上级单元须在第 2 级")  # by line and column
     expect(errors).to_contain_text("未导入")
     # 77 real village names, all under one township: more children than one page shows
     rows = [f"kmy-l3-{n:02d},村{n:02d},3,kmy-l2-1" for n in range(1, 78)]
     good = tmp_path / "good.csv"
     good.write_text("id,name,level,parent\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    page.get_by_label("CSV 文件").set_input_files(good)
+    page.get_by_label("CSV 或 Excel 文件").set_input_files(good)
     page.get_by_role("button", name="预览变更").click()
     expect(page.locator("#import-preview [role=status]")).to_contain_text("改名 77")
     page.get_by_role("button", name="确认导入").click()

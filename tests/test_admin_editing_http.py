@@ -8,7 +8,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from tests.admin_browser import PASSWORD
+from tests.admin_browser import admin_http
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 PROV = {"prov": "assumption", "assumption": "测试"}
@@ -31,11 +31,8 @@ values = st.one_of(st.text(max_size=40), st.sampled_from(["", "1", "2", "3", "0"
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server, timeout=30) as http:
-        token = re.search(r'name="_csrf_token" value="([^"]+)"', http.get("/admin/login").text).group(1)
-        http.post("/admin/login", data={"name": "admin", "password": PASSWORD, "_csrf_token": token})
-        draft = http.post("/admin/j/karamay/drafts", data={"_csrf_token": token}).headers["location"]
-        http.headers.update({"X-CSRFToken": http.cookies["gp_csrf"], "HX-Request": "true"})
+    with admin_http(server, "karamay") as (http, draft):
+        http.headers["HX-Request"] = "true"
         yield http, draft
 
 

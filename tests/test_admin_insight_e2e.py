@@ -13,7 +13,7 @@ from store.cases import CaseService, Transition
 from store.sweeper import sweep
 from store.tables import utcnow
 from store.versions import open_policy_store
-from tests.admin_browser import database_with_users, htmx_idle, running_server, shot, sign_in
+from tests.admin_browser import database_with_users, htmx_idle, medical_waste_to_level_3, running_server, shot, sign_in
 
 MEDICAL = "waste.medical.disposal"  # karamay: level 2
 
@@ -42,11 +42,7 @@ def test_verify_shows_escalation_graph_and_impact_of_a_draft_edit(browser, seede
     page.goto(server + "/admin/j/karamay")
     page.get_by_role("button", name="基于生效版本新建草稿").click()
     expect(page).to_have_url(server + "/admin/j/karamay/v/2")
-    page.get_by_role("button", name="编辑 医疗废物处置").click()
-    htmx_idle(page)
-    page.get_by_label("处置层级").fill("3")
-    page.get_by_role("button", name="保存").click()
-    expect(page.locator("#type-waste-medical-disposal .level")).to_have_text("第3级")
+    medical_waste_to_level_3(page)
 
     page.goto(server + "/admin/j/karamay/v/2/verify")
     graph = page.locator("svg#escalation-graph")
@@ -61,7 +57,7 @@ def test_verify_shows_escalation_graph_and_impact_of_a_draft_edit(browser, seede
     expect(page.locator("#impact [role=alert]")).to_contain_text("天数须为 1 到 366 之间的整数")
     page.get_by_label("重放最近天数").fill("30")
     page.get_by_role("button", name="重放案件").click()
-    expect(page.locator("#impact-summary")).to_contain_text("重放 3 件")
+    expect(page.locator("#impact-replayed")).to_have_text("已回放 3 / 3 件")
     expect(page.locator("#impact-changed")).to_have_text("2")  # both medical-waste cases, not the wastewater one
     rows = page.locator("#impact-table tbody tr")
     expect(rows).to_have_count(2)

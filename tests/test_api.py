@@ -6,6 +6,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from store.apikeys import create_key
+from tests.test_pinned import MEDICAL_WASTE_CASE
 
 
 @pytest.fixture
@@ -132,13 +133,17 @@ def test_publish_switches_routing_and_rollback_restores(client):
     draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
     number, document = draft.json()["number"], draft.json()["document"]
     document["problem_types"][0]["level"] = 1
-    client.put(f"/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
-               headers={**client.key_headers, "If-Match": draft.headers["etag"]})
+    saved = client.put(f"/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
+                       headers={**client.key_headers, "If-Match": draft.headers["etag"]})
     no_note = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish", json={"actor": "发布人", "note": " "},
                           headers=client.key_headers)
     assert no_note.status_code == 422
+    pinned = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish",
+                         json={"actor": "发布人", "note": "医疗废物改由区级处置"}, headers=client.key_headers)
+    assert pinned.status_code == 422 and pinned.json()["changed"][0]["name"] == MEDICAL_WASTE_CASE
     published = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish",
-                            json={"actor": "发布人", "note": "医疗废物改由区级处置"}, headers=client.key_headers)
+                            json={"actor": "发布人", "note": "医疗废物改由区级处置", "accept": [MEDICAL_WASTE_CASE],
+                                  "revision": int(saved.headers["etag"].strip('"'))}, headers=client.key_headers)
     assert published.status_code == 200 and published.json()["active"]
     decision = client.post("/v1/route", json=route_body(), headers=client.key_headers).json()
     assert decision["handler"]["level"] == 1 and decision["policy_version"] == published.json()["content_hash"]
@@ -275,3 +280,21 @@ def test_api_key_checks_compare_in_constant_time_even_for_unknown_prefixes(clien
     import hashlib
     tried = [hashlib.sha256(k.encode()).hexdigest() for k in ("gp_00000000_guess", good[:-2] + "xx", good)]
     assert [b for _, b in calls if b in tried] == tried
+
+
+def test_four_eyes_and_rollback_reason_over_http(client):
+    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
+    number, document = draft.json()["number"], draft.json()["document"]
+    document["publishing"] = {"four_eyes": True}
+    client.put(f"/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
+               headers={**client.key_headers, "If-Match": draft.headers["etag"]})
+    own = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish", json={"actor": "编辑", "note": "四眼"},
+                      headers=client.key_headers)
+    assert own.status_code == 403 and own.headers["content-type"].startswith("application/problem+json")
+    assert "四眼原则" in own.json()["detail"]
+    other = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish", json={"actor": "审核人", "note": "四眼"},
+                        headers=client.key_headers)
+    assert other.status_code == 200
+    no_reason = client.post("/v1/jurisdictions/karamay/versions/1/rollback", json={"actor": "审核人", "note": ""},
+                            headers=client.key_headers)
+    assert no_reason.status_code == 422 and "原因" in no_reason.json()["detail"]

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.test_pinned import MEDICAL_WASTE_CASE
+
 GRIDPOLICY = str(Path(sys.executable).parent / "gridpolicy")
 
 
@@ -60,10 +62,12 @@ def test_publish_on_one_worker_reaches_the_other(servers):
     document = draft.json()["document"]
     document["problem_types"][0]["level"] = 1
     number = draft.json()["number"]
-    httpx.put(f"{a}/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
-              headers={**auth, "If-Match": draft.headers["etag"]}).raise_for_status()
+    saved = httpx.put(f"{a}/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
+                      headers={**auth, "If-Match": draft.headers["etag"]})
+    saved.raise_for_status()
     published = httpx.post(f"{a}/v1/jurisdictions/karamay/versions/{number}/publish",
-                           json={"actor": "发布人", "note": "改由区级处置"}, headers=auth).json()
+                           json={"actor": "发布人", "note": "改由区级处置", "accept": [MEDICAL_WASTE_CASE],
+                                 "revision": int(saved.headers["etag"].strip('"'))}, headers=auth).json()
     new_version = published["content_hash"]
     seen = set()
     deadline = time.time() + 15

@@ -21,6 +21,7 @@ from store.db import make_engine
 from store.sweeper import sweep
 from store.tables import CaseEvent, PolicyVersion
 from store.versions import open_policy_store
+from tests.test_pinned import MEDICAL_WASTE_CASE
 from tests.test_scaleout import GRIDPOLICY, free_port
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)  # a Monday; karamay's report step runs PT2H
@@ -46,8 +47,9 @@ def publish_v2(cases: CaseService) -> str:
     draft = policies.create_draft("karamay", "编辑")
     document = draft.document
     document["problem_types"][0]["level"] = 1
-    policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
-    return policies.publish("karamay", draft.number, "发布人", "改由市级处置").content_hash
+    saved = policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
+    return policies.publish("karamay", draft.number, "发布人", "改由市级处置", [MEDICAL_WASTE_CASE],
+                            saved.revision).content_hash
 
 
 def test_cases_of_an_older_version_move_after_a_restart(database_url):

@@ -2,6 +2,8 @@
 document.addEventListener("change", (event) => {
   const select = event.target.closest("[data-navigate]");  // a <select> that loads the page for its value
   if (select) location.href = select.dataset.navigate + encodeURIComponent(select.value);
+  const all = event.target.closest("[data-select-all]");  // a "select all" box ticks the form's row boxes
+  if (all) all.form.querySelectorAll(`input[name="${all.dataset.selectAll}"]`).forEach((box) => { box.checked = all.checked; });
 });
 document.addEventListener("click", (event) => {
   if (event.target.closest("[data-back]")) {  // "back" links: the previous page, when there is one

@@ -1,0 +1,118 @@
+"""Grid units imported as table rows (id, name, level, parent): every row checked, every problem named by line
+and column, the same problem on many rows said once; then merged into a policy document (add, rename, move the
+rows given) or, when asked, replacing the levels the rows cover."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from policy.loader import overlay_units
+from policy.models import SLUG_PATTERN, UnitGroup
+from policy.validate import expand_group
+
+COLUMNS = ("id", "name", "level", "parent")
+COLUMN_LABELS = {"id": "编号 id", "name": "名称 name", "level": "层级 level", "parent": "上级编号 parent"}
+SLUG = re.compile(SLUG_PATTERN)
+MAX_NAME = 100
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    line: int  # 1 = the header
+    column: str | None
+    message: str
+
+
+@dataclass
+class Rows:
+    units: list[dict]  # checked rows, in file order
+    lines: dict[str, int]  # unit id -> its line
+    issues: list[RowIssue]
+
+
+def check_rows(rows: list[tuple[int, dict[str, str]]], levels: list[int], known: dict[str, int]) -> Rows:
+    """`rows` are (line, {column: text}); `known` maps the draft's unit ids to their levels. A parent may be a
+    known unit or one of the rows; its level must be the row's level minus one."""
+    issues: list[RowIssue] = []
+    units: list[dict] = []
+    lines: dict[str, int] = {}
+    given = {str(r.get("id") or "").strip(): r for _, r in rows}
+    for line, row in rows:
+        uid, name = str(row.get("id") or "").strip(), str(row.get("name") or "").strip()
+        level_text, parent = str(row.get("level") or "").strip(), str(row.get("parent") or "").strip() or None
+        before = len(issues)
+        if not uid:
+            issues.append(RowIssue(line, "id", "编号不能为空"))
+        elif not SLUG.fullmatch(uid) or len(uid) > 64:
+            issues.append(RowIssue(line, "id", "编号只能由小写字母、数字、_ 或 - 组成 (如 kmy-l3-01), 最长 64 个字符"))
+        elif uid in lines:
+            issues.append(RowIssue(line, "id", f"编号 {uid} 在第 {lines[uid]} 行已出现"))
+        if not name:
+            issues.append(RowIssue(line, "name", "名称不能为空"))
+        elif len(name) > MAX_NAME:
+            issues.append(RowIssue(line, "name", f"名称最多 {MAX_NAME} 个字符"))
+        level = int(level_text) if level_text.isdigit() else None
+        if level is None:
+            issues.append(RowIssue(line, "level", f"层级须为整数 (本辖区层级为 {'、'.join(map(str, levels))})"))
+        elif level not in levels:
+            issues.append(RowIssue(line, "level", f"层级 {level} 不存在; 本辖区层级为 {'、'.join(map(str, levels))}"))
+        if parent is not None and level in levels:
+            parent_row = given.get(parent)
+            parent_level = known.get(parent) if parent_row is None else (
+                int(parent_row["level"]) if str(parent_row.get("level") or "").strip().isdigit() else None)
+            if parent_row is None and parent not in known:
+                issues.append(RowIssue(line, "parent", f"上级单元 {parent} 不存在 (草稿中和本文件中都没有)"))
+            elif parent_level is not None and parent_level != level - 1:
+                issues.append(RowIssue(line, "parent", f"上级单元须在第 {level - 1} 级, {parent} 在第 {parent_level} 级"))
+        elif parent is None and level is not None and level in levels and level != min(levels):
+            issues.append(RowIssue(line, "parent", f"第 {level} 级单元须填写上级单元编号"))
+        if len(issues) == before:
+            lines[uid] = line
+            units.append({"id": uid, "name": name, "level": level, "parent": parent})
+    return Rows(units, lines, issues)
+
+
+def grouped(issues: list[RowIssue], labels: dict[str, str] = COLUMN_LABELS, first_lines: int = 8) -> list[str]:
+    """One message per distinct problem and column, naming the lines it occurs on (the first few, then a count)."""
+    lines: dict[tuple[str | None, str], list[int]] = defaultdict(list)
+    for issue in issues:
+        lines[issue.column, issue.message].append(issue.line)
+    out = []
+    for (column, message), at in sorted(lines.items(), key=lambda item: item[1][0]):
+        where = "、".join(map(str, at[:first_lines])) + (f" 等 {len(at)}" if len(at) > first_lines else "")
+        out.append(f"第 {where} 行{f' · {labels.get(column, column)} 列' if column else ''}: {message}")
+    return out
+
+
+def _materialise_groups(document: dict, ids: set[str]) -> None:
+    """Turn the placeholder groups that generated any of `ids` into named units, so they can be renamed or moved."""
+    keep = []
+    for raw in document.get("unit_groups", []):
+        units = expand_group(UnitGroup.model_validate(raw))
+        if any(u.id in ids for u in units):
+            document["units"] = document.get("units", []) + [u.model_dump(mode="json") for u in units]
+        else:
+            keep.append(raw)
+    document["unit_groups"] = keep
+
+
+def merge(document: dict, units: list[dict], source: str, replace: bool = False) -> dict[int, str]:
+    """Apply the checked rows to the document (in place): merge adds new ids and renames/moves the given ones;
+    `replace` first drops every unit and placeholder of the levels the rows cover. Returns, for each row's
+    position in `document["units"]`, its unit id (to name validation issues by line)."""
+    assumption = f"由 {source} 导入的网格单元 (imported unit)"
+    if replace:
+        first = overlay_units(document, [{**u, "assumption": assumption} for u in units])
+        return {first + i: u["id"] for i, u in enumerate(units)}
+    _materialise_groups(document, {u["id"] for u in units})
+    position = {u["id"]: i for i, u in enumerate(document.setdefault("units", []))}
+    for row in units:
+        if row["id"] in position:
+            index = position[row["id"]]
+            document["units"][index] = {**document["units"][index], **row, "placeholder": False}
+        else:
+            position[row["id"]] = len(document["units"])
+            document["units"].append({**row, "assumption": assumption})
+    wanted = {u["id"] for u in units}
+    return {i: uid for uid, i in position.items() if uid in wanted}
