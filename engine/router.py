@@ -159,9 +159,8 @@ class PolicyRouter:
     def resolve_unit(self, text: str, field_name: str = "unit") -> Unit:
         uid = text if text in self.units else self._unit_by_name.get(text.strip())
         if uid is None:
-            names = {u.id: u.name for u in self.units.values()}
             raise RoutingError(field_name, f"网格单元 '{text}' 不属于辖区 {self.jur.id} — unknown unit",
-                               close_matches(text, names, limit=3))
+                               self.jur.unit_index.close_matches(text, limit=3))
         return self.units[uid]
 
     def ancestors(self, unit: Unit) -> list[Unit]:
