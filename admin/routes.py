@@ -15,6 +15,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import FormMultiDict
+from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.middleware import DefineMiddleware
@@ -43,7 +44,7 @@ from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequi
 
 
 # --- sign-in
-@get("/login", sync_to_thread=False)
+@get("/login", sync_to_thread=True)
 def login_form(request: Request) -> Template:
     return page("login.html")
 
@@ -53,8 +54,9 @@ async def login(request: Request) -> Response:
     form = await request.form()
     name = str(form.get("name", ""))[:64]
     try:
-        user = sign_in(services(request).policies.engine, name, str(form.get("password", ""))[:MAX_PASSWORD],
-                       request.client.host if request.client else "")
+        user = await sync_to_thread(sign_in, services(request).policies.engine, name,  # argon2: ~0.1 s of CPU
+                                    str(form.get("password", ""))[:MAX_PASSWORD],
+                                    request.client.host if request.client else "")
     except TooManyAttempts as err:
         return Template("login.html", context={"error": err.message, "name": name}, status_code=429,
                         headers={"Retry-After": str(err.retry_after)})
@@ -64,14 +66,14 @@ async def login(request: Request) -> Response:
     return Redirect("/admin/")
 
 
-@post("/logout", sync_to_thread=False)
+@post("/logout", sync_to_thread=True)
 def logout(request: Request) -> Redirect:
     request.clear_session()
     return Redirect("/admin/login")
 
 
 # --- jurisdictions
-@get("/", sync_to_thread=False)
+@get("/", sync_to_thread=True)
 def index(request: Request, user: NamedDependency[Principal]) -> Template:
     s = services(request)
     counts = s.cases.open_counts()
@@ -87,7 +89,7 @@ def index(request: Request, user: NamedDependency[Principal]) -> Template:
     return page("index.html", user=user, rows=rows)
 
 
-@get("/j/{jid:str}", sync_to_thread=False)
+@get("/j/{jid:str}", sync_to_thread=True)
 def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
     s = services(request).policies
     versions = s.list_versions(jid)
@@ -95,7 +97,7 @@ def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPa
                  versions=list(reversed(versions)))
 
 
-@post("/j/{jid:str}/drafts", sync_to_thread=False)
+@post("/j/{jid:str}/drafts", sync_to_thread=True)
 def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
     require(user, jid, "editor")
     version = services(request).policies.create_draft(jid, user.name)
@@ -117,7 +119,7 @@ def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
     return services(request).policies.router(jid).jur.type_names
 
 
-@get("/j/{jid:str}/v/{number:int}", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}", sync_to_thread=True)
 def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
     version = services(request).policies.get_version(jid, number)
@@ -178,7 +180,7 @@ async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPat
     require(user, jid, "editor")
     version = services(request).policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
-    return version, edit, edit.apply(version, code)
+    return version, edit, await sync_to_thread(edit.apply, version, code)
 
 
 def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
@@ -190,7 +192,7 @@ def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: st
                  name=_type_names(request, jid).get(code, code), departments=departments, levels=levels)
 
 
-@get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=True)
 def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
              code: FromPath[str]) -> Template:
     version = services(request).policies.get_version(jid, number)
@@ -199,7 +201,7 @@ def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[s
                  and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)})
 
 
-@get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=True)
 def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                    code: FromPath[str]) -> Template:
     require(user, jid, "editor")
@@ -262,7 +264,7 @@ def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPa
                  provenance_changes=provenance.changes(request, version), **extra)
 
 
-@get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=True)
 def verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
     return _verify_page(request, user, jid, services(request).policies.get_version(jid, number))
 
@@ -273,7 +275,7 @@ async def publish(request: Request, user: NamedDependency[Principal], jid: FromP
     note = str((await request.form()).get("note", ""))[:2000]
     s = services(request).policies
     try:
-        s.publish(jid, number, user.name, note)
+        await sync_to_thread(s.publish, jid, number, user.name, note)
     except Invalid as err:
         return _verify_page(request, user, jid, s.get_version(jid, number), 422, note=note,
                             note_error=err.message if err.field == "note" else None,
@@ -281,14 +283,14 @@ async def publish(request: Request, user: NamedDependency[Principal], jid: FromP
     return Redirect(f"/admin/j/{jid}")
 
 
-@post("/j/{jid:str}/v/{number:int}/rollback", sync_to_thread=False)
+@post("/j/{jid:str}/v/{number:int}/rollback", sync_to_thread=True)
 def rollback(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Redirect:
     require(user, jid, "publisher")
     services(request).policies.rollback(jid, number, user.name, f"回滚到 v{number} rollback")
     return Redirect(f"/admin/j/{jid}")
 
 
-@get("/j/{jid:str}/diff", sync_to_thread=False)
+@get("/j/{jid:str}/diff", sync_to_thread=True)
 def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPath[str], from_: Annotated[int,
                  QueryParameter(name="from", ge=1, le=MAX_ID)],
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> Template:
@@ -299,7 +301,7 @@ def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPa
 
 
 # --- simulator
-@get("/simulate", sync_to_thread=False)
+@get("/simulate", sync_to_thread=True)
 def simulator(request: Request, user: NamedDependency[Principal],
               jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
     s = services(request).policies
@@ -329,7 +331,7 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
 
 
 # --- compare
-@get("/compare", sync_to_thread=False)
+@get("/compare", sync_to_thread=True)
 def compare_page(request: Request, user: NamedDependency[Principal], ids: insight.CompareIds = None) -> Template:
     known, chosen = insight.chosen_jurisdictions(request, ids)
     result = insight.comparison(request, chosen) if len(chosen) >= 2 else None
@@ -357,7 +359,7 @@ def admin_parts(engine: Engine) -> AdminParts:
                         type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
                         compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES,
                         *provenance.ROUTES, *ledger.ROUTES, *geo.ROUTES],
-        dependencies={"user": Provide(current_user, sync_to_thread=False)},
+        dependencies={"user": Provide(current_user, sync_to_thread=True)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
                             PermissionDeniedException: csrf_error, ValidationException: bad_request},

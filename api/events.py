@@ -53,7 +53,7 @@ def delivery_json(row: dict) -> dict:
             "created_at": local(d.created_at)}
 
 
-@get("/v1/events", sync_to_thread=False)
+@get("/v1/events", sync_to_thread=True)
 def events_feed(request: Request, jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None,
                 after: Annotated[str | None, QueryParameter(max_length=20, description="上一页的 next 游标")] = None,
                 kinds: Annotated[str | None, QueryParameter(max_length=500, description="逗号分隔的事件类型")] = None,
@@ -95,25 +95,25 @@ async def create_subscription(request: Request, jid: FromPath[str], data: JSONBo
                     headers={"Location": f"/v1/jurisdictions/{jid}/webhooks/{sub.id}"})
 
 
-@get("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=True)
 def list_subscriptions(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
     return [subscription_json(s) for s in webhooks.subscriptions(_engine(request, jid, x_api_key), jid)]
 
 
-@delete("/v1/jurisdictions/{jid:str}/webhooks/{sub_id:int}", sync_to_thread=False, status_code=204)
+@delete("/v1/jurisdictions/{jid:str}/webhooks/{sub_id:int}", sync_to_thread=True, status_code=204)
 def delete_subscription(request: Request, jid: FromPath[str], sub_id: RowId,
                         actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
                         x_api_key: ApiKeyHeader = None) -> None:
     webhooks.unsubscribe(_engine(request, jid, x_api_key), jid, sub_id, actor)
 
 
-@get("/v1/jurisdictions/{jid:str}/webhooks/failures", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/webhooks/failures", sync_to_thread=True)
 def list_failures(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
     """Dead-lettered deliveries and those still retrying after a failure."""
     return [delivery_json(r) for r in webhooks.failures(_engine(request, jid, x_api_key), jid)]
 
 
-@post("/v1/jurisdictions/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=False,
+@post("/v1/jurisdictions/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=True,
       status_code=200)
 def redeliver(request: Request, jid: FromPath[str], delivery_id: RowId,
               actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
