@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from store import webhooks
 from store.apikeys import authorize
 from store.errors import Forbidden, Invalid
-from store.outbox import KINDS, feed, local, message
+from store.outbox import KINDS, feed, listen, local, message
 from store.tables import MAX_ID
 
 log = logging.getLogger("gridpolicy")
-DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "0.5"))  # idle poll of the delivery loop
+# the delivery loop's fallback poll when no commit in this process woke it (other processes' events, retries)
+DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "5"))
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 RowId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
@@ -124,23 +125,31 @@ def redeliver(request: Request, jid: FromPath[str], delivery_id: RowId,
 
 @contextlib.asynccontextmanager
 async def delivery(app: Litestar):
-    """Each worker delivers what is due; a round that found work is followed at once by the next."""
+    """Each worker delivers what is due; a round that found work is followed at once by the next. Idle, it waits
+    for a commit in this process that wrote events (store.outbox.listen), or DELIVERY_SECONDS at most: for
+    events other processes wrote and for retries coming due."""
     engine = app.state.services.policies.engine
+    wake = asyncio.Event()
+    running = asyncio.get_running_loop()
+    stop = listen(lambda: running.call_soon_threadsafe(wake.set))
 
     async def loop() -> None:
         while True:
+            wake.clear()  # before the round: an event committed during it wakes the next wait at once
             try:
                 counts = await asyncio.to_thread(webhooks.deliver_due, engine)
             except Exception:  # noqa: BLE001 - keep delivering; the next round retries
                 log.exception("webhook delivery round failed")
                 counts = {}
             if not any(counts.values()):
-                await asyncio.sleep(DELIVERY_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), DELIVERY_SECONDS)
 
     task = asyncio.create_task(loop())
     try:
         yield
     finally:
+        stop()
         task.cancel()
 
 
