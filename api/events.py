@@ -131,7 +131,11 @@ async def delivery(app: Litestar):
     engine = app.state.services.policies.engine
     wake = asyncio.Event()
     running = asyncio.get_running_loop()
-    stop = listen(lambda: running.call_soon_threadsafe(wake.set))
+
+    def woken() -> None:  # from the committing thread
+        running.call_soon_threadsafe(wake.set)
+
+    stop = listen(woken)
 
     async def loop() -> None:
         while True:
