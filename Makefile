@@ -47,6 +47,7 @@ bench: $(STAMP) /usr/bin/wrk
 	$(BIN)/python bench/route_bench.py --out bench/results.json
 	$(BIN)/python bench/http_bench.py --out bench/http_results.json
 	$(BIN)/python bench/admin_bench.py --out bench/admin_results.json
+	$(BIN)/python bench/search_bench.py --out bench/search_results.json
 	$(BIN)/python bench/geo_bench.py --out bench/geo_results.json
 	$(BIN)/python bench/events_bench.py --pg-url "$$(scripts/test-postgres.sh)" --out bench/events_results.json
 	$(BIN)/python bench/assess_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/assess_results.json

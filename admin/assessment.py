@@ -36,13 +36,13 @@ def _busiest_level(result: dict) -> int:
     return max(result["levels"], key=lambda lv: (lv["indicators"]["received"], -lv["level"]))["level"]
 
 
-@get("/assessment", sync_to_thread=False)
+@get("/assessment", sync_to_thread=True)
 def assessment_home(request: Request, user: NamedDependency[Principal],
                     jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Redirect:
     return jurisdiction_redirect(request, user, jurisdiction, "assessment")
 
 
-@get("/j/{jid:str}/assessment", sync_to_thread=False)
+@get("/j/{jid:str}/assessment", sync_to_thread=True)
 def assessment_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], period: PeriodQuery = None,
                     level: LevelQuery = None) -> Template:
     require(user, jid, "viewer")
@@ -72,7 +72,7 @@ def assessment_page(request: Request, user: NamedDependency[Principal], jid: Fro
                 drafts=[v.number for v in versions if v.status == "draft"])
 
 
-@get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=False)
+@get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True)
 def assessment_unit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], unit: FromPath[str],
                     period: PeriodQuery = None) -> Template:
     require(user, jid, "viewer")
@@ -84,7 +84,7 @@ def assessment_unit(request: Request, user: NamedDependency[Principal], jid: Fro
                 step_names={s.id: s.name for w in jur.policy.workflows for s in w.steps})
 
 
-@get("/j/{jid:str}/assessment.xlsx", sync_to_thread=False)
+@get("/j/{jid:str}/assessment.xlsx", sync_to_thread=True)
 def assessment_export(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                       period: PeriodQuery = None, level: LevelQuery = None) -> Response:
     require(user, jid, "viewer")
@@ -110,7 +110,7 @@ async def assessment_record(request: Request, user: NamedDependency[Principal], 
 
 
 # --- the scoring scheme's deduction items, edited on a draft (the revision guards against lost updates)
-@get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=True)
 def scoring_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                  saved: Annotated[bool, QueryParameter()] = False) -> Template:
     version = services(request).policies.get_version(jid, number)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Literal
 
 from litestar import Request, Response, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
@@ -26,7 +27,6 @@ from litestar.response import Template
 from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
                           services, uploaded)
 from policy import words
-from policy.catalog import search_score
 from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, merge
 from policy.models import Slug, UnitGroup
 from policy.validate import expand_group
@@ -371,7 +371,7 @@ async def _change(request: Request, user: Principal, jid: str, number: int, kind
             return None
         return ctx.policies.update_draft(jid, number, document, form_revision(form.data), user.name)
 
-    saved = attempt(change, lambda err: field_errors(err, prefix, spec.fields, spec.aliases))
+    saved = await sync_to_thread(attempt, change, lambda err: field_errors(err, prefix, spec.fields, spec.aliases))
     if isinstance(saved, Refused):
         return _errors_fragment(kind, key, saved.errors, saved.status)
     if saved is None:
@@ -418,7 +418,7 @@ def _level_rows(version: PolicyVersion, units: dict) -> list[dict]:
             for lv in version.document["levels"]]
 
 
-@get("/j/{jid:str}/v/{number:int}/units", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/units", sync_to_thread=True)
 def units_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                imported: Annotated[int | None, QueryParameter(ge=0)] = None) -> Template:
     ctx = Editing(request, user, jid, number)
@@ -431,7 +431,7 @@ def units_page(request: Request, user: NamedDependency[Principal], jid: FromPath
                                                  total=len(units), imported=imported))
 
 
-@get("/j/{jid:str}/v/{number:int}/units/children", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/units/children", sync_to_thread=True)
 def unit_children(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                   parent: Annotated[str, QueryParameter(max_length=64)] = "",
                   page_: Annotated[int, QueryParameter(name="page", ge=1, le=10_000)] = 1) -> Template:
@@ -446,15 +446,14 @@ def unit_children(request: Request, user: NamedDependency[Principal], jid: FromP
         next_page=page_ + 1 if start + PAGE_SIZE < len(siblings) else None))
 
 
-@get("/j/{jid:str}/v/{number:int}/units/search", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/units/search", sync_to_thread=True)
 def unit_search(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                 q: Annotated[str, QueryParameter(max_length=100)] = "") -> Template:
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
-    units = ctx.policies.build(version).units
-    scored = sorted(((search_score(q, u.id, u.name, fuzzy=False), u.id) for u in units.values()),
-                    key=lambda s: (-s[0], s[1]))
-    hits = [units[uid] for score, uid in scored if score >= 1.0][:SEARCH_LIMIT] if q.strip() else []
+    built = ctx.policies.build(version)
+    units = built.units
+    hits = [units[uid] for _, uid in built.unit_index.search(q, SEARCH_LIMIT)]
     paths = {u.id: _ancestors(units, u.id) for u in hits}
     return page("edit_unit_search.html", **ctx.context(version, hits=hits, paths=paths, q=q))
 
@@ -467,7 +466,7 @@ def _ancestors(units: dict, uid: str) -> list[str]:
     return list(reversed(chain))
 
 
-@get("/j/{jid:str}/v/{number:int}/units/form", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/units/form", sync_to_thread=True)
 def unit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
               id_: Annotated[str | None, QueryParameter(name="id", max_length=64)] = None,
               parent: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
@@ -576,7 +575,7 @@ def unit_table(request: Request, user: NamedDependency[Principal], jid: FromPath
 
 
 # --- departments, workflows and escalation
-@get("/j/{jid:str}/v/{number:int}/departments", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/departments", sync_to_thread=True)
 def departments_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                      number: Number) -> Template:
     ctx = Editing(request, user, jid, number)
@@ -586,7 +585,7 @@ def departments_page(request: Request, user: NamedDependency[Principal], jid: Fr
     return page("edit_departments.html", **ctx.context(version, items=items, blank=blank))
 
 
-@get("/j/{jid:str}/v/{number:int}/workflows", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/workflows", sync_to_thread=True)
 def workflows_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                    number: Number) -> Template:
     ctx = Editing(request, user, jid, number)

@@ -70,7 +70,7 @@ def grid_map(request: Request, jid: str) -> dict:
     return {"version": version, "units": drawn, "cases": cases, "height": height}
 
 
-@get("/j/{jid:str}/map", sync_to_thread=False)
+@get("/j/{jid:str}/map", sync_to_thread=True)
 def map_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
     require(user, jid, "viewer")
     name = services(request).policies.router(jid).jur.policy.name
@@ -79,7 +79,7 @@ def map_page(request: Request, user: NamedDependency[Principal], jid: FromPath[s
 
 
 # --- boundary upload onto a draft
-@get("/j/{jid:str}/v/{number:int}/boundaries", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/boundaries", sync_to_thread=True)
 def boundaries_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
     require(user, jid, "viewer")
     policies = services(request).policies
@@ -124,7 +124,7 @@ def _webhooks_page(request: Request, user: Principal, jid: str, status: int = 20
                 form=form or {}, editable=user.can(jid, "publisher"))
 
 
-@get("/j/{jid:str}/webhooks", sync_to_thread=False)
+@get("/j/{jid:str}/webhooks", sync_to_thread=True)
 def webhooks_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
     require(user, jid, "viewer")
     services(request).policies.router(jid)  # 404 for an unknown jurisdiction
@@ -148,14 +148,14 @@ async def webhooks_create(request: Request, user: NamedDependency[Principal], ji
     return page_
 
 
-@post("/j/{jid:str}/webhooks/{sub_id:int}/delete", sync_to_thread=False)
+@post("/j/{jid:str}/webhooks/{sub_id:int}/delete", sync_to_thread=True)
 def webhooks_delete(request: Request, user: NamedDependency[Principal], jid: FromPath[str], sub_id: Number) -> Redirect:
     require(user, jid, "publisher")
     webhooks.unsubscribe(services(request).policies.engine, jid, sub_id, user.name)
     return Redirect(f"/admin/j/{jid}/webhooks")
 
 
-@post("/j/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=False)
+@post("/j/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=True)
 def webhooks_redeliver(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                        delivery_id: Number) -> Response:
     require(user, jid, "publisher")

@@ -55,7 +55,7 @@ def escalation_graph(compiled: CompiledPolicy) -> dict:
 
 
 # --- impact preview (fragment on the verify page; a page of its own without htmx)
-@get("/j/{jid:str}/v/{number:int}/impact", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/impact", sync_to_thread=True)
 def impact(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            days: Annotated[str | None, QueryParameter(max_length=20)] = None) -> Template:
     require(user, jid, "viewer")
@@ -124,7 +124,7 @@ def compare_extras(result: dict) -> dict:
     return {"chart": level_chart(result), "sections": compare_sections(result)}
 
 
-@get("/compare.xlsx", sync_to_thread=False)
+@get("/compare.xlsx", sync_to_thread=True)
 def compare_xlsx(request: Request, user: NamedDependency[Principal], ids: CompareIds = None) -> Response:
     _, chosen = chosen_jurisdictions(request, ids)
     if len(chosen) < 2:
@@ -147,7 +147,7 @@ def _whole(text: str | None, field: str, label: str, low: int = 1) -> int | None
     return int(text)
 
 
-@get("/cases/{jid:str}", sync_to_thread=False)
+@get("/cases/{jid:str}", sync_to_thread=True)
 def cases_dashboard(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                     days: Annotated[str | None, QueryParameter(max_length=20)] = None) -> Template:
     require(user, jid, "viewer")
@@ -166,7 +166,7 @@ def cases_dashboard(request: Request, user: NamedDependency[Principal], jid: Fro
                 units=units, unit_count=unit_count, unit_names={u.id: u.name for u in jur.units.values()}, chart=chart)
 
 
-@get("/cases/{jid:str}/list", sync_to_thread=False)
+@get("/cases/{jid:str}/list", sync_to_thread=True)
 def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                state_: Annotated[str | None, QueryParameter(name="state", max_length=20)] = None,
                level: Annotated[str | None, QueryParameter(max_length=20)] = None,
@@ -192,7 +192,7 @@ def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath
                                                           key=lambda lv: lv.number))
 
 
-@get("/cases/{jid:str}/{case_id:int}", sync_to_thread=False)
+@get("/cases/{jid:str}/{case_id:int}", sync_to_thread=True)
 def case_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], case_id: Number) -> Template:
     require(user, jid, "viewer")
     record, events, clocks = services(request).cases.get(case_id)

@@ -46,14 +46,14 @@ def _context(request: Request, jid: str) -> dict[str, Any]:
             "field_labels": {key: label for label, key in IMPORT_COLUMNS.items()}}
 
 
-@get("/ledger", sync_to_thread=False)
+@get("/ledger", sync_to_thread=True)
 def ledger_home(request: Request, user: NamedDependency[Principal],
                 jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Redirect:
     return jurisdiction_redirect(request, user, jurisdiction, "ledger")
 
 
 # --- objects
-@get("/j/{jid:str}/ledger", sync_to_thread=False)
+@get("/j/{jid:str}/ledger", sync_to_thread=True)
 def objects_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], q: Text = None,
                  unit: Text = None, kind: Text = None, source_class: Annotated[str | None, QueryParameter(name="class", max_length=8)] = None,
                  page_no: Annotated[int, QueryParameter(name="page", ge=1, le=100_000)] = 1) -> Template:
@@ -66,7 +66,7 @@ def objects_page(request: Request, user: NamedDependency[Principal], jid: FromPa
     return page("ledger_objects_rows.html" if is_htmx(request) else "ledger_objects.html", **context)
 
 
-@get("/j/{jid:str}/ledger/objects/{object_id:int}", sync_to_thread=False)
+@get("/j/{jid:str}/ledger/objects/{object_id:int}", sync_to_thread=True)
 def object_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], object_id: Number,
                 saved: Annotated[bool, QueryParameter()] = False) -> Template:
     require(user, jid, "viewer")
@@ -95,7 +95,7 @@ async def object_save(request: Request, user: NamedDependency[Principal], jid: F
     return Redirect(f"/admin/j/{jid}/ledger/objects/{object_id}?saved=true")
 
 
-@get("/j/{jid:str}/ledger/new", sync_to_thread=False)
+@get("/j/{jid:str}/ledger/new", sync_to_thread=True)
 def object_new(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
     require(user, jid, "editor")
     return page("ledger_object_new.html", **_context(request, jid), user=user, form={}, errors={})
@@ -115,7 +115,7 @@ async def object_create(request: Request, user: NamedDependency[Principal], jid:
 
 
 # --- import: upload → preview (errors per row, nothing saved) → confirm
-@get("/j/{jid:str}/ledger/import", sync_to_thread=False)
+@get("/j/{jid:str}/ledger/import", sync_to_thread=True)
 def import_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
     require(user, jid, "editor")
     return page("ledger_import.html", **_context(request, jid), user=user, preview=None, errors=[], payload="")
@@ -149,7 +149,7 @@ async def import_post(request: Request, user: NamedDependency[Principal], jid: F
 
 
 # --- patrol records
-@get("/j/{jid:str}/patrols", sync_to_thread=False)
+@get("/j/{jid:str}/patrols", sync_to_thread=True)
 def patrols_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], unit: Text = None,
                  from_: Annotated[date | None, QueryParameter(name="from")] = None,
                  to: Annotated[date | None, QueryParameter()] = None,
@@ -205,7 +205,7 @@ async def patrol_save(request: Request, user: NamedDependency[Principal], jid: F
 
 
 # --- cadence compliance
-@get("/j/{jid:str}/cadences", sync_to_thread=False)
+@get("/j/{jid:str}/cadences", sync_to_thread=True)
 def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                   period: Annotated[str | None, QueryParameter(max_length=16)] = None, unit: Text = None,
                   status: Annotated[str | None, QueryParameter(max_length=16)] = None) -> Template:
@@ -228,7 +228,7 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
                 cadences={c["id"]: c for c in result["cadences"]}, trend=trend)
 
 
-@get("/j/{jid:str}/patrol-summary.xlsx", sync_to_thread=False)
+@get("/j/{jid:str}/patrol-summary.xlsx", sync_to_thread=True)
 def summary_export(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                    period: Annotated[str | None, QueryParameter(max_length=16)] = None, unit: Text = None) -> Response:
     require(user, jid, "viewer")

@@ -38,7 +38,7 @@ def _check(value: str | None, valid: dict, field: str) -> str | None:
     return value or None
 
 
-@get("/j/{jid:str}/v/{number:int}/provenance", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/provenance", sync_to_thread=True)
 def provenance_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                     status: Filter = None, kind: Filter = None, field: Filter = None, q: Filter = None) -> Template:
     require(user, jid, "viewer")

@@ -15,6 +15,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.datastructures import FormMultiDict
+from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.middleware import DefineMiddleware
@@ -44,7 +45,7 @@ from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequi
 
 
 # --- sign-in
-@get("/login", sync_to_thread=False)
+@get("/login", sync_to_thread=True)
 def login_form(request: Request) -> Template:
     return page("login.html")
 
@@ -54,8 +55,9 @@ async def login(request: Request) -> Response:
     form = await request.form()
     name = str(form.get("name", ""))[:64]
     try:
-        user = sign_in(services(request).policies.engine, name, str(form.get("password", ""))[:MAX_PASSWORD],
-                       request.client.host if request.client else "")
+        user = await sync_to_thread(sign_in, services(request).policies.engine, name,  # argon2: ~0.1 s of CPU
+                                    str(form.get("password", ""))[:MAX_PASSWORD],
+                                    request.client.host if request.client else "")
     except TooManyAttempts as err:
         return Template("login.html", context={"error": err.message, "name": name}, status_code=429,
                         headers={"Retry-After": str(err.retry_after)})
@@ -65,7 +67,7 @@ async def login(request: Request) -> Response:
     return Redirect("/admin/")
 
 
-@post("/logout", sync_to_thread=False)
+@post("/logout", sync_to_thread=True)
 def logout(request: Request) -> Redirect:
     request.clear_session()
     return Redirect("/admin/login")
@@ -79,7 +81,7 @@ def _levels(jur: Jurisdiction) -> list[dict]:
              "types": sum(1 for t in p.problem_types if t.level == lv.number)} for lv in p.levels]
 
 
-@get("/", sync_to_thread=False)
+@get("/", sync_to_thread=True)
 def index(request: Request, user: NamedDependency[Principal]) -> Template:
     s = services(request)
     counts = s.cases.open_counts()
@@ -92,7 +94,7 @@ def index(request: Request, user: NamedDependency[Principal]) -> Template:
     return page("index.html", user=user, rows=rows)
 
 
-@get("/j/{jid:str}", sync_to_thread=False)
+@get("/j/{jid:str}", sync_to_thread=True)
 def jurisdiction(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                  rolled_back: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None) -> Template:
     return _jurisdiction_page(request, user, jid, rolled_back=rolled_back)
@@ -107,7 +109,7 @@ def _jurisdiction_page(request: Request, user: Principal, jid: str, status: int 
                 history_labels=publishing.HISTORY_ACTIONS, **extra)
 
 
-@post("/j/{jid:str}/drafts", sync_to_thread=False)
+@post("/j/{jid:str}/drafts", sync_to_thread=True)
 def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
     require(user, jid, "editor")
     version = services(request).policies.create_draft(jid, user.name)
@@ -133,7 +135,7 @@ def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
     return services(request).policies.router(jid).jur.type_names
 
 
-@get("/j/{jid:str}/v/{number:int}", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}", sync_to_thread=True)
 def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
     version = services(request).policies.get_version(jid, number)
@@ -196,7 +198,7 @@ async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPat
     require(user, jid, "editor")
     version = services(request).policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
-    return version, edit, edit.apply(version, code)
+    return version, edit, await sync_to_thread(edit.apply, version, code)
 
 
 def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
@@ -207,7 +209,7 @@ def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: st
                  name=_type_names(request, jid).get(code, code), departments=_department_names(version), levels=levels)
 
 
-@get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=True)
 def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
              code: FromPath[str]) -> Template:
     version = services(request).policies.get_version(jid, number)
@@ -217,7 +219,7 @@ def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[s
                  departments=_department_names(version))
 
 
-@get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=True)
 def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                    code: FromPath[str]) -> Template:
     require(user, jid, "editor")
@@ -282,7 +284,7 @@ def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPa
                  **publishing.verify_context(request, user, version), **extra)
 
 
-@get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/verify", sync_to_thread=True)
 def verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
     return _verify_page(request, user, jid, services(request).policies.get_version(jid, number))
 
@@ -296,13 +298,13 @@ async def publish(request: Request, user: NamedDependency[Principal], jid: FromP
     accepted = [str(name)[:200] for name in form.getall("accept", [])][:500]
     s = services(request).policies
 
-    done = attempt(lambda: s.publish(jid, number, user.name, note, accepted, form_revision(form)),
-                   lambda err: {err.field or "general": err.message},
-                   lambda err: isinstance(err, (Invalid, PreconditionFailed, Forbidden)))
+    done = await sync_to_thread(attempt, lambda: s.publish(jid, number, user.name, note, accepted, form_revision(form)),
+                                lambda err: {err.field or "general": err.message},
+                                lambda err: isinstance(err, (Invalid, PreconditionFailed, Forbidden)))
     if isinstance(done, Refused):
-        return _verify_page(request, user, jid, s.get_version(jid, number), done.status, note=note,
-                            note_error=done.errors.get("note"), accepted=accepted,
-                            publish_error=next((m for f, m in done.errors.items() if f != "note"), None))
+        return await sync_to_thread(_verify_page, request, user, jid, s.get_version(jid, number), done.status,
+                                    note=note, note_error=done.errors.get("note"), accepted=accepted,
+                                    publish_error=next((m for f, m in done.errors.items() if f != "note"), None))
     return Redirect(f"/admin/j/{jid}")
 
 
@@ -312,14 +314,14 @@ async def rollback(request: Request, user: NamedDependency[Principal], jid: From
     require(user, jid, "publisher")
     form = await request.form()
     s = services(request).policies
-    done = attempt(lambda: s.rollback(jid, number, user.name, publishing.rollback_reason(form)))
+    done = await sync_to_thread(attempt, lambda: s.rollback(jid, number, user.name, publishing.rollback_reason(form)))
     if isinstance(done, Refused):
-        return _jurisdiction_page(request, user, jid, done.status, rollback_error=done.errors["general"],
-                                  rollback_number=number)
+        return await sync_to_thread(_jurisdiction_page, request, user, jid, done.status,
+                                    rollback_error=done.errors["general"], rollback_number=number)
     return Redirect(f"/admin/j/{jid}?rolled_back={number}")
 
 
-@get("/j/{jid:str}/diff", sync_to_thread=False)
+@get("/j/{jid:str}/diff", sync_to_thread=True)
 def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPath[str], from_: Annotated[int,
                  QueryParameter(name="from", ge=1, le=MAX_ID)],
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> Template:
@@ -330,7 +332,7 @@ def version_diff(request: Request, user: NamedDependency[Principal], jid: FromPa
 
 
 # --- simulator
-@get("/simulate", sync_to_thread=False)
+@get("/simulate", sync_to_thread=True)
 def simulator(request: Request, user: NamedDependency[Principal],
               jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> Template:
     s = services(request).policies
@@ -373,7 +375,7 @@ async def simulate(request: Request, user: NamedDependency[Principal]) -> Templa
 
 
 # --- compare
-@get("/compare", sync_to_thread=False)
+@get("/compare", sync_to_thread=True)
 def compare_page(request: Request, user: NamedDependency[Principal], ids: insight.CompareIds = None) -> Template:
     known, chosen = insight.chosen_jurisdictions(request, ids)
     result = insight.comparison(request, chosen) if len(chosen) >= 2 else None
@@ -402,7 +404,7 @@ def admin_parts(engine: Engine) -> AdminParts:
                         compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES,
                         *provenance.ROUTES, *publishing.ROUTES, *bulk.ROUTES, *ledger.ROUTES, *geo.ROUTES,
                         *audit.ROUTES],
-        dependencies={"user": Provide(current_user, sync_to_thread=False)},
+        dependencies={"user": Provide(current_user, sync_to_thread=True)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
                             PermissionDeniedException: csrf_error, ValidationException: bad_request},

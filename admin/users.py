@@ -32,7 +32,7 @@ def _page(request: Request, user: Principal, status: int = 200, **extra: Any) ->
                 errors=extra.pop("errors", {}), **extra)
 
 
-@get("/users", sync_to_thread=False)
+@get("/users", sync_to_thread=True)
 def users_page(request: Request, user: NamedDependency[Principal],
                done: Annotated[str | None, QueryParameter(max_length=200)] = None) -> Template:
     _superuser(user)

@@ -1,6 +1,6 @@
 """The Litestar service: /v1 for intake systems and policy tooling, /health, OpenAPI at /schema.
 
-Handlers are synchronous and run on the event loop (sync_to_thread=False): the rules engine holds the
+Handlers are synchronous and run on the event loop (sync_to_thread=True): the rules engine holds the
 GIL and serialises anyway, so a worker serves one request at a time; scale with worker processes.
 """
 from __future__ import annotations
@@ -11,12 +11,14 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
 from litestar import Litestar, Request, Response, get, post, put
 from litestar.config.app import AppConfig
+from litestar.utils.sync import AsyncCallable
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -26,6 +28,7 @@ from litestar.static_files import create_static_files_router
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from admin.routes import admin_parts
@@ -37,7 +40,7 @@ from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseO
 from engine.decision import Decision
 from api.intake import Report, resolve
 from engine.router import Case, RoutingError
-from policy.catalog import pinyin_keys, search_score
+from policy.catalog import search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
@@ -47,7 +50,7 @@ from store.assessment_xlsx import workbook
 from store.boundaries import Locators, diff as boundaries_diff
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.cases import TRANSITION_LABELS, CaseService, Transition
-from store.db import refresh_statistics
+from store.db import WRITE_WAIT_SECONDS, refresh_statistics
 from store.errors import StoreError
 from store.sweeper import sweep
 from store.tables import MAX_ID, CaseRecord
@@ -58,6 +61,9 @@ MAX_BODY = 256 * 1024
 POLL_SECONDS = 2.0
 SWEEP_SECONDS = 30.0
 STATISTICS_SECONDS = 3600.0  # SQLite table statistics for the assessment queries (first round at start)
+# the loop's thread pool, for handlers (Litestar's sync_to_thread) and the background loop: enough to wait on the
+# database beside each other, few enough that the GIL is not shared thin; PostgreSQL's pool holds 20
+HANDLER_THREADS = 12
 
 
 def problem(status: int, title: str, detail: str, field: str | None = None, **extra) -> Response:
@@ -99,6 +105,16 @@ def _pydantic_error(_: Request, exc: ValidationError) -> Response:
               for e in exc.errors()]
     return problem(400, "请求格式错误 Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors),
                    errors[0]["field"] if errors else None, errors=errors)
+
+
+def _operational_error(request: Request, exc: OperationalError) -> Response:
+    """SQLite's write lock stayed taken beyond WRITE_WAIT_SECONDS (the transaction rolled back): refuse, do not hang."""
+    if "database is locked" not in str(exc.orig):
+        return _unexpected(request, exc)
+    response = problem(503, "服务繁忙 Service unavailable", f"数据库写入等待超过 {WRITE_WAIT_SECONDS:g} 秒, 未保存任何内容, "
+                       "请稍后重试 — the database stayed locked; nothing was written, retry later")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _unexpected(_: Request, exc: Exception) -> Response:
@@ -206,7 +222,7 @@ def case_out(record: CaseRecord, services: Services, events=None, clocks=None) -
 
 
 # --- policy endpoints (public, read-only)
-@get("/v1/jurisdictions", sync_to_thread=False)
+@get("/v1/jurisdictions", sync_to_thread=True)
 def list_jurisdictions(request: Request) -> list[dict]:
     s = _services(request)
     out = []
@@ -221,7 +237,7 @@ def list_jurisdictions(request: Request) -> list[dict]:
     return out
 
 
-@get("/v1/jurisdictions/{jid:str}", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}", sync_to_thread=True)
 def get_jurisdiction(request: Request, jid: FromPath[str]) -> dict:
     router = _services(request).policies.router(jid)
     data = router.jur.policy.model_dump(mode="json", exclude_none=True)
@@ -244,18 +260,18 @@ def problem_types(request: Request, jid: FromPath[str], q: Annotated[str | None,
     return [row for _, row in sorted(rows, key=lambda r: (-r[0], r[1]["code"]))]
 
 
-@get("/v1/jurisdictions/{jid:str}/versions", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/versions", sync_to_thread=True)
 def versions(request: Request, jid: FromPath[str]) -> list[VersionOut]:
     return [VersionOut.of(v) for v in _services(request).policies.list_versions(jid)]
 
 
-@get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True)
 def version(request: Request, jid: FromPath[str], number: VersionNumber) -> Response[VersionOut]:
     v = _services(request).policies.get_version(jid, number)
     return Response(VersionOut.of(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
 
 
-@get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=True)
 def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_ID)],
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> dict:
     s = _services(request).policies
@@ -264,7 +280,7 @@ def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, Que
             "boundaries": boundaries_diff(s.engine, jid, from_, to)}
 
 
-@get("/v1/compare", sync_to_thread=False)
+@get("/v1/compare", sync_to_thread=True)
 def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(max_length=500, pattern="[^,]+,+[^,]+",
                                                                                 description="至少两个辖区, 如 hefei,panjin")]) -> dict:
     s = _services(request).policies
@@ -275,7 +291,7 @@ def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(m
 
 
 # --- policy changes (API key with the jurisdiction in scope)
-@post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=False)
+@post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=True)
 def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishRequest],
                  x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     s = _authorized(request, jid, x_api_key)
@@ -283,7 +299,7 @@ def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishReq
     return Response(VersionOut.of(v, with_document=True), status_code=201, headers={"ETag": f'"{v.revision}"'})
 
 
-@put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
+@put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True)
 def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[DraftUpdate],
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                  x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
@@ -295,7 +311,7 @@ def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, da
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
-@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=False, status_code=200)
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=True, status_code=200)
 def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishBody],
             x_api_key: ApiKeyHeader = None) -> VersionOut:
     """Refused (403) under the four-eyes rule when the actor last edited the draft; refused (422) while pinned
@@ -304,7 +320,7 @@ def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: J
     return VersionOut.of(s.policies.publish(jid, number, data.actor, data.note, data.accept, data.revision))
 
 
-@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=False, status_code=200)
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=True, status_code=200)
 def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
              x_api_key: ApiKeyHeader = None) -> VersionOut:
     s = _authorized(request, jid, x_api_key)
@@ -319,7 +335,7 @@ def route(request: Request, data: JSONBody[RouteRequest],
     return s.policies.router(data.jurisdiction).route(data.case())
 
 
-@post("/v1/cases", sync_to_thread=False)
+@post("/v1/cases", sync_to_thread=True)
 def create_case(request: Request, data: JSONBody[CaseRequest],
                 x_api_key: ApiKeyHeader = None,
                 idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
@@ -343,7 +359,7 @@ def _digest(data: BaseModel) -> str:
     return hashlib.sha256(json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-@get("/v1/cases/{case_id:int}", sync_to_thread=False)
+@get("/v1/cases/{case_id:int}", sync_to_thread=True)
 def get_case(request: Request, case_id: CaseId,
              x_api_key: ApiKeyHeader = None) -> CaseOut:
     s = _services(request)
@@ -352,7 +368,7 @@ def get_case(request: Request, case_id: CaseId,
     return case_out(record, s, events, clocks)
 
 
-@get("/v1/cases", sync_to_thread=False)
+@get("/v1/cases", sync_to_thread=True)
 def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[str | None] = None,
                status: FromQuery[str | None] = None, overdue: FromQuery[bool | None] = None,
                limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
@@ -363,7 +379,7 @@ def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[s
     return CasePage(total=total, limit=limit, offset=offset, items=[case_out(r, s) for r in rows])
 
 
-@post("/v1/cases/{case_id:int}/transitions", sync_to_thread=False, status_code=200)
+@post("/v1/cases/{case_id:int}/transitions", sync_to_thread=True, status_code=200)
 def transition(request: Request, case_id: CaseId, data: JSONBody[TransitionRequest],
                x_api_key: ApiKeyHeader = None) -> CaseOut:
     s = _services(request)
@@ -382,14 +398,14 @@ PeriodQuery = Annotated[str | None, QueryParameter(max_length=16, description="2
 LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=True)
 def assessment(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
                x_api_key: ApiKeyHeader = None) -> Assessment:
     s = _authorized(request, jid, x_api_key)
     return Assessment.model_validate(s.assessment.assess(jid, s.assessment.period(jid, period), level))
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=True)
 def assessment_xlsx(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
                     x_api_key: ApiKeyHeader = None) -> Response:
     s = _authorized(request, jid, x_api_key)
@@ -398,14 +414,14 @@ def assessment_xlsx(request: Request, jid: FromPath[str], period: PeriodQuery = 
                     headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment/trend", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/assessment/trend", sync_to_thread=True)
 def assessment_trend(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
                      count: Annotated[int, QueryParameter(ge=1, le=24)] = 6, x_api_key: ApiKeyHeader = None) -> list[TrendPoint]:
     s = _authorized(request, jid, x_api_key)
     return [TrendPoint.model_validate(p) for p in s.assessment.trend(jid, s.assessment.period(jid, period), count, level)]
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True)
 def assessment_unit(request: Request, jid: FromPath[str], unit: FromPath[str], period: PeriodQuery = None,
                     deduction: Annotated[str | None, QueryParameter(max_length=64)] = None,
                     x_api_key: ApiKeyHeader = None) -> UnitExplanation:
@@ -413,7 +429,7 @@ def assessment_unit(request: Request, jid: FromPath[str], unit: FromPath[str], p
     return UnitExplanation.model_validate(s.assessment.explain(jid, s.assessment.period(jid, period), unit, deduction))
 
 
-@post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=False)
+@post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=True)
 def assessment_record(request: Request, jid: FromPath[str], data: JSONBody[AssessmentRecordRequest],
                       x_api_key: ApiKeyHeader = None) -> Response[AssessmentRecordOut]:
     s = _authorized(request, jid, x_api_key)
@@ -437,12 +453,10 @@ def health(request: Request) -> Response:
 
 
 def _warm_search(services: Services) -> None:
-    """Pinyin for every grid and problem-type name, so an admin's first search (Hefei: 1,649 grids, ~0.4 s of
-    pinyin) is as fast as the later ones."""
+    """The unit search index of every active version, so the first search or unknown-unit error after a start or
+    a publish does not build it (200,000 units: seconds of pinyin)."""
     for jid in services.policies.refresh():
-        router = services.policies.router(jid)
-        for name in [*(unit.name for unit in router.units.values()), *router.jur.type_names.values()]:
-            pinyin_keys(name)
+        services.policies.router(jid).jur.unit_index  # noqa: B018 - builds and caches it
 
 
 async def _background(app: Litestar) -> None:
@@ -453,7 +467,7 @@ async def _background(app: Litestar) -> None:
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
-            await asyncio.to_thread(services.policies.refresh)
+            await asyncio.to_thread(_warm_search, services)
             now = asyncio.get_running_loop().time()
             if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
                 last_sweep = now
@@ -464,6 +478,13 @@ async def _background(app: Litestar) -> None:
                 await asyncio.to_thread(refresh_statistics, services.cases.engine)
         except Exception:  # noqa: BLE001 - keep the worker alive; the next round retries
             log.exception("background refresh/sweep failed")
+
+
+@contextlib.asynccontextmanager
+async def _thread_pool(_: Litestar):
+    with ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="gridpolicy") as pool:
+        asyncio.get_running_loop().set_default_executor(pool)
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -509,6 +530,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
                                                    include_in_schema=False)],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,
                             RoutingError: _routing_error, ValidationError: _pydantic_error,
+                            OperationalError: _operational_error,
                             HTTPException: _http_error, Exception: _unexpected},
         openapi_config=OpenAPIConfig(title="gridpolicy", version="1", path="/schema",
                                      description="网格化环境监管规则路由服务 — policy-as-data routing",
@@ -518,8 +540,18 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         before_send=[security_headers],
         template_config=admin.templates,
         stores=admin.stores,
-        lifespan=[_lifespan, events.delivery] if background else [],
+        lifespan=[_thread_pool, *([_lifespan, events.delivery] if background else [])],
         on_app_init=[_state],
     )
+    _wrap_once(app)
     document_errors(app.openapi_schema)
     return app
+
+
+def _wrap_once(app: Litestar) -> None:
+    """Litestar 2.25 registers a route's handlers again when another method joins the path, wrapping a
+    sync_to_thread handler twice; the outer wrapper would answer with the inner one's unawaited coroutine."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if isinstance(handler.fn, AsyncCallable) and isinstance(handler.fn.func, AsyncCallable):
+                handler._fn = handler.fn.func

@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from store import webhooks
 from store.apikeys import authorize
 from store.errors import Forbidden, Invalid
-from store.outbox import KINDS, feed, local, message
+from store.outbox import KINDS, feed, listen, local, message
 from store.tables import MAX_ID
 
 log = logging.getLogger("gridpolicy")
-DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "0.5"))  # idle poll of the delivery loop
+# the delivery loop's fallback poll when no commit in this process woke it (other processes' events, retries)
+DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "5"))
 ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 RowId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
@@ -53,7 +54,7 @@ def delivery_json(row: dict) -> dict:
             "created_at": local(d.created_at)}
 
 
-@get("/v1/events", sync_to_thread=False)
+@get("/v1/events", sync_to_thread=True)
 def events_feed(request: Request, jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None,
                 after: Annotated[str | None, QueryParameter(max_length=20, description="上一页的 next 游标")] = None,
                 kinds: Annotated[str | None, QueryParameter(max_length=500, description="逗号分隔的事件类型")] = None,
@@ -95,25 +96,25 @@ async def create_subscription(request: Request, jid: FromPath[str], data: JSONBo
                     headers={"Location": f"/v1/jurisdictions/{jid}/webhooks/{sub.id}"})
 
 
-@get("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=True)
 def list_subscriptions(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
     return [subscription_json(s) for s in webhooks.subscriptions(_engine(request, jid, x_api_key), jid)]
 
 
-@delete("/v1/jurisdictions/{jid:str}/webhooks/{sub_id:int}", sync_to_thread=False, status_code=204)
+@delete("/v1/jurisdictions/{jid:str}/webhooks/{sub_id:int}", sync_to_thread=True, status_code=204)
 def delete_subscription(request: Request, jid: FromPath[str], sub_id: RowId,
                         actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
                         x_api_key: ApiKeyHeader = None) -> None:
     webhooks.unsubscribe(_engine(request, jid, x_api_key), jid, sub_id, actor)
 
 
-@get("/v1/jurisdictions/{jid:str}/webhooks/failures", sync_to_thread=False)
+@get("/v1/jurisdictions/{jid:str}/webhooks/failures", sync_to_thread=True)
 def list_failures(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
     """Dead-lettered deliveries and those still retrying after a failure."""
     return [delivery_json(r) for r in webhooks.failures(_engine(request, jid, x_api_key), jid)]
 
 
-@post("/v1/jurisdictions/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=False,
+@post("/v1/jurisdictions/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=True,
       status_code=200)
 def redeliver(request: Request, jid: FromPath[str], delivery_id: RowId,
               actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
@@ -124,23 +125,35 @@ def redeliver(request: Request, jid: FromPath[str], delivery_id: RowId,
 
 @contextlib.asynccontextmanager
 async def delivery(app: Litestar):
-    """Each worker delivers what is due; a round that found work is followed at once by the next."""
+    """Each worker delivers what is due; a round that found work is followed at once by the next. Idle, it waits
+    for a commit in this process that wrote events (store.outbox.listen), or DELIVERY_SECONDS at most: for
+    events other processes wrote and for retries coming due."""
     engine = app.state.services.policies.engine
+    wake = asyncio.Event()
+    running = asyncio.get_running_loop()
+
+    def woken() -> None:  # from the committing thread
+        running.call_soon_threadsafe(wake.set)
+
+    stop = listen(woken)
 
     async def loop() -> None:
         while True:
+            wake.clear()  # before the round: an event committed during it wakes the next wait at once
             try:
                 counts = await asyncio.to_thread(webhooks.deliver_due, engine)
             except Exception:  # noqa: BLE001 - keep delivering; the next round retries
                 log.exception("webhook delivery round failed")
                 counts = {}
             if not any(counts.values()):
-                await asyncio.sleep(DELIVERY_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), DELIVERY_SECONDS)
 
     task = asyncio.create_task(loop())
     try:
         yield
     finally:
+        stop()
         task.cancel()
 
 

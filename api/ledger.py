@@ -154,7 +154,7 @@ class LedgerController(Controller):
         return ledger_services(request.app)
 
     # --- supervised objects
-    @get("/objects", sync_to_thread=False)
+    @get("/objects", sync_to_thread=True)
     def objects(self, request: Request, jid: FromPath[str], q: Text = None, unit: Text = None, kind: Text = None,
                 source_class: Annotated[str | None, QueryParameter(name="class", max_length=8)] = None,
                 limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
@@ -163,14 +163,14 @@ class LedgerController(Controller):
                                                                                    limit, offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [object_json(o) for o in rows]}
 
-    @post("/objects", sync_to_thread=False)
+    @post("/objects", sync_to_thread=True)
     def create_object(self, request: Request, jid: FromPath[str], data: JSONBody[ObjectBody],
                       x_api_key: ApiKeyHeader = None) -> Response:
         ledger = self._ledger(request, jid, x_api_key).ledger
         obj = ledger.create_object(jid, data.model_dump(exclude={"actor"}), data.actor)
         return Response(object_json(obj), status_code=201, headers={"Location": f"/v1/jurisdictions/{jid}/objects/{obj.id}"})
 
-    @get("/objects/{object_id:int}", sync_to_thread=False)
+    @get("/objects/{object_id:int}", sync_to_thread=True)
     def get_object(self, request: Request, jid: FromPath[str], object_id: ObjectId, x_api_key: ApiKeyHeader = None) -> dict:
         ledger = self._ledger(request, jid, x_api_key).ledger
         out = object_json(ledger.get_object(jid, object_id))
@@ -179,7 +179,7 @@ class LedgerController(Controller):
         out["patrols"] = {"total": total, "latest": [patrol_json(p) for p in patrols]}
         return out
 
-    @patch("/objects/{object_id:int}", sync_to_thread=False)
+    @patch("/objects/{object_id:int}", sync_to_thread=True)
     def update_object(self, request: Request, jid: FromPath[str], object_id: ObjectId, data: JSONBody[ObjectPatch],
                       x_api_key: ApiKeyHeader = None) -> dict:
         ledger = self._ledger(request, jid, x_api_key).ledger
@@ -202,7 +202,7 @@ class LedgerController(Controller):
         return Response(body, status_code=422 if preview.errors else 200)
 
     # --- patrol records
-    @post("/patrols", sync_to_thread=False)
+    @post("/patrols", sync_to_thread=True)
     def create_patrol(self, request: Request, jid: FromPath[str], data: JSONBody[PatrolBody],
                       idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
                       x_api_key: ApiKeyHeader = None) -> Response:
@@ -214,7 +214,7 @@ class LedgerController(Controller):
         return Response(patrol_json(record, objects), status_code=201 if created else 200,
                         headers={"Location": f"/v1/jurisdictions/{jid}/patrols/{record.id}"})
 
-    @post("/patrols/batch", sync_to_thread=False, status_code=200)
+    @post("/patrols/batch", sync_to_thread=True, status_code=200)
     def create_patrols(self, request: Request, jid: FromPath[str], data: JSONBody[PatrolBatch],
                        x_api_key: ApiKeyHeader = None) -> PatrolBatchOut:
         """Up to 500 patrol records in one transaction (an app syncing its offline queue): all saved or none, each
@@ -226,7 +226,7 @@ class LedgerController(Controller):
         made = sum(i.created for i in items)
         return PatrolBatchOut(created=made, existing=len(items) - made, patrols=items)
 
-    @get("/patrols", sync_to_thread=False)
+    @get("/patrols", sync_to_thread=True)
     def patrols(self, request: Request, jid: FromPath[str], unit: Text = None,
                 from_: Annotated[date | None, QueryParameter(name="from")] = None,
                 to: Annotated[date | None, QueryParameter(description="不含")] = None,
@@ -237,19 +237,19 @@ class LedgerController(Controller):
         total, rows = ledger.search_patrols(jid, unit, from_, to, object_id, limit, offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [patrol_json(r) for r in rows]}
 
-    @get("/patrols/{patrol_id:int}", sync_to_thread=False)
+    @get("/patrols/{patrol_id:int}", sync_to_thread=True)
     def get_patrol(self, request: Request, jid: FromPath[str], patrol_id: ObjectId, x_api_key: ApiKeyHeader = None) -> dict:
         record, objects = self._ledger(request, jid, x_api_key).ledger.get_patrol(jid, patrol_id)
         return patrol_json(record, objects)
 
     # --- cadences
-    @get("/cadences", sync_to_thread=False)
+    @get("/cadences", sync_to_thread=True)
     def cadences(self, request: Request, jid: FromPath[str], period: PeriodQuery = None, unit: Text = None,
                  x_api_key: ApiKeyHeader = None) -> dict:
         services = self._ledger(request, jid, x_api_key)
         return services.cadences.compliance(jid, current_period(period), unit=unit)
 
-    @get("/patrol-summary.xlsx", sync_to_thread=False)
+    @get("/patrol-summary.xlsx", sync_to_thread=True)
     def summary(self, request: Request, jid: FromPath[str], period: PeriodQuery = None, unit: Text = None,
                 x_api_key: ApiKeyHeader = None) -> Response:
         services = self._ledger(request, jid, x_api_key)

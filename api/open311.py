@@ -143,7 +143,7 @@ def _guarded(resource: str, build) -> Response:
         return error_response(err, fmt)
 
 
-@get("/open311/v2/{jid:str}/{resource:str}", sync_to_thread=False)
+@get("/open311/v2/{jid:str}/{resource:str}", sync_to_thread=True)
 def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
     def build(stem: str, fmt: str) -> Response:
         router = _router(request, jid)
@@ -162,7 +162,7 @@ def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -
     return _guarded(resource, build)
 
 
-@get("/open311/v2/{jid:str}/services/{name:str}", sync_to_thread=False)
+@get("/open311/v2/{jid:str}/services/{name:str}", sync_to_thread=True)
 def open311_service_definition(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
     def build(code: str, fmt: str) -> Response:
         router = _router(request, jid)
@@ -176,7 +176,7 @@ def open311_service_definition(request: Request, jid: FromPath[str], name: FromP
     return _guarded(name, build)
 
 
-@get("/open311/v2/{jid:str}/requests/{name:str}", sync_to_thread=False)
+@get("/open311/v2/{jid:str}/requests/{name:str}", sync_to_thread=True)
 def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
     def build(case_id: str, fmt: str) -> Response:
         router = _router(request, jid)

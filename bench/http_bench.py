@@ -1,6 +1,7 @@
 """`make bench` (HTTP): wrk against a real `gridpolicy serve` on a fresh SQLite database, with 1 and 2 workers:
 GET /health (the baseline: the framework and the network, no rules, no writes), POST /v1/route, POST /v1/cases
-(a new case each request), and GET /health over one keep-alive connection (shows a per-response stall).
+(a new case each request), GET /health over one keep-alive connection (shows a per-response stall), and a
+mixed soak: routing on 6 connections alone and beside intake on 2 (`--soak` seconds, default 60).
 Writes bench/http_results.json and prints a table. `--root` measures another checkout with this interpreter."""
 from __future__ import annotations
 
@@ -64,14 +65,23 @@ def wait_started(server: subprocess.Popen, log: Path, workers: int, url: str) ->
 
 
 def wrk(url: str, path: str, bodies: list | None, key: str, connections: int, seconds: int, scratch: Path) -> dict:
+    return _parse(subprocess.run(_command(url, path, bodies, key, connections, seconds, scratch), check=True,
+                                 capture_output=True, text=True).stdout, connections)
+
+
+def _command(url: str, path: str, bodies: list | None, key: str, connections: int, seconds: int,
+             scratch: Path) -> list[str]:
     command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if bodies is not None:
-        script = scratch / "post.lua"
+        script = scratch / f"post-{path.strip('/').replace('/', '-')}.lua"
         # Lua string literals of the JSON bodies (LuaJIT has no \u escapes: keep the UTF-8)
         literals = (json.dumps(json.dumps(body, ensure_ascii=False), ensure_ascii=False) for body in bodies)
         script.write_text(LUA % (", ".join(literals), key))
         command += ["-s", str(script)]
-    out = subprocess.run([*command, url + path], check=True, capture_output=True, text=True).stdout
+    return [*command, url + path]
+
+
+def _parse(out: str, connections: int) -> dict:
     percent = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests_per_second": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),
@@ -79,11 +89,25 @@ def wrk(url: str, path: str, bodies: list | None, key: str, connections: int, se
             "non_2xx": int(errors.group(1)) if errors else 0}
 
 
+def soak(url: str, key: str, seconds: int, scratch: Path) -> dict:
+    """Routing on 6 connections alone, then beside intake on 2 (both at once, `seconds` each): read-only routing
+    must not wait behind intake's writes (#17: its p99 beside intake within 1.5× of alone)."""
+    route = [ROUTE]
+    cases = [{**ROUTE, "unit": unit} for unit in UNITS]
+    alone = wrk(url, "/v1/route", route, key, 6, seconds, scratch)
+    runs = [subprocess.Popen(_command(url, path, bodies, key, n, seconds, scratch), stdout=subprocess.PIPE, text=True)
+            for path, bodies, n in (("/v1/route", route, 6), ("/v1/cases", cases, 2))]
+    (route_mixed, _), (cases_mixed, _) = [run.communicate() for run in runs]
+    beside, intake = _parse(route_mixed, 6), _parse(cases_mixed, 2)
+    return {"seconds": seconds, "route_alone": alone, "route_beside_intake": beside, "intake_beside_route": intake,
+            "p99_ratio": round(beside["p99_ms"] / alone["p99_ms"], 2) if alone["p99_ms"] and beside["p99_ms"] else None}
+
+
 def _ms(value: str, unit: str) -> float:
     return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
 
 
-def run(root: Path, workers: int, seconds: int) -> dict:
+def run(root: Path, workers: int, seconds: int, soak_seconds: int = 0) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="gp-http-bench-"))
     env = {**os.environ, "GRIDPOLICY_DATABASE_URL": f"sqlite:///{scratch / 'bench.db'}",
            "GRIDPOLICY_SEEDS": os.environ.get("GRIDPOLICY_SEEDS", str(ROOT.parent / "shared" / "seeds"))}
@@ -100,6 +124,9 @@ def run(root: Path, workers: int, seconds: int) -> dict:
             wrk(url, path, bodies, key, connections, 2, scratch)  # warm-up: first requests, background start-up work
             results[name] = wrk(url, path, bodies, key, connections, seconds, scratch)
             print(f"  workers={workers} {name}: {results[name]}", flush=True)
+        if soak_seconds:
+            results["soak"] = soak(url, key, soak_seconds, scratch)
+            print(f"  workers={workers} soak: {results['soak']}", flush=True)
         return results
     finally:
         server.terminate()
@@ -113,18 +140,25 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve (default: this one)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--soak", type=int, default=60, help="seconds of the mixed soak per worker count (0: none)")
     args = parser.parse_args()
     report = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine":
               {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
               "tool": f"wrk, {args.seconds} s per measure, 2 threads; SQLite", "results": {}}
     for workers in args.workers:
-        report["results"][f"workers={workers}"] = run(args.root.resolve(), workers, args.seconds)
+        report["results"][f"workers={workers}"] = run(args.root.resolve(), workers, args.seconds, args.soak)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"\n| measure | {' | '.join(report['results'])} |\n|---|" + "---:|" * len(report["results"]))
     for name, *_ in MEASURES:
         cells = [f"{r[name]['requests_per_second']:,} rps, p99 {r[name]['p99_ms']} ms"
                  for r in report["results"].values()]
         print(f"| {name} | {' | '.join(cells)} |")
+    for label, r in report["results"].items():
+        if "soak" in r:
+            k = r["soak"]
+            print(f"soak {label}: route alone p99 {k['route_alone']['p99_ms']} ms, beside intake "
+                  f"{k['route_beside_intake']['p99_ms']} ms (×{k['p99_ratio']}); intake "
+                  f"{k['intake_beside_route']['requests_per_second']} cases/s p99 {k['intake_beside_route']['p99_ms']} ms")
 
 
 if __name__ == "__main__":

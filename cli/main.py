@@ -443,6 +443,13 @@ def _services():
         _fail([f"错误 error: {issue}" for issue in err.issues])
 
 
+@app.command("compact-cases")
+def compact_cases() -> None:
+    """把 #17 之前整份保存的案件决定改为紧凑存储 (引文与名称从规则版本读回); 可重复执行。"""
+    from store.cases import CaseService  # noqa: PLC0415
+    typer.echo(f"rewritten={CaseService(_services()).compact_stored()}")
+
+
 @app.command()
 def simulate(jid: str, cases: Annotated[int, typer.Option("--cases", min=1, help="案件数")] = 1000,
              days: Annotated[int, typer.Option("--days", min=1, max=3660, help="天数")] = 365,

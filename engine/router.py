@@ -159,9 +159,8 @@ class PolicyRouter:
     def resolve_unit(self, text: str, field_name: str = "unit") -> Unit:
         uid = text if text in self.units else self._unit_by_name.get(text.strip())
         if uid is None:
-            names = {u.id: u.name for u in self.units.values()}
             raise RoutingError(field_name, f"网格单元 '{text}' 不属于辖区 {self.jur.id} — unknown unit",
-                               close_matches(text, names, limit=3))
+                               self.jur.unit_index.close_matches(text, limit=3))
         return self.units[uid]
 
     def ancestors(self, unit: Unit) -> list[Unit]:
@@ -253,6 +252,72 @@ class PolicyRouter:
             "trace": trace,
         })
 
+    # --- a stored decision keeps what this version cannot restate (#17: ~9 KB → under 2 KB a case)
+    def compact(self, decision: Decision) -> dict:
+        """The decision as ids, levels and due times: names, labels, reasons and quotes come back from this version
+        (content-addressed, so they are the texts that decided) in `expand`. A decision `expand` would not give back
+        exactly is kept whole."""
+        rules = {r.id: r for r in self.jur.policy.rules}
+        actions = []
+        for a in decision.actions:
+            fixed = {k: getattr(a, k) for k in ("kind", "label", "reason", "rule", "parallel")}
+            rule = rules.get(a.rule)
+            index = next((i for i, act in enumerate(rule.then.actions) if self._action_entry(rule, act) == fixed),
+                         None) if rule else None
+            if index is None:
+                return decision.model_dump(mode="json")
+            actions.append([a.rule, index, _party_ref(a.by), _party_ref(a.to), a.within.due if a.within else None])
+        stored = {"compact": 1, "jurisdiction": decision.jurisdiction, "policy_version": decision.policy_version,
+                  "problem_type": decision.problem_type.code,
+                  "handler": [decision.handler.level, decision.handler.unit],
+                  "first_action": decision.first_action, "actions": actions, "workflow": decision.workflow,
+                  "deadlines": [d.due for d in decision.deadlines],
+                  "escalation_path": [[h.level, h.unit, h.after, h.rule] for h in decision.escalation_path],
+                  "trace": [[t.rule, t.phase] if t.phase else t.rule for t in decision.trace]}
+        try:
+            same = self.expand(stored) == decision
+        except (KeyError, IndexError, ValueError):
+            same = False
+        return stored if same else decision.model_dump(mode="json")
+
+    def expand(self, stored: dict) -> Decision:
+        """The whole decision from `compact`'s form."""
+        rules = {r.id: r for r in self.jur.policy.rules}
+        code = stored["problem_type"]
+        level, unit = stored["handler"]
+        actions = []
+        for rule_id, index, by, to, due in stored["actions"]:
+            rule = rules[rule_id]
+            action = rule.then.actions[index]
+            within = None
+            if due is not None:
+                within = {"duration": _iso_duration(action.within.duration), "calendar": action.within.calendar.value,
+                          "due": due, "source": action.within.provenance}
+            actions.append(self._action_entry(rule, action) | {"by": self._party_of(by), "to": self._party_of(to),
+                                                                "within": within})
+        plan = self._plans[stored["workflow"]] if stored["workflow"] else []
+        departments = self.compiled.types_by_code[code].departments
+        return Decision.model_validate({
+            "jurisdiction": stored["jurisdiction"], "policy_version": stored["policy_version"],
+            "problem_type": {"code": code, "name": self._names[code]},
+            "handler": {"level": level, "unit": unit, "unit_name": self.units[unit].name if unit else None,
+                        "departments": [self._department_ref(d) for d in departments]},
+            "first_action": stored["first_action"], "actions": actions, "workflow": stored["workflow"],
+            "deadlines": [entry | {"due": due} for (_, entry, _, _), due in zip(plan, stored["deadlines"],
+                                                                                    strict=True)],
+            "escalation_path": [{"level": lv, "unit": u, "name": self.units[u].name if u else None, "after": after,
+                                 "rule": rule} for lv, u, after, rule in stored["escalation_path"]],
+            "trace": [self._trace[t] if isinstance(t, str) else self._trace[t[0]] | {"phase": t[1]}
+                      for t in stored["trace"]],
+        })
+
+    def _party_of(self, ref: list | dict | None) -> dict | None:
+        if isinstance(ref, list) and ref[0] == "grid":
+            return {"kind": "grid", "level": ref[1], **self._unit_ref(self.units[ref[2]] if ref[2] else None)}
+        if isinstance(ref, list):
+            return self._department_ref(ref[1])
+        return ref
+
     def _unit_ref(self, unit: Unit | None) -> dict:
         return {"unit": unit.id, "name": unit.name} if unit else {"unit": None, "name": None}
 
@@ -283,12 +348,7 @@ class PolicyRouter:
 
     def _actions(self, rule: Rule, action: Action, ptype: ProblemType, finder: dict, handler: dict,
                  involved: list[dict], when: datetime) -> list[dict]:
-        fixed = self._action_entries.get(id(action))
-        if fixed is None:  # the rule's own words, built once per action
-            reason = rule.name + (f" ({action.note})" if action.note else "")
-            fixed = self._action_entries[id(action)] = {
-                "kind": action.kind.value, "label": ACTION_LABELS[action.kind.value], "reason": reason, "rule": rule.id,
-                "parallel": action.parallel}
+        fixed = self._action_entry(rule, action)
         by = self._party(action.by, ptype, finder, handler, involved)[0]
         targets = self._party(action.to, ptype, finder, handler, involved) if action.to else [None]
         within = None
@@ -298,6 +358,15 @@ class PolicyRouter:
                       "due": self.calendar.add(when, limit.duration, limit.calendar).isoformat(),
                       "source": limit.provenance}
         return [fixed | {"by": by, "to": to, "within": within} for to in targets]
+
+    def _action_entry(self, rule: Rule, action: Action) -> dict:
+        fixed = self._action_entries.get(id(action))
+        if fixed is None:  # the rule's own words, built once per action
+            reason = rule.name + (f" ({action.note})" if action.note else "")
+            fixed = self._action_entries[id(action)] = {
+                "kind": action.kind.value, "label": ACTION_LABELS[action.kind.value], "reason": reason, "rule": rule.id,
+                "parallel": action.parallel}
+        return fixed
 
     def _deadlines(self, workflow: Workflow | None, start: datetime):
         if workflow is None:
@@ -322,6 +391,17 @@ class PolicyRouter:
             trace.append(self._trace[hop.rule.id] | {"phase": "escalation"})
             due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
         return path, trace
+
+
+def _party_ref(party) -> list | dict | None:
+    """A grid or a department by id (its name is the version's); the other parties as they are."""
+    if party is None:
+        return None
+    if party.kind == "grid":
+        return ["grid", party.level, party.unit]
+    if party.kind == "department":
+        return ["department", party.id]
+    return party.model_dump(mode="json")
 
 
 @dataclass(frozen=True)

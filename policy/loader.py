@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from policy.catalog import Catalog, load_catalog
 from policy.errors import PolicyError, PolicyIssue, format_path
 from policy.models import Policy, Unit
+from policy.search import UnitIndex
 from policy.yamlio import Origin, OriginMap, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,11 @@ class Jurisdiction:
 
     def units_at(self, level: int) -> list[Unit]:
         return [u for u in self.units.values() if u.level == level]
+
+    @cached_property
+    def unit_index(self) -> UnitIndex:
+        """The units' search index, built on first use (Python 3.11's cached_property builds it once under a lock)."""
+        return UnitIndex.of(self.id, {uid: unit.name for uid, unit in self.units.items()})
 
 
 @dataclass

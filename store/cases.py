@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, delete, func, select
 
 from engine.decision import Decision
@@ -22,7 +23,7 @@ from policy.models import CalendarKind, Workflow, WorkflowStep
 from store.db import UnitOfWork, transaction
 from store import outbox  # noqa: F401  (its session hook writes each event's outbox row in the same transaction)
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
+from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, decisions_from, utcnow
 from store.versions import PolicyStore
 
 CLOSED = "closed"
@@ -57,6 +58,7 @@ class CaseService:
     def __init__(self, policies: PolicyStore, clock: Callable[[], datetime] = utcnow):
         self.policies = policies
         self.engine = policies.engine
+        decisions_from(policies.router)  # stored decisions are compact: expanded from their version
         self.clock = clock  # "now" when a caller gives no moment (tests and the simulator give their own)
 
     # --- intake
@@ -123,6 +125,22 @@ class CaseService:
             return session.exec(select(CaseRecord).where(CaseRecord.jurisdiction == jurisdiction,
                                                          CaseRecord.idempotency_key == key)
                                 .options(selectinload(CaseRecord.events), selectinload(CaseRecord.clocks))).first()
+
+    def compact_stored(self, batch: int = 500) -> int:
+        """Store the decisions of cases written whole (before #17) compactly; returns how many were rewritten.
+        Each row is read (expanded or whole) and written back through the column type, which compacts it."""
+        done, after = 0, 0
+        while True:
+            with UnitOfWork(self.engine) as uow:
+                rows = uow.session.exec(select(CaseRecord).where(CaseRecord.id > after)
+                                        .order_by(CaseRecord.id).limit(batch)).all()
+                for record in rows:
+                    flag_modified(record, "decision")
+                    uow.session.add(record)
+                done += len(rows)
+            if len(rows) < batch:
+                return done
+            after = rows[-1].id
 
     # --- reading
     def get(self, case_id: int) -> tuple[CaseRecord, list[CaseEvent], list[CaseClock]]:

@@ -22,6 +22,8 @@ from policy.loader import REPO_ROOT
 from store.errors import Busy
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# how long a SQLite write waits for the write lock before it is refused ("database is locked", 503)
+WRITE_WAIT_SECONDS = float(os.environ.get("GRIDPOLICY_WRITE_WAIT_SECONDS", "30"))
 
 
 def database_url() -> str:
@@ -38,7 +40,7 @@ def make_engine(url: str | None = None) -> Engine:
     url = url or database_url()
     if url.startswith("sqlite"):
         synchronous = "FULL" if os.environ.get("GRIDPOLICY_SQLITE_SYNCHRONOUS", "").upper() == "FULL" else "NORMAL"
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": WRITE_WAIT_SECONDS})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -48,7 +50,7 @@ def make_engine(url: str | None = None) -> Engine:
             # the machine losing power. FULL fsyncs every commit (~170/s on this machine's disk).
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_SECONDS * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")

@@ -8,6 +8,7 @@ number, so a cursor never skips a row that committed late.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,9 +48,38 @@ def local(moment: datetime | None) -> str | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(CST).isoformat()
 
 
+# called (from any thread) after a commit that wrote outbox rows: the delivery loop waits on these instead of polling
+_listeners: list[Callable[[], None]] = []
+_WROTE = "gridpolicy_outbox_written"
+
+
+def listen(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` after each commit in this process that wrote outbox rows; returns the way to stop."""
+    _listeners.append(callback)
+    return lambda: _listeners.remove(callback)
+
+
+def notify() -> None:
+    for callback in list(_listeners):
+        callback()
+
+
+@event.listens_for(OrmSession, "after_commit")
+def _committed(session: OrmSession) -> None:
+    if session.info.pop(_WROTE, False):
+        notify()
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _rolled_back(session: OrmSession) -> None:
+    session.info.pop(_WROTE, None)
+
+
 @event.listens_for(OrmSession, "before_flush")
 def _write_outbox(session: OrmSession, _context, _instances) -> None:
     for obj in list(session.new):
+        if isinstance(obj, (CaseEvent, Notification)):
+            session.info[_WROTE] = True
         if isinstance(obj, CaseEvent):
             record = obj.record or session.get(CaseRecord, obj.case_id)
             data = {"actor": obj.actor, "from_status": obj.from_status, "to_status": obj.to_status,

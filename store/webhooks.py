@@ -29,7 +29,7 @@ from standardwebhooks.webhooks import Webhook
 
 from store.cases import as_utc
 from store.errors import Invalid, NotFound
-from store.outbox import KINDS, OutboxEvent, local, message, sequence
+from store.outbox import KINDS, OutboxEvent, local, message, notify, sequence
 from store.tables import utcnow
 from store.versions import audit
 
@@ -306,5 +306,6 @@ def redeliver(engine: Engine, jid: str, delivery_id: int, actor: str) -> Webhook
         audit(session, actor, "webhook_redelivered", jid, None, delivery=delivery_id)
         session.commit()
         session.refresh(delivery)
-        return delivery
+    notify()  # due now: wake this process's delivery loop
+    return delivery
 

@@ -198,9 +198,9 @@ def test_the_pull_feed_pages_with_a_stable_cursor(client):
     assert client.get("/v1/events", params={"jurisdiction": "panjin"}, headers=scoped).json()["items"] == []
 
 
-def start_server(url: str, port: int) -> subprocess.Popen:
+def start_server(url: str, port: int, poll: str = "0.1") -> subprocess.Popen:
     env = os.environ | {"GRIDPOLICY_DATABASE_URL": url, "GRIDPOLICY_WEBHOOK_LEASE": "2",
-                        "GRIDPOLICY_WEBHOOK_RETRY_BASE": "0.2", "GRIDPOLICY_DELIVERY_SECONDS": "0.1"}
+                        "GRIDPOLICY_WEBHOOK_RETRY_BASE": "0.2", "GRIDPOLICY_DELIVERY_SECONDS": poll}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host",
                                 "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=REPO_ROOT)
     deadline = time.monotonic() + 120
@@ -214,6 +214,39 @@ def start_server(url: str, port: int) -> subprocess.Popen:
         time.sleep(0.3)
 
 
+def subscribed(base: str, engine, receiver) -> dict:
+    """An API key's headers, with the receiver subscribed to every event of the jurisdiction."""
+    headers = {"X-API-Key": create_key(engine, [], "all", "test")}
+    httpx.post(f"{base}/v1/jurisdictions/{JID}/webhooks", json={"url": receiver.url, "actor": "集成"},
+               headers=headers, timeout=30).raise_for_status()
+    return headers
+
+
+def received_all(receiver, engine, case_id: int) -> None:
+    wanted = {f"evt_{e.id}" for e in events_of(engine) if e.case_id == case_id}
+    deadline = time.monotonic() + 60
+    while not wanted <= set(receiver.ids()):
+        assert time.monotonic() < deadline, f"not delivered: {wanted - set(receiver.ids())}"
+        time.sleep(0.2)
+
+
+def test_a_new_event_wakes_the_idle_delivery_loop(database_url, receiver):
+    """Idle, the loop does not poll every half second: it waits for a commit that wrote events (here its fallback
+    poll is an hour, so only the wake-up can deliver)."""
+    port = free_port()
+    server = start_server(database_url, port, poll="3600")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        app_engine = make_engine(database_url)
+        headers = subscribed(base, app_engine, receiver)
+        case = httpx.post(f"{base}/v1/cases", json=CASE, headers=headers, timeout=30).json()
+        received_all(receiver, app_engine, case["id"])
+        app_engine.dispose()
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
 def test_kill_9_of_the_server_during_delivery_loses_nothing(database_url, receiver):
     port = free_port()
     first = start_server(database_url, port)
@@ -221,9 +254,7 @@ def test_kill_9_of_the_server_during_delivery_loses_nothing(database_url, receiv
     try:
         base = f"http://127.0.0.1:{port}"
         app_engine = make_engine(database_url)
-        headers = {"X-API-Key": create_key(app_engine, [], "all", "test")}
-        httpx.post(f"{base}/v1/jurisdictions/{JID}/webhooks", json={"url": receiver.url, "actor": "集成"},
-                   headers=headers, timeout=30).raise_for_status()
+        headers = subscribed(base, app_engine, receiver)
         receiver.holding = True  # the first delivery hangs in the receiver
         case = httpx.post(f"{base}/v1/cases", json=CASE, headers=headers, timeout=30).json()
         assert receiver.held.wait(30), "no delivery started"
@@ -232,12 +263,7 @@ def test_kill_9_of_the_server_during_delivery_loses_nothing(database_url, receiv
         receiver.holding = False
         receiver.hold.set()
         second = start_server(database_url, free_port())
-        events = events_of(app_engine)
-        wanted = {f"evt_{e.id}" for e in events if e.case_id == case["id"]}
-        deadline = time.monotonic() + 60
-        while not wanted <= set(receiver.ids()):
-            assert time.monotonic() < deadline, f"lost: {wanted - set(receiver.ids())}"
-            time.sleep(0.2)
+        received_all(receiver, app_engine, case["id"])
         app_engine.dispose()
     finally:
         for process in (first, second):

@@ -1,0 +1,82 @@
+"""A worker never stalls (#17): a real server (uvicorn, SQLite) whose database write lock is held by another
+process, as a long write would hold it. Intakes wait for the lock in handler threads; meanwhile /health and
+routing answer, because they run on the event loop and only read (WAL readers never wait for the writer).
+A write that waits longer than GRIDPOLICY_WRITE_WAIT_SECONDS is refused with a 503 problem and writes nothing."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from store.apikeys import create_key
+from store.db import make_engine
+from tests.admin_browser import running_server
+
+WRITE_WAIT = 6  # seconds a write waits for the lock in this server
+CASE = {"jurisdiction": "karamay", "problem_type": "医疗废物处置", "unit": "kmy-l3-01"}
+
+
+@pytest.fixture(scope="module")
+def server(prepared_sqlite, tmp_path_factory, request):
+    path = tmp_path_factory.mktemp("stall") / "stall.db"
+    shutil.copy(prepared_sqlite, path)
+    engine = make_engine(f"sqlite:///{path}")
+    key = create_key(engine, [], "stall", "test")
+    engine.dispose()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GRIDPOLICY_WRITE_WAIT_SECONDS", str(WRITE_WAIT))
+    with running_server(f"sqlite:///{path}") as base:
+        yield base, {"X-API-Key": key}, path
+    patch.undo()
+
+
+@contextmanager
+def write_lock(path):
+    """Another process's write transaction, holding SQLite's write lock until the block ends."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        connection.execute("ROLLBACK")
+        connection.close()
+
+
+def _count(base, auth) -> int:
+    return httpx.get(f"{base}/v1/cases", params={"jurisdiction": "karamay", "limit": 1}, headers=auth).json()["total"]
+
+
+def test_health_and_routing_answer_while_intakes_wait_for_the_database(server):
+    base, auth, path = server
+    before = _count(base, auth)
+    with ThreadPoolExecutor(6) as pool:
+        with write_lock(path):
+            intakes = [pool.submit(httpx.post, f"{base}/v1/cases", json=CASE, headers=auth, timeout=60) for _ in range(6)]
+            time.sleep(1)  # the intakes reach the server and wait for the lock
+            health = httpx.get(f"{base}/health", timeout=WRITE_WAIT)
+            routed = httpx.post(f"{base}/v1/route", json=CASE, headers=auth, timeout=WRITE_WAIT)
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            assert routed.status_code == 200 and routed.json()["handler"]["level"] == 2
+            # both answered while every intake was still waiting for the lock
+            assert not any(f.done() for f in intakes)
+        assert [f.result().status_code for f in intakes] == [201] * 6
+    assert _count(base, auth) == before + 6
+
+
+def test_a_write_waiting_beyond_its_budget_is_refused_and_writes_nothing(server):
+    base, auth, path = server
+    before = _count(base, auth)
+    with write_lock(path):
+        refused = httpx.post(f"{base}/v1/cases", json=CASE, headers=auth, timeout=60)
+        assert httpx.get(f"{base}/health", timeout=WRITE_WAIT).status_code == 200
+    assert refused.status_code == 503
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.headers["retry-after"] == "1"
+    assert "未保存任何内容" in refused.json()["detail"]
+    assert _count(base, auth) == before
+    assert httpx.post(f"{base}/v1/cases", json=CASE, headers=auth).status_code == 201  # the lock is free again
