@@ -54,7 +54,7 @@ def test_a_major_deadline_rule_is_routed_drawn_and_verified_alike(compiled_with)
     assert set(edges) == {(2, 1, "major_deadline_to_district"), (3, 2, "deadline_escalate"), (2, 1, "deadline_escalate")}
     assert edges[2, 1, "major_deadline_to_district"]["when"] == {"major": True}
     drawn = [e for e in escalation_graph(compiled)["edges"] if e["rule"] == "major_deadline_to_district"]
-    assert drawn and all(e["condition"] == "major" for e in drawn)
+    assert drawn and all(e["condition"] == "重大或区域性问题" for e in drawn)  # the condition in words
     assert verify(compiled).escalation == []
 
 
