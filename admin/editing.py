@@ -7,7 +7,6 @@ keeps the draft revision in one hidden input (#revision) that every form include
 """
 from __future__ import annotations
 
-import copy
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -119,6 +118,7 @@ class Editing:
     jid: str
     number: int
     loaded: PolicyVersion | None = None
+    _head: tuple[tuple[int | None, int], dict] | None = None
 
     @property
     def policies(self):
@@ -137,8 +137,14 @@ class Editing:
         """The loaded version's units, placeholders expanded (built once per content hash)."""
         return self.policies.build(self.loaded).units
 
+    def head(self, version: PolicyVersion) -> dict:
+        """The version's document without its units, read once per request and revision."""
+        if self._head is None or self._head[0] != (version.id, version.revision):
+            self._head = ((version.id, version.revision), self.policies.head(version))
+        return self._head[1]
+
     def context(self, version: PolicyVersion, **extra: Any) -> dict:
-        document = version.document
+        document = self.head(version)
         return dict(user=self.user, jid=self.jid, version=version, revision=version.revision,
                     editable=version.status == "draft" and self.user.can(self.jid, "editor"),
                     seeds=[s["seed"] for s in document["sources"]],
@@ -241,9 +247,9 @@ def _remove_department(document: dict, key: str, ctx: Editing) -> None:
 
 
 def _department_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
-    departments = version.document["departments"]
+    departments = ctx.head(version)["departments"]
     return {**departments[_index(departments, "id", key, "职能部门")],
-            "refs": _references(version.document, key, ctx.policies.router(ctx.jid).jur.type_names)}
+            "refs": _references(ctx.head(version), key, ctx.policies.router(ctx.jid).jur.type_names)}
 
 
 # --- workflow steps and their deadlines (key: workflow:step)
@@ -270,8 +276,8 @@ def _no_remove(document: dict, key: str, ctx: Editing) -> None:
 
 
 def _step_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
-    wi, si = _step_at(version.document, key)
-    return {**version.document["workflows"][wi]["steps"][si], "key": key}
+    wi, si = _step_at(ctx.head(version), key)
+    return {**ctx.head(version)["workflows"][wi]["steps"][si], "key": key}
 
 
 # --- escalation rules: when a deadline is missed, the case moves to another grid
@@ -307,7 +313,7 @@ def _remove_rule(document: dict, key: str, ctx: Editing) -> None:
 
 
 def _rule_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
-    rules = version.document["rules"]
+    rules = ctx.head(version)["rules"]
     rule = rules[_index(rules, "id", key, "规则")]
     handler = rule["then"]["handler"]
     mode = "up" if handler.get("up") is not None else "level"
@@ -353,7 +359,7 @@ async def _change(request: Request, user: Principal, jid: str, number: int, kind
     spec = _kind(kind)
     version = ctx.version(write=True)
     form = Form(await request.form())
-    document = copy.deepcopy(version.document)
+    document = ctx.policies.document(version)
     prefix = ""
 
     def change() -> PolicyVersion | None:
@@ -406,12 +412,12 @@ def _tree(units: dict) -> tuple[dict[str | None, list], Counter]:
     return children, Counter({k: len(v) for k, v in children.items()})
 
 
-def _level_rows(version: PolicyVersion, units: dict) -> list[dict]:
+def _level_rows(ctx: Editing, version: PolicyVersion, units: dict) -> list[dict]:
     actual = Counter(u.level for u in units.values())
     placeholders = Counter(u.level for u in units.values() if u.placeholder)
     return [{**lv, "actual": actual[lv["number"]], "placeholders": placeholders[lv["number"]],
              "stated": sum(c["count"] for c in lv["unit_counts"]) if lv["unit_counts"] else None}
-            for lv in version.document["levels"]]
+            for lv in ctx.head(version)["levels"]]
 
 
 @get("/j/{jid:str}/v/{number:int}/units", sync_to_thread=False)
@@ -421,7 +427,7 @@ def units_page(request: Request, user: NamedDependency[Principal], jid: FromPath
     version = ctx.version()
     units = ctx.policies.build(version).units
     children, counts = _tree(units)
-    return page("edit_units.html", **ctx.context(version, level_rows=_level_rows(version, units),
+    return page("edit_units.html", **ctx.context(version, level_rows=_level_rows(ctx, version, units),
                                                  nodes=children[None][:PAGE_SIZE], counts=counts, parent="",
                                                  next_page=2 if len(children[None]) > PAGE_SIZE else None,
                                                  total=len(units), imported=imported))
@@ -496,7 +502,7 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
         return _import_result(ctx, version, errors=["文件须为 UTF-8 编码的 CSV (可在 Excel/WPS 另存为 CSV UTF-8)"])
     if not text.strip():
         return _import_result(ctx, version, errors=["请选择 CSV 文件 (表头 id,name,level,parent)"])
-    document = copy.deepcopy(version.document)
+    document = ctx.policies.document(version)
     try:
         first = overlay_units(document, parse_units_csv(text, name))
         new = ctx.policies.check_draft(jid, number, document).units
@@ -545,7 +551,7 @@ def departments_page(request: Request, user: NamedDependency[Principal], jid: Fr
                      number: Number) -> Template:
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
-    items = [_department_item(ctx, version, d["id"]) for d in version.document["departments"]]
+    items = [_department_item(ctx, version, d["id"]) for d in ctx.head(version)["departments"]]
     blank = {"id": "", "name": "", "duties": [], "source": None, "assumption": ""}
     return page("edit_departments.html", **ctx.context(version, items=items, blank=blank))
 
@@ -556,8 +562,8 @@ def workflows_page(request: Request, user: NamedDependency[Principal], jid: From
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
     workflows = [{**w, "steps": [_step_item(ctx, version, f"{w['id']}:{s['id']}") for s in w["steps"]]}
-                 for w in version.document["workflows"]]
-    rules = [_rule_item(ctx, version, r["id"]) for r in version.document["rules"] if is_escalation(r)]
+                 for w in ctx.head(version)["workflows"]]
+    rules = [_rule_item(ctx, version, r["id"]) for r in ctx.head(version)["rules"] if is_escalation(r)]
     blank = {"id": "", "name": "", "priority": 90, "mode": "up", "target": 1, "applies": None, "source": None,
              "assumption": ""}
     return page("edit_workflows.html", **ctx.context(version, workflows=workflows, rules=rules, blank=blank))

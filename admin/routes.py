@@ -103,9 +103,9 @@ def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[
 
 
 # --- the draft editor: problem-type table with inline edits
-def _type_rows(version: PolicyVersion, q: str | None, names: dict[str, str]) -> list[dict]:
+def _type_rows(document: dict, q: str | None, names: dict[str, str]) -> list[dict]:
     rows = []
-    for t in version.document["problem_types"]:
+    for t in document["problem_types"]:
         name = names.get(t["code"], t.get("name") or t["code"])
         score = search_score(q, t["code"], name) if q else 1.0
         if score >= 1.0:
@@ -120,8 +120,9 @@ def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
 @get("/j/{jid:str}/v/{number:int}", sync_to_thread=False)
 def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
-    version = services(request).policies.get_version(jid, number)
-    rows = _type_rows(version, q, _type_names(request, jid))
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
+    rows = _type_rows(policies.head(version), q, _type_names(request, jid))
     context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "",
                    editable=version.status == "draft" and user.can(jid, "editor"))
     if htmx_target(request) == "type-rows":
@@ -129,11 +130,11 @@ def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str
     return page("editor.html", **context)
 
 
-def _find_type(version: PolicyVersion, code: FromPath[str]) -> tuple[int, dict]:
-    for index, ptype in enumerate(version.document["problem_types"]):
+def _find_type(document: dict, number: int, code: FromPath[str]) -> tuple[int, dict]:
+    for index, ptype in enumerate(document["problem_types"]):
         if ptype["code"] == code:
             return index, ptype
-    raise StoreError(f"草稿 v{version.number} 中没有问题类型 {code}", field="code")
+    raise StoreError(f"草稿 v{number} 中没有问题类型 {code}", field="code")
 
 
 @dataclass
@@ -155,13 +156,12 @@ class TypeEdit:
     def from_type(cls, ptype: dict, revision: int) -> TypeEdit:
         return cls(str(ptype["level"]), ", ".join(ptype["departments"]), ptype["persuade_first"], revision, {})
 
-    def apply(self, version: PolicyVersion, code: FromPath[str]) -> dict | None:
+    def apply(self, document: dict, number: int, code: FromPath[str]) -> dict | None:
         """The draft document with this edit applied, or None with `errors` filled in."""
         if not self.level.isdigit():
             self.errors["level"] = "处置层级须为整数, 如 2"
             return None
-        document = dict(version.document)
-        index, ptype = _find_type(version, code)
+        index, ptype = _find_type(document, number, code)
         document["problem_types"] = list(document["problem_types"])
         document["problem_types"][index] = {**ptype, "level": int(self.level),
                                             "departments": [d for d in re.split(r"[,，\s]+", self.departments) if d],
@@ -176,16 +176,18 @@ class TypeEdit:
 async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int,
                 code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
     require(user, jid, "editor")
-    version = services(request).policies.get_version(jid, number)
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
-    return version, edit, edit.apply(version, code)
+    return version, edit, edit.apply(policies.document(version), number, code)
 
 
 def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
           status: int = 200) -> Template:
-    _, ptype = _find_type(version, code)
-    departments = [d["id"] for d in version.document["departments"]]
-    levels = [lv["number"] for lv in version.document["levels"]]
+    head = services(request).policies.head(version)
+    _, ptype = _find_type(head, version.number, code)
+    departments = [d["id"] for d in head["departments"]]
+    levels = [lv["number"] for lv in head["levels"]]
     return page("_type_form.html", status, jid=jid, version=version, t=ptype, edit=edit,
                  name=_type_names(request, jid).get(code, code), departments=departments, levels=levels)
 
@@ -193,8 +195,9 @@ def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: st
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=False)
 def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
              code: FromPath[str]) -> Template:
-    version = services(request).policies.get_version(jid, number)
-    _, ptype = _find_type(version, code)
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
+    _, ptype = _find_type(policies.head(version), number, code)
     return page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
                  and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)})
 
@@ -203,10 +206,11 @@ def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[s
 def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                    code: FromPath[str]) -> Template:
     require(user, jid, "editor")
-    version = services(request).policies.get_version(jid, number)
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
     if version.status != "draft":
         raise StoreError(f"v{number} 已发布, 不可修改; 请先新建草稿", field="number")
-    _, ptype = _find_type(version, code)
+    _, ptype = _find_type(policies.head(version), number, code)
     return _form(request, jid, version, code, TypeEdit.from_type(ptype, version.revision))
 
 
@@ -234,7 +238,7 @@ async def type_save(request: Request, user: NamedDependency[Principal], jid: Fro
     if isinstance(saved, Refused):
         edit.errors = saved.errors
         return _form(request, jid, version, code, edit, saved.status)
-    _, ptype = _find_type(saved, code)
+    _, ptype = _find_type(services(request).policies.head(saved), number, code)
     return page("_type_row.html", jid=jid, version=saved, editable=True,
                  t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True)
 
@@ -256,7 +260,7 @@ def _verification(request: Request, version: PolicyVersion) -> dict:
 def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion,
                  status: int = 200,
                  **extra: Any) -> Template:
-    levels = [(lv["number"], lv["name"]) for lv in version.document["levels"]]
+    levels = [(lv["number"], lv["name"]) for lv in services(request).policies.head(version)["levels"]]
     return page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
                  report=_verification(request, version), can_publish=user.can(jid, "publisher"),
                  provenance_changes=provenance.changes(request, version), **extra)

@@ -243,8 +243,9 @@ def versions(request: Request, jid: FromPath[str]) -> list[VersionOut]:
 
 @get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
 def version(request: Request, jid: FromPath[str], number: VersionNumber) -> Response[VersionOut]:
-    v = _services(request).policies.get_version(jid, number)
-    return Response(VersionOut.of(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
+    policies = _services(request).policies
+    v = policies.get_version(jid, number)
+    return Response(VersionOut.of(v, policies.document(v)), headers={"ETag": f'"{v.revision}"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=False)
@@ -272,7 +273,7 @@ def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishReq
                  x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     s = _authorized(request, jid, x_api_key)
     v = s.policies.create_draft(jid, data.actor)
-    return Response(VersionOut.of(v, with_document=True), status_code=201, headers={"ETag": f'"{v.revision}"'})
+    return Response(VersionOut.of(v, s.policies.document(v)), status_code=201, headers={"ETag": f'"{v.revision}"'})
 
 
 @put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=False)
