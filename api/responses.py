@@ -150,7 +150,7 @@ class VersionOut(_Sparse):
                   content_hash=v.content_hash, revision=v.revision, author=v.author, note=v.note,
                   created_at=v.created_at.isoformat(),
                   published_at=v.published_at.isoformat() if v.published_at else None, published_by=v.published_by,
-                   document=document)
+                  document=document)
 
 
 # --- assessment (store/assessment.py computes it)

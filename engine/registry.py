@@ -89,8 +89,8 @@ class EngineRegistry:
 
     def __init__(self, budget: Budget | None = None) -> None:
         self._lock = threading.Lock()
-        self._versions: Recent[tuple[str, str], PolicyRouter] = Recent(budget or Budget.from_env(),
-                                                                      lambda r: build_size(r.jur))
+        self.budget = budget or Budget.from_env()
+        self._versions: Recent[tuple[str, str], PolicyRouter] = Recent(self.budget, lambda r: build_size(r.jur))
         self._active: dict[str, str] = {}
 
     def load(self, jur: Jurisdiction, activate: bool = True, check: bool = True) -> PolicyRouter:

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from engine.registry import Budget, EngineRegistry, Recent, VerificationFailed, build_size
+from engine.registry import EngineRegistry, Recent, VerificationFailed, build_size
 from engine.router import PolicyRouter
 from policy.catalog import Catalog
 from policy.errors import PolicyError
@@ -52,7 +52,7 @@ class PolicyStore:
         self.reader = reader(engine)  # loading versions never opens a write transaction (it may run inside one)
         self.catalog = catalog
         self.registry = registry or EngineRegistry()
-        self._built: Recent[str, Jurisdiction] = Recent(Budget.from_env(), build_size)  # builds not compiled
+        self._built: Recent[str, Jurisdiction] = Recent(self.registry.budget, build_size)  # not compiled
         self.numbers: dict[tuple[str, str], int] = {}  # (jurisdiction, content hash) -> number, of active versions
 
     # --- building and serving

@@ -1,0 +1,143 @@
+"""Province scale (issue #17): version metadata is read without documents, a version stores its change rather
+than its size (units as shared chunks), and only active and recently used versions stay compiled."""
+from __future__ import annotations
+
+import gc
+import weakref
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import event, func
+from sqlmodel import Session, select
+
+from engine.registry import Budget, EngineRegistry
+from engine.router import Case
+from policy.loader import Loader
+from store.cases import CaseService, Transition
+from store.tables import UnitChunk
+from store.versions import PolicyStore, document_of, open_policy_store
+from tests.scaled import scaled_document
+from tests.test_transactions import impatient
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+MEDICAL = Case(problem_type="医疗废物处置", unit="kmy-l3-01")
+TREE = (1, 10, 100, 2000)  # small enough for a test; bench/scale_bench.py holds the big sizes
+
+
+def statements(engine) -> list[str]:
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def chunk_count(policies: PolicyStore) -> int:
+    with Session(policies.engine) as session:
+        return session.exec(select(func.count()).select_from(UnitChunk)).one()
+
+
+@pytest.fixture
+def scaled(database_url) -> PolicyStore:
+    """Hefei with 2,111 named units, published as v2."""
+    policies = open_policy_store(database_url)
+    draft = policies.create_draft("hefei", "编辑")
+    document = scaled_document(policies.document(draft), TREE)
+    policies.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    policies.publish("hefei", draft.number, "发布人", "导入网格")
+    yield policies
+    policies.engine.dispose()
+
+
+def test_listings_and_the_refresh_loop_read_no_document(scaled):
+    seen = statements(scaled.engine)
+    versions = scaled.list_versions("hefei")
+    scaled.get_version("hefei", 2)
+    scaled.active_version("hefei")
+    assert scaled.refresh() == scaled.registry.active()
+    assert seen and all("document" not in sql and "unit_chunk" not in sql for sql in seen), seen
+    assert [v.number for v in versions] == [1, 2]
+    seen.clear()
+    scaled.refresh()
+    assert [sql for sql in seen if sql.startswith("SELECT")] == [seen[-1]]  # nothing changed: one small query
+
+
+def test_a_one_unit_change_stores_one_chunk(scaled):
+    stored = chunk_count(scaled)
+    draft = scaled.create_draft("hefei", "编辑")
+    assert chunk_count(scaled) == stored  # a new draft shares every chunk of its base
+    document = scaled.document(draft)
+    unit = next(u for u in document["units"] if u["level"] == 4)
+    unit["name"] = "改名后的村居网格"
+    saved = scaled.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    assert chunk_count(scaled) == stored + 1
+    assert scaled.document(saved) == document
+    assert scaled.build(saved).units[unit["id"]].name == "改名后的村居网格"
+    assert scaled.build(scaled.get_version("hefei", 2)).units[unit["id"]].name != "改名后的村居网格"
+
+
+def test_a_reassembled_document_is_the_stored_one(database_url):
+    policies = open_policy_store(database_url)
+    for jid in policies.refresh():
+        version = policies.active_version(jid)
+        assert policies.document(version) == document_of(policies.build(version))
+        assert "units" not in policies.head(version)
+    policies.engine.dispose()
+
+
+def _publish_level(policies: PolicyStore, level: int) -> str:
+    draft = policies.create_draft("karamay", "编辑")
+    document = policies.document(draft)
+    document["problem_types"][0]["level"] = level
+    policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
+    return policies.publish("karamay", draft.number, "发布人", f"改由第{level}级处置").content_hash
+
+
+def test_only_active_and_recent_versions_stay_compiled(database_url):
+    """After several publishes the registry holds the active versions plus the budget; a case of an evicted
+    version still moves (rebuilt on demand, inside the transition's own write transaction)."""
+    loader = Loader()
+    policies = PolicyStore(open_policy_store(database_url).engine, loader.catalog,
+                           EngineRegistry(Budget(versions=1, units=10**6)))
+    policies.refresh()
+    impatient(policies.engine)
+    cases = CaseService(policies)
+    first = cases.create("karamay", MEDICAL, "intake", now=T0)
+    hashes = [_publish_level(policies, level) for level in (1, 3, 1, 3)]
+    active = len(policies.registry.active())
+    assert len(policies.registry.loaded()) <= active + 1
+    assert ("karamay", first.policy_version) not in policies.registry.loaded()
+    assert len(policies._built) <= 1
+    moved = cases.transition(first.id, Transition("complete", "网格员"), now=T0 + timedelta(minutes=10))
+    assert moved.status == "dispose" and moved.policy_version == first.policy_version
+    assert policies.router("karamay").compiled.version == hashes[-1]
+    policies.engine.dispose()
+
+
+def test_the_unit_budget_evicts_big_versions(policy_dir):
+    registry = EngineRegistry(Budget(versions=10, units=100))
+    old = Loader(policy_dir.root).build("karamay")
+    registry.load(old)
+    data = policy_dir.read()
+    data["problem_types"][0]["level"] = 1
+    policy_dir.write(data)
+    new = Loader(policy_dir.root).build("karamay")
+    registry.load(new)
+    assert len(old.units) > 100 or registry.loaded() == [("karamay", old.content_hash), ("karamay", new.content_hash)]
+    if len(old.units) > 100:
+        assert registry.loaded() == [("karamay", new.content_hash)]
+
+
+def test_an_evicted_router_keeps_working_until_its_holder_lets_go(policy_dir):
+    registry = EngineRegistry(Budget(versions=0, units=0))
+    old = Loader(policy_dir.root).build("karamay")
+    held = registry.load(old)
+    data = policy_dir.read()
+    data["problem_types"][0]["level"] = 1
+    policy_dir.write(data)
+    registry.load(Loader(policy_dir.root).build("karamay"))  # old is no longer active: evicted at once
+    assert registry.loaded() == [("karamay", registry.active()["karamay"])]
+    case = Case(problem_type="waste.medical.disposal", unit="kmy-l3-01")
+    assert held.route(case).handler.level == 2  # a request still holding it is not cut short
+    rulesets = weakref.ref(held.compiled.types)
+    del held
+    gc.collect()
+    assert rulesets() is None  # the last holder let go: its durable-rules rulesets are deleted
