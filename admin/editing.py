@@ -29,6 +29,7 @@ from policy.loader import overlay_units, parse_units_csv
 from policy.models import Slug, UnitGroup
 from policy.validate import expand_group
 from store.errors import Conflict, Invalid, StoreError
+from store.versions import named_unit
 from store.tables import PolicyVersion
 from store.users import Principal
 
@@ -179,7 +180,7 @@ def _new_id(form: Form, items: list[dict], label: str) -> str:
 
 # --- grid units
 def materialise(document: dict, unit_id: str) -> None:
-    """Turn the placeholder group that generated `unit_id` into named units, so one of them can be edited."""
+    """Turn the placeholder group that generated `unit_id` into named units, so one of them can be removed."""
     for gi, raw in enumerate(document.get("unit_groups", [])):
         units = expand_group(UnitGroup.model_validate(raw))
         if any(u.id == unit_id for u in units):
@@ -192,7 +193,7 @@ def _apply_unit(document: dict, key: str, form: Form, ctx: Editing) -> str:
     if key == "+":
         values = {"id": _new_id(form, [{"id": u} for u in ctx.units()], "网格单元")}
     else:
-        materialise(document, key)
+        named_unit(document, ctx.units(), key)
         values = {"id": key}
     values |= {"name": form.text("name", "名称", limit=100), "level": form.integer("level", "层级", 1, 6),
                "parent": form.slug("parent", "上级单元编号", required=False) or None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, get, post, put
+from litestar import Litestar, Request, Response, get, patch, post, put
 from litestar.config.app import AppConfig
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -38,6 +38,8 @@ from policy.catalog import pinyin_keys, search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
+from policy.loader import Jurisdiction
+from policy.models import Slug, Source
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
@@ -45,10 +47,10 @@ from store.boundaries import Locators, diff as boundaries_diff
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.cases import TRANSITION_LABELS, CaseService, Transition
 from store.db import refresh_statistics
-from store.errors import StoreError
+from store.errors import NotFound, PreconditionRequired, StoreError
 from store.sweeper import sweep
 from store.tables import CaseRecord
-from store.versions import PolicyStore, open_policy_store
+from store.versions import PolicyStore, merge_item, named_unit, open_policy_store
 
 log = logging.getLogger("gridpolicy")
 MAX_BODY = 256 * 1024
@@ -156,6 +158,32 @@ class DraftUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     author: str = Field(min_length=1, max_length=128)
     document: dict[str, Any]
+
+
+class ItemPatch(BaseModel):
+    """JSON merge patch of one item of a draft: the fields sent replace the item's (null clears one); stating a
+    `source` drops the item's `assumption` and vice versa."""
+    model_config = ConfigDict(extra="forbid")
+    author: str = Field(min_length=1, max_length=128)
+    source: Source | None = Field(None, description="原文出处 (seed, clause, quote)")
+    assumption: str | None = Field(None, min_length=1, max_length=2000, description="假设说明")
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"author"}, exclude_unset=True)
+
+
+class UnitPatch(ItemPatch):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    level: int | None = Field(None, ge=1, le=6)
+    parent: Slug | None = Field(None, max_length=64, description="上级单元编号; 一级网格为 null")
+
+
+class TypePatch(ItemPatch):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    level: int | None = Field(None, ge=1, le=6, description="有处置权的网格层级")
+    departments: list[Annotated[Slug, Field(max_length=64)]] | None = Field(None, max_length=50)
+    persuade_first: bool | None = None
+    assist_only: bool | None = None
 
 
 class AssessmentRecordRequest(BaseModel):
@@ -281,10 +309,48 @@ def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, da
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                  x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     s = _authorized(request, jid, x_api_key)
+    v = s.policies.update_draft(jid, number, data.document, _revision(if_match), data.author)
+    return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
+
+
+def _revision(if_match: str | None) -> int:
     if not if_match or not if_match.strip('"').isdigit():
-        return problem(428, "需要 If-Match", "修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改",
-                       "If-Match")
-    v = s.policies.update_draft(jid, number, data.document, int(if_match.strip('"')), data.author)
+        raise PreconditionRequired("修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改", field="If-Match")
+    return int(if_match.strip('"'))
+
+
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/units/{unit_id:str}", sync_to_thread=False)
+def patch_unit(request: Request, jid: FromPath[str], number: VersionNumber, unit_id: FromPath[str],
+               data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+               x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
+    """One grid unit of a draft changed, whatever the draft's size (a placeholder becomes a named unit of its own)."""
+    s = _authorized(request, jid, x_api_key)
+
+    def change(document: dict, built: Jurisdiction) -> str:
+        index = named_unit(document, built.units, unit_id)
+        document["units"][index] = merge_item(document["units"][index], {**data.values(), "placeholder": False})
+        return f"units[{index}]"
+
+    v = s.policies.change_draft(jid, number, _revision(if_match), data.author, change)
+    return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
+
+
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=False)
+def patch_type(request: Request, jid: FromPath[str], number: VersionNumber, code: FromPath[str],
+               data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+               x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
+    """One problem type of a draft changed: its handling level, departments, persuade-first, name or provenance."""
+    s = _authorized(request, jid, x_api_key)
+
+    def change(document: dict, _: Jurisdiction) -> str:
+        types = document["problem_types"]
+        index = next((i for i, t in enumerate(types) if t["code"] == code), None)
+        if index is None:
+            raise NotFound(f"草稿 v{number} 中没有问题类型 {code}", field="code")
+        types[index] = merge_item(types[index], data.values())
+        return f"problem_types[{index}]"
+
+    v = s.policies.change_draft(jid, number, _revision(if_match), data.author, change)
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
@@ -480,8 +546,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
 
     app = Litestar(
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
-                        compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
-                        get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
+                        compare_jurisdictions, create_draft, update_draft, patch_unit, patch_type, publish, rollback,
+                        route, create_case, get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
                         assessment_unit, assessment_record, health, *open311.ROUTES, *events.ROUTES,
                         ledger.LedgerController, *admin.routers],
         exception_handlers={StoreError: _store_error, ValidationException: _validation_error,

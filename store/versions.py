@@ -1,6 +1,7 @@
 """Policy versions: drafts, publishing (compile + verify first), rollback, audit, and the engines."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, update
@@ -13,6 +14,7 @@ from engine.router import PolicyRouter
 from policy.catalog import Catalog
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
+from policy.models import Unit
 from store import unitchunks
 from store.db import UnitOfWork, make_engine, migrate, reader, serialize
 from store.errors import Conflict, Invalid, NotFound, PreconditionFailed
@@ -41,6 +43,28 @@ def stored_document(session: Session, document: dict) -> dict[str, Any]:
     """The columns that store `document`: its units as shared chunks (stored here when new), the rest as the head."""
     head = {**document, "units": []}  # the key keeps its place, so a reassembled document reads the same
     return {"head": head, "unit_chunks": unitchunks.save(session, document.get("units", []))}
+
+
+def named_unit(document: dict, units: dict[str, Unit], unit_id: str) -> int:
+    """The index of `unit_id` among the document's named units. A placeholder is first added as a named unit of
+    its own, which replaces just that placeholder (see expand_units): its group stays as it is."""
+    named = document.setdefault("units", [])
+    for index, unit in enumerate(named):
+        if unit.get("id") == unit_id:
+            return index
+    if unit_id not in units:
+        raise NotFound(f"草稿中没有网格单元 {unit_id}", field="unit_id")
+    named.append(units[unit_id].model_dump(mode="json"))
+    return len(named) - 1
+
+
+def merge_item(item: dict, values: dict) -> dict:
+    """`item` with `values` merged in (JSON merge patch); stating a source drops the assumption and vice versa."""
+    if values.get("source") is not None:
+        values = {"assumption": None, **values}
+    elif values.get("assumption") is not None:
+        values = {"source": None, **values}
+    return {**item, **values}
 
 
 class PolicyStore:
@@ -223,6 +247,25 @@ class PolicyStore:
             audit(session, author, "draft_updated", jid, number, revision=revision + 1,
                   content_hash=jur.content_hash)
         return self.get_version(jid, number)
+
+    def change_draft(self, jid: str, number: int, revision: int, author: str,
+                     change: Callable[[dict, Jurisdiction], str]) -> PolicyVersion:
+        """One item of a draft changed: `change(document, built draft)` edits the document in place and returns
+        the item's path (e.g. units[12]); an issue of that item is reported with the item's field (e.g. parent)."""
+        version = self.get_version(jid, number)
+        if version.status != "draft":
+            raise Conflict(f"v{number} 已发布, 不可修改 — published versions are immutable", field="number")
+        document = self.document(version)
+        prefix = change(document, self.build(version))
+        try:
+            return self.update_draft(jid, number, document, revision, author)
+        except Invalid as err:
+            issues = err.extra.get("issues", [])
+            own = [(i["path"][len(prefix):].lstrip(".") or "body", i) for i in issues
+                   if i["path"] == prefix or i["path"].startswith(prefix + ".")]
+            field, issue = own[0] if own else ("document", issues[0] if issues else None)
+            raise Invalid(f"{err.message}: {issue['path']}: {issue['message']}" if issue else err.message,
+                          field=field, issues=issues) from None
 
     def publish(self, jid: str, number: int, publisher: str, note: str) -> PolicyVersion:
         if not note.strip():

@@ -17,6 +17,7 @@ from store.cases import CaseService, Transition
 from store.tables import UnitChunk
 from store.versions import PolicyStore, document_of, open_policy_store
 from tests.scaled import scaled_document
+from tests.test_api import client  # noqa: F401 - the API's test client: real ASGI requests, a real database
 from tests.test_transactions import impatient
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
@@ -141,3 +142,55 @@ def test_an_evicted_router_keeps_working_until_its_holder_lets_go(policy_dir):
     del held
     gc.collect()
     assert rulesets() is None  # the last holder let go: its durable-rules rulesets are deleted
+
+
+# --- one item over the API: a small request at any size (item endpoints with If-Match)
+def _draft(client) -> tuple[str, str]:
+    draft = client.post("/v1/jurisdictions/hefei/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
+    return f"/v1/jurisdictions/hefei/versions/{draft.json()['number']}", draft.headers["etag"]
+
+
+def test_patching_one_placeholder_names_only_that_unit(client):
+    url, etag = _draft(client)
+    headers = {**client.key_headers, "If-Match": etag}
+    assert client.patch(f"{url}/units/hf-l4-0001", json={"author": "编辑", "name": "x"},
+                        headers=client.key_headers).status_code == 428
+    changed = client.patch(f"{url}/units/hf-l4-0001", json={"author": "编辑", "name": "瑶岗村"}, headers=headers)
+    assert changed.status_code == 200 and changed.headers["etag"] == f'"{int(etag.strip(chr(34))) + 1}"'
+    assert "document" not in changed.json() or changed.json()["document"] is None
+    document = client.get(url).json()["document"]
+    assert [u for u in document["units"] if u["id"] == "hf-l4-0001"][0]["name"] == "瑶岗村"
+    assert len([u for u in document["units"] if u["level"] == 4]) == 1  # its group stays placeholders
+    assert any(g["id_prefix"] == "hf-l4" for g in document["unit_groups"])
+    stale = client.patch(f"{url}/units/hf-l4-0002", json={"author": "编辑", "name": "y"}, headers=headers)
+    assert stale.status_code == 412
+
+
+def test_patch_errors_name_the_field_and_change_nothing(client):
+    url, etag = _draft(client)
+    headers = {**client.key_headers, "If-Match": etag}
+    wrong_parent = client.patch(f"{url}/units/hf-luyang", json={"author": "编辑", "parent": "hf-luyang"}, headers=headers)
+    assert wrong_parent.status_code == 422
+    assert wrong_parent.headers["content-type"].startswith("application/problem+json")
+    assert wrong_parent.json()["field"] == "parent"
+    unknown = client.patch(f"{url}/units/no-such-unit", json={"author": "编辑", "name": "x"}, headers=headers)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "unit_id"
+    extra = client.patch(f"{url}/units/hf-luyang", json={"author": "编辑", "colour": "red"}, headers=headers)
+    assert extra.status_code == 400
+    assert client.get(url).headers["etag"] == etag  # nothing was saved
+
+
+def test_patching_a_problem_type(client):
+    url, etag = _draft(client)
+    document = client.get(url).json()["document"]
+    code = document["problem_types"][0]["code"]
+    headers = {**client.key_headers, "If-Match": etag}
+    bad = client.patch(f"{url}/types/{code}", json={"author": "编辑", "level": 5}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["field"] == "level"
+    changed = client.patch(f"{url}/types/{code}", json={"author": "编辑", "level": 1, "assumption": "测试: 改由市级处置"},
+                           headers=headers)
+    assert changed.status_code == 200
+    after = client.get(url).json()["document"]["problem_types"][0]
+    assert after["level"] == 1 and after["assumption"] == "测试: 改由市级处置" and after["source"] is None
+    assert client.patch(f"{url}/types/no.such.type", json={"author": "编辑"},
+                        headers={**client.key_headers, "If-Match": changed.headers["etag"]}).status_code == 404
