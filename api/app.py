@@ -39,7 +39,7 @@ from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from policy.loader import Jurisdiction
-from policy.models import Slug, Source
+from policy.models import SLUG, Source
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
@@ -175,13 +175,15 @@ class ItemPatch(BaseModel):
 class UnitPatch(ItemPatch):
     name: str | None = Field(None, min_length=1, max_length=100)
     level: int | None = Field(None, ge=1, le=6)
-    parent: Slug | None = Field(None, max_length=64, description="上级单元编号; 一级网格为 null")
+    parent: str | None = Field(None, max_length=64, pattern=SLUG, json_schema_extra={"pattern": SLUG},
+                               description="上级单元编号; 一级网格为 null")
 
 
 class TypePatch(ItemPatch):
     name: str | None = Field(None, min_length=1, max_length=200)
     level: int | None = Field(None, ge=1, le=6, description="有处置权的网格层级")
-    departments: list[Annotated[Slug, Field(max_length=64)]] | None = Field(None, max_length=50)
+    departments: list[Annotated[str, Field(max_length=64, pattern=SLUG)]] | None = Field(
+        None, max_length=50, json_schema_extra={"items": {"type": "string", "pattern": SLUG, "maxLength": 64}})
     persuade_first: bool | None = None
     assist_only: bool | None = None
 

@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from policy.facts import ALL_FACTS, BOOLEAN_FACTS, ENUM_FACTS
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_][a-z0-9_\-]*$", max_length=64)]
+SLUG = r"^[a-z0-9_][a-z0-9_\-]*$"
+Slug = Annotated[str, StringConstraints(pattern=SLUG, max_length=64)]
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+){1,4}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
 

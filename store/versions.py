@@ -246,6 +246,7 @@ class PolicyStore:
                     field="If-Match", current_revision=current.revision)
             audit(session, author, "draft_updated", jid, number, revision=revision + 1,
                   content_hash=jur.content_hash)
+        self._built.put(jur.content_hash, jur)  # checked once: publishing this revision reuses the build
         return self.get_version(jid, number)
 
     def change_draft(self, jid: str, number: int, revision: int, author: str,

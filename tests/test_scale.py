@@ -194,3 +194,16 @@ def test_patching_a_problem_type(client):
     assert after["level"] == 1 and after["assumption"] == "测试: 改由市级处置" and after["source"] is None
     assert client.patch(f"{url}/types/no.such.type", json={"author": "编辑"},
                         headers={**client.key_headers, "If-Match": changed.headers["etag"]}).status_code == 404
+
+
+def test_publishing_reuses_the_build_of_the_checked_revision(scaled, monkeypatch):
+    import store.versions
+    builds = []
+    real = store.versions.build_jurisdiction
+    monkeypatch.setattr(store.versions, "build_jurisdiction", lambda *args: builds.append(1) or real(*args))
+    draft = scaled.create_draft("hefei", "编辑")
+    document = scaled.document(draft)
+    document["problem_types"][0]["level"] = 1
+    scaled.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    scaled.publish("hefei", draft.number, "发布人", "改由市级处置")
+    assert len(builds) == 1  # the edit's check; the new draft and the publish reuse builds
