@@ -40,8 +40,8 @@ class Recent(Generic[K, V]):
     the budget is exceeded. A dropped build stays usable by whoever still holds it; it is freed (and its
     rulesets deleted, see engine.runtime) when the last holder lets go."""
 
-    def __init__(self, budget: Budget, size: Callable[[V], int]):
-        self.budget, self._size = budget, size
+    def __init__(self, budget: Budget, size: Callable[[V], int], keep_newest: bool = False):
+        self.budget, self._size, self._keep_newest = budget, size, keep_newest
         self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -63,6 +63,8 @@ class Recent(Generic[K, V]):
     def trim(self, pinned: Collection[K]) -> None:
         with self._lock:
             spare = [key for key in self._items if key not in pinned]  # least recently used first
+            if self._keep_newest:
+                spare = spare[:-1]
             total = sum(self._size(self._items[key]) for key in spare)
             while spare and (len(spare) > self.budget.versions or total > self.budget.units):
                 total -= self._size(self._items.pop(spare.pop(0)))

@@ -76,7 +76,8 @@ class PolicyStore:
         self.reader = reader(engine)  # loading versions never opens a write transaction (it may run inside one)
         self.catalog = catalog
         self.registry = registry or EngineRegistry()
-        self._built: Recent[str, Jurisdiction] = Recent(self.registry.budget, build_size)  # not compiled
+        # builds not compiled here (drafts); the newest stays whatever its size: publishing it reuses it
+        self._built: Recent[str, Jurisdiction] = Recent(self.registry.budget, build_size, keep_newest=True)
         self.numbers: dict[tuple[str, str], int] = {}  # (jurisdiction, content hash) -> number, of active versions
 
     # --- building and serving
