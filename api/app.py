@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -326,15 +327,12 @@ def patch_unit(request: Request, jid: FromPath[str], number: VersionNumber, unit
                data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     """One grid unit of a draft changed, whatever the draft's size (a placeholder becomes a named unit of its own)."""
-    s = _authorized(request, jid, x_api_key)
-
     def change(document: dict, built: Jurisdiction) -> str:
         index = named_unit(document, built.units, unit_id)
         document["units"][index] = merge_item(document["units"][index], {**data.values(), "placeholder": False})
         return f"units[{index}]"
 
-    v = s.policies.change_draft(jid, number, _revision(if_match), data.author, change)
-    return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
+    return _change_item(request, jid, number, data, if_match, x_api_key, change)
 
 
 @patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=False)
@@ -342,8 +340,6 @@ def patch_type(request: Request, jid: FromPath[str], number: VersionNumber, code
                data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     """One problem type of a draft changed: its handling level, departments, persuade-first, name or provenance."""
-    s = _authorized(request, jid, x_api_key)
-
     def change(document: dict, _: Jurisdiction) -> str:
         types = document["problem_types"]
         index = next((i for i, t in enumerate(types) if t["code"] == code), None)
@@ -352,6 +348,12 @@ def patch_type(request: Request, jid: FromPath[str], number: VersionNumber, code
         types[index] = merge_item(types[index], data.values())
         return f"problem_types[{index}]"
 
+    return _change_item(request, jid, number, data, if_match, x_api_key, change)
+
+
+def _change_item(request: Request, jid: str, number: int, data: ItemPatch, if_match: str | None,
+                 x_api_key: str | None, change: Callable[[dict, Jurisdiction], str]) -> Response[VersionOut]:
+    s = _authorized(request, jid, x_api_key)
     v = s.policies.change_draft(jid, number, _revision(if_match), data.author, change)
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, func
 from sqlmodel import Session, select
 
-from engine.registry import Budget, EngineRegistry
+from engine.registry import Budget, EngineRegistry, build_size
 from engine.router import Case
 from policy.loader import Loader
 from store.cases import CaseService, Transition
@@ -113,29 +113,31 @@ def test_only_active_and_recent_versions_stay_compiled(database_url):
     policies.engine.dispose()
 
 
-def test_the_unit_budget_evicts_big_versions(policy_dir):
-    registry = EngineRegistry(Budget(versions=10, units=100))
+def two_versions(policy_dir) -> tuple:
+    """Karamay as bundled, and with medical waste handled at level 1."""
     old = Loader(policy_dir.root).build("karamay")
-    registry.load(old)
     data = policy_dir.read()
     data["problem_types"][0]["level"] = 1
     policy_dir.write(data)
-    new = Loader(policy_dir.root).build("karamay")
-    registry.load(new)
-    assert len(old.units) > 100 or registry.loaded() == [("karamay", old.content_hash), ("karamay", new.content_hash)]
-    if len(old.units) > 100:
-        assert registry.loaded() == [("karamay", new.content_hash)]
+    return old, Loader(policy_dir.root).build("karamay")
+
+
+def test_the_unit_budget_evicts_big_versions(policy_dir):
+    old, new = two_versions(policy_dir)
+    tight, roomy = (EngineRegistry(Budget(versions=10, units=build_size(old) + extra)) for extra in (-1, 0))
+    for registry in (tight, roomy):
+        registry.load(old)
+        registry.load(new)
+    assert tight.loaded() == [("karamay", new.content_hash)]
+    assert roomy.loaded() == [("karamay", old.content_hash), ("karamay", new.content_hash)]
 
 
 def test_an_evicted_router_keeps_working_until_its_holder_lets_go(policy_dir):
     registry = EngineRegistry(Budget(versions=0, units=0))
-    old = Loader(policy_dir.root).build("karamay")
+    old, new = two_versions(policy_dir)
     held = registry.load(old)
-    data = policy_dir.read()
-    data["problem_types"][0]["level"] = 1
-    policy_dir.write(data)
-    registry.load(Loader(policy_dir.root).build("karamay"))  # old is no longer active: evicted at once
-    assert registry.loaded() == [("karamay", registry.active()["karamay"])]
+    registry.load(new)  # old is no longer active: evicted at once
+    assert registry.loaded() == [("karamay", new.content_hash)]
     case = Case(problem_type="waste.medical.disposal", unit="kmy-l3-01")
     assert held.route(case).handler.level == 2  # a request still holding it is not cut short
     rulesets = weakref.ref(held.compiled.types)
