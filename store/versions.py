@@ -140,7 +140,8 @@ class PolicyStore:
                 first = not known
                 active = session.exec(select(PolicyVersion.number).where(PolicyVersion.jurisdiction == jid,
                                                                         PolicyVersion.active)).first()
-                version = self._new_version(session, jid, jur, author=SYSTEM,
+                version = self._new_version(session, jid, jur.content_hash,
+                                            stored_document(session, document_of(jur)), author=SYSTEM,
                                             note="随附规则文件导入 imported from jurisdictions/" if first
                                             else "规则文件已更新, 待审核发布 bundled file changed", base=active)
                 if first:
@@ -153,14 +154,14 @@ class PolicyStore:
         self.refresh()
         return changed
 
-    def _new_version(self, session: Session, jid: str, jur: Jurisdiction, author: str, note: str,
-                     base: int | None = None) -> PolicyVersion:
+    def _new_version(self, session: Session, jid: str, content_hash: str, stored: dict[str, Any], author: str,
+                     note: str, base: int | None = None) -> PolicyVersion:
         """A draft; it starts with the unit boundaries of version `base`, as it starts with its unit tree."""
         from store.boundaries import copy_to  # boundaries builds on this module
         number = (session.exec(select(func.max(PolicyVersion.number)).where(PolicyVersion.jurisdiction == jid)).one()
                   or 0) + 1
-        version = PolicyVersion(jurisdiction=jid, number=number, status="draft", content_hash=jur.content_hash,
-                                author=author, note=note, **stored_document(session, document_of(jur)))
+        version = PolicyVersion(jurisdiction=jid, number=number, status="draft", content_hash=content_hash,
+                                author=author, note=note, **stored)
         session.add(version)
         session.flush()
         copy_to(session, jid, base, number)
@@ -209,8 +210,11 @@ class PolicyStore:
     def create_draft(self, jid: str, author: str, from_number: int | None = None) -> PolicyVersion:
         base = self.get_version(jid, from_number) if from_number else self.active_version(jid)
         with UnitOfWork(self.engine) as uow:
-            version = self._new_version(uow.session, jid, self.build(base), author, note=f"基于 v{base.number} 的草稿",
-                                        base=base.number)
+            # the base's stored columns as they are: its chunks are shared, nothing is built, dumped or hashed
+            head, chunks = uow.session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
+                                            .where(PolicyVersion.id == base.id)).one()
+            version = self._new_version(uow.session, jid, base.content_hash, {"head": head, "unit_chunks": chunks},
+                                        author, note=f"基于 v{base.number} 的草稿", base=base.number)
             audit(uow.session, author, "draft_created", jid, version.number, from_version=base.number)
         return version
 
