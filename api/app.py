@@ -40,7 +40,7 @@ from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from policy.loader import Jurisdiction
-from policy.models import SLUG, Source
+from policy.models import SLUG
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
@@ -161,12 +161,20 @@ class DraftUpdate(BaseModel):
     document: dict[str, Any]
 
 
+class SourceIn(BaseModel):
+    """A seed quote; the policy's checks (quote found in the seed …) answer 422 naming `source.quote` etc."""
+    model_config = ConfigDict(extra="forbid")
+    seed: str = Field(min_length=1, max_length=200)
+    clause: str = Field(min_length=1, max_length=200)
+    quote: str = Field(min_length=1, max_length=4000)
+
+
 class ItemPatch(BaseModel):
     """JSON merge patch of one item of a draft: the fields sent replace the item's (null clears one); stating a
     `source` drops the item's `assumption` and vice versa."""
     model_config = ConfigDict(extra="forbid")
     author: str = Field(min_length=1, max_length=128)
-    source: Source | None = Field(None, description="原文出处 (seed, clause, quote)")
+    source: SourceIn | None = Field(None, description="原文出处 (seed, clause, quote)")
     assumption: str | None = Field(None, min_length=1, max_length=2000, description="假设说明")
 
     def values(self) -> dict[str, Any]:
