@@ -42,7 +42,7 @@ lint: $(STAMP)
 
 # geo_bench: point → grid lookups on a generated lattice of Hefei's 1,649 units; events_bench: webhook delivery
 # rate and lag to a local receiver. The assessment bench simulates 100,000 Hefei cases per backend first (tens of
-# minutes), then times one quarter. The HTTP bench drives a real server with wrk (installed if missing).
+# minutes), then times one quarter. scale_bench: Hefei with 20,000 named units (`--big` adds 200,000, minutes). The HTTP bench drives a real server with wrk (installed if missing).
 bench: $(STAMP) /usr/bin/wrk
 	$(BIN)/python bench/route_bench.py --out bench/results.json
 	$(BIN)/python bench/http_bench.py --out bench/http_results.json
@@ -52,6 +52,7 @@ bench: $(STAMP) /usr/bin/wrk
 	$(BIN)/python bench/events_bench.py --pg-url "$$(scripts/test-postgres.sh)" --out bench/events_results.json
 	$(BIN)/python bench/assess_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/assess_results.json
 	$(BIN)/python bench/ledger_bench.py --backend both --pg-url "$$(scripts/test-postgres.sh)" --out bench/ledger_results.json
+	$(BIN)/python bench/scale_bench.py --out bench/scale_results.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

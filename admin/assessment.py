@@ -2,7 +2,6 @@
 and the self / upper-grid assessment records the policy requires."""
 from __future__ import annotations
 
-import copy
 from typing import Annotated
 
 from litestar import Request, Response, get, post
@@ -113,8 +112,9 @@ async def assessment_record(request: Request, user: NamedDependency[Principal], 
 @get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=True)
 def scoring_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                  saved: Annotated[bool, QueryParameter()] = False) -> Template:
-    version = services(request).policies.get_version(jid, number)
-    return _scoring_page(user, jid, version, version.document.get("scoring") or {}, {}, saved=saved)
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
+    return _scoring_page(user, jid, version, policies.head(version).get("scoring") or {}, {}, saved=saved)
 
 
 def _scoring_page(user: Principal, jid: str, version: PolicyVersion, scoring: dict, errors: dict[str, str],
@@ -142,7 +142,7 @@ async def scoring_save(request: Request, user: NamedDependency[Principal], jid: 
     form = await request.form()
     policies = services(request).policies
     version = policies.get_version(jid, number)
-    document = copy.deepcopy(version.document)
+    document = policies.document(version)
     scoring = document.get("scoring") or {}
     errors: dict[str, str] = {}
     for i, item in enumerate(scoring.get("deductions", [])):

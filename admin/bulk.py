@@ -5,7 +5,6 @@ clean preview is confirmed)."""
 from __future__ import annotations
 
 import base64
-import copy
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -50,10 +49,10 @@ class Table:
         categories = jur.catalog.categories
         return [{**t, "name": jur.type_names.get(t["code"], t["code"]), "category": t["code"].rsplit(".", 1)[0],
                  "category_name": categories.get(t["code"].rsplit(".", 1)[0], "")}
-                for t in version.document["problem_types"]]
+                for t in services(self.request).policies.head(version)["problem_types"]]
 
     def context(self, version: PolicyVersion, **extra: Any) -> dict:
-        document = version.document
+        document = services(self.request).policies.head(version)
         return dict(user=self.user, jid=self.jid, version=version, revision=version.revision,
                     editable=version.status == "draft" and self.user.can(self.jid, "editor"),
                     levels=[lv["number"] for lv in document["levels"]],
@@ -125,7 +124,7 @@ async def bulk_save(request: Request, user: NamedDependency[Principal], jid: Fro
     nothing_set = not values and dept_mode not in ("set", "add")
     error = ("请至少选择一个问题类型" if not codes else
              "请至少设置一项: 处置层级、职能部门或先告知劝阻" if nothing_set else None)
-    document = copy.deepcopy(version.document)
+    document = services(request).policies.document(version)  # a fresh dict
     positions = {t["code"]: i for i, t in enumerate(document["problem_types"])}
     unknown = [c for c in codes if c not in positions]
     if unknown:
@@ -223,7 +222,7 @@ async def types_import(request: Request, user: NamedDependency[Principal], jid: 
         rows = read_rows(raw, name if name.endswith(".xlsx") else name + ".xlsx", HEADERS)
     except TableError as err:
         return result(errors=[str(err)])
-    document = copy.deepcopy(version.document)
+    document = services(request).policies.document(version)  # a fresh dict
     lines, issues, changes = _apply_rows(document, [(n, dict(zip(COLUMNS, r.values()))) for n, r in rows],
                                          table.context(version)["levels"],
                                          {d["id"]: d["name"] for d in document["departments"]})

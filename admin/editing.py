@@ -8,7 +8,6 @@ keeps the draft revision in one hidden input (#revision) that every form include
 from __future__ import annotations
 
 import base64
-import copy
 import csv
 import io
 import re
@@ -31,6 +30,7 @@ from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grou
 from policy.models import Slug, UnitGroup
 from policy.validate import expand_group
 from store.errors import Conflict, Invalid, StoreError
+from store.versions import named_unit
 from store.tables import PolicyVersion
 from store.xlsx import MEDIA_TYPE as XLSX, TableError, read_rows, workbook
 from store.users import Principal
@@ -120,6 +120,7 @@ class Editing:
     jid: str
     number: int
     loaded: PolicyVersion | None = None
+    _head: tuple[tuple[int | None, int], dict] | None = None
 
     @property
     def policies(self):
@@ -138,8 +139,14 @@ class Editing:
         """The loaded version's units, placeholders expanded (built once per content hash)."""
         return self.policies.build(self.loaded).units
 
+    def head(self, version: PolicyVersion) -> dict:
+        """The version's document without its units, read once per request and revision."""
+        if self._head is None or self._head[0] != (version.id, version.revision):
+            self._head = ((version.id, version.revision), self.policies.head(version))
+        return self._head[1]
+
     def context(self, version: PolicyVersion, **extra: Any) -> dict:
-        document = version.document
+        document = self.head(version)
         return dict(user=self.user, jid=self.jid, version=version, revision=version.revision,
                     editable=version.status == "draft" and self.user.can(self.jid, "editor"),
                     seeds=[s["seed"] for s in document["sources"]],
@@ -174,7 +181,7 @@ def _new_id(form: Form, items: list[dict], label: str) -> str:
 
 # --- grid units
 def materialise(document: dict, unit_id: str) -> None:
-    """Turn the placeholder group that generated `unit_id` into named units, so one of them can be edited."""
+    """Turn the placeholder group that generated `unit_id` into named units, so one of them can be removed."""
     for gi, raw in enumerate(document.get("unit_groups", [])):
         units = expand_group(UnitGroup.model_validate(raw))
         if any(u.id == unit_id for u in units):
@@ -187,7 +194,7 @@ def _apply_unit(document: dict, key: str, form: Form, ctx: Editing) -> str:
     if key == "+":
         values = {"id": _new_id(form, [{"id": u} for u in ctx.units()], "网格单元")}
     else:
-        materialise(document, key)
+        named_unit(document, ctx.units(), key)
         values = {"id": key}
     values |= {"name": form.text("name", "名称", limit=100), "level": form.integer("level", "层级", 1, 6),
                "parent": form.slug("parent", "上级单元编号", required=False) or None,
@@ -242,9 +249,9 @@ def _remove_department(document: dict, key: str, ctx: Editing) -> None:
 
 
 def _department_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
-    departments = version.document["departments"]
+    departments = ctx.head(version)["departments"]
     return {**departments[_index(departments, "id", key, "职能部门")],
-            "refs": _references(version.document, key, ctx.policies.router(ctx.jid).jur.type_names)}
+            "refs": _references(ctx.head(version), key, ctx.policies.router(ctx.jid).jur.type_names)}
 
 
 # --- workflow steps and their deadlines (key: workflow:step)
@@ -271,8 +278,9 @@ def _no_remove(document: dict, key: str, ctx: Editing) -> None:
 
 
 def _step_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
-    wi, si = _step_at(version.document, key)
-    steps = version.document["workflows"][wi]["steps"]
+    head = ctx.head(version)
+    wi, si = _step_at(head, key)
+    steps = head["workflows"][wi]["steps"]
     names = {s["id"]: s["name"] for s in steps}
     return {**steps[si], "key": key, "on_failure_name": names.get(steps[si].get("on_failure") or "")}
 
@@ -310,7 +318,7 @@ def _remove_rule(document: dict, key: str, ctx: Editing) -> None:
 
 
 def _rule_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
-    rules = version.document["rules"]
+    rules = ctx.head(version)["rules"]
     rule = rules[_index(rules, "id", key, "规则")]
     handler = rule["then"]["handler"]
     mode = "up" if handler.get("up") is not None else "level"
@@ -357,7 +365,7 @@ async def _change(request: Request, user: Principal, jid: str, number: int, kind
     spec = _kind(kind)
     version = ctx.version(write=True)
     form = Form(await request.form())
-    document = copy.deepcopy(version.document)
+    document = ctx.policies.document(version)
     prefix = ""
 
     def change() -> PolicyVersion | None:
@@ -410,12 +418,12 @@ def _tree(units: dict) -> tuple[dict[str | None, list], Counter]:
     return children, Counter({k: len(v) for k, v in children.items()})
 
 
-def _level_rows(version: PolicyVersion, units: dict) -> list[dict]:
+def _level_rows(ctx: Editing, version: PolicyVersion, units: dict) -> list[dict]:
     actual = Counter(u.level for u in units.values())
     placeholders = Counter(u.level for u in units.values() if u.placeholder)
     return [{**lv, "actual": actual[lv["number"]], "placeholders": placeholders[lv["number"]],
              "stated": sum(c["count"] for c in lv["unit_counts"]) if lv["unit_counts"] else None}
-            for lv in version.document["levels"]]
+            for lv in ctx.head(version)["levels"]]
 
 
 @get("/j/{jid:str}/v/{number:int}/units", sync_to_thread=True)
@@ -425,7 +433,7 @@ def units_page(request: Request, user: NamedDependency[Principal], jid: FromPath
     version = ctx.version()
     units = ctx.policies.build(version).units
     children, counts = _tree(units)
-    return page("edit_units.html", **ctx.context(version, level_rows=_level_rows(version, units),
+    return page("edit_units.html", **ctx.context(version, level_rows=_level_rows(ctx, version, units),
                                                  nodes=children[None][:PAGE_SIZE], counts=counts, parent="",
                                                  next_page=2 if len(children[None]) > PAGE_SIZE else None,
                                                  total=len(units), imported=imported))
@@ -505,7 +513,7 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
     checked = check_rows(rows, ctx.context(version)["levels"], {u.id: u.level for u in old.values()})
     if checked.issues:
         return _import_result(ctx, version, errors=grouped(checked.issues), **shown)
-    document = copy.deepcopy(version.document)
+    document = ctx.policies.document(version)  # a fresh dict
     at = merge(document, checked.units, shown["name"], replace)
 
     def issues(err: Invalid) -> list[str]:
@@ -580,7 +588,7 @@ def departments_page(request: Request, user: NamedDependency[Principal], jid: Fr
                      number: Number) -> Template:
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
-    items = [_department_item(ctx, version, d["id"]) for d in version.document["departments"]]
+    items = [_department_item(ctx, version, d["id"]) for d in ctx.head(version)["departments"]]
     blank = {"id": "", "name": "", "duties": [], "source": None, "assumption": ""}
     return page("edit_departments.html", **ctx.context(version, items=items, blank=blank))
 
@@ -591,8 +599,8 @@ def workflows_page(request: Request, user: NamedDependency[Principal], jid: From
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
     workflows = [{**w, "steps": [_step_item(ctx, version, f"{w['id']}:{s['id']}") for s in w["steps"]]}
-                 for w in version.document["workflows"]]
-    rules = [_rule_item(ctx, version, r["id"]) for r in version.document["rules"] if is_escalation(r)]
+                 for w in ctx.head(version)["workflows"]]
+    rules = [_rule_item(ctx, version, r["id"]) for r in ctx.head(version)["rules"] if is_escalation(r)]
     blank = {"id": "", "name": "", "priority": 90, "mode": "up", "target": 1, "applies": None, "source": None,
              "assumption": ""}
     return page("edit_workflows.html", **ctx.context(version, workflows=workflows, rules=rules, blank=blank))

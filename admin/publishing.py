@@ -88,7 +88,7 @@ async def pin_case(request: Request, user: NamedDependency[Principal]) -> Templa
     case = {"name": name, "clause": clauses[int(choice)],
             "given": {"problem_type": decision.problem_type.code, "unit": unit_id, "facts": facts},
             "expect": observed(decision).model_dump(mode="json")}
-    document = dict(draft.document)
+    document = s.document(draft)
     document["tests"] = [t for t in document.get("tests", []) if t["name"] != name] + [case]
     saved = attempt(lambda: s.update_draft(jid, draft.number, document, draft.revision, user.name,
                                            action="pinned_case_saved", case=name))

@@ -117,9 +117,9 @@ def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[
 
 
 # --- the draft editor: problem-type table with inline edits
-def _type_rows(version: PolicyVersion, q: str | None, names: dict[str, str]) -> list[dict]:
+def _type_rows(document: dict, q: str | None, names: dict[str, str]) -> list[dict]:
     rows = []
-    for t in version.document["problem_types"]:
+    for t in document["problem_types"]:
         name = names.get(t["code"], t.get("name") or t["code"])
         score = search_score(q, t["code"], name) if q else 1.0
         if score >= 1.0:
@@ -127,8 +127,9 @@ def _type_rows(version: PolicyVersion, q: str | None, names: dict[str, str]) -> 
     return rows
 
 
-def _department_names(version: PolicyVersion) -> dict[str, str]:
-    return {d["id"]: d["name"] for d in version.document["departments"]}
+def _department_names(head: dict) -> dict[str, str]:
+    """Department id → name of a version's document (its head suffices)."""
+    return {d["id"]: d["name"] for d in head["departments"]}
 
 
 def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
@@ -138,20 +139,22 @@ def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
 @get("/j/{jid:str}/v/{number:int}", sync_to_thread=True)
 def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
-    version = services(request).policies.get_version(jid, number)
-    rows = _type_rows(version, q, _type_names(request, jid))
-    context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "", departments=_department_names(version),
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
+    head = policies.head(version)
+    rows = _type_rows(head, q, _type_names(request, jid))
+    context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "", departments=_department_names(head),
                    editable=version.status == "draft" and user.can(jid, "editor"))
     if htmx_target(request) == "type-rows":
         return page("_type_rows.html", **context)
     return page("editor.html", **context)
 
 
-def _find_type(version: PolicyVersion, code: FromPath[str]) -> tuple[int, dict]:
-    for index, ptype in enumerate(version.document["problem_types"]):
+def _find_type(document: dict, number: int, code: FromPath[str]) -> tuple[int, dict]:
+    for index, ptype in enumerate(document["problem_types"]):
         if ptype["code"] == code:
             return index, ptype
-    raise StoreError(f"草稿 v{version.number} 中没有问题类型 {code}", field="code")
+    raise StoreError(f"草稿 v{number} 中没有问题类型 {code}", field="code")
 
 
 @dataclass
@@ -175,13 +178,12 @@ class TypeEdit:
     def from_type(cls, ptype: dict, revision: int) -> TypeEdit:
         return cls(str(ptype["level"]), list(ptype["departments"]), ptype["persuade_first"], revision, {})
 
-    def apply(self, version: PolicyVersion, code: FromPath[str]) -> dict | None:
+    def apply(self, document: dict, number: int, code: FromPath[str]) -> dict | None:
         """The draft document with this edit applied, or None with `errors` filled in."""
         if not self.level.isdigit():
             self.errors["level"] = "处置层级须为整数, 如 2"
             return None
-        document = dict(version.document)
-        index, ptype = _find_type(version, code)
+        index, ptype = _find_type(document, number, code)
         document["problem_types"] = list(document["problem_types"])
         document["problem_types"][index] = {**ptype, "level": int(self.level),
                                             "departments": self.departments,
@@ -196,37 +198,41 @@ class TypeEdit:
 async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int,
                 code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
     require(user, jid, "editor")
-    version = services(request).policies.get_version(jid, number)
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
-    return version, edit, await sync_to_thread(edit.apply, version, code)
+    return version, edit, await sync_to_thread(edit.apply, policies.document(version), number, code)
 
 
 def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
           status: int = 200) -> Template:
-    _, ptype = _find_type(version, code)
-    levels = [lv["number"] for lv in version.document["levels"]]
+    head = services(request).policies.head(version)
+    _, ptype = _find_type(head, version.number, code)
+    levels = [lv["number"] for lv in head["levels"]]
     return page("_type_form.html", status, jid=jid, version=version, t=ptype, edit=edit,
-                 name=_type_names(request, jid).get(code, code), departments=_department_names(version), levels=levels)
+                 name=_type_names(request, jid).get(code, code), departments=_department_names(head), levels=levels)
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=True)
 def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
              code: FromPath[str]) -> Template:
-    version = services(request).policies.get_version(jid, number)
-    _, ptype = _find_type(version, code)
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
+    _, ptype = _find_type(policies.head(version), number, code)
     return page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
                  and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)},
-                 departments=_department_names(version))
+                 departments=_department_names(policies.head(version)))
 
 
 @get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=True)
 def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                    code: FromPath[str]) -> Template:
     require(user, jid, "editor")
-    version = services(request).policies.get_version(jid, number)
+    policies = services(request).policies
+    version = policies.get_version(jid, number)
     if version.status != "draft":
         raise StoreError(f"v{number} 已发布, 不可修改; 请先新建草稿", field="number")
-    _, ptype = _find_type(version, code)
+    _, ptype = _find_type(policies.head(version), number, code)
     return _form(request, jid, version, code, TypeEdit.from_type(ptype, version.revision))
 
 
@@ -237,7 +243,7 @@ async def type_check(request: Request, user: NamedDependency[Principal], jid: Fr
     version, edit, document = await _edit(request, user, jid, number, code)
     if document is not None:
         try:
-            services(request).policies.check_draft(jid, number, document)
+            await sync_to_thread(services(request).policies.check_draft, jid, number, document)
         except Invalid as err:
             edit.errors = edit.field_errors(err)
     return page("_type_errors.html", dom=dom_id(code), edit=edit)
@@ -249,15 +255,17 @@ async def type_save(request: Request, user: NamedDependency[Principal], jid: Fro
     version, edit, document = await _edit(request, user, jid, number, code)
     if document is None:
         return _form(request, jid, version, code, edit, 422)
-    saved = attempt(lambda: services(request).policies.update_draft(jid, number, document, edit.revision, user.name),
-                    edit.field_errors)
+    policies = services(request).policies
+    saved = await sync_to_thread(
+        attempt, lambda: policies.update_draft(jid, number, document, edit.revision, user.name), edit.field_errors)
     if isinstance(saved, Refused):
         edit.errors = saved.errors
         return _form(request, jid, version, code, edit, saved.status)
-    _, ptype = _find_type(saved, code)
+    head = await sync_to_thread(policies.head, saved)
+    _, ptype = _find_type(head, number, code)
     return page("_type_row.html", jid=jid, version=saved, editable=True,
                  t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True,
-                 departments=_department_names(saved))
+                 departments=_department_names(head))
 
 
 # --- verify, publish, history, rollback
@@ -277,7 +285,7 @@ def _verification(request: Request, version: PolicyVersion) -> dict:
 def _verify_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], version: PolicyVersion,
                  status: int = 200,
                  **extra: Any) -> Template:
-    levels = [(lv["number"], lv["name"]) for lv in version.document["levels"]]
+    levels = [(lv["number"], lv["name"]) for lv in services(request).policies.head(version)["levels"]]
     return page("verify.html", status, user=user, jid=jid, version=version, levels=levels,
                  report=_verification(request, version), can_publish=user.can(jid, "publisher"),
                  provenance_changes=provenance.changes(request, version),

@@ -10,13 +10,14 @@ import contextlib
 import hashlib
 import json
 import logging
-from pathlib import Path
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, get, post, put
+from litestar import Litestar, Request, Response, get, patch, post, put
 from litestar.config.app import AppConfig
 from litestar.utils.sync import AsyncCallable
 from litestar.exceptions import HTTPException, ValidationException
@@ -44,6 +45,8 @@ from policy.catalog import search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
+from policy.loader import Jurisdiction
+from policy.models import SLUG
 from store.apikeys import authorize
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
@@ -51,10 +54,10 @@ from store.boundaries import Locators, diff as boundaries_diff
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.cases import TRANSITION_LABELS, CaseService, Transition
 from store.db import WRITE_WAIT_SECONDS, refresh_statistics
-from store.errors import StoreError
+from store.errors import NotFound, PreconditionRequired, StoreError
 from store.sweeper import sweep
 from store.tables import MAX_ID, CaseRecord
-from store.versions import PolicyStore, open_policy_store
+from store.versions import PolicyStore, merge_item, named_unit, open_policy_store
 
 log = logging.getLogger("gridpolicy")
 MAX_BODY = 256 * 1024
@@ -177,6 +180,42 @@ class DraftUpdate(BaseModel):
     document: dict[str, Any]
 
 
+class SourceIn(BaseModel):
+    """A seed quote; the policy's checks (quote found in the seed …) answer 422 naming `source.quote` etc."""
+    model_config = ConfigDict(extra="forbid")
+    seed: str = Field(min_length=1, max_length=200)
+    clause: str = Field(min_length=1, max_length=200)
+    quote: str = Field(min_length=1, max_length=4000)
+
+
+class ItemPatch(BaseModel):
+    """JSON merge patch of one item of a draft: the fields sent replace the item's (null clears one); stating a
+    `source` drops the item's `assumption` and vice versa."""
+    model_config = ConfigDict(extra="forbid")
+    author: str = Field(min_length=1, max_length=128)
+    source: SourceIn | None = Field(None, description="原文出处 (seed, clause, quote)")
+    assumption: str | None = Field(None, min_length=1, max_length=2000, description="假设说明")
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"author"}, exclude_unset=True)
+
+
+class UnitPatch(ItemPatch):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    level: int | None = Field(None, ge=1, le=6)
+    parent: str | None = Field(None, max_length=64, pattern=SLUG, json_schema_extra={"pattern": SLUG},
+                               description="上级单元编号; 一级网格为 null")
+
+
+class TypePatch(ItemPatch):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    level: int | None = Field(None, ge=1, le=6, description="有处置权的网格层级")
+    departments: list[Annotated[str, Field(max_length=64, pattern=SLUG)]] | None = Field(
+        None, max_length=50, json_schema_extra={"items": {"type": "string", "pattern": SLUG, "maxLength": 64}})
+    persuade_first: bool | None = None
+    assist_only: bool | None = None
+
+
 class AssessmentRecordRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     period: str = Field(min_length=4, max_length=16)
@@ -267,8 +306,9 @@ def versions(request: Request, jid: FromPath[str]) -> list[VersionOut]:
 
 @get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True)
 def version(request: Request, jid: FromPath[str], number: VersionNumber) -> Response[VersionOut]:
-    v = _services(request).policies.get_version(jid, number)
-    return Response(VersionOut.of(v, with_document=True), headers={"ETag": f'"{v.revision}"'})
+    policies = _services(request).policies
+    v = policies.get_version(jid, number)
+    return Response(VersionOut.of(v, policies.document(v)), headers={"ETag": f'"{v.revision}"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=True)
@@ -296,7 +336,7 @@ def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishReq
                  x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     s = _authorized(request, jid, x_api_key)
     v = s.policies.create_draft(jid, data.actor)
-    return Response(VersionOut.of(v, with_document=True), status_code=201, headers={"ETag": f'"{v.revision}"'})
+    return Response(VersionOut.of(v, s.policies.document(v)), status_code=201, headers={"ETag": f'"{v.revision}"'})
 
 
 @put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True)
@@ -304,10 +344,49 @@ def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, da
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                  x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
     s = _authorized(request, jid, x_api_key)
+    v = s.policies.update_draft(jid, number, data.document, _revision(if_match), data.author)
+    return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
+
+
+def _revision(if_match: str | None) -> int:
     if not if_match or not if_match.strip('"').isdigit():
-        return problem(428, "需要 If-Match", "修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改",
-                       "If-Match")
-    v = s.policies.update_draft(jid, number, data.document, int(if_match.strip('"')), data.author)
+        raise PreconditionRequired("修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改", field="If-Match")
+    return int(if_match.strip('"'))
+
+
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/units/{unit_id:str}", sync_to_thread=False)
+def patch_unit(request: Request, jid: FromPath[str], number: VersionNumber, unit_id: FromPath[str],
+               data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+               x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
+    """One grid unit of a draft changed, whatever the draft's size (a placeholder becomes a named unit of its own)."""
+    def change(document: dict, built: Jurisdiction) -> str:
+        index = named_unit(document, built.units, unit_id)
+        document["units"][index] = merge_item(document["units"][index], {**data.values(), "placeholder": False})
+        return f"units[{index}]"
+
+    return _change_item(request, jid, number, data, if_match, x_api_key, change)
+
+
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=False)
+def patch_type(request: Request, jid: FromPath[str], number: VersionNumber, code: FromPath[str],
+               data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+               x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
+    """One problem type of a draft changed: its handling level, departments, persuade-first, name or provenance."""
+    def change(document: dict, _: Jurisdiction) -> str:
+        types = document["problem_types"]
+        index = next((i for i, t in enumerate(types) if t["code"] == code), None)
+        if index is None:
+            raise NotFound(f"草稿 v{number} 中没有问题类型 {code}", field="code")
+        types[index] = merge_item(types[index], data.values())
+        return f"problem_types[{index}]"
+
+    return _change_item(request, jid, number, data, if_match, x_api_key, change)
+
+
+def _change_item(request: Request, jid: str, number: int, data: ItemPatch, if_match: str | None,
+                 x_api_key: str | None, change: Callable[[dict, Jurisdiction], str]) -> Response[VersionOut]:
+    s = _authorized(request, jid, x_api_key)
+    v = s.policies.change_draft(jid, number, _revision(if_match), data.author, change)
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
@@ -521,8 +600,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
 
     app = Litestar(
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
-                        compare_jurisdictions, create_draft, update_draft, publish, rollback, route, create_case,
-                        get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
+                        compare_jurisdictions, create_draft, update_draft, patch_unit, patch_type, publish, rollback,
+                        route, create_case, get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
                         assessment_unit, assessment_record, health, *open311.ROUTES, *events.ROUTES,
                         ledger.LedgerController, *admin.routers,
                         create_static_files_router(path=API_DOCS_PATH, directories=[Path(__file__).parent / "static"

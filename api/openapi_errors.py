@@ -45,7 +45,7 @@ def _codes(path: str, method: str, operation: Operation) -> list[int]:
         codes.append(403)
     if path.startswith("/v1"):
         codes.append(422)
-    if method in ("post", "put"):
+    if method in ("post", "put", "patch"):
         codes += [409, 413]
     if "If-Match" in params:
         codes += [412, 428]

@@ -144,14 +144,13 @@ class VersionOut(_Sparse):
         return {"document"}
 
     @classmethod
-    def of(cls, v: PolicyVersion, with_document: bool = False) -> VersionOut:
-        out = cls(jurisdiction=v.jurisdiction, number=v.number, status=v.status, active=v.active,
+    def of(cls, v: PolicyVersion, document: dict[str, Any] | None = None) -> VersionOut:
+        """`document`: the version's (PolicyStore.document), for the single-version answers."""
+        return cls(jurisdiction=v.jurisdiction, number=v.number, status=v.status, active=v.active,
                   content_hash=v.content_hash, revision=v.revision, author=v.author, note=v.note,
                   created_at=v.created_at.isoformat(),
-                  published_at=v.published_at.isoformat() if v.published_at else None, published_by=v.published_by)
-        if with_document:
-            out.document = v.document
-        return out
+                  published_at=v.published_at.isoformat() if v.published_at else None, published_by=v.published_by,
+                  document=document)
 
 
 # --- assessment (store/assessment.py computes it)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 
 import durable_rules_engine as _core
 
@@ -73,6 +74,8 @@ class Ruleset:
         with _lock:
             self._handle = _core.create_ruleset(name, json.dumps(definition, ensure_ascii=False))
         self._closed = False
+        # a ruleset dropped from the registry's cache is deleted when its last user lets go, never under one
+        self._delete = weakref.finalize(self, _delete, self._handle)
 
     def fire(self, fact: dict) -> list[str]:
         return self.fire_message(self.message(fact))
@@ -105,6 +108,10 @@ class Ruleset:
 
     def close(self) -> None:
         with _lock:
-            if not self._closed:
-                _core.delete_ruleset(self._handle)
-                self._closed = True
+            self._closed = True
+        self._delete()  # once: a later finalisation does nothing
+
+
+def _delete(handle: int) -> None:
+    with _lock:
+        _core.delete_ruleset(handle)

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 from cn2an import an2cn
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from policy.errors import format_path
 from policy.models import Policy, Provenance, Provenanced, Source
@@ -107,8 +107,9 @@ def provenanced_items(value, loc: tuple = ()) -> Iterator[tuple[tuple, Provenanc
         yield loc, value
     if hasattr(value, "__pydantic_fields__"):
         for name in type(value).model_fields:
-            if name != "fields":
-                yield from provenanced_items(getattr(value, name), loc + (name,))
+            child = getattr(value, name)
+            if name != "fields" and isinstance(child, (list, BaseModel)):  # a scalar holds no item: skip the call
+                yield from provenanced_items(child, loc + (name,))
     elif isinstance(value, list):
         for i, item in enumerate(value):
             yield from provenanced_items(item, loc + (i,))

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from policy.loader import overlay_units
-from policy.models import SLUG_PATTERN, UnitGroup
+from policy.models import SLUG as SLUG_PATTERN, UnitGroup
 from policy.validate import expand_group
 
 COLUMNS = ("id", "name", "level", "parent")

@@ -21,10 +21,11 @@ _NOT_TEXT = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
 def expand_units(policy: Policy) -> dict[str, Unit]:
-    """Named units plus the placeholders generated from counts, in a stable order."""
+    """Named units plus the placeholders generated from counts, in a stable order; a named unit with a
+    placeholder's id replaces that placeholder (how one placeholder is edited without naming its whole group)."""
     units: dict[str, Unit] = {u.id: u for u in policy.units}
     for group in policy.unit_groups:
-        units.update((u.id, u) for u in expand_group(group))
+        units.update((u.id, u) for u in expand_group(group) if u.id not in units)
     return units
 
 

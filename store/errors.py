@@ -28,6 +28,11 @@ class PreconditionFailed(StoreError):
     title = "版本已被他人修改 Precondition failed"
 
 
+class PreconditionRequired(StoreError):
+    status = 428
+    title = "需要 If-Match"
+
+
 class Invalid(StoreError):
     status = 422
     title = "校验未通过 Unprocessable"

@@ -79,7 +79,10 @@ class PolicyVersion(SQLModel, table=True):
     number: int
     status: str = Field(max_length=16)  # draft | published
     content_hash: str = Field(max_length=32, index=True)
-    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # the document without its units, which are shared `unit_chunk` rows listed in order by `unit_chunks`
+    # (store/unitchunks.py); both are left unloaded by listings: PolicyStore.document() reassembles a version
+    head: dict[str, Any] = Field(sa_column=Column("document", JSON, nullable=False))
+    unit_chunks: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     active: bool = Field(default=False)
     revision: int = Field(default=1)  # bumps on every draft edit: the ETag for optimistic concurrency
     author: str = Field(max_length=128)
@@ -87,6 +90,13 @@ class PolicyVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     published_at: datetime | None = None
     published_by: str | None = Field(default=None, max_length=128)
+
+
+class UnitChunk(SQLModel, table=True):
+    """A run of units, stored once for every version (of any jurisdiction) that lists it (migration 0011)."""
+    __tablename__ = "unit_chunk"
+    hash: str = Field(primary_key=True, max_length=32)  # of its canonical JSON
+    units: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
 
 
 class AuditEntry(SQLModel, table=True):

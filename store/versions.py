@@ -1,18 +1,24 @@
 """Policy versions: drafts, publishing (compile + verify first), rollback, audit, and the engines."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlalchemy.orm import defer
+from sqlmodel import Session, col, select
 
 from cachetools import LRUCache
 
 from engine.pinned import PinnedResult, run_suite
-from engine.registry import EngineRegistry, VerificationFailed
+from engine.registry import EngineRegistry, Recent, VerificationFailed, build_size
 from engine.router import PolicyRouter
 from policy.catalog import Catalog
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
+from policy.models import Unit
+from store import unitchunks
 from store.db import UnitOfWork, make_engine, migrate, reader, serialize
 from store.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
 from store.tables import AuditEntry, PolicyVersion, utcnow
@@ -20,6 +26,13 @@ from store.tables import AuditEntry, PolicyVersion, utcnow
 SYSTEM = "system"
 # Audit actions that change a draft's rules (the four-eyes rule looks for the latest of them).
 EDIT_ACTIONS = ("draft_created", "draft_updated", "bulk_types_updated", "types_imported", "units_imported")
+
+# listings and lookups read a version's metadata only: its document is read when a build or an editor needs it
+METADATA = (defer(col(PolicyVersion.head)), defer(col(PolicyVersion.unit_chunks)))
+
+
+def versions_where(*where: Any):
+    return select(PolicyVersion).options(*METADATA).where(*where)
 
 
 def audit(session: Session, actor: str, action: str, jurisdiction: str | None = None,
@@ -32,6 +45,34 @@ def document_of(jur: Jurisdiction) -> dict:
     return jur.policy.model_dump(mode="json")
 
 
+def stored_document(session: Session, document: dict) -> dict[str, Any]:
+    """The columns that store `document`: its units as shared chunks (stored here when new), the rest as the head."""
+    head = {**document, "units": []}  # the key keeps its place, so a reassembled document reads the same
+    return {"head": head, "unit_chunks": unitchunks.save(session, document.get("units", []))}
+
+
+def named_unit(document: dict, units: dict[str, Unit], unit_id: str) -> int:
+    """The index of `unit_id` among the document's named units. A placeholder is first added as a named unit of
+    its own, which replaces just that placeholder (see expand_units): its group stays as it is."""
+    named = document.setdefault("units", [])
+    for index, unit in enumerate(named):
+        if unit.get("id") == unit_id:
+            return index
+    if unit_id not in units:
+        raise NotFound(f"草稿中没有网格单元 {unit_id}", field="unit_id")
+    named.append(units[unit_id].model_dump(mode="json"))
+    return len(named) - 1
+
+
+def merge_item(item: dict, values: dict) -> dict:
+    """`item` with `values` merged in (JSON merge patch); stating a source drops the assumption and vice versa."""
+    if values.get("source") is not None:
+        values = {"assumption": None, **values}
+    elif values.get("assumption") is not None:
+        values = {"source": None, **values}
+    return {**item, **values}
+
+
 class PolicyStore:
     """Versions live in the database; each process compiles the active ones it serves and notices a
     newly activated version on `refresh()` (polled), so several workers stay consistent."""
@@ -41,25 +82,36 @@ class PolicyStore:
         self.reader = reader(engine)  # loading versions never opens a write transaction (it may run inside one)
         self.catalog = catalog
         self.registry = registry or EngineRegistry()
-        self._built: dict[str, Jurisdiction] = {}
+        # builds not compiled here (drafts); the newest stays whatever its size: publishing it reuses it
+        self._built: Recent[str, Jurisdiction] = Recent(self.registry.budget, build_size, keep_newest=True)
         self.numbers: dict[tuple[str, str], int] = {}  # (jurisdiction, content hash) -> number, of active versions
         self._pinned: LRUCache[str, list[PinnedResult]] = LRUCache(maxsize=64)  # content hash -> suite results
 
     # --- building and serving
     def build(self, version: PolicyVersion) -> Jurisdiction:
-        if version.content_hash not in self._built:
+        """The version built: the compiled one's if it is compiled here, else from its document (read through
+        `reader`: this may run inside a caller's write transaction)."""
+        try:
+            return self.registry.router(version.jurisdiction, version.content_hash).jur
+        except KeyError:
+            pass
+        jur = self._built.get(version.content_hash)
+        if jur is None:
             label = f"{version.jurisdiction} 版本 v{version.number}"
-            self._built[version.content_hash] = build_jurisdiction(version.document, self.catalog, [label])
-        return self._built[version.content_hash]
+            jur = self._built.put(version.content_hash,
+                                  build_jurisdiction(self.document(version), self.catalog, [label]))
+        return jur
 
     def refresh(self) -> dict[str, str]:
-        """Load every active version not yet compiled here; returns jurisdiction -> active hash."""
+        """Load every active version not yet compiled here; returns jurisdiction -> active hash. Reads three
+        columns of the active rows: polled every 2 s, it costs next to nothing while nothing changes."""
         with Session(self.reader) as session:
-            active = session.exec(select(PolicyVersion).where(PolicyVersion.active)).all()
-        for version in active:
-            self.numbers[version.jurisdiction, version.content_hash] = version.number
-            if self.registry.active().get(version.jurisdiction) != version.content_hash:
-                self.registry.load(self.build(version), check=False)  # verified when published
+            active = session.exec(select(PolicyVersion.jurisdiction, PolicyVersion.number, PolicyVersion.content_hash)
+                                  .where(PolicyVersion.active)).all()
+        for jid, number, content_hash in active:
+            self.numbers[jid, content_hash] = number
+            if self.registry.active().get(jid) != content_hash:
+                self.registry.load(self.build(self.get_version(jid, number)), check=False)  # verified when published
         return self.registry.active()
 
     def router(self, jurisdiction: str, version_hash: str | None = None) -> PolicyRouter:
@@ -70,7 +122,7 @@ class PolicyStore:
                 return self.registry.router(jurisdiction)
             if version_hash is not None:
                 with Session(self.reader) as session:
-                    stored = session.exec(select(PolicyVersion).where(
+                    stored = session.exec(versions_where(
                         PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.content_hash == version_hash)).first()
                 if stored is not None:
                     return self.registry.load(self.build(stored), activate=False, check=False)
@@ -95,7 +147,8 @@ class PolicyStore:
                 first = not known
                 active = session.exec(select(PolicyVersion.number).where(PolicyVersion.jurisdiction == jid,
                                                                         PolicyVersion.active)).first()
-                version = self._new_version(session, jid, jur, author=SYSTEM,
+                version = self._new_version(session, jid, jur.content_hash,
+                                            stored_document(session, document_of(jur)), author=SYSTEM,
                                             note="随附规则文件导入 imported from jurisdictions/" if first
                                             else "规则文件已更新, 待审核发布 bundled file changed", base=active)
                 if first:
@@ -108,14 +161,14 @@ class PolicyStore:
         self.refresh()
         return changed
 
-    def _new_version(self, session: Session, jid: str, jur: Jurisdiction, author: str, note: str,
-                     base: int | None = None) -> PolicyVersion:
+    def _new_version(self, session: Session, jid: str, content_hash: str, stored: dict[str, Any], author: str,
+                     note: str, base: int | None = None) -> PolicyVersion:
         """A draft; it starts with the unit boundaries of version `base`, as it starts with its unit tree."""
         from store.boundaries import copy_to  # boundaries builds on this module
         number = (session.exec(select(func.max(PolicyVersion.number)).where(PolicyVersion.jurisdiction == jid)).one()
                   or 0) + 1
-        version = PolicyVersion(jurisdiction=jid, number=number, status="draft", content_hash=jur.content_hash,
-                                document=document_of(jur), author=author, note=note)
+        version = PolicyVersion(jurisdiction=jid, number=number, status="draft", content_hash=content_hash,
+                                author=author, note=note, **stored)
         session.add(version)
         session.flush()
         copy_to(session, jid, base, number)
@@ -124,24 +177,38 @@ class PolicyStore:
     # --- reading
     def list_versions(self, jid: str) -> list[PolicyVersion]:
         with Session(self.reader) as session:
-            versions = session.exec(select(PolicyVersion).where(PolicyVersion.jurisdiction == jid)
-                                    .order_by(PolicyVersion.number)).all()
+            versions = session.exec(versions_where(PolicyVersion.jurisdiction == jid)
+                                    .order_by(col(PolicyVersion.number))).all()
         if not versions:
             raise NotFound(f"未知辖区 unknown jurisdiction '{jid}'", field="jurisdiction")
         return list(versions)
 
     def get_version(self, jid: str, number: int) -> PolicyVersion:
         with Session(self.reader) as session:
-            version = session.exec(select(PolicyVersion).where(
+            version = session.exec(versions_where(
                 PolicyVersion.jurisdiction == jid, PolicyVersion.number == number)).first()
         if version is None:
             raise NotFound(f"辖区 {jid} 没有版本 v{number}", field="number")
         return version
 
+    def document(self, version: PolicyVersion) -> dict[str, Any]:
+        """The version's whole document as stored (a fresh dict the caller may change)."""
+        with Session(self.reader) as session:
+            head, chunks = session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
+                                        .where(PolicyVersion.id == version.id)).one()
+            head["units"] = unitchunks.load(session, chunks)
+        return head
+
+    def head(self, version: PolicyVersion) -> dict[str, Any]:
+        """The version's document without its units (cheap at any number of units)."""
+        with Session(self.reader) as session:
+            head = session.exec(select(PolicyVersion.head).where(PolicyVersion.id == version.id)).one()
+        del head["units"]
+        return head
+
     def active_version(self, jid: str) -> PolicyVersion:
         with Session(self.reader) as session:
-            version = session.exec(select(PolicyVersion).where(
-                PolicyVersion.jurisdiction == jid, PolicyVersion.active)).first()
+            version = session.exec(versions_where(PolicyVersion.jurisdiction == jid, PolicyVersion.active)).first()
         if version is None:
             raise NotFound(f"未知辖区 unknown jurisdiction '{jid}'", field="jurisdiction")
         return version
@@ -150,8 +217,11 @@ class PolicyStore:
     def create_draft(self, jid: str, author: str, from_number: int | None = None) -> PolicyVersion:
         base = self.get_version(jid, from_number) if from_number else self.active_version(jid)
         with UnitOfWork(self.engine) as uow:
-            version = self._new_version(uow.session, jid, self.build(base), author, note=f"基于 v{base.number} 的草稿",
-                                        base=base.number)
+            # the base's stored columns as they are: its chunks are shared, nothing is built, dumped or hashed
+            head, chunks = uow.session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
+                                            .where(PolicyVersion.id == base.id)).one()
+            version = self._new_version(uow.session, jid, base.content_hash, {"head": head, "unit_chunks": chunks},
+                                        author, note=f"基于 v{base.number} 的草稿", base=base.number)
             audit(uow.session, author, "draft_created", jid, version.number, from_version=base.number)
         return version
 
@@ -176,9 +246,10 @@ class PolicyStore:
                 update(PolicyVersion)
                 .where(PolicyVersion.jurisdiction == jid, PolicyVersion.number == number,
                        PolicyVersion.status == "draft", PolicyVersion.revision == revision)
-                .values(document=document_of(jur), content_hash=jur.content_hash, revision=revision + 1))
+                .values(content_hash=jur.content_hash, revision=revision + 1,
+                        **stored_document(session, document_of(jur))))
             if result.rowcount != 1:
-                current = session.exec(select(PolicyVersion).where(
+                current = session.exec(versions_where(
                     PolicyVersion.jurisdiction == jid, PolicyVersion.number == number)).first()
                 if current is None:
                     raise NotFound(f"辖区 {jid} 没有版本 v{number}", field="number")
@@ -189,6 +260,7 @@ class PolicyStore:
                     field="If-Match", current_revision=current.revision)
             audit(session, author, action, jid, number, revision=revision + 1, content_hash=jur.content_hash,
                   **detail)
+        self._built.put(jur.content_hash, jur)  # checked once: publishing this revision reuses the build
         return self.get_version(jid, number)
 
     def last_editor(self, jid: str, number: int) -> str:
@@ -214,13 +286,32 @@ class PolicyStore:
         if unknown:
             raise Invalid(f"没有结果改变的固定测试用例 “{'、'.join(unknown)}” — no such changed pinned case",
                           field="accept")
-        document = dict(version.document)
+        document = self.document(version)
         document["tests"] = [
             {**case, "expect": changed[case["name"]].actual.model_dump(mode="json")} if case["name"] in names else case
-            for case in version.document.get("tests", [])]
+            for case in document.get("tests", [])]
         accepted = [{"name": n, "from": changed[n].case.expect.model_dump(mode="json"),
                      "to": changed[n].actual.model_dump(mode="json")} for n in names]
         return self.update_draft(jid, number, document, revision, actor, action="pinned_accepted", accepted=accepted)
+
+    def change_draft(self, jid: str, number: int, revision: int, author: str,
+                     change: Callable[[dict, Jurisdiction], str]) -> PolicyVersion:
+        """One item of a draft changed: `change(document, built draft)` edits the document in place and returns
+        the item's path (e.g. units[12]); an issue of that item is reported with the item's field (e.g. parent)."""
+        version = self.get_version(jid, number)
+        if version.status != "draft":
+            raise Conflict(f"v{number} 已发布, 不可修改 — published versions are immutable", field="number")
+        document = self.document(version)
+        prefix = change(document, self.build(version))
+        try:
+            return self.update_draft(jid, number, document, revision, author)
+        except Invalid as err:
+            issues = err.extra.get("issues", [])
+            own = [(i["path"][len(prefix):].lstrip(".") or "body", i) for i in issues
+                   if i["path"] == prefix or i["path"].startswith(prefix + ".")]
+            field, issue = own[0] if own else ("document", issues[0] if issues else None)
+            raise Invalid(f"{err.message}: {issue['path']}: {issue['message']}" if issue else err.message,
+                          field=field, issues=issues) from None
 
     def publish(self, jid: str, number: int, publisher: str, note: str, accept: list[str] | None = None,
                 revision: int | None = None) -> PolicyVersion:

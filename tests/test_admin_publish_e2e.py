@@ -77,7 +77,7 @@ def test_publish_shows_diff_impact_pinned_and_enforces_four_eyes_at_1366(browser
     # four eyes: switched on in this draft (policy data), the last editor may not publish
     policies = open_policy_store(url)
     draft = policies.get_version("karamay", 2)
-    document = draft.document | {"publishing": {"four_eyes": True}}
+    document = policies.document(draft) | {"publishing": {"four_eyes": True}}
     policies.update_draft("karamay", 2, document, draft.revision, "admin")
     policies.engine.dispose()
     page.goto(server + "/admin/j/karamay/v/2/verify")

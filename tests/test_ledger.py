@@ -277,7 +277,7 @@ def test_missed_cadences_are_deductions_the_assessment_explains(ledger):
     policies = ledger.policies
     village = next(u.id for u in policies.router("pian02").units.values() if u.level == 4)
     draft = policies.create_draft("pian02", "t")
-    document = dict(policies.get_version("pian02", draft.number).document)
+    document = policies.document(policies.get_version("pian02", draft.number))
     document["scoring"] = {"scheme": "deduction", "total": 100, "period": "month", "level": 4,
                            "assumption": ASSUMED, "deductions": [
                                {"id": "patrols", "name": "巡查频次未完成", "points": 3, "trigger": "cadence_missed",

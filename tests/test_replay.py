@@ -21,7 +21,7 @@ MEDICAL = "waste.medical.disposal"  # karamay: handled at level 2
 def _draft_with_level(cases: CaseService, code: str, level: int):
     policies = cases.policies
     draft = policies.create_draft("karamay", "test")
-    document = dict(draft.document)
+    document = policies.document(draft)
     document["problem_types"] = [{**t, "level": level} if t["code"] == code else t for t in document["problem_types"]]
     return policies.update_draft("karamay", draft.number, document, draft.revision, "test")
 

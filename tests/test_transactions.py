@@ -45,7 +45,7 @@ def publish_v2(cases: CaseService) -> str:
     """Karamay v2: medical waste handled at level 1 instead of level 2."""
     policies = cases.policies
     draft = policies.create_draft("karamay", "编辑")
-    document = draft.document
+    document = policies.document(draft)
     document["problem_types"][0]["level"] = 1
     saved = policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
     return policies.publish("karamay", draft.number, "发布人", "改由市级处置", [MEDICAL_WASTE_CASE],

@@ -4,8 +4,8 @@ A yearly or quarterly cadence of a rare activity (a plan, an assessment) counted
 patrol of the year through ix_patrol_compliance (jurisdiction, day, …); with the activity before the day the scan covers
 only that activity's records.
 
-Revision ID: 0015_patrol_activity_index
-Revises: 0010_integration
+Revision ID: 0012_patrol_activity_index
+Revises: 0011_units_as_data
 Create Date: 2026-11-29 01:30:00
 
 """
@@ -14,8 +14,8 @@ from typing import Sequence, Union
 from alembic import op
 
 
-revision: str = '0015_patrol_activity_index'
-down_revision: Union[str, Sequence[str], None] = '0010_integration'
+revision: str = '0012_patrol_activity_index'
+down_revision: Union[str, Sequence[str], None] = '0011_units_as_data'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -1,0 +1,212 @@
+"""Province scale (issue #17): version metadata is read without documents, a version stores its change rather
+than its size (units as shared chunks), and only active and recently used versions stay compiled."""
+from __future__ import annotations
+
+import gc
+import weakref
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import event, func
+from sqlmodel import Session, select
+
+from engine.registry import Budget, EngineRegistry, build_size
+from engine.router import Case
+from policy.loader import Loader
+from store.cases import CaseService, Transition
+from store.tables import UnitChunk
+from store.versions import PolicyStore, document_of, open_policy_store
+from tests.scaled import scaled_document
+from tests.test_api import client  # noqa: F401 - the API's test client: real ASGI requests, a real database
+from tests.test_transactions import impatient
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+MEDICAL = Case(problem_type="医疗废物处置", unit="kmy-l3-01")
+TREE = (1, 10, 100, 2000)  # small enough for a test; bench/scale_bench.py holds the big sizes
+
+
+def statements(engine) -> list[str]:
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def chunk_count(policies: PolicyStore) -> int:
+    with Session(policies.engine) as session:
+        return session.exec(select(func.count()).select_from(UnitChunk)).one()
+
+
+@pytest.fixture
+def scaled(database_url) -> PolicyStore:
+    """Hefei with 2,111 named units, published as v2."""
+    policies = open_policy_store(database_url)
+    draft = policies.create_draft("hefei", "编辑")
+    document = scaled_document(policies.document(draft), TREE)
+    policies.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    policies.publish("hefei", draft.number, "发布人", "导入网格")
+    yield policies
+    policies.engine.dispose()
+
+
+def test_listings_and_the_refresh_loop_read_no_document(scaled):
+    seen = statements(scaled.engine)
+    versions = scaled.list_versions("hefei")
+    scaled.get_version("hefei", 2)
+    scaled.active_version("hefei")
+    assert scaled.refresh() == scaled.registry.active()
+    assert seen and all("document" not in sql and "unit_chunk" not in sql for sql in seen), seen
+    assert [v.number for v in versions] == [1, 2]
+    seen.clear()
+    scaled.refresh()
+    assert [sql for sql in seen if sql.startswith("SELECT")] == [seen[-1]]  # nothing changed: one small query
+
+
+def test_a_one_unit_change_stores_one_chunk(scaled):
+    stored = chunk_count(scaled)
+    draft = scaled.create_draft("hefei", "编辑")
+    assert chunk_count(scaled) == stored  # a new draft shares every chunk of its base
+    document = scaled.document(draft)
+    unit = next(u for u in document["units"] if u["level"] == 4)
+    unit["name"] = "改名后的村居网格"
+    saved = scaled.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    assert chunk_count(scaled) == stored + 1
+    assert scaled.document(saved) == document
+    assert scaled.build(saved).units[unit["id"]].name == "改名后的村居网格"
+    assert scaled.build(scaled.get_version("hefei", 2)).units[unit["id"]].name != "改名后的村居网格"
+
+
+def test_a_reassembled_document_is_the_stored_one(database_url):
+    policies = open_policy_store(database_url)
+    for jid in policies.refresh():
+        version = policies.active_version(jid)
+        assert policies.document(version) == document_of(policies.build(version))
+        assert "units" not in policies.head(version)
+    policies.engine.dispose()
+
+
+def _publish_level(policies: PolicyStore, level: int) -> str:
+    draft = policies.create_draft("karamay", "编辑")
+    document = policies.document(draft)
+    document["problem_types"][0]["level"] = level
+    policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
+    return policies.publish("karamay", draft.number, "发布人", f"改由第{level}级处置").content_hash
+
+
+def test_only_active_and_recent_versions_stay_compiled(database_url):
+    """After several publishes the registry holds the active versions plus the budget; a case of an evicted
+    version still moves (rebuilt on demand, inside the transition's own write transaction)."""
+    loader = Loader()
+    policies = PolicyStore(open_policy_store(database_url).engine, loader.catalog,
+                           EngineRegistry(Budget(versions=1, units=10**6)))
+    policies.refresh()
+    impatient(policies.engine)
+    cases = CaseService(policies)
+    first = cases.create("karamay", MEDICAL, "intake", now=T0)
+    hashes = [_publish_level(policies, level) for level in (1, 3, 1, 3)]
+    active = len(policies.registry.active())
+    assert len(policies.registry.loaded()) <= active + 1
+    assert ("karamay", first.policy_version) not in policies.registry.loaded()
+    assert len(policies._built) <= 2  # the budget, plus the newest draft build (publishing reuses it)
+    moved = cases.transition(first.id, Transition("complete", "网格员"), now=T0 + timedelta(minutes=10))
+    assert moved.status == "dispose" and moved.policy_version == first.policy_version
+    assert policies.router("karamay").compiled.version == hashes[-1]
+    policies.engine.dispose()
+
+
+def two_versions(policy_dir) -> tuple:
+    """Karamay as bundled, and with medical waste handled at level 1."""
+    old = Loader(policy_dir.root).build("karamay")
+    data = policy_dir.read()
+    data["problem_types"][0]["level"] = 1
+    policy_dir.write(data)
+    return old, Loader(policy_dir.root).build("karamay")
+
+
+def test_the_unit_budget_evicts_big_versions(policy_dir):
+    old, new = two_versions(policy_dir)
+    tight, roomy = (EngineRegistry(Budget(versions=10, units=build_size(old) + extra)) for extra in (-1, 0))
+    for registry in (tight, roomy):
+        registry.load(old)
+        registry.load(new)
+    assert tight.loaded() == [("karamay", new.content_hash)]
+    assert roomy.loaded() == [("karamay", old.content_hash), ("karamay", new.content_hash)]
+
+
+def test_an_evicted_router_keeps_working_until_its_holder_lets_go(policy_dir):
+    registry = EngineRegistry(Budget(versions=0, units=0))
+    old, new = two_versions(policy_dir)
+    held = registry.load(old)
+    registry.load(new)  # old is no longer active: evicted at once
+    assert registry.loaded() == [("karamay", new.content_hash)]
+    case = Case(problem_type="waste.medical.disposal", unit="kmy-l3-01")
+    assert held.route(case).handler.level == 2  # a request still holding it is not cut short
+    rulesets = weakref.ref(held.compiled.types)
+    del held
+    gc.collect()
+    assert rulesets() is None  # the last holder let go: its durable-rules rulesets are deleted
+
+
+# --- one item over the API: a small request at any size (item endpoints with If-Match)
+def _draft(client) -> tuple[str, str]:
+    draft = client.post("/v1/jurisdictions/hefei/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
+    return f"/v1/jurisdictions/hefei/versions/{draft.json()['number']}", draft.headers["etag"]
+
+
+def test_patching_one_placeholder_names_only_that_unit(client):
+    url, etag = _draft(client)
+    headers = {**client.key_headers, "If-Match": etag}
+    assert client.patch(f"{url}/units/hf-l4-0001", json={"author": "编辑", "name": "x"},
+                        headers=client.key_headers).status_code == 428
+    changed = client.patch(f"{url}/units/hf-l4-0001", json={"author": "编辑", "name": "瑶岗村"}, headers=headers)
+    assert changed.status_code == 200 and changed.headers["etag"] == f'"{int(etag.strip(chr(34))) + 1}"'
+    assert "document" not in changed.json() or changed.json()["document"] is None
+    document = client.get(url).json()["document"]
+    assert [u for u in document["units"] if u["id"] == "hf-l4-0001"][0]["name"] == "瑶岗村"
+    assert len([u for u in document["units"] if u["level"] == 4]) == 1  # its group stays placeholders
+    assert any(g["id_prefix"] == "hf-l4" for g in document["unit_groups"])
+    stale = client.patch(f"{url}/units/hf-l4-0002", json={"author": "编辑", "name": "y"}, headers=headers)
+    assert stale.status_code == 412
+
+
+def test_patch_errors_name_the_field_and_change_nothing(client):
+    url, etag = _draft(client)
+    headers = {**client.key_headers, "If-Match": etag}
+    wrong_parent = client.patch(f"{url}/units/hf-luyang", json={"author": "编辑", "parent": "hf-luyang"}, headers=headers)
+    assert wrong_parent.status_code == 422
+    assert wrong_parent.headers["content-type"].startswith("application/problem+json")
+    assert wrong_parent.json()["field"] == "parent"
+    unknown = client.patch(f"{url}/units/no-such-unit", json={"author": "编辑", "name": "x"}, headers=headers)
+    assert unknown.status_code == 404 and unknown.json()["field"] == "unit_id"
+    extra = client.patch(f"{url}/units/hf-luyang", json={"author": "编辑", "colour": "red"}, headers=headers)
+    assert extra.status_code == 400
+    assert client.get(url).headers["etag"] == etag  # nothing was saved
+
+
+def test_patching_a_problem_type(client):
+    url, etag = _draft(client)
+    document = client.get(url).json()["document"]
+    code = document["problem_types"][0]["code"]
+    headers = {**client.key_headers, "If-Match": etag}
+    bad = client.patch(f"{url}/types/{code}", json={"author": "编辑", "level": 5}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["field"] == "level"
+    changed = client.patch(f"{url}/types/{code}", json={"author": "编辑", "level": 1, "assumption": "测试: 改由市级处置"},
+                           headers=headers)
+    assert changed.status_code == 200
+    after = client.get(url).json()["document"]["problem_types"][0]
+    assert after["level"] == 1 and after["assumption"] == "测试: 改由市级处置" and after["source"] is None
+    assert client.patch(f"{url}/types/no.such.type", json={"author": "编辑"},
+                        headers={**client.key_headers, "If-Match": changed.headers["etag"]}).status_code == 404
+
+
+def test_publishing_reuses_the_build_of_the_checked_revision(scaled, monkeypatch):
+    import store.versions
+    builds = []
+    real = store.versions.build_jurisdiction
+    monkeypatch.setattr(store.versions, "build_jurisdiction", lambda *args: builds.append(1) or real(*args))
+    scaled._built.budget = Budget(versions=0, units=0)  # a draft bigger than the budget is reused all the same
+    draft = scaled.create_draft("hefei", "编辑")
+    document = scaled.document(draft)
+    document["problem_types"][0]["level"] = 1
+    scaled.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    scaled.publish("hefei", draft.number, "发布人", "改由市级处置")
+    assert len(builds) == 1  # the edit's check; the new draft and the publish reuse builds
