@@ -354,7 +354,7 @@ def _revision(if_match: str | None) -> int:
     return int(if_match.strip('"'))
 
 
-@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/units/{unit_id:str}", sync_to_thread=False)
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/units/{unit_id:str}", sync_to_thread=True)
 def patch_unit(request: Request, jid: FromPath[str], number: VersionNumber, unit_id: FromPath[str],
                data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
@@ -367,7 +367,7 @@ def patch_unit(request: Request, jid: FromPath[str], number: VersionNumber, unit
     return _change_item(request, jid, number, data, if_match, x_api_key, change)
 
 
-@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=False)
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=True)
 def patch_type(request: Request, jid: FromPath[str], number: VersionNumber, code: FromPath[str],
                data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
                x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:

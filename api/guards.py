@@ -22,7 +22,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Message, Scope
 from pydantic import TypeAdapter, ValidationError
 
-from store.errors import PreconditionFailed, StoreError
+from store.errors import StoreError
 from store.tables import MAX_ID
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -108,8 +108,10 @@ def _check_json(text: str) -> None:
 
 def _check_if_match(value: str | None) -> None:
     digits = (value or "").strip().strip('"')
+    # beyond the schema's ETag pattern: not an ETag this API sends, so malformed (400) rather than stale (412)
     if digits.isdigit() and (len(digits) > 10 or int(digits) > MAX_ID):
-        raise PreconditionFailed(f"If-Match {digits[:40]} 不是任何修订 — no such revision", field="If-Match")
+        raise InputRefused(f"If-Match {digits[:40]} 不是本服务发出的 ETag (如 \"3\") — not an ETag of this API",
+                           field="If-Match")
 
 
 async def input_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:

@@ -281,6 +281,7 @@ def test_audit_log(browser, server, width):
     page.goto(base + "/admin/audit?jurisdiction=karamay")
     assert set(page.locator("#audit-rows tbody td:nth-child(4) a").all_inner_texts()) == {"karamay"}
     no_page_overflow(page)
+    shot(page, f"audit-log-{width}")
     page.context.close()
     # an editor of one jurisdiction sees its entries only, and cannot ask for another's
     editor = sign_in(browser, base, "wy_editor", width)

@@ -88,8 +88,10 @@ def _publish_level(policies: PolicyStore, level: int) -> str:
     draft = policies.create_draft("karamay", "编辑")
     document = policies.document(draft)
     document["problem_types"][0]["level"] = level
-    policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
-    return policies.publish("karamay", draft.number, "发布人", f"改由第{level}级处置").content_hash
+    saved = policies.update_draft("karamay", draft.number, document, draft.revision, "编辑")
+    moved = [r.case.name for r in policies.pinned_results(saved) if not r.passed]  # the pinned case follows
+    return policies.publish("karamay", draft.number, "发布人", f"改由第{level}级处置", accept=moved,
+                            revision=saved.revision).content_hash
 
 
 def test_only_active_and_recent_versions_stay_compiled(database_url):
@@ -206,7 +208,7 @@ def test_publishing_reuses_the_build_of_the_checked_revision(scaled, monkeypatch
     scaled._built.budget = Budget(versions=0, units=0)  # a draft bigger than the budget is reused all the same
     draft = scaled.create_draft("hefei", "编辑")
     document = scaled.document(draft)
-    document["problem_types"][0]["level"] = 1
+    document["departments"][0]["duties"] = [*document["departments"][0]["duties"], "汇总巡查情况"]  # no case moves
     scaled.update_draft("hefei", draft.number, document, draft.revision, "编辑")
-    scaled.publish("hefei", draft.number, "发布人", "改由市级处置")
+    scaled.publish("hefei", draft.number, "发布人", "增加部门职责")
     assert len(builds) == 1  # the edit's check; the new draft and the publish reuse builds
