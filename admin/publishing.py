@@ -9,6 +9,7 @@ from litestar.response import Template
 from admin.common import Refused, attempt, page, require, services
 from engine.pinned import FIELD_LABELS, observed, show
 from engine.router import Case, RoutingError
+from policy import words
 from policy.diff import diff
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.errors import Invalid, NotFound
@@ -28,7 +29,7 @@ def verify_context(request: Request, user: Principal, version: PolicyVersion) ->
     last_editor = s.last_editor(version.jurisdiction, version.number) if version.status == "draft" else None
     return {"active": active, "active_diff": diff(s.build(active).policy, jur.policy),
             "type_names": s.router(version.jurisdiction).jur.type_names,
-            "pinned": s.pinned_results(version), "pinned_labels": FIELD_LABELS, "pinned_show": show,
+            "pinned": s.pinned_results(version), "pinned_labels": FIELD_LABELS, "pinned_show": shown,
             "four_eyes": four_eyes, "last_editor": last_editor,
             "four_eyes_blocked": four_eyes and last_editor == user.name}
 
@@ -103,6 +104,11 @@ def simulated_facts(form) -> dict[str, bool | str]:
     if form.get("enterprise_class") in ENUM_FACTS["enterprise_class"][1]:
         facts["enterprise_class"] = str(form.get("enterprise_class"))
     return facts
+
+
+def shown(value, field: str) -> str:
+    """A pinned case's expected or actual value for people: the first action in words."""
+    return words.label(value, "action") if field == "first_action" and value else show(value)
 
 
 def rollback_reason(form) -> str:

@@ -43,7 +43,9 @@ AUDIT_ACTION_LABELS = {
     "draft_updated": "修改草稿", "published": "发布", "rolled_back": "回滚", "boundaries_imported": "导入网格边界",
     "user_created": "创建用户", "role_set": "设置角色", "role_removed": "移除角色", "password_reset": "重置密码",
     "apikey_created": "创建 API 密钥", "apikey_revoked": "吊销 API 密钥", "webhook_subscribed": "订阅事件推送",
-    "webhook_unsubscribed": "取消事件推送", "webhook_redelivered": "重投事件推送"}
+    "webhook_unsubscribed": "取消事件推送", "webhook_redelivered": "重投事件推送",
+    "pinned_accepted": "接受测试用例新结果", "pinned_case_saved": "保存测试用例", "bulk_types_updated": "批量修改问题类型",
+    "types_imported": "导入问题类型表", "units_imported": "导入网格单元"}
 AUDIT_DETAIL_LABELS = {
     "note": "说明", "reason": "理由", "from_version": "基于版本", "revision": "修订", "content_hash": "内容摘要",
     "user": "用户", "role": "角色", "superuser": "超级管理员", "roles": "角色", "prefix": "密钥前缀",
