@@ -24,7 +24,8 @@ class _Sparse(_Out):
     @model_serializer(mode="wrap")
     def _without_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        return {k: v for k, v in data.items() if k in self.model_fields_set or k not in self.optional_parts()}
+        left_out = self.optional_parts() - self.model_fields_set
+        return {k: v for k, v in data.items() if k not in left_out} if left_out else data
 
     @classmethod
     def optional_parts(cls) -> set[str]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+import threading
 
+from cachetools import TTLCache
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -16,6 +19,11 @@ from store.versions import audit
 
 PREFIX_BYTES = 4
 _UNKNOWN = "0" * 64  # compared against when no key has the prefix (no SHA-256 digest is all zeros in practice)
+# Every API request checks its key: a key read within this many seconds is not read again (a third of a route's
+# time was that query). A revocation clears this worker's entry at once and every other worker's within the TTL.
+KEY_CACHE_SECONDS = float(os.environ.get("GRIDPOLICY_KEY_CACHE_SECONDS", "5"))
+_known: TTLCache[tuple[str, str], ApiKey] = TTLCache(maxsize=4096, ttl=KEY_CACHE_SECONDS)  # (database, prefix)
+_known_lock = threading.Lock()  # TTLCache is not thread-safe; handlers run on a thread pool
 
 
 def _digest(secret: str) -> str:
@@ -42,6 +50,8 @@ def revoke_key(engine: Engine, prefix: str, actor: str) -> None:
         session.add(key)
         audit(session, actor, "apikey_revoked", None, None, prefix=prefix)
         session.commit()
+    with _known_lock:
+        _known.pop((str(engine.url), prefix), None)
 
 
 def list_keys(engine: Engine) -> list[ApiKey]:
@@ -51,16 +61,39 @@ def list_keys(engine: Engine) -> list[ApiKey]:
 
 def authorize(engine: Engine, key: str | None, jurisdiction: str | None) -> ApiKey:
     """The key's record if it is valid, not revoked and covers `jurisdiction`; else Forbidden."""
+    return in_scope(authenticate(engine, key), jurisdiction)
+
+
+def authenticate(engine: Engine, key: str | None) -> ApiKey:
+    """The key's record if it is valid and not revoked; else Forbidden."""
     if not key:
         raise Forbidden("缺少 API key (请求头 X-API-Key)", field="X-API-Key")
     parts = key.split("_")
     prefix = parts[1] if len(parts) >= 3 and parts[0] == "gp" else ""
-    with Session(reader(engine)) as session:  # every request checks a key: never wait for a writer
-        record = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    record = _record(engine, prefix)
     # always one constant-time comparison, so an unknown prefix answers no faster than a wrong secret
     matches = hmac.compare_digest(record.secret_hash if record else _UNKNOWN, _digest(key))
     if record is None or record.revoked_at is not None or not matches:
         raise Forbidden("API key 无效或已吊销", field="X-API-Key")
+    return record
+
+
+def in_scope(record: ApiKey, jurisdiction: str | None) -> ApiKey:
+    """The key, if it covers `jurisdiction` (a key of no jurisdictions covers all); else Forbidden."""
     if record.jurisdictions and jurisdiction not in record.jurisdictions:
         raise Forbidden(f"此 API key 无权访问辖区 '{jurisdiction}'", field="jurisdiction")
+    return record
+
+def _record(engine: Engine, prefix: str) -> ApiKey | None:
+    """The stored key with this prefix, from the cache when read lately. Unknown prefixes are not cached, so
+    guessing fills no memory."""
+    slot = (str(engine.url), prefix)
+    with _known_lock:
+        record = _known.get(slot)
+    if record is None:
+        with Session(reader(engine)) as session:  # never wait for a writer
+            record = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+        if record is not None:
+            with _known_lock:
+                _known[slot] = record
     return record

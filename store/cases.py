@@ -20,7 +20,7 @@ from sqlmodel import Session, delete, func, select
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
-from store.db import UnitOfWork, transaction
+from store.db import GroupCommit, UnitOfWork, transaction
 from store import outbox  # noqa: F401  (its session hook writes each event's outbox row in the same transaction)
 from store.errors import Conflict, Invalid, NotFound
 from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, decisions_from, utcnow
@@ -60,6 +60,7 @@ class CaseService:
         self.engine = policies.engine
         decisions_from(policies.router)  # stored decisions are compact: expanded from their version
         self.clock = clock  # "now" when a caller gives no moment (tests and the simulator give their own)
+        self.intakes = GroupCommit(self.engine)  # concurrent intakes share a transaction
 
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
@@ -73,15 +74,22 @@ class CaseService:
             existing = self._by_key(jurisdiction, idempotency_key)
             if existing is not None:
                 return _replayed(existing, request_hash)
+        now = now or self.clock()
+        router, decision = self._route(jurisdiction, case, now)  # a case that cannot be routed writes nothing
+
+        def write(session: Session) -> CaseRecord:
+            record = self._add(session, router, decision, jurisdiction, case, actor, now, idempotency_key,
+                               description, report)
+            record.request_hash = request_hash
+            if also is not None:
+                session.flush()
+                also(session, record)
+            return record
         try:
+            if also is None:
+                return self.intakes.run(write)
             with UnitOfWork(self.engine) as uow:
-                record = self.intake(uow.session, jurisdiction, case, actor, now or self.clock(), idempotency_key,
-                                     description, report)
-                record.request_hash = request_hash
-                if also is not None:
-                    uow.session.flush()
-                    also(uow.session, record)
-                return record
+                return write(uow.session)
         except IntegrityError:  # a concurrent retry with the same key won the race
             existing = self._by_key(jurisdiction, idempotency_key) if idempotency_key else None
             if existing is None:
@@ -93,11 +101,20 @@ class CaseService:
                report: dict[str, Any] | None = None) -> CaseRecord:
         """Route and add a case inside the caller's transaction (the simulator batches many per commit).
         `report`: the intake columns (channel, reporter, lat, lon, coord_system, address, attachments, observed_at)."""
+        router, decision = self._route(jurisdiction, case, now)
+        return self._add(session, router, decision, jurisdiction, case, actor, now, idempotency_key, description,
+                         report)
+
+    def _route(self, jurisdiction: str, case: Case, now: datetime) -> tuple[PolicyRouter, Decision]:
         router = self.policies.router(jurisdiction)
         try:
-            decision = router.route(case.model_copy(update={"reported_at": now}))
+            return router, router.route(case.model_copy(update={"reported_at": now}))
         except RoutingError as err:
             raise Invalid(str(err), field=err.field, suggestions=err.suggestions) from None
+
+    def _add(self, session: Session, router: PolicyRouter, decision: Decision, jurisdiction: str, case: Case,
+             actor: str, now: datetime, idempotency_key: str | None, description: str,
+             report: dict[str, Any] | None) -> CaseRecord:
         number = self.policies.numbers[jurisdiction, decision.policy_version]
         found_level, finder = router.finder(case)
         record = CaseRecord(

@@ -2,6 +2,7 @@
 of work that every write goes through, and the read-only path beside it."""
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -9,7 +10,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -53,14 +54,34 @@ def make_engine(url: str | None = None) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_SECONDS * 1000)}")
             cursor.close()
 
+        # This process's writers queue here, in turn, before SQLite's lock: SQLite's busy handler polls with
+        # sleeps of up to 100 ms, so a dozen handler threads waiting on it left the lock idle most of the time.
+        writers = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
             # BEGIN IMMEDIATE takes the write lock up front, so two workers' read-modify-write
             # transactions serialise instead of failing on upgrade (SQLite's SKIP LOCKED stand-in).
             # A reader's deferred BEGIN takes no lock (WAL), so it never waits for a writer.
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if not writers.acquire(timeout=WRITE_WAIT_SECONDS):
+                raise Busy(f"数据库写入等待超过 {WRITE_WAIT_SECONDS:g} 秒, 未保存任何内容, 请稍后重试 — "
+                           "the database stayed locked; nothing was written, retry later")
+            conn.info[WRITER] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release(conn)
+                raise
 
-        engine.dialect._gridpolicy_sqlite = True
+        def _release(conn):
+            if conn.info.pop(WRITER, False):
+                writers.release()
+
+        event.listen(engine, "commit", _release)
+        event.listen(engine, "rollback", _release)
         _disable_pysqlite_autobegin(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -93,14 +114,17 @@ def serialize(connection: Connection, name: str) -> None:
 
 # --- transactions
 READ_ONLY = "gridpolicy_read_only"
+WRITER = "gridpolicy_writer"  # set on a SQLite connection while it holds its process's writer lock
 T = TypeVar("T")
 RETRYABLE = {"40P01", "40001"}  # PostgreSQL deadlock_detected, serialization_failure: safe to run again
 _open = threading.local()
 
 
+@functools.lru_cache(maxsize=64)
 def reader(engine: Engine) -> Engine:
     """The same database for reads only. On SQLite its transactions are deferred: they take no lock and
-    never wait (WAL), so a read may run while a write transaction is open, even this thread's own."""
+    never wait (WAL), so a read may run while a write transaction is open, even this thread's own.
+    One per engine: deriving it costs as much as a small query."""
     return engine.execution_options(**{READ_ONLY: True})
 
 
@@ -129,6 +153,76 @@ class UnitOfWork:
         finally:
             self.session.close()
             _open.uow = None
+
+
+class GroupCommit:
+    """Writes that arrive while another runs share the next transaction: one BEGIN, one flush and one commit for
+    up to `limit` of them. A database takes one SQLite writer at a time, and its commit and the ORM's flush cost
+    more than a case's own rows, so under load this is most of the write throughput. Each `work(session)` must
+    only add rows (check its input before): if the shared transaction fails, each runs again alone, so one bad
+    write never takes the others with it."""
+
+    def __init__(self, engine: Engine, limit: int = 64):
+        self.engine, self.limit = engine, limit
+        self._lock = threading.Lock()
+        self._queue: list[_Write] = []
+        self._leading = False
+
+    def run(self, work: Callable[[Session], T]) -> T:
+        job = _Write(work)
+        with self._lock:
+            self._queue.append(job)
+            lead, self._leading = not self._leading, True
+        if not lead:
+            job.turn.wait()  # finished by a leader, or handed the lead
+            if job.finished:
+                return job.outcome()
+        with self._lock:
+            batch, self._queue = self._queue[:self.limit], self._queue[self.limit:]
+        try:
+            self._commit(batch)
+        finally:
+            for left in batch:
+                if not left.finished:  # interrupted: no waiter may wait forever
+                    left.finish(error=Busy("写入被中断, 未保存 — the write was interrupted, nothing saved"))
+            with self._lock:
+                if self._queue:
+                    self._queue[0].turn.set()  # the oldest waiter leads the next transaction
+                else:
+                    self._leading = False
+        return job.outcome()
+
+    def _commit(self, batch: list[_Write]) -> None:
+        try:
+            with UnitOfWork(self.engine) as uow:
+                values = [job.work(uow.session) for job in batch]
+        except Exception as err:  # noqa: BLE001 - handed to the writes' own threads
+            if len(batch) == 1:
+                batch[0].finish(error=err)
+                return
+            for job in batch:
+                self._commit([job])
+            return
+        for job, value in zip(batch, values):
+            job.finish(value=value)
+
+
+class _Write:
+    def __init__(self, work: Callable[[Session], Any]):
+        self.work = work
+        self.turn = threading.Event()
+        self.finished = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value, self.error, self.finished = value, error, True
+        self.turn.set()
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def transaction(engine: Engine, work: Callable[[Session], T], attempts: int = 4) -> T:

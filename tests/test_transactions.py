@@ -223,3 +223,117 @@ def test_a_transaction_aborted_by_a_deadlock_runs_again_then_gives_up_with_503(t
     with pytest.raises(OperationalError):  # anything else is not retried
         transaction(engine, other)
     engine.dispose()
+
+
+def queued_behind_a_leader(group, writes: list) -> dict:
+    """Runs `writes` (callables of a session) through `group` from threads, all queued behind a first write
+    that holds its transaction open until they wait: they then share one transaction. Returns n → outcome."""
+    running, release = threading.Event(), threading.Event()
+
+    def hold(session):
+        running.set()
+        assert release.wait(10)
+        return "leader"
+    outcomes: dict[int, object] = {}
+
+    def run(n: int, work) -> None:
+        try:
+            outcomes[n] = group.run(work)
+        except Exception as err:  # noqa: BLE001 - the test reads it
+            outcomes[n] = err
+    leader = threading.Thread(target=run, args=(-1, hold))
+    leader.start()
+    assert running.wait(10)
+    threads = [threading.Thread(target=run, args=(n, work)) for n, work in enumerate(writes)]
+    for thread in threads:
+        thread.start()
+    deadline = time.time() + 10
+    while len(group._queue) < len(writes) and time.time() < deadline:
+        time.sleep(0.01)
+    assert len(group._queue) == len(writes)
+    release.set()
+    for thread in [leader, *threads]:
+        thread.join(20)
+    return outcomes
+
+
+def test_intakes_that_arrive_together_share_one_commit_and_a_bad_one_takes_none_with_it(cases):
+    """Intake throughput (issue #10 §6, "fewer flushes and round trips per case"): writes queued while one runs
+    share the next transaction; one failing write is refused alone and the others are stored; two requests with
+    one Idempotency-Key in one transaction still make one case."""
+    from store.tables import CaseRecord  # noqa: PLC0415
+    commits = []
+    event.listen(cases.engine, "commit", lambda _conn: commits.append(1))
+    router = cases.policies.router("karamay")
+
+    def intake(n: int, key: str | None = None):
+        case = Case(problem_type="医疗废物处置", unit=f"kmy-l3-0{n % 9 + 1}")
+        decision = router.route(case.model_copy(update={"reported_at": T0}))
+        return lambda session: cases._add(session, router, decision, "karamay", case, "intake", T0, key, "", None)
+
+    def broken(session):
+        raise ValueError("这个写入坏了")
+    outcomes = queued_behind_a_leader(cases.intakes, [intake(n) for n in range(12)])
+    assert all(isinstance(outcomes[n], CaseRecord) for n in range(12)), outcomes
+    assert len(commits) == 1  # one for the twelve queued behind the leader (which wrote nothing)
+    outcomes = queued_behind_a_leader(cases.intakes, [intake(0), broken, intake(1)])
+    assert isinstance(outcomes[1], ValueError) and str(outcomes[1]) == "这个写入坏了"
+    assert isinstance(outcomes[0], CaseRecord) and isinstance(outcomes[2], CaseRecord)
+    assert cases.search("karamay")[0] == 14
+    duplicates = queued_behind_a_leader(cases.intakes, [intake(n, key=f"same-{n % 3}") for n in range(6)])
+    assert [type(duplicates[n]).__name__ for n in range(6)].count("CaseRecord") == 3
+    assert cases.search("karamay")[0] == 17  # the other three: IntegrityError, which create() answers with the first
+
+    # through CaseService.create, concurrent retries with one key still answer with one case
+    created = []
+    threads = [threading.Thread(target=lambda: created.append(cases.create("karamay", MEDICAL, "intake", now=T0,
+                                                                            idempotency_key="retry")))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert len(created) == 8 and len({record.id for record in created}) == 1
+
+
+def test_writers_of_one_process_take_turns_before_sqlite_lock(tmp_path):
+    """A dozen handler threads writing to SQLite at once: each waits its turn in the process (not in SQLite's
+    sleeping busy handler) and none is refused; a write that cannot get its turn in time is a 503."""
+    import store.db as db  # noqa: PLC0415
+    from store.errors import Busy  # noqa: PLC0415
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+    errors = []
+
+    def write(n: int) -> None:
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+                time.sleep(0.01)
+        except Exception as err:  # noqa: BLE001 - the test reads it
+            errors.append(err)
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar() == 12
+    waited = db.WRITE_WAIT_SECONDS
+    db.WRITE_WAIT_SECONDS = 0.2
+    try:
+        holder = engine.connect()
+        holder.begin()
+        holder.exec_driver_sql("INSERT INTO t VALUES (99)")
+        with pytest.raises(Busy) as refused, engine.begin():
+            pass
+        assert refused.value.status == 503
+        holder.rollback()
+        holder.close()
+        with engine.begin() as connection:  # the lock was given back
+            connection.exec_driver_sql("INSERT INTO t VALUES (100)")
+    finally:
+        db.WRITE_WAIT_SECONDS = waited
+    engine.dispose()
