@@ -23,6 +23,7 @@ from litestar.middleware.csrf import CSRFMiddleware
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
+from litestar.stores.base import Store
 from litestar.template.config import TemplateConfig
 from sqlalchemy.engine import Engine
 
@@ -396,7 +397,7 @@ def compare_page(request: Request, user: NamedDependency[Principal], ids: insigh
 class AdminParts:
     routers: list[Router]
     templates: TemplateConfig
-    stores: dict[str, DatabaseStore]
+    stores: dict[str, Store]
 
 
 def admin_parts(engine: Engine) -> AdminParts:

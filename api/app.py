@@ -23,7 +23,8 @@ from litestar.utils.sync import AsyncCallable
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Schema
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.static_files import create_static_files_router
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
@@ -34,7 +35,7 @@ from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import events, ledger, open311
-from api.guards import input_guard, security_headers
+from api.guards import API_KEY_HEADER, API_KEY_SECURITY, input_guard, require_key, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
                            UnitExplanation, VersionOut)
@@ -47,7 +48,7 @@ from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from policy.loader import Jurisdiction
 from policy.models import SLUG
-from store.apikeys import authorize
+from store.apikeys import in_scope
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
 from store.boundaries import Locators, diff as boundaries_diff
@@ -56,7 +57,7 @@ from store.cases import TRANSITION_LABELS, CaseService, Transition
 from store.db import WRITE_WAIT_SECONDS, refresh_statistics
 from store.errors import NotFound, PreconditionRequired, StoreError
 from store.sweeper import sweep
-from store.tables import MAX_ID, CaseRecord
+from store.tables import MAX_ID, ApiKey, CaseRecord
 from store.versions import PolicyStore, merge_item, named_unit, open_policy_store
 
 log = logging.getLogger("gridpolicy")
@@ -135,7 +136,7 @@ class Services:
 
 # --- request bodies
 # the facts an intake system may report, as the schema states them (engine.router.Case checks the same)
-FACTS_SCHEMA = {"properties": {**{name: Schema(type=OpenAPIType.BOOLEAN, description=label)
+FACTS_SCHEMA: Any = {"properties": {**{name: Schema(type=OpenAPIType.BOOLEAN, description=label)
                                   for name, label in CASE_FACTS.items()},
                                "enterprise_class": Schema(type=OpenAPIType.STRING, enum=list(ENUM_FACTS["enterprise_class"][1]),
                                                           description=ENUM_FACTS["enterprise_class"][0])},
@@ -241,32 +242,30 @@ VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
-ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 
 
 def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _authorized(request: Request, jurisdiction: str, api_key: str | None) -> Services:
-    """The services, once the API key is valid for `jurisdiction` (403 otherwise)."""
-    services = _services(request)
-    authorize(services.policies.engine, api_key, jurisdiction)
-    return services
+def _api_key(request: Request) -> ApiKey:
+    return request.state.api_key  # set by the require_key guard
 
 
-def case_out(record: CaseRecord, services: Services, events=None, clocks=None) -> CaseOut:
+KEYED: dict[str, Any] = {"guards": [require_key], "security": [API_KEY_SECURITY]}  # handlers that need an API key
+
+
+def case_out(record: CaseRecord, services: NamedDependency[Services], events=None, clocks=None) -> CaseOut:
     allowed = [AllowedAction(action=a, label=TRANSITION_LABELS[a]) for a in services.cases.allowed_actions(record)]
     return CaseOut.of(record, allowed, events, clocks)
 
 
 # --- policy endpoints (public, read-only)
 @get("/v1/jurisdictions", sync_to_thread=True)
-def list_jurisdictions(request: Request) -> list[dict]:
-    s = _services(request)
+def list_jurisdictions(services: NamedDependency[Services]) -> list[dict]:
     out = []
-    for jid in sorted(s.policies.refresh()):
-        router = s.policies.router(jid)
+    for jid in sorted(services.policies.refresh()):
+        router = services.policies.router(jid)
         p = router.jur.policy
         out.append({"id": jid, "name": p.name, "version": router.compiled.version,
                     "levels": [{"number": lv.number, "name": lv.name,
@@ -277,8 +276,8 @@ def list_jurisdictions(request: Request) -> list[dict]:
 
 
 @get("/v1/jurisdictions/{jid:str}", sync_to_thread=True)
-def get_jurisdiction(request: Request, jid: FromPath[str]) -> dict:
-    router = _services(request).policies.router(jid)
+def get_jurisdiction(services: NamedDependency[Services], jid: FromPath[str]) -> dict:
+    router = services.policies.router(jid)
     data = router.jur.policy.model_dump(mode="json", exclude_none=True)
     data["version"] = router.compiled.version
     data["units"] = [u.model_dump(mode="json", exclude_none=True) for u in router.jur.units.values()]
@@ -287,8 +286,9 @@ def get_jurisdiction(request: Request, jid: FromPath[str]) -> dict:
 
 
 @get("/v1/jurisdictions/{jid:str}/problem-types", sync_to_thread=False)
-def problem_types(request: Request, jid: FromPath[str], q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> list[dict]:
-    router = _services(request).policies.router(jid)
+def problem_types(services: NamedDependency[Services], jid: FromPath[str],
+                  q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> list[dict]:
+    router = services.policies.router(jid)
     rows = []
     for t in router.jur.policy.problem_types:
         name = router.jur.type_name(t.code)
@@ -300,51 +300,48 @@ def problem_types(request: Request, jid: FromPath[str], q: Annotated[str | None,
 
 
 @get("/v1/jurisdictions/{jid:str}/versions", sync_to_thread=True)
-def versions(request: Request, jid: FromPath[str]) -> list[VersionOut]:
-    return [VersionOut.of(v) for v in _services(request).policies.list_versions(jid)]
+def versions(services: NamedDependency[Services], jid: FromPath[str]) -> list[VersionOut]:
+    return [VersionOut.of(v) for v in services.policies.list_versions(jid)]
 
 
 @get("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True)
-def version(request: Request, jid: FromPath[str], number: VersionNumber) -> Response[VersionOut]:
-    policies = _services(request).policies
+def version(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber) -> Response[VersionOut]:
+    policies = services.policies
     v = policies.get_version(jid, number)
     return Response(VersionOut.of(v, policies.document(v)), headers={"ETag": f'"{v.revision}"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=True)
-def version_diff(request: Request, jid: FromPath[str], from_: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_ID)],
+def version_diff(services: NamedDependency[Services], jid: FromPath[str],
+                 from_: Annotated[int, QueryParameter(name="from", ge=1, le=MAX_ID)],
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> dict:
-    s = _services(request).policies
-    old, new = s.get_version(jid, from_), s.get_version(jid, to)
-    return {"jurisdiction": jid, "from": from_, "to": to, **diff(s.build(old).policy, s.build(new).policy),
-            "boundaries": boundaries_diff(s.engine, jid, from_, to)}
+    policies = services.policies
+    old, new = policies.get_version(jid, from_), policies.get_version(jid, to)
+    return {"jurisdiction": jid, "from": from_, "to": to, **diff(policies.build(old).policy, policies.build(new).policy),
+            "boundaries": boundaries_diff(policies.engine, jid, from_, to)}
 
 
 @get("/v1/compare", sync_to_thread=True)
-def compare_jurisdictions(request: Request, ids: Annotated[str, QueryParameter(max_length=500, pattern="[^,]+,+[^,]+",
-                                                                                description="至少两个辖区, 如 hefei,panjin")]) -> dict:
-    s = _services(request).policies
+def compare_jurisdictions(services: NamedDependency[Services], ids: Annotated[str, QueryParameter(
+        max_length=500, pattern="[^,]+,+[^,]+", description="至少两个辖区, 如 hefei,panjin")]) -> dict:
     wanted = [i for i in ids.split(",") if i]
     if len(wanted) < 2:
         raise StoreError("比较至少需要两个辖区, 如 ids=hefei,panjin", field="ids")
-    return compare([s.router(jid).jur for jid in wanted])
+    return compare([services.policies.router(jid).jur for jid in wanted])
 
 
 # --- policy changes (API key with the jurisdiction in scope)
-@post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=True)
-def create_draft(request: Request, jid: FromPath[str], data: JSONBody[PublishRequest],
-                 x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
-    s = _authorized(request, jid, x_api_key)
-    v = s.policies.create_draft(jid, data.actor)
-    return Response(VersionOut.of(v, s.policies.document(v)), status_code=201, headers={"ETag": f'"{v.revision}"'})
+@post("/v1/jurisdictions/{jid:str}/drafts", sync_to_thread=True, **KEYED)
+def create_draft(services: NamedDependency[Services], jid: FromPath[str], data: JSONBody[PublishRequest],
+                 ) -> Response[VersionOut]:
+    v = services.policies.create_draft(jid, data.actor)
+    return Response(VersionOut.of(v, services.policies.document(v)), status_code=201, headers={"ETag": f'"{v.revision}"'})
 
 
-@put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True)
-def update_draft(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[DraftUpdate],
-                 if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
-                 x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
-    s = _authorized(request, jid, x_api_key)
-    v = s.policies.update_draft(jid, number, data.document, _revision(if_match), data.author)
+@put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True, **KEYED)
+def update_draft(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, data: JSONBody[DraftUpdate],
+                 if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
+    v = services.policies.update_draft(jid, number, data.document, _revision(if_match), data.author)
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
@@ -354,23 +351,21 @@ def _revision(if_match: str | None) -> int:
     return int(if_match.strip('"'))
 
 
-@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/units/{unit_id:str}", sync_to_thread=True)
-def patch_unit(request: Request, jid: FromPath[str], number: VersionNumber, unit_id: FromPath[str],
-               data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
-               x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/units/{unit_id:str}", sync_to_thread=True, **KEYED)
+def patch_unit(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, unit_id: FromPath[str],
+               data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
     """One grid unit of a draft changed, whatever the draft's size (a placeholder becomes a named unit of its own)."""
     def change(document: dict, built: Jurisdiction) -> str:
         index = named_unit(document, built.units, unit_id)
         document["units"][index] = merge_item(document["units"][index], {**data.values(), "placeholder": False})
         return f"units[{index}]"
 
-    return _change_item(request, jid, number, data, if_match, x_api_key, change)
+    return _change_item(services, jid, number, data, if_match, change)
 
 
-@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=True)
-def patch_type(request: Request, jid: FromPath[str], number: VersionNumber, code: FromPath[str],
-               data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
-               x_api_key: ApiKeyHeader = None) -> Response[VersionOut]:
+@patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=True, **KEYED)
+def patch_type(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, code: FromPath[str],
+               data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
     """One problem type of a draft changed: its handling level, departments, persuade-first, name or provenance."""
     def change(document: dict, _: Jurisdiction) -> str:
         types = document["problem_types"]
@@ -380,56 +375,48 @@ def patch_type(request: Request, jid: FromPath[str], number: VersionNumber, code
         types[index] = merge_item(types[index], data.values())
         return f"problem_types[{index}]"
 
-    return _change_item(request, jid, number, data, if_match, x_api_key, change)
+    return _change_item(services, jid, number, data, if_match, change)
 
 
-def _change_item(request: Request, jid: str, number: int, data: ItemPatch, if_match: str | None,
-                 x_api_key: str | None, change: Callable[[dict, Jurisdiction], str]) -> Response[VersionOut]:
-    s = _authorized(request, jid, x_api_key)
-    v = s.policies.change_draft(jid, number, _revision(if_match), data.author, change)
+def _change_item(services: NamedDependency[Services], jid: str, number: int, data: ItemPatch, if_match: str | None,
+                 change: Callable[[dict, Jurisdiction], str]) -> Response[VersionOut]:
+    v = services.policies.change_draft(jid, number, _revision(if_match), data.author, change)
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
-@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=True, status_code=200)
-def publish(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishBody],
-            x_api_key: ApiKeyHeader = None) -> VersionOut:
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=True, status_code=200, **KEYED)
+def publish(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishBody]) -> VersionOut:
     """Refused (403) under the four-eyes rule when the actor last edited the draft; refused (422) while pinned
     cases would change, unless each is named in `accept` (with the draft's `revision`)."""
-    s = _authorized(request, jid, x_api_key)
-    return VersionOut.of(s.policies.publish(jid, number, data.actor, data.note, data.accept, data.revision))
+    return VersionOut.of(services.policies.publish(jid, number, data.actor, data.note, data.accept, data.revision))
 
 
-@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=True, status_code=200)
-def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest],
-             x_api_key: ApiKeyHeader = None) -> VersionOut:
-    s = _authorized(request, jid, x_api_key)
-    return VersionOut.of(s.policies.rollback(jid, number, data.actor, data.note))
+@post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=True, status_code=200, **KEYED)
+def rollback(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest]) -> VersionOut:
+    return VersionOut.of(services.policies.rollback(jid, number, data.actor, data.note))
 
 
 # --- routing and cases (API key)
-@post("/v1/route", sync_to_thread=False, status_code=200)
-def route(request: Request, data: JSONBody[RouteRequest],
-          x_api_key: ApiKeyHeader = None) -> Decision:
-    s = _authorized(request, data.jurisdiction, x_api_key)
-    return s.policies.router(data.jurisdiction).route(data.case())
+@post("/v1/route", sync_to_thread=False, status_code=200, **KEYED)
+def route(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], data: JSONBody[RouteRequest]) -> Decision:
+    in_scope(api_key, data.jurisdiction)
+    return services.policies.router(data.jurisdiction).route(data.case())
 
 
-@post("/v1/cases", sync_to_thread=True)
-def create_case(request: Request, data: JSONBody[CaseRequest],
-                x_api_key: ApiKeyHeader = None,
+@post("/v1/cases", sync_to_thread=True, **KEYED)
+def create_case(request: Request, services: NamedDependency[Services], api_key: NamedDependency[ApiKey], data: JSONBody[CaseRequest],
                 idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
                 ) -> Response[CaseOut]:
-    s = _services(request)
-    key = authorize(s.policies.engine, x_api_key, data.jurisdiction)
+    key = in_scope(api_key, data.jurisdiction)
     request_hash = _digest(data) if idempotency_key else None
-    case, report = resolve(s.locators, data.jurisdiction, data.case(), data)
+    case, report = resolve(services.locators, data.jurisdiction, data.case(), data)
     record = (ledger.ledger_services(request.app).ledger.open_case(
         data.jurisdiction, case, data.object_id, f"apikey:{key.prefix}", idempotency_key, request_hash,
         description=data.description, report=report)
         if data.object_id else
-        s.cases.create(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
+        services.cases.create(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
                        description=data.description, request_hash=request_hash, report=report))
-    return Response(case_out(record, s, record.events, record.clocks), status_code=201,
+    return Response(case_out(record, services, record.events, record.clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
 
 
@@ -438,38 +425,33 @@ def _digest(data: BaseModel) -> str:
     return hashlib.sha256(json.dumps(data.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
-@get("/v1/cases/{case_id:int}", sync_to_thread=True)
-def get_case(request: Request, case_id: CaseId,
-             x_api_key: ApiKeyHeader = None) -> CaseOut:
-    s = _services(request)
-    record, events, clocks = s.cases.get(case_id)
-    authorize(s.policies.engine, x_api_key, record.jurisdiction)
-    return case_out(record, s, events, clocks)
+@get("/v1/cases/{case_id:int}", sync_to_thread=True, **KEYED)
+def get_case(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], case_id: CaseId) -> CaseOut:
+    record, events, clocks = services.cases.get(case_id)
+    in_scope(api_key, record.jurisdiction)
+    return case_out(record, services, events, clocks)
 
 
-@get("/v1/cases", sync_to_thread=True)
-def list_cases(request: Request, jurisdiction: FromQuery[str], unit: FromQuery[str | None] = None,
+@get("/v1/cases", sync_to_thread=True, **KEYED)
+def list_cases(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], jurisdiction: FromQuery[str], unit: FromQuery[str | None] = None,
                status: FromQuery[str | None] = None, overdue: FromQuery[bool | None] = None,
                limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-               offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0,
-               x_api_key: ApiKeyHeader = None) -> CasePage:
-    s = _authorized(request, jurisdiction, x_api_key)
-    total, rows = s.cases.search(jurisdiction, unit, status, overdue, limit, offset)
-    return CasePage(total=total, limit=limit, offset=offset, items=[case_out(r, s) for r in rows])
+               offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0) -> CasePage:
+    in_scope(api_key, jurisdiction)
+    total, rows = services.cases.search(jurisdiction, unit, status, overdue, limit, offset)
+    return CasePage(total=total, limit=limit, offset=offset, items=[case_out(r, services) for r in rows])
 
 
-@post("/v1/cases/{case_id:int}/transitions", sync_to_thread=True, status_code=200)
-def transition(request: Request, case_id: CaseId, data: JSONBody[TransitionRequest],
-               x_api_key: ApiKeyHeader = None) -> CaseOut:
-    s = _services(request)
-    record, _, _ = s.cases.get(case_id)
-    authorize(s.policies.engine, x_api_key, record.jurisdiction)
+@post("/v1/cases/{case_id:int}/transitions", sync_to_thread=True, status_code=200, **KEYED)
+def transition(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], case_id: CaseId, data: JSONBody[TransitionRequest]) -> CaseOut:
+    record, _, _ = services.cases.get(case_id)
+    in_scope(api_key, record.jurisdiction)
     if data.facts is not None:
         Case(problem_type=record.problem_type, facts=data.facts)  # same fact checks as intake
-    s.cases.transition(case_id, Transition(data.action, data.actor, data.note, data.facts, data.approved_by,
+    services.cases.transition(case_id, Transition(data.action, data.actor, data.note, data.facts, data.approved_by,
                                            data.extend_by))
-    record, events, clocks = s.cases.get(case_id)
-    return case_out(record, s, events, clocks)
+    record, events, clocks = services.cases.get(case_id)
+    return case_out(record, services, events, clocks)
 
 
 # --- assessment (API key: it is computed from the jurisdiction's cases)
@@ -477,61 +459,51 @@ PeriodQuery = Annotated[str | None, QueryParameter(max_length=16, description="2
 LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=True)
-def assessment(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
-               x_api_key: ApiKeyHeader = None) -> Assessment:
-    s = _authorized(request, jid, x_api_key)
-    return Assessment.model_validate(s.assessment.assess(jid, s.assessment.period(jid, period), level))
+@get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=True, **KEYED)
+def assessment(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None) -> Assessment:
+    return Assessment.model_validate(services.assessment.assess(jid, services.assessment.period(jid, period), level))
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=True)
-def assessment_xlsx(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
-                    x_api_key: ApiKeyHeader = None) -> Response:
-    s = _authorized(request, jid, x_api_key)
-    p = s.assessment.period(jid, period)
-    return Response(workbook(s.assessment.assess(jid, p, level)), media_type=XLSX_MEDIA_TYPE,
+@get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=True, **KEYED)
+def assessment_xlsx(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None) -> Response:
+    p = services.assessment.period(jid, period)
+    return Response(workbook(services.assessment.assess(jid, p, level)), media_type=XLSX_MEDIA_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment/trend", sync_to_thread=True)
-def assessment_trend(request: Request, jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
-                     count: Annotated[int, QueryParameter(ge=1, le=24)] = 6, x_api_key: ApiKeyHeader = None) -> list[TrendPoint]:
-    s = _authorized(request, jid, x_api_key)
-    return [TrendPoint.model_validate(p) for p in s.assessment.trend(jid, s.assessment.period(jid, period), count, level)]
+@get("/v1/jurisdictions/{jid:str}/assessment/trend", sync_to_thread=True, **KEYED)
+def assessment_trend(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
+                     count: Annotated[int, QueryParameter(ge=1, le=24)] = 6) -> list[TrendPoint]:
+    return [TrendPoint.model_validate(p) for p in services.assessment.trend(jid, services.assessment.period(jid, period), count, level)]
 
 
-@get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True)
-def assessment_unit(request: Request, jid: FromPath[str], unit: FromPath[str], period: PeriodQuery = None,
-                    deduction: Annotated[str | None, QueryParameter(max_length=64)] = None,
-                    x_api_key: ApiKeyHeader = None) -> UnitExplanation:
-    s = _authorized(request, jid, x_api_key)
-    return UnitExplanation.model_validate(s.assessment.explain(jid, s.assessment.period(jid, period), unit, deduction))
+@get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True, **KEYED)
+def assessment_unit(services: NamedDependency[Services], jid: FromPath[str], unit: FromPath[str], period: PeriodQuery = None,
+                    deduction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> UnitExplanation:
+    return UnitExplanation.model_validate(services.assessment.explain(jid, services.assessment.period(jid, period), unit, deduction))
 
 
-@post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=True)
-def assessment_record(request: Request, jid: FromPath[str], data: JSONBody[AssessmentRecordRequest],
-                      x_api_key: ApiKeyHeader = None) -> Response[AssessmentRecordOut]:
-    s = _authorized(request, jid, x_api_key)
-    row = s.assessment.record(jid, Period.parse(data.period), data.unit, data.kind, data.score, data.author, data.note)
+@post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=True, **KEYED)
+def assessment_record(services: NamedDependency[Services], jid: FromPath[str], data: JSONBody[AssessmentRecordRequest]) -> Response[AssessmentRecordOut]:
+    row = services.assessment.record(jid, Period.parse(data.period), data.unit, data.kind, data.score, data.author, data.note)
     return Response(AssessmentRecordOut.model_validate(row.model_dump()), status_code=201)
 
 
 @get("/health", sync_to_thread=False)
-def health(request: Request) -> Response:
-    s = _services(request)
+def health(services: NamedDependency[Services]) -> Response:
     try:
-        with Session(s.policies.reader) as session:
-            session.exec(text("SELECT 1"))
+        with Session(services.policies.reader) as session:
+            session.execute(text("SELECT 1"))
         db = "ok"
     except Exception as exc:  # noqa: BLE001 - health reports any database failure
         db = f"error: {exc.__class__.__name__}"
-    active = s.policies.registry.active()
+    active = services.policies.registry.active()
     body = {"status": "ok" if db == "ok" and active else "degraded", "database": db,
             "engines_loaded": len(active), "versions": active}
     return Response(body, status_code=200 if body["status"] == "ok" else 503)
 
 
-def _warm_search(services: Services) -> None:
+def _warm_search(services: NamedDependency[Services]) -> None:
     """The unit search index of every active version, so the first search or unknown-unit error after a start or
     a publish does not build it (200,000 units: seconds of pinyin)."""
     for jid in services.policies.refresh():
@@ -601,8 +573,8 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
     app = Litestar(
         route_handlers=[list_jurisdictions, get_jurisdiction, problem_types, versions, version, version_diff,
                         compare_jurisdictions, create_draft, update_draft, patch_unit, patch_type, publish, rollback,
-                        route, create_case, get_case, list_cases, transition, assessment, assessment_xlsx, assessment_trend,
-                        assessment_unit, assessment_record, health, *open311.ROUTES, *events.ROUTES,
+                        route, create_case, get_case, list_cases, transition, assessment, assessment_xlsx,
+                        assessment_trend, assessment_unit, assessment_record, health, *open311.ROUTES, *events.ROUTES,
                         ledger.LedgerController, *admin.routers,
                         create_static_files_router(path=API_DOCS_PATH, directories=[Path(__file__).parent / "static"
                                                                                     / "swagger-ui"],
@@ -613,7 +585,12 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
                             HTTPException: _http_error, Exception: _unexpected},
         openapi_config=OpenAPIConfig(title="gridpolicy", version="1", path="/schema",
                                      description="网格化环境监管规则路由服务 — policy-as-data routing",
-                                     render_plugins=[_api_docs(), JsonRenderPlugin()]),
+                                     render_plugins=[_api_docs(), JsonRenderPlugin()],
+                                     components=Components(security_schemes={"apiKey": SecurityScheme(
+                                         type="apiKey", name=API_KEY_HEADER, security_scheme_in="header",
+                                         description="接入系统的 API key (gridpolicy apikey create)")})),
+        dependencies={"services": Provide(_services, sync_to_thread=False),
+                      "api_key": Provide(_api_key, sync_to_thread=False)},
         request_max_body_size=MAX_BODY,
         guards=[input_guard],
         before_send=[security_headers],

@@ -22,6 +22,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Message, Scope
 from pydantic import TypeAdapter, ValidationError
 
+from store.apikeys import authenticate, in_scope
 from store.errors import StoreError
 from store.tables import MAX_ID
 
@@ -145,6 +146,20 @@ async def input_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
                            field="body") from None
     if media == "application/json" or media.endswith("+json"):
         _check_json(text)
+
+
+# --- API keys
+API_KEY_HEADER = "X-API-Key"
+API_KEY_SECURITY: dict[str, list[str]] = {"apiKey": []}  # the OpenAPI security requirement of the keyed endpoints
+
+
+def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """The request's API key must be valid, and cover the `jid` of the path if there is one (a jurisdiction named
+    in the body or by a case is checked by the handler with `in_scope`). The handler receives it as `api_key`."""
+    key = authenticate(connection.app.state.services.policies.engine, connection.headers.get(API_KEY_HEADER))
+    if "jid" in connection.path_params:
+        in_scope(key, connection.path_params["jid"])
+    connection.state.api_key = key
 
 
 # --- response headers

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
@@ -105,8 +106,10 @@ def evaluate(compiled: CompiledPolicy, facts: dict) -> Evaluation:
 class PolicyRouter:
     """Routes cases for one compiled policy version."""
 
-    def __init__(self, compiled: CompiledPolicy, calendar: WorkCalendar | None = None):
+    def __init__(self, compiled: CompiledPolicy, calendar: WorkCalendar | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.compiled = compiled
+        self.clock = clock  # the moment of a case that gives none (its deadlines run from it)
         self.jur = compiled.jurisdiction
         self.calendar = calendar or WorkCalendar()
         self.units = self.jur.units
@@ -222,7 +225,7 @@ class PolicyRouter:
             handler_unit = self.ancestor_at(anchor, handler_level)
         finder = {"kind": "grid", "level": found_level, **self._unit_ref(finder_unit)}
         handler = {"kind": "grid", "level": handler_level, **self._unit_ref(handler_unit)}
-        when = case.reported_at or datetime.now(timezone.utc)
+        when = case.reported_at or self.clock()
         # the grids a cross-boundary case involves, at the handling level (协商共同完成)
         at_level = {u.id: u for u in (self.ancestor_at(u, handler_level) for u in involved) if u is not None}
         grids = [{"kind": "grid", "level": handler_level, **self._unit_ref(u)} for u in at_level.values()]

@@ -71,6 +71,32 @@ def test_api_keys_are_required_and_scoped(client):
     assert client.get("/v1/jurisdictions").status_code == 200  # read-only policy endpoints are public
 
 
+def test_the_key_is_checked_before_anything_is_looked_up_and_the_schema_says_which_need_one(client):
+    """One guard checks the key for every keyed endpoint (#15 §4): without a valid key a case that does not exist
+    is a 403 like one that does (no probing case numbers), and a key out of scope for the path's jurisdiction is
+    refused before the handler runs. OpenAPI declares the key as a security scheme on exactly those operations."""
+    created = client.post("/v1/cases", json=route_body(), headers=client.key_headers).json()
+    for path in (f"/v1/cases/{created['id']}", "/v1/cases/999999"):
+        assert client.get(path).status_code == 403
+        assert client.get(path, headers={"X-API-Key": "gp_bad_key_x"}).status_code == 403
+    assert client.get("/v1/cases/999999", headers=client.key_headers).status_code == 404
+    scoped = {"X-API-Key": client.keys["other"]}
+    assert client.get(f"/v1/cases/{created['id']}", headers=scoped).status_code == 403
+    assert client.get("/v1/jurisdictions/karamay/assessment", headers=scoped).status_code == 403
+    from store.apikeys import revoke_key  # noqa: PLC0415
+    engine = client.app.state.services.policies.engine
+    revoke_key(engine, client.keys["all"].split("_")[1], "test")
+    assert client.post("/v1/route", json=route_body(), headers=client.key_headers).status_code == 403  # at once
+    schema = client.get("/schema/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["apiKey"] == {
+        "type": "apiKey", "name": "X-API-Key", "in": "header", "description": "接入系统的 API key (gridpolicy apikey create)"}
+    keyed = {(path, method) for path, item in schema["paths"].items() for method, op in item.items()
+             if op.get("security") == [{"apiKey": []}]}
+    assert {("/v1/route", "post"), ("/v1/cases", "post"), ("/v1/cases/{case_id}", "get"),
+            ("/v1/jurisdictions/{jid}/versions/{number}", "put")} <= keyed
+    assert ("/v1/jurisdictions/{jid}/versions/{number}", "get") not in keyed and ("/health", "get") not in keyed
+
+
 def test_problem_type_search_by_pinyin_and_name(client):
     by_pinyin = client.get("/v1/jurisdictions/karamay/problem-types", params={"q": "yiliao"}).json()
     assert {r["code"] for r in by_pinyin} >= {"waste.medical.disposal", "waste.medical.wastewater"}

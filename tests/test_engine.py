@@ -143,3 +143,14 @@ def test_unknown_type_and_unit_name_close_matches(karamay):
 def test_unknown_fact_is_rejected():
     with pytest.raises(ValueError, match="persuasion_failed"):
         Case(problem_type="x", facts={"persuasion_faild": True})
+
+
+def test_the_router_reads_the_time_only_from_its_clock(karamay):
+    """Domain code takes the clock as an input (#15 §4): a case without reported_at runs its deadlines from the
+    router's clock, so a decision is reproducible."""
+    moment = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
+    router = PolicyRouter(compile_policy(karamay), clock=lambda: moment)
+    case = Case(problem_type="医疗废物处置", unit="kmy-l3-01")
+    assert router.route(case) == router.route(case.model_copy(update={"reported_at": moment}))
+    later = PolicyRouter(compile_policy(karamay), clock=lambda: moment + timedelta(days=7)).route(case)
+    assert later.deadlines[0].due != router.route(case).deadlines[0].due
