@@ -35,7 +35,7 @@ from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import events, ledger, open311
-from api.guards import API_KEY_HEADER, API_KEY_SECURITY, input_guard, require_key, security_headers
+from api.guards import API_KEY_HEADER, KEYED, input_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
                            UnitExplanation, VersionOut)
@@ -252,7 +252,6 @@ def _api_key(request: Request) -> ApiKey:
     return request.state.api_key  # set by the require_key guard
 
 
-KEYED: dict[str, Any] = {"guards": [require_key], "security": [API_KEY_SECURITY]}  # handlers that need an API key
 
 
 def case_out(record: CaseRecord, services: NamedDependency[Services], events=None, clocks=None) -> CaseOut:

@@ -9,19 +9,20 @@ import os
 from typing import Annotated
 
 from litestar import Litestar, Request, Response, delete, get, post
-from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.guards import KEYED
 from store import webhooks
-from store.apikeys import authorize
+from store.apikeys import in_scope
 from store.errors import Forbidden, Invalid
 from store.outbox import KINDS, feed, listen, local, message
-from store.tables import MAX_ID
+from store.tables import MAX_ID, ApiKey
 
 log = logging.getLogger("gridpolicy")
 # the delivery loop's fallback poll when no commit in this process woke it (other processes' events, retries)
 DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "5"))
-ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 RowId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
@@ -54,20 +55,18 @@ def delivery_json(row: dict) -> dict:
             "created_at": local(d.created_at)}
 
 
-@get("/v1/events", sync_to_thread=True)
-def events_feed(request: Request, jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None,
+@get("/v1/events", sync_to_thread=True, **KEYED)
+def events_feed(request: Request, api_key: NamedDependency[ApiKey],
+                jurisdiction: Annotated[str | None, QueryParameter(max_length=64)] = None,
                 after: Annotated[str | None, QueryParameter(max_length=20, description="上一页的 next 游标")] = None,
                 kinds: Annotated[str | None, QueryParameter(max_length=500, description="逗号分隔的事件类型")] = None,
-                limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100, x_api_key: ApiKeyHeader = None) -> dict:
+                limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100) -> dict:
     """Case events in commit order after a cursor; a key scoped to jurisdictions sees only theirs."""
     engine = request.app.state.services.policies.engine
-    try:
-        authorize(engine, x_api_key, jurisdiction)
-    except Forbidden as err:
-        if err.field == "jurisdiction" and not jurisdiction:
-            raise Forbidden("此 API key 限于部分辖区, 请用 jurisdiction= 指定要读取的辖区",
-                            field="jurisdiction") from None
-        raise
+    if jurisdiction:
+        in_scope(api_key, jurisdiction)
+    elif api_key.jurisdictions:
+        raise Forbidden("此 API key 限于部分辖区, 请用 jurisdiction= 指定要读取的辖区", field="jurisdiction")
     if after is not None and not after.isdigit():
         raise Invalid(f"after 须为上一页返回的 next 游标 (非负整数), 收到 '{after}'", field="after")
     scope = [jurisdiction] if jurisdiction else None
@@ -78,48 +77,43 @@ def events_feed(request: Request, jurisdiction: Annotated[str | None, QueryParam
             "has_more": len(rows) > limit}
 
 
-def _engine(request: Request, jid: str, api_key: str | None):
-    engine = request.app.state.services.policies.engine
+def _engine(request: Request, jid: str):
     request.app.state.services.policies.router(jid)  # 404 for an unknown jurisdiction
-    authorize(engine, api_key, jid)
-    return engine
+    return request.app.state.services.policies.engine
 
 
-@post("/v1/jurisdictions/{jid:str}/webhooks")
-async def create_subscription(request: Request, jid: FromPath[str], data: JSONBody[SubscriptionRequest],
-                              x_api_key: ApiKeyHeader = None) -> Response:
+@post("/v1/jurisdictions/{jid:str}/webhooks", **KEYED)
+async def create_subscription(request: Request, jid: FromPath[str], data: JSONBody[SubscriptionRequest]) -> Response:
     """Subscribe a URL to event kinds; the answer carries the signing secret, once."""
-    engine = _engine(request, jid, x_api_key)
+    engine = _engine(request, jid)
     sub = await asyncio.to_thread(  # the ping waits on the network, not on the event loop
         webhooks.subscribe, engine, jid, data.url, data.kinds, data.actor, data.secret, data.description)
     return Response(subscription_json(sub, with_secret=True), status_code=201,
                     headers={"Location": f"/v1/jurisdictions/{jid}/webhooks/{sub.id}"})
 
 
-@get("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=True)
-def list_subscriptions(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
-    return [subscription_json(s) for s in webhooks.subscriptions(_engine(request, jid, x_api_key), jid)]
+@get("/v1/jurisdictions/{jid:str}/webhooks", sync_to_thread=True, **KEYED)
+def list_subscriptions(request: Request, jid: FromPath[str]) -> list[dict]:
+    return [subscription_json(s) for s in webhooks.subscriptions(_engine(request, jid), jid)]
 
 
-@delete("/v1/jurisdictions/{jid:str}/webhooks/{sub_id:int}", sync_to_thread=True, status_code=204)
+@delete("/v1/jurisdictions/{jid:str}/webhooks/{sub_id:int}", sync_to_thread=True, status_code=204, **KEYED)
 def delete_subscription(request: Request, jid: FromPath[str], sub_id: RowId,
-                        actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
-                        x_api_key: ApiKeyHeader = None) -> None:
-    webhooks.unsubscribe(_engine(request, jid, x_api_key), jid, sub_id, actor)
+                        actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api") -> None:
+    webhooks.unsubscribe(_engine(request, jid), jid, sub_id, actor)
 
 
-@get("/v1/jurisdictions/{jid:str}/webhooks/failures", sync_to_thread=True)
-def list_failures(request: Request, jid: FromPath[str], x_api_key: ApiKeyHeader = None) -> list[dict]:
+@get("/v1/jurisdictions/{jid:str}/webhooks/failures", sync_to_thread=True, **KEYED)
+def list_failures(request: Request, jid: FromPath[str]) -> list[dict]:
     """Dead-lettered deliveries and those still retrying after a failure."""
-    return [delivery_json(r) for r in webhooks.failures(_engine(request, jid, x_api_key), jid)]
+    return [delivery_json(r) for r in webhooks.failures(_engine(request, jid), jid)]
 
 
 @post("/v1/jurisdictions/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=True,
-      status_code=200)
+      status_code=200, **KEYED)
 def redeliver(request: Request, jid: FromPath[str], delivery_id: RowId,
-              actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api",
-              x_api_key: ApiKeyHeader = None) -> dict:
-    delivery = webhooks.redeliver(_engine(request, jid, x_api_key), jid, delivery_id, actor)
+              actor: Annotated[str, QueryParameter(min_length=1, max_length=128)] = "api") -> dict:
+    delivery = webhooks.redeliver(_engine(request, jid), jid, delivery_id, actor)
     return {"id": delivery.id, "status": delivery.status, "next_attempt_at": local(delivery.next_attempt_at)}
 
 

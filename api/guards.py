@@ -107,6 +107,28 @@ def _check_json(text: str) -> None:
             _check_text(value, path or "body")
 
 
+def _check_repeats(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """A query parameter given twice is refused unless the handler takes a list of it (the framework would quietly
+    keep one of the values)."""
+    params = connection.query_params
+    for name in params:
+        if len(params.getall(name)) > 1:
+            declared = handler.parsed_fn_signature.parameters.get(_python_name(handler, name))
+            many = declared is not None and (declared.is_non_string_collection or declared.is_optional and any(
+                t.is_non_string_collection for t in declared.inner_types))  # list[str] | None
+            if not many:
+                raise InputRefused(f"查询参数 {name[:40]} 重复 — repeated query parameter", field=name[:40])
+
+
+def _python_name(handler: BaseRouteHandler, query_name: str) -> str:
+    """The handler's parameter for a query name (`from` is declared as `from_` with QueryParameter(name="from"))."""
+    for python_name, field in handler.parsed_fn_signature.parameters.items():
+        kwarg = field.kwarg_definition
+        if getattr(kwarg, "query", None) == query_name:
+            return python_name
+    return query_name
+
+
 def _check_if_match(value: str | None) -> None:
     digits = (value or "").strip().strip('"')
     # beyond the schema's ETag pattern: not an ETag this API sends, so malformed (400) rather than stale (412)
@@ -115,11 +137,12 @@ def _check_if_match(value: str | None) -> None:
                            field="If-Match")
 
 
-async def input_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def input_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Refuses, before any handler runs, input that would otherwise reach a parser, a calendar or the
     database out of range."""
-    for name, value in connection.query_params.items():
+    for name, value in connection.query_params.multi_items():
         _check_text(value, name)
+    _check_repeats(connection, handler)
     if not isinstance(connection, Request) or connection.method not in WRITES:
         return
     _check_if_match(connection.headers.get("If-Match"))
@@ -160,6 +183,9 @@ def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if "jid" in connection.path_params:
         in_scope(key, connection.path_params["jid"])
     connection.state.api_key = key
+
+
+KEYED: dict[str, Any] = {"guards": [require_key], "security": [API_KEY_SECURITY]}  # a keyed handler's decorator
 
 
 # --- response headers

@@ -8,21 +8,21 @@ from datetime import date, datetime
 from typing import Annotated
 
 from litestar import Controller, Litestar, Request, Response, get, patch, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
-from store.apikeys import authorize
+from api.guards import KEYED
 from store.assessment import Period
 from store.cadences import CadenceService
 from store.ledger import Finding, LedgerService, PatrolInput, read_table
 from store.ledger_xlsx import patrol_summary
-from store.tables import MAX_ID, PatrolRecord, SupervisedObject
+from store.tables import MAX_ID, ApiKey, PatrolRecord, SupervisedObject
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 
 
 CADENCE_SWEEP_SECONDS = 300.0  # obligations change by the day; the case sweeper's 30 s would only repeat the work
 ObjectId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
-ApiKeyHeader = Annotated[str | None, HeaderParameter(name="X-API-Key", description="接入系统的 API key")]
 PeriodQuery = Annotated[str | None, QueryParameter(max_length=16, description="2026-11, 2026-Q3, 2026-H1 或 2026")]
 Text = Annotated[str | None, QueryParameter(max_length=128)]
 
@@ -149,30 +149,28 @@ class LedgerController(Controller):
     path = "/v1/jurisdictions/{jid:str}"
     tags = ["监管台账 ledger"]
 
-    def _ledger(self, request: Request, jid: str, api_key: str | None) -> Ledger:
-        authorize(request.app.state.services.policies.engine, api_key, jid)
-        return ledger_services(request.app)
+    guards = KEYED["guards"]  # every ledger operation: a key for the jurisdiction of the path
+    security = KEYED["security"]
 
     # --- supervised objects
     @get("/objects", sync_to_thread=True)
     def objects(self, request: Request, jid: FromPath[str], q: Text = None, unit: Text = None, kind: Text = None,
                 source_class: Annotated[str | None, QueryParameter(name="class", max_length=8)] = None,
                 limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-                offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0, x_api_key: ApiKeyHeader = None) -> dict:
-        total, rows = self._ledger(request, jid, x_api_key).ledger.search_objects(jid, q, unit, kind, source_class,
+                offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0) -> dict:
+        total, rows = ledger_services(request.app).ledger.search_objects(jid, q, unit, kind, source_class,
                                                                                    limit, offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [object_json(o) for o in rows]}
 
     @post("/objects", sync_to_thread=True)
-    def create_object(self, request: Request, jid: FromPath[str], data: JSONBody[ObjectBody],
-                      x_api_key: ApiKeyHeader = None) -> Response:
-        ledger = self._ledger(request, jid, x_api_key).ledger
+    def create_object(self, request: Request, jid: FromPath[str], data: JSONBody[ObjectBody]) -> Response:
+        ledger = ledger_services(request.app).ledger
         obj = ledger.create_object(jid, data.model_dump(exclude={"actor"}), data.actor)
         return Response(object_json(obj), status_code=201, headers={"Location": f"/v1/jurisdictions/{jid}/objects/{obj.id}"})
 
     @get("/objects/{object_id:int}", sync_to_thread=True)
-    def get_object(self, request: Request, jid: FromPath[str], object_id: ObjectId, x_api_key: ApiKeyHeader = None) -> dict:
-        ledger = self._ledger(request, jid, x_api_key).ledger
+    def get_object(self, request: Request, jid: FromPath[str], object_id: ObjectId) -> dict:
+        ledger = ledger_services(request.app).ledger
         out = object_json(ledger.get_object(jid, object_id))
         out["history"] = [c.model_dump(mode="json", exclude={"object_id"}) for c in ledger.history(jid, object_id)]
         total, patrols = ledger.search_patrols(jid, object_id=object_id, limit=20)
@@ -180,9 +178,8 @@ class LedgerController(Controller):
         return out
 
     @patch("/objects/{object_id:int}", sync_to_thread=True)
-    def update_object(self, request: Request, jid: FromPath[str], object_id: ObjectId, data: JSONBody[ObjectPatch],
-                      x_api_key: ApiKeyHeader = None) -> dict:
-        ledger = self._ledger(request, jid, x_api_key).ledger
+    def update_object(self, request: Request, jid: FromPath[str], object_id: ObjectId, data: JSONBody[ObjectPatch]) -> dict:
+        ledger = ledger_services(request.app).ledger
         changes = data.model_dump(exclude={"actor", "reason"}, exclude_unset=True)
         return object_json(ledger.update_object(jid, object_id, changes, data.actor, data.reason))
 
@@ -190,11 +187,10 @@ class LedgerController(Controller):
     async def import_objects(self, request: Request, jid: FromPath[str],
                        actor: Annotated[str, QueryParameter(min_length=1, max_length=128)],
                        filename: Annotated[str, QueryParameter(max_length=200)] = "objects.csv",
-                       confirm: Annotated[bool, QueryParameter(description="false: 只预览; true: 无错误时保存")] = False,
-                       x_api_key: ApiKeyHeader = None) -> Response:
+                       confirm: Annotated[bool, QueryParameter(description="false: 只预览; true: 无错误时保存")] = False) -> Response:
         """The request body is a CSV file (or .xlsx with filename=….xlsx): a preview per row; with confirm=true it is
         saved, only when no row has an error."""
-        ledger = self._ledger(request, jid, x_api_key).ledger
+        ledger = ledger_services(request.app).ledger
         rows = read_table(await request.body(), filename)
         preview = ledger.apply_import(jid, rows, actor) if confirm else ledger.preview_import(jid, rows)
         body = {"rows": preview.rows, "added": len(preview.added), "updated": preview.updated,
@@ -203,25 +199,23 @@ class LedgerController(Controller):
 
     # --- patrol records
     @post("/patrols", sync_to_thread=True)
-    def create_patrol(self, request: Request, jid: FromPath[str], data: JSONBody[PatrolBody],
-                      idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
-                      x_api_key: ApiKeyHeader = None) -> Response:
-        key = authorize(request.app.state.services.policies.engine, x_api_key, jid)
+    def create_patrol(self, request: Request, api_key: NamedDependency[ApiKey], jid: FromPath[str],
+                      data: JSONBody[PatrolBody],
+                      idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None) -> Response:
         ledger = ledger_services(request.app).ledger
-        record, created = ledger.record_patrol(jid, data.patrol(), f"apikey:{key.prefix}", idempotency_key)
+        record, created = ledger.record_patrol(jid, data.patrol(), f"apikey:{api_key.prefix}", idempotency_key)
         assert record.id is not None  # stored: it has its id
         _, objects = ledger.get_patrol(jid, record.id)
         return Response(patrol_json(record, objects), status_code=201 if created else 200,
                         headers={"Location": f"/v1/jurisdictions/{jid}/patrols/{record.id}"})
 
     @post("/patrols/batch", sync_to_thread=True, status_code=200)
-    def create_patrols(self, request: Request, jid: FromPath[str], data: JSONBody[PatrolBatch],
-                       x_api_key: ApiKeyHeader = None) -> PatrolBatchOut:
+    def create_patrols(self, request: Request, api_key: NamedDependency[ApiKey], jid: FromPath[str],
+                       data: JSONBody[PatrolBatch]) -> PatrolBatchOut:
         """Up to 500 patrol records in one transaction (an app syncing its offline queue): all saved or none, each
         error naming its item (`patrols[i].field`)."""
-        key = authorize(request.app.state.services.policies.engine, x_api_key, jid)
         stored = ledger_services(request.app).ledger.record_patrols(
-            jid, [(p.patrol(), p.idempotency_key) for p in data.patrols], f"apikey:{key.prefix}")
+            jid, [(p.patrol(), p.idempotency_key) for p in data.patrols], f"apikey:{api_key.prefix}")
         items = [BatchItemOut(id=record.id or 0, unit=record.unit, created=created) for record, created in stored]
         made = sum(i.created for i in items)
         return PatrolBatchOut(created=made, existing=len(items) - made, patrols=items)
@@ -232,27 +226,25 @@ class LedgerController(Controller):
                 to: Annotated[date | None, QueryParameter(description="不含")] = None,
                 object_id: Annotated[int | None, QueryParameter(name="object", ge=1, le=MAX_ID)] = None,
                 limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
-                offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0, x_api_key: ApiKeyHeader = None) -> dict:
-        ledger = self._ledger(request, jid, x_api_key).ledger
+                offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0) -> dict:
+        ledger = ledger_services(request.app).ledger
         total, rows = ledger.search_patrols(jid, unit, from_, to, object_id, limit, offset)
         return {"total": total, "limit": limit, "offset": offset, "items": [patrol_json(r) for r in rows]}
 
     @get("/patrols/{patrol_id:int}", sync_to_thread=True)
-    def get_patrol(self, request: Request, jid: FromPath[str], patrol_id: ObjectId, x_api_key: ApiKeyHeader = None) -> dict:
-        record, objects = self._ledger(request, jid, x_api_key).ledger.get_patrol(jid, patrol_id)
+    def get_patrol(self, request: Request, jid: FromPath[str], patrol_id: ObjectId) -> dict:
+        record, objects = ledger_services(request.app).ledger.get_patrol(jid, patrol_id)
         return patrol_json(record, objects)
 
     # --- cadences
     @get("/cadences", sync_to_thread=True)
-    def cadences(self, request: Request, jid: FromPath[str], period: PeriodQuery = None, unit: Text = None,
-                 x_api_key: ApiKeyHeader = None) -> dict:
-        services = self._ledger(request, jid, x_api_key)
+    def cadences(self, request: Request, jid: FromPath[str], period: PeriodQuery = None, unit: Text = None) -> dict:
+        services = ledger_services(request.app)
         return services.cadences.compliance(jid, current_period(period), unit=unit)
 
     @get("/patrol-summary.xlsx", sync_to_thread=True)
-    def summary(self, request: Request, jid: FromPath[str], period: PeriodQuery = None, unit: Text = None,
-                x_api_key: ApiKeyHeader = None) -> Response:
-        services = self._ledger(request, jid, x_api_key)
+    def summary(self, request: Request, jid: FromPath[str], period: PeriodQuery = None, unit: Text = None) -> Response:
+        services = ledger_services(request.app)
         p = current_period(period)
         return Response(patrol_summary(services.ledger, services.cadences, jid, p, unit), media_type=XLSX_MEDIA_TYPE,
                         headers={"Content-Disposition": f'attachment; filename="patrol-summary-{jid}-{p.label}.xlsx"'})

@@ -41,7 +41,7 @@ MEANING = {
 def _codes(path: str, method: str, operation: Operation) -> list[int]:
     params = {p.name for p in operation.parameters or [] if not isinstance(p, Reference)}
     codes = [400, 404, 500]
-    if "X-API-Key" in params or path.startswith("/open311") and method == "post":
+    if operation.security or "X-API-Key" in params or path.startswith("/open311") and method == "post":
         codes.append(403)
     if path.startswith("/v1"):
         codes.append(422)
