@@ -26,9 +26,8 @@ from litestar.response import Template
 from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
                           services, uploaded)
 from policy import words
-from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, merge
-from policy.models import Slug, UnitGroup
-from policy.validate import expand_group
+from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, materialise_groups, merge
+from policy.models import Slug
 from store.errors import Conflict, Invalid, StoreError
 from store.versions import named_unit
 from store.tables import PolicyVersion
@@ -180,16 +179,6 @@ def _new_id(form: Form, items: list[dict], label: str) -> str:
 
 
 # --- grid units
-def materialise(document: dict, unit_id: str) -> None:
-    """Turn the placeholder group that generated `unit_id` into named units, so one of them can be removed."""
-    for gi, raw in enumerate(document.get("unit_groups", [])):
-        units = expand_group(UnitGroup.model_validate(raw))
-        if any(u.id == unit_id for u in units):
-            document["units"] = document.get("units", []) + [u.model_dump(mode="json") for u in units]
-            document["unit_groups"] = document["unit_groups"][:gi] + document["unit_groups"][gi + 1:]
-            return
-
-
 def _apply_unit(document: dict, key: str, form: Form, ctx: Editing) -> str:
     if key == "+":
         values = {"id": _new_id(form, [{"id": u} for u in ctx.units()], "网格单元")}
@@ -210,7 +199,7 @@ def _remove_unit(document: dict, key: str, ctx: Editing) -> None:
     if children:
         raise FormInvalid({"general": f"网格单元 {key} 还有 {len(children)} 个下级单元 (如 {', '.join(children[:3])}), "
                                       "请先删除或移走下级单元"})
-    materialise(document, key)
+    materialise_groups(document, {key})
     document["units"] = [u for u in document["units"] if u["id"] != key]
 
 
@@ -497,10 +486,14 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
     """A CSV or .xlsx of id,name,level,parent onto the draft: merged (add, rename, move the rows given) unless
     "replace the levels" is chosen. Shows a preview of what changes, or every problem by line and column (each
     once); nothing is saved unless the admin confirms a clean preview (and the draft was not changed meanwhile)."""
-    ctx = Editing(request, user, jid, number)
-    version = ctx.version(write=True)
     data = await request.form()
     raw, name = await uploaded(data, "units.csv")
+    return await sync_to_thread(_import_units, Editing(request, user, jid, number), data, raw, name)
+
+
+def _import_units(ctx: Editing, data: FormMultiDict, raw: bytes, name: str) -> Response:
+    """Reading, checking and saving the rows: seconds of CPU and a wait for the write lock, off the event loop."""
+    version = ctx.version(write=True)
     replace = data.get("mode") == "replace"
     shown = dict(name=name, mode="replace" if replace else "merge")
     if not raw.strip():
@@ -520,7 +513,7 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
         return _import_issues(err, {i: checked.lines[uid] for i, uid in at.items()})
 
     try:
-        new = ctx.policies.check_draft(jid, number, document).units
+        new = ctx.policies.check_draft(ctx.jid, ctx.number, document).units
     except Invalid as err:
         return _import_result(ctx, version, errors=issues(err), **shown)
     if data.get("action") != "apply":
@@ -529,13 +522,13 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
                    "moved": [(old[u], new[u]) for u in new if u in old and old[u].parent != new[u].parent]}
         return _import_result(ctx, version, changes=changes, total=len(new), rows=len(checked.units),
                               data=base64.b64encode(raw).decode(), **shown)
-    saved = attempt(lambda: ctx.policies.update_draft(jid, number, document, form_revision(data), user.name,
-                                                      action="units_imported", file=shown["name"], mode=shown["mode"],
-                                                      rows=len(checked.units)),
+    saved = attempt(lambda: ctx.policies.update_draft(ctx.jid, ctx.number, document, form_revision(data),
+                                                      ctx.user.name, action="units_imported", file=shown["name"],
+                                                      mode=shown["mode"], rows=len(checked.units)),
                     lambda err: {"general": "; ".join(issues(err))})
     if isinstance(saved, Refused):
         return _import_result(ctx, version, errors=list(saved.errors.values()), status=saved.status, **shown)
-    return ClientRedirect(f"/admin/j/{jid}/v/{number}/units?imported={len(new)}")
+    return ClientRedirect(f"/admin/j/{ctx.jid}/v/{ctx.number}/units?imported={len(new)}")
 
 
 def _import_issues(err: Invalid, lines: dict[int, int]) -> list[str]:
