@@ -7,17 +7,15 @@ from typing import Annotated
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart, line_chart
-from admin.common import (Number, Refused, attempt, form_revision, is_htmx, jurisdiction_redirect, page, require,
-                          services)
-from policy.models import TRIGGERS
+from admin.common import jurisdiction_redirect, page, require, services
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.errors import Invalid
-from store.tables import PolicyVersion
 from store.users import Principal
 
 PeriodQuery = Annotated[str | None, QueryParameter(max_length=16)]
@@ -72,12 +70,12 @@ def assessment_page(request: Request, user: NamedDependency[Principal], jid: Fro
 
 
 @get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True)
-def assessment_unit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], unit: FromPath[str],
+def assessment_unit(request: HTMXRequest, user: NamedDependency[Principal], jid: FromPath[str], unit: FromPath[str],
                     period: PeriodQuery = None) -> Template:
     require(user, jid, "viewer")
     p = _period(request, jid, period)
     explanation = services(request).assessment.explain(jid, p, unit)
-    template = "assessment_unit_detail.html" if is_htmx(request) else "assessment_unit.html"
+    template = "assessment_unit_detail.html" if request.htmx else "assessment_unit.html"
     jur = services(request).policies.router(jid).jur
     return page(template, user=user, jid=jid, e=explanation, period=p, type_names=jur.type_names,
                 step_names={s.id: s.name for w in jur.policy.workflows for s in w.steps})
@@ -108,57 +106,4 @@ async def assessment_record(request: Request, user: NamedDependency[Principal], 
     return Redirect(f"/admin/j/{jid}/assessment?period={p.label}&level={form.get('level', '')}#records")
 
 
-# --- the scoring scheme's deduction items, edited on a draft (the revision guards against lost updates)
-@get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=True)
-def scoring_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
-                 saved: Annotated[bool, QueryParameter()] = False) -> Template:
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    return _scoring_page(user, jid, version, policies.head(version).get("scoring") or {}, {}, saved=saved)
-
-
-def _scoring_page(user: Principal, jid: str, version: PolicyVersion, scoring: dict, errors: dict[str, str],
-                  status: int = 200, saved: bool = False) -> Template:
-    return page("assessment_scoring.html", status, user=user, jid=jid, version=version, scoring=scoring, errors=errors,
-                triggers=TRIGGERS, saved=saved, editable=version.status == "draft" and user.can(jid, "editor"))
-
-
-def _number(text: str, field: str, errors: dict[str, str], optional: bool = False) -> float | None:
-    if optional and not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        errors[field] = f"须为正数, 而非 '{text}'"
-    return value
-
-
-@post("/j/{jid:str}/v/{number:int}/scoring")
-async def scoring_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
-                       number: Number) -> Response:
-    require(user, jid, "editor")
-    form = await request.form()
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    document = policies.document(version)
-    scoring = document.get("scoring") or {}
-    errors: dict[str, str] = {}
-    for i, item in enumerate(scoring.get("deductions", [])):
-        item["points"] = _number(str(form.get(f"points-{i}", "")), f"points-{i}", errors)
-        item["max_points"] = _number(str(form.get(f"max-{i}", "")), f"max-{i}", errors, optional=True)
-        trigger = str(form.get(f"trigger-{i}", ""))
-        if trigger not in TRIGGERS:
-            errors[f"trigger-{i}"] = f"未知的触发事件 '{trigger}'"
-        item["trigger"] = trigger
-    if errors:
-        return _scoring_page(user, jid, version, scoring, errors, 422)
-    saved = attempt(lambda: policies.update_draft(jid, number, document, form_revision(form), user.name))
-    if isinstance(saved, Refused):
-        return _scoring_page(user, jid, version, scoring, saved.errors, saved.status)
-    return Redirect(f"/admin/j/{jid}/v/{number}/scoring?saved=true")
-
-
-ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record, scoring_form,
-          scoring_save]
+ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record]

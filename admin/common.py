@@ -18,6 +18,7 @@ from jinja2 import Environment, pass_context
 from markupsafe import Markup, escape
 
 from policy import words
+from policy.models import TRIGGERS
 
 from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.sessions import renew_session
@@ -250,7 +251,7 @@ def register_words(env: Environment) -> None:
                        duration=words.duration_text, document=_document, code=_code,
                        distinct_actions=_distinct_actions, duration_parts=words.duration_parts,
                        case_state=_case_state)
-    env.globals.update(time_label=words.TIME_LABEL, duration_units=words.DURATION_UNITS)
+    env.globals.update(time_label=words.TIME_LABEL, duration_units=words.DURATION_UNITS, trigger_labels=TRIGGERS)
 
 
 def store_error(request: Request, exc: StoreError) -> Response:

@@ -118,8 +118,9 @@ def parse_units_csv(text: str, name: str, origins: OriginMap | None = None) -> l
         raise PolicyError([PolicyIssue(file=name, line=i.line, path=i.column or "", message=i.message)
                            for i in checked.issues])
     units = imported(checked.units, Path(name).name)
-    for unit in units if origins is not None else ():
-        origins.record(unit, Origin(name, checked.lines[unit["id"]]))
+    if origins is not None:
+        for unit in units:
+            origins.record(unit, Origin(name, checked.lines[unit["id"]]))
     return units
 
 

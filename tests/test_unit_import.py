@@ -147,11 +147,17 @@ def test_the_import_checks_and_saves_off_the_event_loop(prepared_sqlite, tmp_pat
     policies = app.state.services.policies
     create_user(policies.engine, "admin", PASSWORD, True, {}, "test")
     on_loop: list[tuple[str, bool]] = []
+
+    def spy(name: str):
+        real = getattr(type(policies), name)
+
+        def call(*args, **kwargs):
+            on_loop.append((name, _on_event_loop()))
+            return real(*args, **kwargs)
+        return call
+
     for name in ("check_draft", "update_draft"):
-        def spy(*args, _real=getattr(type(policies), name), _name=name, **kwargs):
-            on_loop.append((_name, _on_event_loop()))
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(type(policies), name, spy)
+        monkeypatch.setattr(type(policies), name, spy(name))
     with TestClient(app) as http:
         token = re.search(r'name="_csrf_token" value="([^"]+)"', http.get("/admin/login").text).group(1)
         http.post("/admin/login", data={"name": "admin", "password": PASSWORD, "_csrf_token": token})
