@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Request, Response, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
+from pydantic import BeforeValidator, Field
 
 from admin.charts import bar_chart, line_chart
 from admin.common import jurisdiction_redirect, page, require, services
+from admin.forms import FormModel, blank_is_none, read, text
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
@@ -91,19 +94,24 @@ def assessment_export(request: Request, user: NamedDependency[Principal], jid: F
                     headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
 
 
+class RecordForm(FormModel):
+    """A self- or upper-grid assessment record."""
+    period: str = text("考核期", 16, required=False)
+    level: Annotated[int | None, BeforeValidator(blank_is_none)] = Field(None, title="层级", ge=1, le=6)
+    unit: str = text("网格单元", 128)
+    kind: str = text("考核类别", 16)
+    score: float = Field(title="评分", allow_inf_nan=False)
+    note: str = text("说明", 2000, required=False)
+
+
 @post("/j/{jid:str}/assessment/records")
 async def assessment_record(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
     require(user, jid, "editor")
-    form = await request.form()
-    p = Period.parse(str(form.get("period", ""))[:16])
-    try:
-        score = float(str(form.get("score", "")).strip())
-    except ValueError:
-        raise Invalid(f"评分 '{form.get('score', '')}' 不是数字", field="score") from None
-    unit = str(form.get("unit", "")).strip()[:128]
-    services(request).assessment.record(jid, p, unit, str(form.get("kind", ""))[:16], score, user.name,
-                                        str(form.get("note", ""))[:2000])
-    return Redirect(f"/admin/j/{jid}/assessment?period={p.label}&level={form.get('level', '')}#records")
+    (form,) = read(await request.form(), (RecordForm, ""))
+    p = Period.parse(form.period)
+    await sync_to_thread(services(request).assessment.record, jid, p, form.unit, form.kind, form.score, user.name,
+                         form.note)
+    return Redirect(f"/admin/j/{jid}/assessment?period={p.label}&level={form.level or ''}#records")
 
 
 ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record]

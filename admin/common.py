@@ -109,8 +109,9 @@ def error_page(request: Request, status: int, message: str) -> Response:
 T = TypeVar("T")
 
 
-class FormInvalid(Exception):
-    """The submitted values cannot even be put into the document: messages per form field."""
+class FormInvalid(Invalid):
+    """The submitted values cannot even be put into the document: messages per form field (a page without a form
+    to show them next to shows them all, as a 422)."""
 
     def __init__(self, errors: dict[str, str]):
         super().__init__("; ".join(errors.values()))

@@ -203,7 +203,7 @@ class StepForm(FormModel):
     actor: str = text("执行者", 200)
     handling: Checkbox = False
     d_unit: str = ""
-    d_duration: str = Field("", title="时限")  # number + unit (小时/天/工作日/工作小时), checked together
+    d_duration: str = Field(title="时限")  # number + unit (小时/天/工作日/工作小时), checked together
 
     @field_validator("d_duration")
     @classmethod

@@ -7,7 +7,7 @@ import typing
 from functools import cache
 from typing import Annotated, Any
 
-from annotated_types import Ge, Le
+from annotated_types import Ge, Gt, Le
 from litestar.datastructures import FormMultiDict
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
@@ -26,11 +26,11 @@ Lines = Annotated[list[str], BeforeValidator(lambda value: [line.strip() for lin
 
 
 def text(title: str, limit: int, required: bool = True) -> Any:
-    return Field("", title=title, min_length=int(required), max_length=limit)
+    return Field(... if required else "", title=title, min_length=int(required), max_length=limit)
 
 
 def slug(title: str) -> Any:
-    return Field("", title=title, min_length=1, max_length=64, pattern=SLUG)
+    return Field(title=title, min_length=1, max_length=64, pattern=SLUG)
 
 
 class FormModel(BaseModel):
@@ -104,6 +104,11 @@ def form_errors(model: type[BaseModel], err: ValidationError) -> dict[str, str]:
 
 
 @cache
+def _positive(model: type[BaseModel], name: str) -> bool:
+    return any(isinstance(m, Gt) and m.gt == 0 for m in model.model_fields[name].metadata)
+
+
+@cache
 def _bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
     metadata = model.model_fields[name].metadata if name in model.model_fields else []
     return (next((m.ge for m in metadata if isinstance(m, Ge)), None),
@@ -125,8 +130,10 @@ def _message(model: type[BaseModel], name: str, error: ErrorDetails) -> str:
                                    _bounds(model, name)):
         low, high = _bounds(model, name)
         return f"{label}须为 {low}–{high} 的整数, 而非 “{shown}”"
-    if kind.startswith("float_") or kind in ("greater_than", "finite_number"):
-        return f"{label}须为正数, 而非 '{shown}'"
+    if kind.startswith("float_") or kind in ("greater_than", "greater_than_equal", "less_than_equal", "finite_number"):
+        low, high = _bounds(model, name)
+        what = "正数" if _positive(model, name) else f"{low}–{high} 之间的数" if None not in (low, high) else "数字"
+        return f"{label}须为{what}, 而非 '{shown}'"
     if kind == "literal_error" and field is not None:
         options = typing.get_args(field.annotation)
         return f"{label}须为 {', '.join(map(str, options))} 之一"
