@@ -76,10 +76,6 @@ def is_htmx(request: Request) -> bool:
     return bool(HTMXDetails(request))
 
 
-def htmx_target(request: Request) -> str | None:
-    return HTMXDetails(request).target if is_htmx(request) else None
-
-
 def page(template: str, status_code: int = 200, **context: Any) -> Template:
     return Template(template_name=template, context=context, status_code=status_code)
 
