@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Request, Response, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
+from pydantic import BeforeValidator, Field
 
 from admin.charts import bar_chart, line_chart
-from admin.common import (Number, Refused, attempt, form_revision, is_htmx, jurisdiction_redirect, page, require,
-                          services)
-from policy.models import TRIGGERS
+from admin.common import jurisdiction_redirect, page, require, services
+from admin.forms import FormModel, blank_is_none, read, text
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.errors import Invalid
-from store.tables import PolicyVersion
 from store.users import Principal
 
 PeriodQuery = Annotated[str | None, QueryParameter(max_length=16)]
@@ -72,12 +73,12 @@ def assessment_page(request: Request, user: NamedDependency[Principal], jid: Fro
 
 
 @get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True)
-def assessment_unit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], unit: FromPath[str],
+def assessment_unit(request: HTMXRequest, user: NamedDependency[Principal], jid: FromPath[str], unit: FromPath[str],
                     period: PeriodQuery = None) -> Template:
     require(user, jid, "viewer")
     p = _period(request, jid, period)
     explanation = services(request).assessment.explain(jid, p, unit)
-    template = "assessment_unit_detail.html" if is_htmx(request) else "assessment_unit.html"
+    template = "assessment_unit_detail.html" if request.htmx else "assessment_unit.html"
     jur = services(request).policies.router(jid).jur
     return page(template, user=user, jid=jid, e=explanation, period=p, type_names=jur.type_names,
                 step_names={s.id: s.name for w in jur.policy.workflows for s in w.steps})
@@ -93,72 +94,24 @@ def assessment_export(request: Request, user: NamedDependency[Principal], jid: F
                     headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
 
 
+class RecordForm(FormModel):
+    """A self- or upper-grid assessment record."""
+    period: str = text("考核期", 16, required=False)
+    level: Annotated[int | None, BeforeValidator(blank_is_none)] = Field(None, title="层级", ge=1, le=6)
+    unit: str = text("网格单元", 128)
+    kind: str = text("考核类别", 16)
+    score: float = Field(title="评分", allow_inf_nan=False)
+    note: str = text("说明", 2000, required=False)
+
+
 @post("/j/{jid:str}/assessment/records")
 async def assessment_record(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
     require(user, jid, "editor")
-    form = await request.form()
-    p = Period.parse(str(form.get("period", ""))[:16])
-    try:
-        score = float(str(form.get("score", "")).strip())
-    except ValueError:
-        raise Invalid(f"评分 '{form.get('score', '')}' 不是数字", field="score") from None
-    unit = str(form.get("unit", "")).strip()[:128]
-    services(request).assessment.record(jid, p, unit, str(form.get("kind", ""))[:16], score, user.name,
-                                        str(form.get("note", ""))[:2000])
-    return Redirect(f"/admin/j/{jid}/assessment?period={p.label}&level={form.get('level', '')}#records")
+    (form,) = read(await request.form(), (RecordForm, ""))
+    p = Period.parse(form.period)
+    await sync_to_thread(services(request).assessment.record, jid, p, form.unit, form.kind, form.score, user.name,
+                         form.note)
+    return Redirect(f"/admin/j/{jid}/assessment?period={p.label}&level={form.level or ''}#records")
 
 
-# --- the scoring scheme's deduction items, edited on a draft (the revision guards against lost updates)
-@get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=True)
-def scoring_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
-                 saved: Annotated[bool, QueryParameter()] = False) -> Template:
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    return _scoring_page(user, jid, version, policies.head(version).get("scoring") or {}, {}, saved=saved)
-
-
-def _scoring_page(user: Principal, jid: str, version: PolicyVersion, scoring: dict, errors: dict[str, str],
-                  status: int = 200, saved: bool = False) -> Template:
-    return page("assessment_scoring.html", status, user=user, jid=jid, version=version, scoring=scoring, errors=errors,
-                triggers=TRIGGERS, saved=saved, editable=version.status == "draft" and user.can(jid, "editor"))
-
-
-def _number(text: str, field: str, errors: dict[str, str], optional: bool = False) -> float | None:
-    if optional and not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        errors[field] = f"须为正数, 而非 '{text}'"
-    return value
-
-
-@post("/j/{jid:str}/v/{number:int}/scoring")
-async def scoring_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
-                       number: Number) -> Response:
-    require(user, jid, "editor")
-    form = await request.form()
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    document = policies.document(version)
-    scoring = document.get("scoring") or {}
-    errors: dict[str, str] = {}
-    for i, item in enumerate(scoring.get("deductions", [])):
-        item["points"] = _number(str(form.get(f"points-{i}", "")), f"points-{i}", errors)
-        item["max_points"] = _number(str(form.get(f"max-{i}", "")), f"max-{i}", errors, optional=True)
-        trigger = str(form.get(f"trigger-{i}", ""))
-        if trigger not in TRIGGERS:
-            errors[f"trigger-{i}"] = f"未知的触发事件 '{trigger}'"
-        item["trigger"] = trigger
-    if errors:
-        return _scoring_page(user, jid, version, scoring, errors, 422)
-    saved = attempt(lambda: policies.update_draft(jid, number, document, form_revision(form), user.name))
-    if isinstance(saved, Refused):
-        return _scoring_page(user, jid, version, scoring, saved.errors, saved.status)
-    return Redirect(f"/admin/j/{jid}/v/{number}/scoring?saved=true")
-
-
-ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record, scoring_form,
-          scoring_save]
+ROUTES = [assessment_home, assessment_page, assessment_unit, assessment_export, assessment_record]

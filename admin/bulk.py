@@ -5,17 +5,21 @@ clean preview is confirmed)."""
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
+from litestar.concurrency import sync_to_thread
+from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
+from pydantic import BeforeValidator, Field
 
-from admin.common import Number, Refused, attempt, form_revision, page, require, services, uploaded
+from admin.common import Number, Refused, attempt, form_revision, page, uploaded
+from admin.editing import Editing
+from admin.forms import FormModel, blank_is_none, read
 from policy.unit_rows import RowIssue, grouped
-from store.errors import Conflict, Invalid
+from store.errors import Invalid
 from store.tables import PolicyVersion
 from store.users import Principal
 from store.xlsx import MEDIA_TYPE as XLSX, TableError, read_rows, workbook
@@ -28,35 +32,15 @@ YES, NO = ("是", "yes", "true", "1", "y"), ("否", "no", "false", "0", "n", "")
 Filter = Annotated[str | None, QueryParameter(max_length=100)]
 
 
-@dataclass
-class Table:
+class Table(Editing):
     """A draft's problem types as rows with the names and categories an admin reads."""
-    request: Request
-    user: Principal
-    jid: str
-    number: int
-
-    def version(self, write: bool = False) -> PolicyVersion:
-        if write:
-            require(self.user, self.jid, "editor")
-        version = services(self.request).policies.get_version(self.jid, self.number)
-        if write and version.status != "draft":
-            raise Conflict(f"v{self.number} 已发布, 不可修改; 请先新建草稿", field="number")
-        return version
 
     def rows(self, version: PolicyVersion) -> list[dict]:
-        jur = services(self.request).policies.build(version)
+        jur = self.policies.build(version)
         categories = jur.catalog.categories
         return [{**t, "name": jur.type_names.get(t["code"], t["code"]), "category": t["code"].rsplit(".", 1)[0],
                  "category_name": categories.get(t["code"].rsplit(".", 1)[0], "")}
-                for t in services(self.request).policies.head(version)["problem_types"]]
-
-    def context(self, version: PolicyVersion, **extra: Any) -> dict:
-        document = services(self.request).policies.head(version)
-        return dict(user=self.user, jid=self.jid, version=version, revision=version.revision,
-                    editable=version.status == "draft" and self.user.can(self.jid, "editor"),
-                    levels=[lv["number"] for lv in document["levels"]],
-                    departments=[(d["id"], d["name"]) for d in document["departments"]], **extra)
+                for t in self.head(version)["problem_types"]]
 
 
 def matches(row: dict, level: str | None, category: str | None, department: str | None, prov: str | None) -> bool:
@@ -102,29 +86,46 @@ def _issues(err: Invalid, lines: dict[int, int] | None, codes: list[str]) -> lis
     return grouped(rows, COLUMN_LABELS) + list(dict.fromkeys(other)) or [err.message]
 
 
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+class BulkForm(FormModel):
+    """What to set on the selected types (`keep`: unchanged), and the table's filters to show again."""
+    code: Annotated[list[Annotated[str, Field(max_length=100)]], BeforeValidator(_listed)] = Field(
+        [], title="问题类型", max_length=1000)
+    set_level: Annotated[int | None, BeforeValidator(blank_is_none)] = Field(None, title="处置层级", ge=1, le=99)
+    dept_mode: Literal["keep", "set", "add"] = Field("keep", title="职能部门")
+    set_departments: Annotated[list[Annotated[str, Field(max_length=64)]], BeforeValidator(_listed)] = Field(
+        [], title="职能部门", max_length=100)
+    set_persuade: Literal["keep", "yes", "no"] = Field("keep", title="先告知劝阻")
+    f_level: str | None = Field(None, max_length=100)
+    f_category: str | None = Field(None, max_length=100)
+    f_department: str | None = Field(None, max_length=100)
+    f_prov: str | None = Field(None, max_length=100)
+
+    def values(self) -> dict[str, Any]:
+        return ({} if self.set_level is None else {"level": self.set_level}) | (
+            {} if self.set_persuade == "keep" else {"persuade_first": self.set_persuade == "yes"})
+
+
 @post("/j/{jid:str}/v/{number:int}/types/bulk")
 async def bulk_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                     number: Number) -> Template:
     """Set level, departments and/or persuade-first on every selected type: one save, or a message and no change."""
-    table = Table(request, user, jid, number)
+    data = await request.form()
+    return await sync_to_thread(_bulk_save, Table(request, user, jid, number), data)
+
+
+def _bulk_save(table: Table, data: FormMultiDict) -> Template:
     version = table.version(write=True)
-    form = await request.form()
-    codes = [str(c)[:100] for c in form.getall("code", [])][:1000]
-    level = str(form.get("set_level", "")).strip()
-    dept_mode = str(form.get("dept_mode", "keep"))
-    departments = [str(d)[:64] for d in form.getall("set_departments", [])][:100]
-    persuade = str(form.get("set_persuade", "keep"))
-    filters: dict[str, Any] = {k: str(form.get(f"f_{k}", "")) or None
-                               for k in ("level", "category", "department", "prov")}
-    values: dict[str, Any] = {}
-    if level:
-        values["level"] = int(level) if level.isdigit() else level
-    if persuade in ("yes", "no"):
-        values["persuade_first"] = persuade == "yes"
-    nothing_set = not values and dept_mode not in ("set", "add")
+    (form,) = read(data, (BulkForm, ""))
+    codes, values, departments = form.code, form.values(), form.set_departments
+    filters: dict[str, Any] = {k: getattr(form, f"f_{k}") or None for k in ("level", "category", "department", "prov")}
+    nothing_set = not values and form.dept_mode not in ("set", "add")
     error = ("请至少选择一个问题类型" if not codes else
              "请至少设置一项: 处置层级、职能部门或先告知劝阻" if nothing_set else None)
-    document = services(request).policies.document(version)  # a fresh dict
+    document = table.policies.document(version)  # a fresh dict
     positions = {t["code"]: i for i, t in enumerate(document["problem_types"])}
     unknown = [c for c in codes if c not in positions]
     if unknown:
@@ -134,15 +135,17 @@ async def bulk_save(request: Request, user: NamedDependency[Principal], jid: Fro
     for code in codes:
         ptype = document["problem_types"][positions[code]]
         new = dict(values)
-        if dept_mode == "set":
+        if form.dept_mode == "set":
             new["departments"] = departments
-        elif dept_mode == "add":
+        elif form.dept_mode == "add":
             new["departments"] = ptype["departments"] + [d for d in departments if d not in ptype["departments"]]
         document["problem_types"][positions[code]] = {**ptype, **new}
     all_codes = [t["code"] for t in document["problem_types"]]
-    saved = attempt(lambda: services(request).policies.update_draft(
-        jid, number, document, form_revision(form), user.name, action="bulk_types_updated", codes=codes,
-        changes={**values, **({"departments": departments, "mode": dept_mode} if dept_mode in ("set", "add") else {})}),
+    changes = {**values, **({"departments": departments, "mode": form.dept_mode}
+                            if form.dept_mode in ("set", "add") else {})}
+    saved = attempt(lambda: table.policies.update_draft(
+        table.jid, table.number, document, form_revision(data), table.user.name, action="bulk_types_updated",
+        codes=codes, changes=changes),
         lambda err: {"general": "; ".join(_issues(err, None, all_codes)) if isinstance(err, Invalid) else err.message})
     if isinstance(saved, Refused):
         return _page(table, version, saved.status, error=saved.errors["general"], selected=codes, **filters)
@@ -207,10 +210,14 @@ async def types_import(request: Request, user: NamedDependency[Principal], jid: 
                        number: Number) -> Template:
     """An edited workbook back onto the draft: a preview, or every problem by row and column; `action=apply`
     saves a clean one (revision-checked)."""
-    table = Table(request, user, jid, number)
-    version = table.version(write=True)
     form = await request.form()
     raw, name = await uploaded(form, "types.xlsx")
+    return await sync_to_thread(_types_import, Table(request, user, jid, number), form, raw, name)
+
+
+def _types_import(table: Table, form: FormMultiDict, raw: bytes, name: str) -> Template:
+    """Reading, checking and saving the workbook: CPU and a wait for the write lock, off the event loop."""
+    version = table.version(write=True)
 
     def result(status: int = 200, **extra: Any) -> Template:
         return page("bulk_import.html", 422 if extra.get("errors") and status == 200 else status,
@@ -222,7 +229,7 @@ async def types_import(request: Request, user: NamedDependency[Principal], jid: 
         rows = read_rows(raw, name if name.endswith(".xlsx") else name + ".xlsx", HEADERS)
     except TableError as err:
         return result(errors=[str(err)])
-    document = services(request).policies.document(version)  # a fresh dict
+    document = table.policies.document(version)  # a fresh dict
     lines, issues, changes = _apply_rows(document, [(n, dict(zip(COLUMNS, r.values()))) for n, r in rows],
                                          table.context(version)["levels"],
                                          {d["id"]: d["name"] for d in document["departments"]})
@@ -230,13 +237,13 @@ async def types_import(request: Request, user: NamedDependency[Principal], jid: 
         return result(errors=grouped(issues, COLUMN_LABELS))
     codes = [t["code"] for t in document["problem_types"]]
     try:
-        services(request).policies.check_draft(jid, number, document)
+        table.policies.check_draft(table.jid, table.number, document)
     except Invalid as err:
         return result(errors=_issues(err, lines, codes))
     if form.get("action") != "apply":
         return result(changes=changes, rows=len(rows), data=base64.b64encode(raw).decode())
-    saved = attempt(lambda: services(request).policies.update_draft(
-        jid, number, document, form_revision(form), user.name, action="types_imported", file=name,
+    saved = attempt(lambda: table.policies.update_draft(
+        table.jid, table.number, document, form_revision(form), table.user.name, action="types_imported", file=name,
         codes=[c["code"] for c in changes]),
         lambda err: {"general": "; ".join(_issues(err, lines, codes)) if isinstance(err, Invalid) else err.message})
     if isinstance(saved, Refused):

@@ -18,6 +18,7 @@ from jinja2 import Environment, pass_context
 from markupsafe import Markup, escape
 
 from policy import words
+from policy.models import TRIGGERS
 
 from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.sessions import renew_session
@@ -75,10 +76,6 @@ def is_htmx(request: Request) -> bool:
     return bool(HTMXDetails(request))
 
 
-def htmx_target(request: Request) -> str | None:
-    return HTMXDetails(request).target if is_htmx(request) else None
-
-
 def page(template: str, status_code: int = 200, **context: Any) -> Template:
     return Template(template_name=template, context=context, status_code=status_code)
 
@@ -108,8 +105,9 @@ def error_page(request: Request, status: int, message: str) -> Response:
 T = TypeVar("T")
 
 
-class FormInvalid(Exception):
-    """The submitted values cannot even be put into the document: messages per form field."""
+class FormInvalid(Invalid):
+    """The submitted values cannot even be put into the document: messages per form field (a page without a form
+    to show them next to shows them all, as a 422)."""
 
     def __init__(self, errors: dict[str, str]):
         super().__init__("; ".join(errors.values()))
@@ -250,7 +248,7 @@ def register_words(env: Environment) -> None:
                        duration=words.duration_text, document=_document, code=_code,
                        distinct_actions=_distinct_actions, duration_parts=words.duration_parts,
                        case_state=_case_state)
-    env.globals.update(time_label=words.TIME_LABEL, duration_units=words.DURATION_UNITS)
+    env.globals.update(time_label=words.TIME_LABEL, duration_units=words.DURATION_UNITS, trigger_labels=TRIGGERS)
 
 
 def store_error(request: Request, exc: StoreError) -> Response:

@@ -1,5 +1,7 @@
-"""Draft editors beyond the problem-type table: levels and the grid-unit tree (lazy, paginated, searchable,
-CSV import), departments, workflow steps with their deadlines, and escalation rules.
+"""The draft editors, one design for every kind of item (`KINDS`): problem types, levels and the grid-unit tree
+(lazy, paginated, searchable, CSV import), departments, workflow steps with their deadlines, escalation rules and
+the scoring scheme's deductions. Each kind has a form (a pydantic model), a function applying it to the document
+and a template showing the item; one set of routes checks, saves and deletes every kind.
 
 Every change is applied to a copy of the draft document and saved through `PolicyStore.update_draft`, which
 validates the whole policy and refuses a stale revision; a refused change therefore writes nothing. The page
@@ -20,15 +22,17 @@ from litestar.concurrency import sync_to_thread
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
-from litestar.plugins.htmx import ClientRedirect, ClientRefresh, HTMXTemplate
+from litestar.plugins.htmx import ClientRedirect, ClientRefresh, HTMXRequest, HTMXTemplate
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 from litestar.response import Template
 
 from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
                           services, uploaded)
+from admin.forms import Checkbox, FormModel, Lines, NewId, blank_is_none, provenance, read, text
 from policy import words
-from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, merge
-from policy.models import Slug, UnitGroup
-from policy.validate import expand_group
+from policy.catalog import search_score
+from policy.models import SLUG as SLUG_PATTERN, Trigger
+from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, materialise_groups, merge
 from store.errors import Conflict, Invalid, StoreError
 from store.versions import named_unit
 from store.tables import PolicyVersion
@@ -38,78 +42,18 @@ from store.users import Principal
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50
 PROVENANCE_FIELDS = ("seed", "clause", "quote", "assumption")
-SLUG = re.compile(Slug.__metadata__[0].pattern)
 
 
-class Form:
-    """Reads one submitted form, collecting a Chinese message per bad field instead of stopping at the first."""
-
-    def __init__(self, data: FormMultiDict):
-        self.data = data
-        self.errors: dict[str, str] = {}
-
-    def text(self, name: str, label: str, required: bool = True, limit: int = 500) -> str:
-        value = str(self.data.get(name, "")).strip()
-        if required and not value:
-            self.errors[name] = f"{label}不能为空"
-        elif len(value) > limit:
-            self.errors[name] = f"{label}最多 {limit} 个字符, 现有 {len(value)} 个"
-        return value[:limit]
-
-    def slug(self, name: str, label: str, required: bool = True) -> str:
-        value = self.text(name, label, required, limit=64)
-        if value and not SLUG.fullmatch(value):
-            self.errors[name] = f"{label}只能由小写字母、数字、_ 或 - 组成 (如 water_bureau), 而非 “{value}”"
-        return value
-
-    def integer(self, name: str, label: str, low: int, high: int, required: bool = True) -> int | None:
-        value = str(self.data.get(name, "")).strip()
-        if not value and not required:
-            return None
-        if not value.isdigit() or not low <= int(value) <= high:
-            self.errors[name] = f"{label}须为 {low}–{high} 的整数, 而非 “{value[:20]}”"
-            return None
-        return int(value)
-
-    def duration(self, name: str, unit: str) -> tuple[str, str]:
-        """A deadline entered as number + unit (小时/天/工作日/工作小时): its ISO 8601 duration and calendar."""
-        try:
-            return words.duration_value(str(self.data.get(name, "")), str(self.data.get(unit, "")))
-        except ValueError as err:
-            self.errors[name] = str(err)
-            return "", "natural"
-
-    def choice(self, name: str, label: str, options: list[str] | tuple[str, ...]) -> str:
-        value = str(self.data.get(name, ""))
-        if value not in options:
-            self.errors[name] = f"{label}须为 {', '.join(options)} 之一"
-        return value
-
-    def flag(self, name: str) -> bool:
-        return self.data.get(name) == "on"
-
-    def provenance(self, p: str = "") -> dict:
-        """`source` (seed, clause, quote) or an `assumption` note, as the admin chose with the `prov` radio."""
-        if self.data.get(p + "prov") == "source":
-            source = {"seed": self.text(p + "seed", "出处文件"), "clause": self.text(p + "clause", "条款"),
-                      "quote": self.text(p + "quote", "原文引文", limit=2000)}
-            return {"source": source, "assumption": None}
-        return {"source": None, "assumption": self.text(p + "assumption", "假设说明", limit=2000)}
-
-    def done(self) -> None:
-        if self.errors:
-            raise FormInvalid(self.errors)
-
-
-# --- one kind of editable item: how a form changes the document, and how the item is shown again
+# --- one kind of editable item: its form, how the form changes the document, how the item is shown again
 @dataclass
 class Kind:
-    fields: tuple[str, ...]
-    template: str
-    apply: Callable[[dict, str, Form, "Editing"], str]  # returns the item's path prefix in the document
-    remove: Callable[[dict, str, "Editing"], None]
+    fields: tuple[str, ...]  # the form's fields with a message slot (besides `general`)
+    template: str  # the item's form
+    apply: Callable[[dict, str, FormMultiDict, "Editing"], str]  # returns the item's path prefix in the document
     item: Callable[["Editing", PolicyVersion, str], dict]
-    aliases: dict[str, str] = field(default_factory=dict)
+    remove: Callable[[dict, str, "Editing"], None] | None = None  # None: not removed in the editor
+    aliases: dict[str, str] = field(default_factory=dict)  # document paths below the item -> form fields
+    view: str | None = None  # shown after a save instead of the form (an item listed as a table row)
 
 
 @dataclass
@@ -145,12 +89,16 @@ class Editing:
             self._head = ((version.id, version.revision), self.policies.head(version))
         return self._head[1]
 
+    def type_names(self) -> dict[str, str]:
+        return self.policies.router(self.jid).jur.type_names
+
     def context(self, version: PolicyVersion, **extra: Any) -> dict:
         document = self.head(version)
         return dict(user=self.user, jid=self.jid, version=version, revision=version.revision,
                     editable=version.status == "draft" and self.user.can(self.jid, "editor"),
                     seeds=[s["seed"] for s in document["sources"]],
-                    levels=[lv["number"] for lv in document["levels"]], **extra)
+                    levels=[lv["number"] for lv in document["levels"]],
+                    departments={d["id"]: d["name"] for d in document["departments"]}, **extra)
 
 
 def _index(items: list[dict], key: str, value: str, what: str) -> int:
@@ -172,34 +120,27 @@ def _put(document: dict, field_name: str, key: str, values: dict, what: str) -> 
     return f"{field_name}[{index}]"
 
 
-def _new_id(form: Form, items: list[dict], label: str) -> str:
-    value = form.slug("id", f"{label}编号")
-    if value and any(i.get("id") == value for i in items):
-        form.errors["id"] = f"{label}编号 {value} 已存在"
-    return value
+def _read(data: FormMultiDict, key: str, items: Any, label: str, *parts: tuple[type[FormModel], str]) -> list[Any]:
+    """A form's parts, and for a new item (key "+") first its id, which must be new among `items` (ids)."""
+    if key != "+":
+        return [{}, *read(data, *parts)]
+    new, *values = read(data, (NewId, ""), *parts, context={"taken": items, "label": label})
+    return [{"id": new.id}, *values]
 
 
 # --- grid units
-def materialise(document: dict, unit_id: str) -> None:
-    """Turn the placeholder group that generated `unit_id` into named units, so one of them can be removed."""
-    for gi, raw in enumerate(document.get("unit_groups", [])):
-        units = expand_group(UnitGroup.model_validate(raw))
-        if any(u.id == unit_id for u in units):
-            document["units"] = document.get("units", []) + [u.model_dump(mode="json") for u in units]
-            document["unit_groups"] = document["unit_groups"][:gi] + document["unit_groups"][gi + 1:]
-            return
+class UnitForm(FormModel):
+    name: str = text("名称", 100)
+    level: int = Field(title="层级", ge=1, le=6)
+    parent: Annotated[str | None, BeforeValidator(blank_is_none)] = Field(None, title="上级单元编号", max_length=64,
+                                                                          pattern=SLUG_PATTERN)
 
 
-def _apply_unit(document: dict, key: str, form: Form, ctx: Editing) -> str:
-    if key == "+":
-        values = {"id": _new_id(form, [{"id": u} for u in ctx.units()], "网格单元")}
-    else:
+def _apply_unit(document: dict, key: str, data: FormMultiDict, ctx: Editing) -> str:
+    new, unit, prov = _read(data, key, ctx.units(), "网格单元", (UnitForm, ""), provenance(data))
+    if key != "+":
         named_unit(document, ctx.units(), key)
-        values = {"id": key}
-    values |= {"name": form.text("name", "名称", limit=100), "level": form.integer("level", "层级", 1, 6),
-               "parent": form.slug("parent", "上级单元编号", required=False) or None,
-               "placeholder": False, **form.provenance()}
-    form.done()
+    values = {"id": key, **new, **unit.model_dump(), "placeholder": False, **prov.document()}
     return _put(document, "units", key, values, "网格单元")
 
 
@@ -210,7 +151,7 @@ def _remove_unit(document: dict, key: str, ctx: Editing) -> None:
     if children:
         raise FormInvalid({"general": f"网格单元 {key} 还有 {len(children)} 个下级单元 (如 {', '.join(children[:3])}), "
                                       "请先删除或移走下级单元"})
-    materialise(document, key)
+    materialise_groups(document, {key})
     document["units"] = [u for u in document["units"] if u["id"] != key]
 
 
@@ -222,6 +163,11 @@ def _unit_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
 
 
 # --- departments
+class DepartmentForm(FormModel):
+    name: str = text("部门名称", 100)
+    duties: Lines = []
+
+
 def _references(document: dict, dept: str, names: dict[str, str]) -> list[str]:
     refs = [f"问题类型 {names.get(t['code'], t['code'])}"
             for t in document["problem_types"] if dept in t["departments"]]
@@ -231,17 +177,14 @@ def _references(document: dict, dept: str, names: dict[str, str]) -> list[str]:
     return refs
 
 
-def _apply_department(document: dict, key: str, form: Form, ctx: Editing) -> str:
-    values = {"id": _new_id(form, document["departments"], "职能部门")} if key == "+" else {}
-    values |= {"name": form.text("name", "部门名称", limit=100),
-               "duties": [d.strip() for d in str(form.data.get("duties", "")).splitlines() if d.strip()],
-               **form.provenance()}
-    form.done()
-    return _put(document, "departments", key, values, "职能部门")
+def _apply_department(document: dict, key: str, data: FormMultiDict, ctx: Editing) -> str:
+    new, department, prov = _read(data, key, {d["id"] for d in document["departments"]}, "职能部门",
+                                  (DepartmentForm, ""), provenance(data))
+    return _put(document, "departments", key, {**new, **department.model_dump(), **prov.document()}, "职能部门")
 
 
 def _remove_department(document: dict, key: str, ctx: Editing) -> None:
-    refs = _references(document, key, ctx.policies.router(ctx.jid).jur.type_names)
+    refs = _references(document, key, ctx.type_names())
     if refs:
         raise FormInvalid({"general": f"职能部门 {key} 仍被引用, 不能删除: {'、'.join(refs[:8])}"
                                       + (f" 等 {len(refs)} 处" if len(refs) > 8 else "")})
@@ -251,30 +194,41 @@ def _remove_department(document: dict, key: str, ctx: Editing) -> None:
 def _department_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
     departments = ctx.head(version)["departments"]
     return {**departments[_index(departments, "id", key, "职能部门")],
-            "refs": _references(ctx.head(version), key, ctx.policies.router(ctx.jid).jur.type_names)}
+            "refs": _references(ctx.head(version), key, ctx.type_names())}
 
 
 # --- workflow steps and their deadlines (key: workflow:step)
+class StepForm(FormModel):
+    name: str = text("步骤名称", 200)
+    actor: str = text("执行者", 200)
+    handling: Checkbox = False
+    d_unit: str = ""
+    d_duration: str = Field(title="时限")  # number + unit (小时/天/工作日/工作小时), checked together
+
+    @field_validator("d_duration")
+    @classmethod
+    def _duration(cls, value: str, info: ValidationInfo) -> str:
+        words.duration_value(value, info.data.get("d_unit", ""))
+        return value
+
+    def deadline(self) -> dict:
+        duration, calendar = words.duration_value(self.d_duration, self.d_unit)
+        return {"duration": duration, "calendar": calendar}
+
+
 def _step_at(document: dict, key: str) -> tuple[int, int]:
     wf, _, step = key.partition(":")
     wi = _index(document["workflows"], "id", wf, "流程")
     return wi, _index(document["workflows"][wi]["steps"], "id", step, "流程步骤")
 
 
-def _apply_step(document: dict, key: str, form: Form, ctx: Editing) -> str:
+def _apply_step(document: dict, key: str, data: FormMultiDict, ctx: Editing) -> str:
     wi, si = _step_at(document, key)
-    step = document["workflows"][wi]["steps"][si]
-    duration, calendar = form.duration("d_duration", "d_unit")
-    deadline = {"duration": duration, "calendar": calendar, **form.provenance("d_")}
-    values = {"name": form.text("name", "步骤名称", limit=200), "actor": form.text("actor", "执行者", limit=200),
-              "handling": form.flag("handling"), "deadline": deadline, **form.provenance()}
-    form.done()
-    document["workflows"][wi]["steps"][si] = {**step, **values}
+    step, prov, deadline_prov = read(data, (StepForm, ""), provenance(data), provenance(data, "d_"))
+    document["workflows"][wi]["steps"][si] = {
+        **document["workflows"][wi]["steps"][si], **step.model_dump(include={"name", "actor", "handling"}),
+        "deadline": {**step.deadline(), **deadline_prov.document()}, **prov.document()}
     return f"workflows[{wi}].steps[{si}]"
-
-
-def _no_remove(document: dict, key: str, ctx: Editing) -> None:
-    raise FormInvalid({"general": "流程步骤不能在此删除"})
 
 
 def _step_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
@@ -286,31 +240,33 @@ def _step_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
 
 
 # --- escalation rules: when a deadline is missed, the case moves to another grid
+class RuleForm(FormModel):
+    name: str = text("规则名称", 200)
+    priority: int = Field(title="优先级", ge=1, le=999)
+    mode: Literal["up", "level"] = Field(title="升级方式")
+    target: int = Field(title="上移层数或目标层级", ge=1, le=6)
+    applies: Annotated[int | None, BeforeValidator(blank_is_none)] = Field(None, title="适用层级", ge=1, le=6)
+
+
 def is_escalation(rule: dict) -> bool:
     return rule["when"].get("deadline_missed") is True and rule["then"]["handler"] is not None
 
 
-def _apply_rule(document: dict, key: str, form: Form, ctx: Editing) -> str:
+def _apply_rule(document: dict, key: str, data: FormMultiDict, ctx: Editing) -> str:
     rules = document["rules"]
-    mode = form.choice("mode", "升级方式", ("up", "level"))
-    target = form.integer("target", "上移层数" if mode == "up" else "目标层级", 1, 6)
+    new, form, prov = _read(data, key, {r["id"] for r in rules}, "规则", (RuleForm, ""), provenance(data))
     # the rule's other conditions (e.g. major: true) are kept; only the level it applies at is edited here
     when = {"any": []} if key == "+" else dict(rules[_index(rules, "id", key, "规则")]["when"])
     when["deadline_missed"] = True
     when.pop("handler_level", None)
-    applies = form.integer("applies", "适用层级", 1, 6, required=False)
-    if applies is not None:
-        when["handler_level"] = applies
-    values = {"name": form.text("name", "规则名称", limit=200), "priority": form.integer("priority", "优先级", 1, 999),
-              "when": when, **form.provenance()}
-    if key == "+":
-        values = {"id": _new_id(form, rules, "规则"), **values}
-    form.done()
-    handler = {"to": None, "level": None, "up": None, mode: target}
+    if form.applies is not None:
+        when["handler_level"] = form.applies
+    handler = {"to": None, "level": None, "up": None, form.mode: form.target}
     then = ({"handler": handler, "stop": False, "actions": [{"kind": "escalate", "by": "handler", "to": "upper",
                                                               "note": ""}]} if key == "+"
             else {**rules[_index(rules, "id", key, "规则")]["then"], "handler": handler})
-    return _put(document, "rules", key, {**values, "then": then}, "规则")
+    return _put(document, "rules", key, {**new, "name": form.name, "priority": form.priority, "when": when,
+                                         **prov.document(), "then": then}, "规则")
 
 
 def _remove_rule(document: dict, key: str, ctx: Editing) -> None:
@@ -328,18 +284,74 @@ def _rule_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
             "extra_when": {**other, "any": rule["when"].get("any") or []}}
 
 
+# --- problem types: the editor's table, a row opening its form in place
+def _codes(value: Any) -> list[str]:
+    """Departments chosen in the multiple select (or typed, separated by commas or spaces), each once."""
+    chosen = [d for text_ in ([value] if isinstance(value, str) else value)[:100]
+              for d in re.split(r"[,，\s]+", str(text_)[:500]) if d]
+    return list(dict.fromkeys(chosen))
+
+
+class TypeForm(FormModel):
+    level: int = Field(title="处置层级", ge=1, le=99)  # which levels exist is the policy's check, naming them
+    departments: Annotated[list[Annotated[str, Field(max_length=64, pattern=SLUG_PATTERN)]],
+                           BeforeValidator(_codes)] = Field([], title="职能部门")
+    persuade_first: Checkbox = False
+
+
+def _apply_type(document: dict, key: str, data: FormMultiDict, ctx: Editing) -> str:
+    index = _index(document["problem_types"], "code", key, "问题类型")
+    (ptype,) = read(data, (TypeForm, ""))
+    document["problem_types"][index] = {**document["problem_types"][index], **ptype.model_dump()}
+    return f"problem_types[{index}]"
+
+
+def _type_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
+    types = ctx.head(version)["problem_types"]
+    return {**types[_index(types, "code", key, "问题类型")], "name": ctx.type_names().get(key, key)}
+
+
+# --- the scoring scheme's deduction items (key: the item's id)
+class DeductionForm(FormModel):
+    trigger: Trigger = Field(title="触发事件")
+    points: float = Field(title="每次扣分", gt=0, allow_inf_nan=False)
+    max_points: Annotated[float | None, BeforeValidator(blank_is_none)] = Field(None, title="本期上限", gt=0,
+                                                                                allow_inf_nan=False)
+
+
+def _deductions(document: dict) -> list[dict]:
+    if not document.get("scoring"):
+        raise StoreError("此版本没有考核方案 (scoring)", field="scoring")
+    return document["scoring"]["deductions"]
+
+
+def _apply_deduction(document: dict, key: str, data: FormMultiDict, ctx: Editing) -> str:
+    index = _index(_deductions(document), "id", key, "扣分项")
+    (deduction,) = read(data, (DeductionForm, ""))
+    document["scoring"]["deductions"][index] |= deduction.model_dump()
+    return f"scoring.deductions[{index}]"
+
+
+def _deduction_item(ctx: Editing, version: PolicyVersion, key: str) -> dict:
+    deductions = _deductions(ctx.head(version))
+    return deductions[_index(deductions, "id", key, "扣分项")]
+
+
 _RULE_ALIASES = {"then.handler": "target", "then.handler.up": "target", "then.handler.level": "target",
                  "when.handler_level": "applies"}
 KINDS = {
     "units": Kind(("id", "name", "level", "parent", *PROVENANCE_FIELDS), "edit_unit_form.html",
-                  _apply_unit, _remove_unit, _unit_item),
+                  _apply_unit, _unit_item, _remove_unit),
     "departments": Kind(("id", "name", "duties", *PROVENANCE_FIELDS), "edit_department_form.html",
-                        _apply_department, _remove_department, _department_item),
+                        _apply_department, _department_item, _remove_department),
     "steps": Kind(("name", "actor", "handling", "d_duration", "d_unit", *PROVENANCE_FIELDS,
-                   *("d_" + f for f in PROVENANCE_FIELDS)), "edit_step_form.html",
-                  _apply_step, _no_remove, _step_item),
+                   *("d_" + f for f in PROVENANCE_FIELDS)), "edit_step_form.html", _apply_step, _step_item),
     "rules": Kind(("id", "name", "priority", "mode", "target", "applies", *PROVENANCE_FIELDS), "edit_rule_form.html",
-                  _apply_rule, _remove_rule, _rule_item, _RULE_ALIASES),
+                  _apply_rule, _rule_item, _remove_rule, _RULE_ALIASES),
+    "types": Kind(("level", "departments", "persuade_first"), "edit_type_form.html", _apply_type, _type_item,
+                  view="edit_type_row.html"),
+    "deductions": Kind(("trigger", "points", "max_points"), "edit_deduction_form.html", _apply_deduction,
+                       _deduction_item),
 }
 
 
@@ -359,55 +371,103 @@ def _errors_fragment(kind: str, key: str, errors: dict[str, str], status: int) -
                         context={"dom": _dom(kind, key), "fields": (*KINDS[kind].fields, "general"), "errors": errors})
 
 
-async def _change(request: Request, user: Principal, jid: str, number: int, kind: str, key: str,
-                  check_only: bool, remove: bool = False) -> Response:
-    ctx = Editing(request, user, jid, number)
+def _change(ctx: Editing, kind: str, key: str, data: FormMultiDict, check_only: bool, remove: bool) -> Response:
+    """Apply one form to a copy of the draft and check or save it (in a handler thread: validating a large policy
+    takes a while, and saving may wait for the write lock)."""
     spec = _kind(kind)
     version = ctx.version(write=True)
-    form = Form(await request.form())
     document = ctx.policies.document(version)
     prefix = ""
 
     def change() -> PolicyVersion | None:
         nonlocal prefix
-        if remove:
-            spec.remove(document, key, ctx)
+        if not remove:
+            prefix = spec.apply(document, key, data, ctx)
+        elif spec.remove is None:
+            raise FormInvalid({"general": "此项不能在此删除"})
         else:
-            prefix = spec.apply(document, key, form, ctx)
+            spec.remove(document, key, ctx)
         if check_only:
-            ctx.policies.check_draft(jid, number, document)
+            ctx.policies.check_draft(ctx.jid, ctx.number, document)
             return None
-        return ctx.policies.update_draft(jid, number, document, form_revision(form.data), user.name)
+        return ctx.policies.update_draft(ctx.jid, ctx.number, document, form_revision(data), ctx.user.name)
 
-    saved = await sync_to_thread(attempt, change, lambda err: field_errors(err, prefix, spec.fields, spec.aliases))
+    saved = attempt(change, lambda err: field_errors(err, prefix, spec.fields, spec.aliases))
     if isinstance(saved, Refused):
         return _errors_fragment(kind, key, saved.errors, saved.status)
     if saved is None:
         return _errors_fragment(kind, key, {}, 200)
     if remove or (key == "+" and kind != "units"):
         return ClientRefresh()  # the list changed shape: show it again
-    new_key = str(form.data.get("id", "")).strip() if key == "+" else key
-    return page(spec.template, **ctx.context(saved, item=spec.item(ctx, saved, new_key), saved=True,
-                                             key=new_key, dom=_dom(kind, new_key)))
+    new_key = str(data.get("id", "")).strip() if key == "+" else key
+    return _item_page(ctx, saved, kind, new_key, spec.view or spec.template, saved=True)
+
+
+def _item_page(ctx: Editing, version: PolicyVersion, kind: str, key: str, template: str, **extra: Any) -> Template:
+    return page(template, **ctx.context(version, item=KINDS[kind].item(ctx, version, key), key=key,
+                                        dom=_dom(kind, key), **extra))
+
+
+@get("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}", sync_to_thread=True)
+def item_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+              kind: FromPath[str], key: FromPath[str]) -> Template:
+    """An item's form (a table row opens it in place)."""
+    ctx = Editing(request, user, jid, number)
+    return _item_page(ctx, ctx.version(write=True), kind, key, _kind(kind).template)
+
+
+@get("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}/view", sync_to_thread=True)
+def item_view(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+              kind: FromPath[str], key: FromPath[str]) -> Template:
+    """An item as listed (its form's "cancel")."""
+    ctx = Editing(request, user, jid, number)
+    spec = _kind(kind)
+    return _item_page(ctx, ctx.version(), kind, key, spec.view or spec.template)
+
+
+async def _posted(request: Request, user: Principal, jid: str, number: int, kind: str, key: str,
+                  check_only: bool = False, remove: bool = False) -> Response:
+    data = await request.form()
+    return await sync_to_thread(_change, Editing(request, user, jid, number), kind, key, data, check_only, remove)
 
 
 @post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}/check")
 async def item_check(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                      kind: FromPath[str], key: FromPath[str]) -> Response:
     """Validation as the admin types: only the messages next to the fields are swapped."""
-    return await _change(request, user, jid, number, kind, key, check_only=True)
+    return await _posted(request, user, jid, number, kind, key, check_only=True)
 
 
 @post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}")
 async def item_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                     kind: FromPath[str], key: FromPath[str]) -> Response:
-    return await _change(request, user, jid, number, kind, key, check_only=False)
+    return await _posted(request, user, jid, number, kind, key)
 
 
 @post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}/delete")
 async def item_delete(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                       kind: FromPath[str], key: FromPath[str]) -> Response:
-    return await _change(request, user, jid, number, kind, key, check_only=False, remove=True)
+    return await _posted(request, user, jid, number, kind, key, remove=True)
+
+
+# --- the problem-type table and the scoring scheme's deductions
+@get("/j/{jid:str}/v/{number:int}", sync_to_thread=True)
+def types_page(request: HTMXRequest, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+               q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
+    ctx = Editing(request, user, jid, number)
+    version = ctx.version()
+    names = ctx.type_names()
+    rows = [{**t, "name": names.get(t["code"], t.get("name") or t["code"])} for t in ctx.head(version)["problem_types"]]
+    rows = [t for t in rows if not q or search_score(q, t["code"], t["name"]) >= 1.0]
+    template = "_type_rows.html" if request.htmx.target == "type-rows" else "editor.html"
+    return page(template, **ctx.context(version, rows=rows, q=q or ""))
+
+
+@get("/j/{jid:str}/v/{number:int}/scoring", sync_to_thread=True)
+def scoring_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
+    ctx = Editing(request, user, jid, number)
+    version = ctx.version()
+    return page("assessment_scoring.html", **ctx.context(version, scoring=ctx.head(version).get("scoring") or {}))
 
 
 # --- the units page: levels, lazy tree, search, unit form, CSV import
@@ -497,10 +557,14 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
     """A CSV or .xlsx of id,name,level,parent onto the draft: merged (add, rename, move the rows given) unless
     "replace the levels" is chosen. Shows a preview of what changes, or every problem by line and column (each
     once); nothing is saved unless the admin confirms a clean preview (and the draft was not changed meanwhile)."""
-    ctx = Editing(request, user, jid, number)
-    version = ctx.version(write=True)
     data = await request.form()
     raw, name = await uploaded(data, "units.csv")
+    return await sync_to_thread(_import_units, Editing(request, user, jid, number), data, raw, name)
+
+
+def _import_units(ctx: Editing, data: FormMultiDict, raw: bytes, name: str) -> Response:
+    """Reading, checking and saving the rows: seconds of CPU and a wait for the write lock, off the event loop."""
+    version = ctx.version(write=True)
     replace = data.get("mode") == "replace"
     shown = dict(name=name, mode="replace" if replace else "merge")
     if not raw.strip():
@@ -520,7 +584,7 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
         return _import_issues(err, {i: checked.lines[uid] for i, uid in at.items()})
 
     try:
-        new = ctx.policies.check_draft(jid, number, document).units
+        new = ctx.policies.check_draft(ctx.jid, ctx.number, document).units
     except Invalid as err:
         return _import_result(ctx, version, errors=issues(err), **shown)
     if data.get("action") != "apply":
@@ -529,13 +593,13 @@ async def unit_import(request: Request, user: NamedDependency[Principal], jid: F
                    "moved": [(old[u], new[u]) for u in new if u in old and old[u].parent != new[u].parent]}
         return _import_result(ctx, version, changes=changes, total=len(new), rows=len(checked.units),
                               data=base64.b64encode(raw).decode(), **shown)
-    saved = attempt(lambda: ctx.policies.update_draft(jid, number, document, form_revision(data), user.name,
-                                                      action="units_imported", file=shown["name"], mode=shown["mode"],
-                                                      rows=len(checked.units)),
+    saved = attempt(lambda: ctx.policies.update_draft(ctx.jid, ctx.number, document, form_revision(data),
+                                                      ctx.user.name, action="units_imported", file=shown["name"],
+                                                      mode=shown["mode"], rows=len(checked.units)),
                     lambda err: {"general": "; ".join(issues(err))})
     if isinstance(saved, Refused):
         return _import_result(ctx, version, errors=list(saved.errors.values()), status=saved.status, **shown)
-    return ClientRedirect(f"/admin/j/{jid}/v/{number}/units?imported={len(new)}")
+    return ClientRedirect(f"/admin/j/{ctx.jid}/v/{ctx.number}/units?imported={len(new)}")
 
 
 def _import_issues(err: Invalid, lines: dict[int, int]) -> list[str]:
@@ -606,5 +670,5 @@ def workflows_page(request: Request, user: NamedDependency[Principal], jid: From
     return page("edit_workflows.html", **ctx.context(version, workflows=workflows, rules=rules, blank=blank))
 
 
-ROUTES = [item_check, item_save, item_delete, units_page, unit_children, unit_search, unit_form, unit_import,
-          unit_table, departments_page, workflows_page]
+ROUTES = [types_page, scoring_page, item_form, item_view, item_check, item_save, item_delete, units_page, unit_children,
+          unit_search, unit_form, unit_import, unit_table, departments_page, workflows_page]

@@ -9,6 +9,7 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from litestar.plugins.htmx import ClientRedirect
 from litestar.response import Redirect, Template
 from shapely.geometry import shape
 from sqlmodel import Session, col, select
@@ -110,7 +111,7 @@ async def boundaries_upload(request: Request, user: NamedDependency[Principal], 
         return page("geo_boundaries_result.html", 422, jid=jid, number=number, errors=preview.problems(),
                     preview=preview)
     if apply:
-        return Response("", headers={"HX-Redirect": f"/admin/j/{jid}/v/{number}/boundaries"})
+        return ClientRedirect(f"/admin/j/{jid}/v/{number}/boundaries")
     return page("geo_boundaries_result.html", jid=jid, number=number, preview=preview, geojson=text.decode("utf-8"),
                 revision=form_revision(data))
 

@@ -8,10 +8,11 @@ from typing import Annotated
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
+from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Template
 
 from admin.charts import bar_chart, line_chart
-from admin.common import Number, is_htmx, page, require, services
+from admin.common import Number, page, require, services
 from engine.compiler import CompiledPolicy
 from engine.verify import escalation_edges
 from policy.diff import compare
@@ -56,14 +57,14 @@ def escalation_graph(compiled: CompiledPolicy) -> dict:
 
 # --- impact preview (fragment on the verify page; a page of its own without htmx)
 @get("/j/{jid:str}/v/{number:int}/impact", sync_to_thread=True)
-def impact(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
+def impact(request: HTMXRequest, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            days: Annotated[str | None, QueryParameter(max_length=20)] = None) -> Template:
     require(user, jid, "viewer")
     s = services(request).policies
     version = s.get_version(jid, number)
     report = replay_version(s, version, parse_days(days))
     context = dict(user=user, jid=jid, version=version, impact=report, days=report.days)
-    return page("insight_impact.html" if is_htmx(request) else "insight_impact_page.html", **context)
+    return page("insight_impact.html" if request.htmx else "insight_impact_page.html", **context)
 
 
 # --- compare: the chart, every section as a table, and the same tables as an .xlsx workbook

@@ -5,7 +5,6 @@ APIs (API keys, no cookies) are untouched. Sessions and the CSRF secret are shar
 """
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -13,8 +12,8 @@ from typing import Annotated, Any
 from cachetools import LRUCache, cached
 from litestar import Request, Response, Router, get, post
 from litestar.config.csrf import CSRFConfig
+from litestar.plugins.htmx import HTMXRequest
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.datastructures import FormMultiDict
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException, ValidationException
@@ -41,8 +40,8 @@ from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, s
 
 from admin import assessment, audit, bulk, editing, geo, insight, ledger, provenance, publishing, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, Refused, attempt,
-                          bad_request, csrf_error, current_user, dom_id, field_errors, form_revision, htmx_target,
-                          login_redirect, page, register_words, require, services, session_data, store_error)
+                          bad_request, csrf_error, current_user, dom_id, form_revision, login_redirect, page,
+                          register_words, require, services, session_data, store_error)
 
 
 # --- sign-in
@@ -117,156 +116,8 @@ def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[
     return Redirect(f"/admin/j/{jid}/v/{version.number}")
 
 
-# --- the draft editor: problem-type table with inline edits
-def _type_rows(document: dict, q: str | None, names: dict[str, str]) -> list[dict]:
-    rows = []
-    for t in document["problem_types"]:
-        name = names.get(t["code"], t.get("name") or t["code"])
-        score = search_score(q, t["code"], name) if q else 1.0
-        if score >= 1.0:
-            rows.append({**t, "name": name})
-    return rows
-
-
-def _department_names(head: dict) -> dict[str, str]:
-    """Department id → name of a version's document (its head suffices)."""
-    return {d["id"]: d["name"] for d in head["departments"]}
-
-
 def _type_names(request: Request, jid: FromPath[str]) -> dict[str, str]:
     return services(request).policies.router(jid).jur.type_names
-
-
-@get("/j/{jid:str}/v/{number:int}", sync_to_thread=True)
-def editor(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
-           q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> Template:
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    head = policies.head(version)
-    rows = _type_rows(head, q, _type_names(request, jid))
-    context = dict(user=user, jid=jid, version=version, rows=rows, q=q or "", departments=_department_names(head),
-                   editable=version.status == "draft" and user.can(jid, "editor"))
-    if htmx_target(request) == "type-rows":
-        return page("_type_rows.html", **context)
-    return page("editor.html", **context)
-
-
-def _find_type(document: dict, number: int, code: FromPath[str]) -> tuple[int, dict]:
-    for index, ptype in enumerate(document["problem_types"]):
-        if ptype["code"] == code:
-            return index, ptype
-    raise StoreError(f"草稿 v{number} 中没有问题类型 {code}", field="code")
-
-
-@dataclass
-class TypeEdit:
-    """One inline edit of a problem type: the submitted values and what is wrong with them."""
-    level: str
-    departments: list[str]
-    persuade_first: bool
-    revision: int
-    errors: dict[str, str]
-    index: int = -1  # the type's position in the document, once applied
-
-    @classmethod
-    def from_form(cls, form: FormMultiDict) -> TypeEdit:
-        chosen = [d for value in form.getall("departments", [])[:100]
-                  for d in re.split(r"[,，\s]+", str(value)[:500]) if d]
-        return cls(str(form.get("level", ""))[:10].strip(), list(dict.fromkeys(chosen)),
-                   form.get("persuade_first") == "on", form_revision(form), {})
-
-    @classmethod
-    def from_type(cls, ptype: dict, revision: int) -> TypeEdit:
-        return cls(str(ptype["level"]), list(ptype["departments"]), ptype["persuade_first"], revision, {})
-
-    def apply(self, document: dict, number: int, code: FromPath[str]) -> dict | None:
-        """The draft document with this edit applied, or None with `errors` filled in."""
-        if not self.level.isdigit():
-            self.errors["level"] = "处置层级须为整数, 如 2"
-            return None
-        index, ptype = _find_type(document, number, code)
-        document["problem_types"] = list(document["problem_types"])
-        document["problem_types"][index] = {**ptype, "level": int(self.level),
-                                            "departments": self.departments,
-                                            "persuade_first": self.persuade_first}
-        self.index = index
-        return document
-
-    def field_errors(self, err: Invalid) -> dict[str, str]:
-        return field_errors(err, f"problem_types[{self.index}]", ("level", "departments", "persuade_first"))
-
-
-async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int,
-                code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
-    require(user, jid, "editor")
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    edit = TypeEdit.from_form(await request.form())
-    return version, edit, await sync_to_thread(edit.apply, policies.document(version), number, code)
-
-
-def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
-          status: int = 200) -> Template:
-    head = services(request).policies.head(version)
-    _, ptype = _find_type(head, version.number, code)
-    levels = [lv["number"] for lv in head["levels"]]
-    return page("_type_form.html", status, jid=jid, version=version, t=ptype, edit=edit,
-                 name=_type_names(request, jid).get(code, code), departments=_department_names(head), levels=levels)
-
-
-@get("/j/{jid:str}/v/{number:int}/types/{code:str}", sync_to_thread=True)
-def type_row(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
-             code: FromPath[str]) -> Template:
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    _, ptype = _find_type(policies.head(version), number, code)
-    return page("_type_row.html", jid=jid, version=version, editable=version.status == "draft"
-                 and user.can(jid, "editor"), t={**ptype, "name": _type_names(request, jid).get(code, code)},
-                 departments=_department_names(policies.head(version)))
-
-
-@get("/j/{jid:str}/v/{number:int}/types/{code:str}/edit", sync_to_thread=True)
-def type_edit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
-                   code: FromPath[str]) -> Template:
-    require(user, jid, "editor")
-    policies = services(request).policies
-    version = policies.get_version(jid, number)
-    if version.status != "draft":
-        raise StoreError(f"v{number} 已发布, 不可修改; 请先新建草稿", field="number")
-    _, ptype = _find_type(policies.head(version), number, code)
-    return _form(request, jid, version, code, TypeEdit.from_type(ptype, version.revision))
-
-
-@post("/j/{jid:str}/v/{number:int}/types/{code:str}/check")
-async def type_check(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
-                     code: FromPath[str]) -> Template:
-    """Validation as the admin types: only the messages next to the fields are swapped."""
-    version, edit, document = await _edit(request, user, jid, number, code)
-    if document is not None:
-        try:
-            await sync_to_thread(services(request).policies.check_draft, jid, number, document)
-        except Invalid as err:
-            edit.errors = edit.field_errors(err)
-    return page("_type_errors.html", dom=dom_id(code), edit=edit)
-
-
-@post("/j/{jid:str}/v/{number:int}/types/{code:str}")
-async def type_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
-                    code: FromPath[str]) -> Template:
-    version, edit, document = await _edit(request, user, jid, number, code)
-    if document is None:
-        return _form(request, jid, version, code, edit, 422)
-    policies = services(request).policies
-    saved = await sync_to_thread(
-        attempt, lambda: policies.update_draft(jid, number, document, edit.revision, user.name), edit.field_errors)
-    if isinstance(saved, Refused):
-        edit.errors = saved.errors
-        return _form(request, jid, version, code, edit, saved.status)
-    head = await sync_to_thread(policies.head, saved)
-    _, ptype = _find_type(head, number, code)
-    return page("_type_row.html", jid=jid, version=saved, editable=True,
-                 t={**ptype, "name": _type_names(request, jid).get(code, code)}, saved=True,
-                 departments=_department_names(head))
 
 
 # --- verify, publish, history, rollback
@@ -408,15 +259,16 @@ def admin_parts(engine: Engine) -> AdminParts:
                       header_name="X-CSRFToken", cookie_samesite="strict")
     router = Router(
         path="/admin",
-        route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, editor, type_row, type_edit_form,
-                        type_check, type_save, verify_page, publish, rollback, version_diff, simulator, simulate,
-                        compare_page, *insight.ROUTES, *editing.ROUTES, *users.ROUTES, *assessment.ROUTES,
+        route_handlers=[login_form, login, logout, index, jurisdiction, new_draft, verify_page, publish, rollback,
+                        version_diff, simulator, simulate, compare_page, *insight.ROUTES, *editing.ROUTES,
+                        *users.ROUTES, *assessment.ROUTES,
                         *provenance.ROUTES, *publishing.ROUTES, *bulk.ROUTES, *ledger.ROUTES, *geo.ROUTES,
                         *audit.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=True)},
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
                             PermissionDeniedException: csrf_error, ValidationException: bad_request},
+        request_class=HTMXRequest,
         include_in_schema=False,
     )
     static = create_static_files_router(path="/admin/static", directories=[HERE / "static"], include_in_schema=False)

@@ -1,9 +1,7 @@
 """Find jurisdiction files, apply `extends`, overlay imported units, and build validated policies."""
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from collections.abc import Mapping
@@ -18,13 +16,13 @@ from policy.catalog import Catalog, load_catalog
 from policy.errors import PolicyError, PolicyIssue, format_path
 from policy.models import Policy, Unit
 from policy.search import UnitIndex
-from policy.yamlio import Origin, OriginMap, load_yaml
+from policy.unit_rows import overlay_units, parse_units_csv
+from policy.yamlio import OriginMap, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CATALOG_FILE = "_catalog.yaml"
 UNITS_CSV_SUFFIX = ".units.csv"
 TESTS_SUFFIX = ".tests.yaml"  # a jurisdiction's pinned test cases, beside its file (or folder)
-UNIT_CSV_COLUMNS = ("id", "name", "level", "parent")
 # Keyed lists merge item by item under `extends`; the first key all items carry wins.
 LIST_KEYS = ("code", "number", "id", "id_prefix", "seed", "kind")
 INHERITED = "inherited_from"
@@ -263,47 +261,12 @@ def _issue_from_pydantic(data: dict, err: Mapping[str, Any], files: list[str], o
     return PolicyIssue(file=file or files[-1], line=line, path=format_path(loc), message=message)
 
 
-def overlay_units(data: dict, units: list[dict]) -> int:
-    """Imported units replace the named units and placeholders of every level they cover (in place);
-    returns the index of the first imported unit in `data["units"]`."""
-    levels = {u["level"] for u in units}
-    data["unit_groups"] = [g for g in data.get("unit_groups", []) if g.get("level") not in levels]
-    keep = [u for u in data.get("units", []) if u.get("level") not in levels]
-    data["units"] = keep + units
-    return len(keep)
-
-
 def read_units_csv(path: Path, origins: OriginMap) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([PolicyIssue(file=str(path), message=f"无法读取 CSV cannot read CSV: {exc}")]) from None
     return parse_units_csv(text, str(path), origins)
-
-
-def parse_units_csv(text: str, name: str, origins: OriginMap | None = None) -> list[dict]:
-    """Rows id,name,level,parent (header required); real unit names replace placeholders."""
-    origins = origins or OriginMap()
-    label = Path(name).name
-    try:
-        reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-        if tuple(reader.fieldnames or ())[:4] != UNIT_CSV_COLUMNS:
-            raise PolicyError([PolicyIssue(file=name, line=1, message=(
-                f"表头须为 {','.join(UNIT_CSV_COLUMNS)} — the header must be {','.join(UNIT_CSV_COLUMNS)}"))])
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                level = int(row["level"])
-            except (TypeError, ValueError):
-                raise PolicyError([PolicyIssue(file=name, line=line, path="level", message=(
-                    f"层级须为整数, 而非 {row['level']!r} — level must be an integer"))]) from None
-            unit = {"id": row["id"], "name": row["name"], "level": level, "parent": row["parent"] or None,
-                    "assumption": f"由 {label} 导入的网格单元 (imported unit)"}
-            origins.record(unit, Origin(name, line))
-            rows.append(unit)
-        return rows
-    except csv.Error as exc:
-        raise PolicyError([PolicyIssue(file=name, message=f"无法读取 CSV cannot read CSV: {exc}")]) from None
 
 
 def load_jurisdictions(directory: Path | None = None) -> dict[str, Jurisdiction]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
-from policy.loader import overlay_units, parse_units_csv
+from policy.unit_rows import overlay_units, parse_units_csv
 
 
 def scaled_units_csv(counts: tuple[int, ...], prefix: str = "s") -> str:

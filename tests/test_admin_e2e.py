@@ -31,13 +31,13 @@ def test_edit_validate_publish_simulate_compare(browser, server):
     expect(page.locator("#type-rows")).not_to_contain_text("畜禽")
     page.get_by_role("button", name="编辑 医疗废物处置").click()
     level = page.get_by_label("处置层级")
-    error = page.locator("#err-waste-medical-disposal-level")
+    error = page.locator("#err-types-waste-medical-disposal-level")
     expect(level).to_be_visible()
     htmx_idle(page)
     level.fill("9")  # checked as the admin types, before any save
     expect(error).to_contain_text("处置层级 9 不存在")
     page.get_by_role("button", name="保存").click()
-    expect(level).to_have_attribute("aria-invalid", "true")  # the refused save re-rendered the form
+    expect(level).to_have_attribute("aria-invalid", "true")  # the refused save marked the field
     expect(error).to_contain_text("处置层级 9 不存在")
     htmx_idle(page)
     level.fill("3")
@@ -110,7 +110,7 @@ def test_viewer_cannot_edit(browser, server):
     expect(page.get_by_role("note")).to_contain_text("只有查看权限")
     expect(page.get_by_role("button", name="编辑 医疗废物处置")).to_have_count(0)
     token = page.locator("input[name=_csrf_token]").first.get_attribute("value")
-    response = page.request.post(server + "/admin/j/karamay/v/3/types/waste.medical.disposal",
+    response = page.request.post(server + "/admin/j/karamay/v/3/e/types/waste.medical.disposal",
                                  form={"level": "1", "departments": "", "revision": "1", "_csrf_token": token})
     assert response.status == 403 and "编辑权限" in response.text()
     page.goto(server + "/admin/j/karamay/v/3")

@@ -22,10 +22,12 @@ VALID = {  # a form each editor accepts; examples override some of its fields
     ("rules", "deadline_escalate"): {"name": "超期升级", "priority": "90", "mode": "up", "target": "1", **PROV},
     ("rules", "+"): {"id": "esc_major", "name": "重大超期", "priority": "95", "mode": "level", "target": "1",
                      "applies": "2", **PROV},
+    ("types", "waste.medical.disposal"): {"level": "2", "departments": "ecology_bureau", "persuade_first": "on"},
+    ("deductions", "late_report"): {"trigger": "late_report", "points": "2", "max_points": ""},
 }
 FIELDS = sorted({name for form in VALID.values() for name in form} | {"seed", "clause", "quote"})
-values = st.one_of(st.text(max_size=40), st.sampled_from(["", "1", "2", "3", "0", "7", "-1", "P3D", "PT0S", "on",
-                                                          "up", "level", "source", "assumption", "kmy", "kmy-l2-2",
+values = st.one_of(st.text(max_size=40), st.sampled_from(["", "1", "2", "3", "0", "7", "-1", "2.5", "inf", "P3D", "PT0S",
+                                                          "on", "up", "level", "source", "assumption", "kmy", "kmy-l2-2",
                                                           "natural", "working", "days", "working_days", "ecology_bureau"]))
 
 

@@ -77,13 +77,18 @@ def test_deduction_points_edited_on_a_draft_change_nothing_when_invalid(browser,
     page.goto(server + "/admin/j/karamay/assessment?period=2026-Q3")
     page.get_by_role("link", name="在草稿", exact=False).first.click()
     field = page.get_by_label("迟报、瞒报、谎报 每次扣分")
+    item = page.locator("#deductions-late_report")
     expect(field).to_have_value("2.0")
-    field.fill("-1")
-    page.get_by_role("button", name="保存到草稿").click()
-    expect(page.get_by_role("alert")).to_have_text("每次扣分须为正数, 而非 '-1'")
+    htmx_idle(page)
+    field.fill("-1")  # checked as the admin types, and refused on saving
+    expect(page.locator("#err-deductions-late_report-points")).to_have_text("每次扣分须为正数, 而非 '-1'")
+    item.get_by_role("button", name="保存").click()
+    expect(page.locator("#err-deductions-late_report-points")).to_have_text("每次扣分须为正数, 而非 '-1'")
+    expect(field).to_have_attribute("aria-invalid", "true")
     page.goto(page.url)  # the form's own address: GET the stored draft again
     expect(page.get_by_label("迟报、瞒报、谎报 每次扣分")).to_have_value("2.0")  # nothing was saved
+    htmx_idle(page)
     page.get_by_label("迟报、瞒报、谎报 每次扣分").fill("3")
-    page.get_by_role("button", name="保存到草稿").click()
-    expect(page.get_by_role("status")).to_contain_text("已保存到草稿")
+    item.get_by_role("button", name="保存").click()
+    expect(item.get_by_role("status")).to_contain_text("已保存")
     expect(page.get_by_label("迟报、瞒报、谎报 每次扣分")).to_have_value("3.0")

@@ -2,16 +2,22 @@
 export, and every problem by line and column in Chinese, once. Real server, real HTTP; plus the row checks."""
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
 from io import BytesIO
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 from openpyxl import Workbook, load_workbook
 from playwright.sync_api import expect
 
-from policy.unit_rows import RowIssue, check_rows, grouped
-from tests.admin_browser import admin_http, draft_page, shot
+from api.app import create_app
+from policy.errors import PolicyError
+from policy.unit_rows import RowIssue, check_rows, grouped, parse_units_csv
+from store.users import create_user
+from tests.admin_browser import PASSWORD, admin_http, draft_page, shot
 from tests.test_admin_editing_http import _revision
 
 HEADER = "id,name,level,parent\n"
@@ -110,6 +116,63 @@ def test_a_parent_may_come_from_the_same_file():
     rows = check_rows([(2, {"id": "t1", "name": "镇", "level": "3", "parent": "d"}),
                        (3, {"id": "v1", "name": "村", "level": "4", "parent": "t1"})], [1, 2, 3, 4], {"d": 2})
     assert not rows.issues and rows.lines == {"t1": 2, "v1": 3}
+
+
+def test_a_jurisdiction_units_file_is_checked_like_an_upload():
+    """One parser for the admin's upload and a jurisdiction's *.units.csv: the same problems, by line and column."""
+    text = HEADER + "Bad Id,坏编号,3,x\nok-1,,x,\nok-2,社区,2,p\nok-2,重复,2,p\n"
+    with pytest.raises(PolicyError) as err:
+        parse_units_csv(text, "jur.units.csv")
+    found = {(i.line, i.path, i.message) for i in err.value.issues}
+    assert found == {(2, "id", "编号只能由小写字母、数字、_ 或 - 组成 (如 kmy-l3-01), 最长 64 个字符"),
+                     (3, "name", "名称不能为空"), (3, "level", "层级须为整数"), (5, "id", "编号 ok-2 在第 4 行已出现")}
+    rows = check_rows([(line, dict(zip(("id", "name", "level", "parent"), row.split(","))))
+                       for line, row in enumerate(text.splitlines()[1:], start=2)])
+    assert {(i.line, i.column, i.message) for i in rows.issues} == found
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_the_import_checks_and_saves_off_the_event_loop(prepared_sqlite, tmp_path, monkeypatch):
+    """Checking a file re-validates the whole policy (seconds on a large one) and saving waits for the write lock:
+    both run in a handler thread, never on the event loop that answers every other request."""
+    shutil.copy(prepared_sqlite, tmp_path / "import.db")
+    app = create_app(f"sqlite:///{tmp_path / 'import.db'}", background=False)
+    policies = app.state.services.policies
+    create_user(policies.engine, "admin", PASSWORD, True, {}, "test")
+    on_loop: list[tuple[str, bool]] = []
+
+    def spy(name: str):
+        real = getattr(type(policies), name)
+
+        def call(*args, **kwargs):
+            on_loop.append((name, _on_event_loop()))
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("check_draft", "update_draft"):
+        monkeypatch.setattr(type(policies), name, spy(name))
+    with TestClient(app) as http:
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', http.get("/admin/login").text).group(1)
+        http.post("/admin/login", data={"name": "admin", "password": PASSWORD, "_csrf_token": token})
+        draft = http.post("/admin/j/weiyang/drafts", data={"_csrf_token": token},
+                          follow_redirects=False).headers["location"]
+        http.headers.update({"X-CSRFToken": http.cookies["gp_csrf"], "HX-Request": "true"})
+        before = _revision(http, draft)
+        preview = _upload(http, draft, (HEADER + "wy-l3-01,未央宫街道,3,weiyang\n").encode())
+        data = re.search(r'name="data" value="([^"]+)"', preview.text).group(1)
+        saved = http.post(draft + "/units/import", data={"action": "apply", "name": "units.csv", "mode": "merge",
+                                                         "data": data, "revision": str(before)})
+        assert saved.status_code == 201 and _revision(http, draft) == before + 1
+    assert {name for name, _ in on_loop} == {"check_draft", "update_draft"}
+    assert not any(loop for _, loop in on_loop), on_loop
+    policies.engine.dispose()
 
 
 @pytest.mark.browser

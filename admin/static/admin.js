@@ -19,3 +19,11 @@ document.addEventListener("input", (event) => {
   const text = box.value.trim().toLowerCase();
   for (const option of select.options) option.hidden = !!text && !option.text.toLowerCase().includes(text) && !option.selected;
 });
+// an editor's message slot (err-DOM-FIELD, swapped in out of band) marks the control DOM-FIELD it describes
+document.addEventListener("htmx:oobAfterSwap", (event) => {
+  const slot = event.target;  // the swapped-in slot (detail.target is the one it replaced)
+  const control = slot.id && slot.id.startsWith("err-") && document.getElementById(slot.id.slice(4));
+  if (!control) return;
+  control.setAttribute("aria-describedby", slot.id);
+  control.setAttribute("aria-invalid", slot.textContent.trim() ? "true" : "false");
+});
