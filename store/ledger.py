@@ -24,6 +24,7 @@ from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cases import CaseService
+from store import tallies
 from store.errors import Conflict, Invalid, NotFound
 from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow)
 from store.versions import PolicyStore
@@ -446,6 +447,7 @@ class LedgerService:
                                 for oid in dict.fromkeys(p.objects))
                 self._open_finding_cases(session, router, jid, record, p, actor, now, f"patrols[{i}].")
                 out[i] = (record, True)
+            tallies.add(session, tallies.of_records((r, dict.fromkeys(p.objects)) for _, p, r in fresh))
             session.commit()
         return [o for o in out if o is not None]
 

@@ -335,7 +335,6 @@ class PatrolRecord(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("jurisdiction", "idempotency_key"),
                       UniqueConstraint("jurisdiction", "unit", "activity", "patrolled_at", "signed_by"),
                       Index("ix_patrol_compliance", "jurisdiction", "day", "activity", "unit"),
-                      Index("ix_patrol_activity", "jurisdiction", "activity", "day", "unit"),
                       Index("ix_patrol_latest", "jurisdiction", "patrolled_at"))
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(max_length=64)
@@ -359,6 +358,18 @@ class PatrolObject(SQLModel, table=True):
     patrol_id: int = Field(foreign_key="patrol_record.id", primary_key=True)
     object_id: int = Field(foreign_key="supervised_object.id", primary_key=True)
     day: date  # the patrol's day, so an object's inspections per period need no join
+
+
+class PatrolTally(SQLModel, table=True):
+    """Patrol records per subject (a unit, or "object:<id>" for the objects checked), activity and period of each
+    kind (store/tallies.py): kept by patrol intake in the same transaction, read by the cadences."""
+    __tablename__ = "patrol_tally"
+    jurisdiction: str = Field(max_length=64, primary_key=True)
+    per: str = Field(max_length=16, primary_key=True)  # a cadence period kind: day, week, … year
+    activity: str = Field(max_length=32, primary_key=True)
+    period_start: date = Field(primary_key=True)
+    subject: str = Field(max_length=160, primary_key=True)
+    n: int
 
 
 class CaseLink(SQLModel, table=True):

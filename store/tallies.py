@@ -1,0 +1,132 @@
+"""Patrol tallies: the number of patrol records per subject (a grid unit, or `object:<id>` for an object a patrol
+checked), activity and calendar period of every kind a cadence can use (day, week, half month … year).
+
+Patrol intake adds to them in the same transaction as the records (an upsert per touched row), so a cadence's
+obligations for any period — settled or current — read a few rows per subject instead of scanning the records.
+`recount` derives them from scratch (the migration's backfill, the simulator's bulk inserts, the tests' check).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from policy.models import PERIOD_LABELS
+from store.assessment import MONTHS
+from store.tables import PatrolObject, PatrolRecord, PatrolTally
+
+PERIOD_KINDS = tuple(PERIOD_LABELS)  # every kind is kept: a new policy version may add a cadence of any kind
+OBJECT = "object:"  # an object's subject; unit ids never take this form
+OBJECT_END = "object;"  # the first text after every "object:…" (";" follows ":")
+KEY = ("jurisdiction", "per", "activity", "period_start", "subject")
+CHUNK = 5000
+
+Bucket = tuple[date, date]  # [start, end) days
+Tallies = Counter  # {(jurisdiction, per, activity, period_start, subject): records}
+
+
+def bucket_of(kind: str, day: date) -> Bucket:
+    """The period of kind `kind` (a cadence's `per`) containing `day`."""
+    if kind == "day":
+        return day, day + timedelta(days=1)
+    if kind == "week":  # calendar weeks start on Monday
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    if kind == "half_month":
+        if day.day < 16:
+            return day.replace(day=1), day.replace(day=16)
+        return day.replace(day=16), month_add(day.replace(day=1), 1)
+    span = MONTHS[kind]
+    first = date(day.year, (day.month - 1) // span * span + 1, 1)
+    return first, month_add(first, span)
+
+
+def month_add(day: date, months: int) -> date:
+    n = day.year * 12 + day.month - 1 + months
+    return date(n // 12, n % 12 + 1, 1)
+
+
+def object_subject(object_id: int) -> str:
+    return f"{OBJECT}{object_id}"
+
+
+def tallies(daily: Iterable[tuple[str, str, str, date | str, int]]) -> Tallies:
+    """(jurisdiction, subject, activity, day, records) → the tallies of every period kind."""
+    out: Tallies = Counter()
+    for jid, subject, activity, day, n in daily:
+        day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+        for per in PERIOD_KINDS:
+            out[(jid, per, activity, bucket_of(per, day)[0], subject)] += n
+    return out
+
+
+def of_records(records: Iterable[tuple[PatrolRecord, Iterable[int]]]) -> Tallies:
+    """The tallies new records (each with the ids of the objects it checked) add."""
+    return tallies(row for r, objects in records for row in
+                   [(r.jurisdiction, r.unit, r.activity, r.day, 1)]
+                   + [(r.jurisdiction, object_subject(oid), r.activity, r.day, 1) for oid in objects])
+
+
+def add(session: Session | Connection, counts: Tallies) -> None:
+    """Add `counts` to the stored tallies (one upsert per row, in key order so concurrent intakes lock rows in
+    the same order)."""
+    if not counts:
+        return
+    t = PatrolTally.__table__
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+    stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
+    rows = [dict(zip(KEY, key), n=n) for key, n in sorted(counts.items())]
+    for i in range(0, len(rows), CHUNK):
+        session.execute(stmt, rows[i:i + CHUNK])
+
+
+def recount(session: Session | Connection, jid: str | None = None) -> Tallies:
+    """The tallies from scratch: the records per unit, and per checked object, activity and day, put into periods."""
+    p, o = PatrolRecord.__table__.c, PatrolObject.__table__.c
+    units = select(p.jurisdiction, p.unit, p.activity, p.day, func.count())
+    objects = select(p.jurisdiction, o.object_id, p.activity, o.day, func.count()).join_from(
+        PatrolObject.__table__, PatrolRecord.__table__, p.id == o.patrol_id)
+    if jid is not None:
+        units, objects = units.where(p.jurisdiction == jid), objects.where(p.jurisdiction == jid)
+    rows = list(session.execute(units.group_by(p.jurisdiction, p.unit, p.activity, p.day)))
+    rows += [(j, object_subject(oid), a, d, n) for j, oid, a, d, n in
+             session.execute(objects.group_by(p.jurisdiction, o.object_id, p.activity, o.day))]
+    return tallies(rows)
+
+
+def rebuild(session: Session | Connection, jid: str | None = None) -> int:
+    """Replace the stored tallies (of one jurisdiction, or all) with a recount; returns the rows written."""
+    counts = recount(session, jid)
+    t = PatrolTally.__table__
+    session.execute(delete(t) if jid is None else delete(t).where(t.c.jurisdiction == jid))
+    rows = [dict(zip(KEY, key), n=n) for key, n in counts.items()]
+    for i in range(0, len(rows), CHUNK):
+        session.execute(insert(t), rows[i:i + CHUNK])
+    return len(rows)
+
+
+def read(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date], objects: bool,
+         units: list[str] | None = None) -> dict[tuple[str, date], int]:
+    """{(subject, period start): records} of the activities in the periods of kind `per` starting at `starts`:
+    of objects, or of units (only `units` when given)."""
+    t = PatrolTally.__table__.c
+    query = select(t.subject, t.period_start, func.sum(t.n)).where(
+        t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.period_start.in_(starts))
+    if objects:
+        query = query.where(t.subject >= OBJECT, t.subject < OBJECT_END)
+    elif units is not None:
+        query = query.where(t.subject.in_(units))
+    else:
+        query = query.where((t.subject < OBJECT) | (t.subject >= OBJECT_END))
+    return {(subject, _as_date(start)): n for subject, start, n in session.execute(
+        query.group_by(t.subject, t.period_start))}
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
