@@ -156,21 +156,23 @@ class CadenceService:
         levels: dict[int, Counter] = defaultdict(Counter)
         per_cadence: dict[str, Counter] = defaultdict(Counter)
         for ob in obligations:
-            level = router.units[ob.unit].level
-            row = rows.setdefault((ob.unit, ob.cadence.id), {
-                "unit": ob.unit, "unit_name": router.units[ob.unit].name, "level": level, "cadence": ob.cadence.id,
-                "required": 0, "recorded": 0, "obligations": Counter(), "objects": 0})
+            row = rows.get((ob.unit, ob.cadence.id))
+            if row is None:
+                u = router.units[ob.unit]
+                row = rows[(ob.unit, ob.cadence.id)] = {
+                    "unit": ob.unit, "unit_name": u.name, "level": u.level, "cadence": ob.cadence.id,
+                    "required": 0, "recorded": 0, "obligations": {}, "objects": 0}
             row["required"] += ob.required
             row["recorded"] += min(ob.recorded, ob.required)
-            row["obligations"][ob.status] += 1
+            row["obligations"][ob.status] = row["obligations"].get(ob.status, 0) + 1
             row["objects"] += ob.object_id is not None
-            levels[level][ob.status] += 1
-            per_cadence[ob.cadence.id][ob.status] += 1
         unit_rows = []
         for row in sorted(rows.values(), key=lambda r: (r["level"], r["unit"], r["cadence"])):
             row["status"] = max(row["obligations"], key=SEVERITY.index)
             row["status_label"] = STATUS_LABELS[row["status"]]
-            row["obligations"] = dict(row["obligations"])
+            for status, n in row["obligations"].items():
+                levels[row["level"]][status] += n
+                per_cadence[row["cadence"]][status] += n
             unit_rows.append(row)
         level_names = {lv.number: lv.name for lv in policy.levels}
         return {

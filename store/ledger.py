@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from openpyxl import load_workbook
-from sqlalchemy import func, or_
+from sqlalchemy import column, func, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -41,6 +41,7 @@ MAX_IMPORT_ROWS = 50_000
 # 盘锦 附件1 一: classes go "根据企业诚信守法情况、日常监管状况和对周围环境影响程度"
 CLASS_REASON = "定类须说明理由 (诚信守法情况、日常监管状况、对周围环境影响程度)"
 PAGE = 50
+OBJECT_SEARCH = table("object_search", column("rowid"))  # SQLite's trigram index of search keys (migration 0013)
 
 
 @dataclass
@@ -304,10 +305,7 @@ class LedgerService:
         router = self.policies.router(jid)
         query = select(SupervisedObject).where(SupervisedObject.jurisdiction == jid)
         if q and q.strip():
-            words = q.strip().lower().split()
-            query = query.where(*[SupervisedObject.search_key.contains(w, autoescape=True) for w in words]) \
-                if len(words) > 1 else query.where(or_(SupervisedObject.search_key.contains(words[0], autoescape=True),
-                                                      SupervisedObject.search_key.contains(q.strip().lower().replace(" ", ""), autoescape=True)))
+            query = query.where(*self._containing(q.strip().lower().split()))
         if unit:
             units = self.subtree(router, unit)
             if units is not None:
@@ -323,6 +321,18 @@ class LedgerService:
             rows = session.exec(query.order_by(SupervisedObject.unit, SupervisedObject.name)
                                 .offset(offset).limit(limit)).all()
             return total, list(rows)
+
+    def _containing(self, words: list[str]) -> list:
+        """Conditions: the search key contains each word. On SQLite the words of three or more characters are
+        looked up in the trigram index object_search (PostgreSQL's pg_trgm index serves LIKE itself)."""
+        key = SupervisedObject.search_key
+        if self.engine.dialect.name != "sqlite":
+            return [key.contains(w, autoescape=True) for w in words]
+        indexed = [w for w in words if len(w) >= 3]
+        phrases = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)  # FTS5 phrases, all required
+        found = select(OBJECT_SEARCH.c.rowid).where(text("object_search MATCH :phrases").bindparams(phrases=phrases))
+        return ([SupervisedObject.id.in_(found)] if indexed else []) + \
+            [key.contains(w, autoescape=True) for w in words if len(w) < 3]
 
     def object_counts(self, jid: str) -> dict[str, dict[str, int]]:
         """Objects per kind and per class, for the ledger page's filters."""

@@ -297,7 +297,10 @@ class AdminSession(SQLModel, table=True):
 class SupervisedObject(SQLModel, table=True):
     """监管对象台账: one pollution source, risk source or environmental object in one grid unit (一企一档)."""
     __tablename__ = "supervised_object"
-    __table_args__ = (UniqueConstraint("jurisdiction", "identifier"), Index("ix_object_unit", "jurisdiction", "unit"))
+    __table_args__ = (UniqueConstraint("jurisdiction", "identifier"),
+                      Index("ix_object_order", "jurisdiction", "unit", "name"),
+                      Index("ix_object_kind", "jurisdiction", "kind", "source_class"))
+    # search_key is indexed by trigrams (migration 0013): SQLite's FTS5 table object_search, PostgreSQL's pg_trgm
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(max_length=64, index=True)
     unit: str = Field(max_length=128)
@@ -367,6 +370,7 @@ class PatrolTally(SQLModel, table=True):
     jurisdiction: str = Field(max_length=64, primary_key=True)
     per: str = Field(max_length=16, primary_key=True)  # a cadence period kind: day, week, … year
     activity: str = Field(max_length=32, primary_key=True)
+    of_object: bool = Field(primary_key=True)  # the subject is an object
     period_start: date = Field(primary_key=True)
     subject: str = Field(max_length=160, primary_key=True)
     n: int

@@ -7,7 +7,7 @@ obligations for any period — settled or current — read a few rows per subjec
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
 
@@ -21,13 +21,12 @@ from store.assessment import MONTHS
 from store.tables import PatrolObject, PatrolRecord, PatrolTally
 
 PERIOD_KINDS = tuple(PERIOD_LABELS)  # every kind is kept: a new policy version may add a cadence of any kind
-OBJECT = "object:"  # an object's subject; unit ids never take this form
-OBJECT_END = "object;"  # the first text after every "object:…" (";" follows ":")
-KEY = ("jurisdiction", "per", "activity", "period_start", "subject")
+OBJECT = "object:"  # an object's subject (as in cadence_obligation)
+KEY = ("jurisdiction", "per", "activity", "of_object", "period_start", "subject")
 CHUNK = 5000
 
 Bucket = tuple[date, date]  # [start, end) days
-Tallies = Counter  # {(jurisdiction, per, activity, period_start, subject): records}
+Tallies = Counter  # {(jurisdiction, per, activity, of_object, period_start, subject): records}
 
 
 def bucket_of(kind: str, day: date) -> Bucket:
@@ -61,7 +60,7 @@ def tallies(daily: Iterable[tuple[str, str, str, date | str, int]]) -> Tallies:
     for jid, subject, activity, day, n in daily:
         day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
         for per in PERIOD_KINDS:
-            out[(jid, per, activity, bucket_of(per, day)[0], subject)] += n
+            out[(jid, per, activity, subject.startswith(OBJECT), bucket_of(per, day)[0], subject)] += n
     return out
 
 
@@ -116,16 +115,15 @@ def read(session: Session, jid: str, per: str, activities: tuple[str, ...], star
     """{(subject, period start): records} of the activities in the periods of kind `per` starting at `starts`:
     of objects, or of units (only `units` when given)."""
     t = PatrolTally.__table__.c
-    query = select(t.subject, t.period_start, func.sum(t.n)).where(
-        t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.period_start.in_(starts))
-    if objects:
-        query = query.where(t.subject >= OBJECT, t.subject < OBJECT_END)
-    elif units is not None:
+    query = select(t.subject, t.period_start, t.n).where(
+        t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.of_object == objects,
+        t.period_start.in_(starts))
+    if units is not None:
         query = query.where(t.subject.in_(units))
-    else:
-        query = query.where((t.subject < OBJECT) | (t.subject >= OBJECT_END))
-    return {(subject, _as_date(start)): n for subject, start, n in session.execute(
-        query.group_by(t.subject, t.period_start))}
+    out: dict[tuple[str, date], int] = defaultdict(int)
+    for subject, start, n in session.execute(query):  # several activities: their records add up
+        out[(subject, _as_date(start))] += n
+    return out
 
 
 def _as_date(value) -> date:

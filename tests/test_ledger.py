@@ -91,6 +91,25 @@ def test_search_by_pinyin_initials_grid_kind_and_class(ledger):
     assert ids(kind="livestock_farm") == [b.id] and ids(source_class="C") == [a.id] and ids(source_class="-") == []
 
 
+def test_object_search_goes_through_the_trigram_index_and_follows_changes(ledger):
+    a = ledger.create_object("panjin", SOURCE, "t")
+    ids = lambda q: [o.id for o in ledger.search_objects("panjin", q=q)[1]]  # noqa: E731
+    assert ids("lhhg") == [a.id] and ids("辽河化工") == [a.id] and ids("liaohe huagong") == [a.id]
+    ledger.update_object("panjin", a.id, {"name": "双台子热电厂"}, "t")
+    assert ids("lhhg") == [] and ids("stzrdc") == [a.id] and ids("热电") == [a.id] and ids("shuangtaizi rd") == [a.id]
+    assert ids('"stz') == [] and ids("%") == []  # quotes and wildcards are text
+    with Session(ledger.engine) as session:
+        query = select(SupervisedObject.id).where(*ledger._containing(["shuangtaizi"]))
+        sql = str(query.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
+        if ledger.engine.dialect.name == "postgresql":
+            session.connection().exec_driver_sql("SET LOCAL enable_seqscan = off")  # a tiny table: make it tell
+            plan = " ".join(r[0] for r in session.connection().exec_driver_sql("EXPLAIN " + sql))
+            assert "ix_object_search" in plan, plan
+        else:
+            plan = " ".join(r[-1] for r in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert "VIRTUAL TABLE INDEX" in plan and "object_search" in plan, plan
+
+
 def test_duplicate_identifier_is_a_conflict(ledger):
     ledger.create_object("panjin", SOURCE, "t")
     with pytest.raises(Conflict, match="许可证号 91211100MA0001 已登记"):
@@ -336,7 +355,7 @@ def test_tallies_kept_by_intake_equal_a_recount_of_random_histories(ledger, hist
     for i in range(0, len(items), batch):
         ledger.record_patrols("panjin", items[i:i + batch], "app", now=datetime(2027, 3, 1, tzinfo=CST))
     with Session(ledger.engine) as session:
-        stored = Counter({(r.jurisdiction, r.per, r.activity, r.period_start, r.subject): r.n
+        stored = Counter({(r.jurisdiction, r.per, r.activity, r.of_object, r.period_start, r.subject): r.n
                           for r in session.exec(select(PatrolTally))})
         assert +stored == tallies.recount(session) and stored == +stored  # no empty rows either
         records = session.exec(select(PatrolRecord.id, PatrolRecord.unit, PatrolRecord.activity, PatrolRecord.day)
