@@ -3,7 +3,8 @@ checked), activity and calendar period of every kind a cadence can use (day, wee
 
 Patrol intake adds to them in the same transaction as the records (an upsert per touched row), so a cadence's
 obligations for any period — settled or current — read a few rows per subject instead of scanning the records.
-`recount` derives them from scratch (the migration's backfill, the simulator's bulk inserts, the tests' check).
+`recount` derives them from scratch in SQL — an implementation independent of the incremental one, which the tests
+compare it with — and `rebuild` stores that (the migration's backfill, the simulator's bulk inserts).
 """
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from policy.models import PERIOD_LABELS
 from store.assessment import MONTHS
-from store.tables import PatrolObject, PatrolRecord, PatrolTally
+from store.tables import PatrolRecord, PatrolTally
 
 PERIOD_KINDS = tuple(PERIOD_LABELS)  # every kind is kept: a new policy version may add a cadence of any kind
 OBJECT = "object:"  # an object's subject (as in cadence_obligation)
@@ -85,29 +86,64 @@ def add(session: Session | Connection, counts: Tallies) -> None:
         session.execute(stmt, rows[i:i + CHUNK])
 
 
+# The start of a day's period of each kind, in each dialect's SQL ({d}: the day column).
+PERIOD_SQL = {
+    "sqlite": {
+        "day": "{d}",
+        "week": "date({d}, '-' || ((CAST(strftime('%w', {d}) AS INTEGER) + 6) % 7) || ' days')",
+        "half_month": "CASE WHEN CAST(strftime('%d', {d}) AS INTEGER) < 16 THEN date({d}, 'start of month') "
+                      "ELSE date({d}, 'start of month', '+15 days') END",
+        "month": "date({d}, 'start of month')",
+        "quarter": "date({d}, 'start of month', '-' || ((CAST(strftime('%m', {d}) AS INTEGER) - 1) % 3) || ' months')",
+        "half_year": "date({d}, 'start of month', '-' || ((CAST(strftime('%m', {d}) AS INTEGER) - 1) % 6) || ' months')",
+        "year": "date({d}, 'start of year')",
+    },
+    "postgresql": {
+        "day": "{d}",
+        "week": "date_trunc('week', {d})::date",
+        "half_month": "CASE WHEN extract(day FROM {d}) < 16 THEN date_trunc('month', {d})::date "
+                      "ELSE (date_trunc('month', {d}) + interval '15 days')::date END",
+        "month": "date_trunc('month', {d})::date",
+        "quarter": "date_trunc('quarter', {d})::date",
+        "half_year": "(date_trunc('year', {d}) + make_interval(months => "
+                     "((extract(month FROM {d})::int - 1) / 6) * 6))::date",
+        "year": "date_trunc('year', {d})::date",
+    },
+}
+
+
+def _recount_sql(dialect: str, jid: str | None) -> list[str]:
+    """SELECTs of the tallies from scratch, one per period kind and subject kind, grouped in SQL (a year of Hefei's
+    records is millions of tally rows: they never pass through Python)."""
+    where = "" if jid is None else "WHERE p.jurisdiction = :jid"
+    out = []
+    for per, expr in PERIOD_SQL[dialect].items():
+        for of_object, subject, source, day in (
+                (False, "p.unit", "patrol_record p", "p.day"),
+                (True, "'object:' || o.object_id", "patrol_object o JOIN patrol_record p ON p.id = o.patrol_id", "o.day")):
+            start = expr.format(d=day)
+            out.append(f"SELECT p.jurisdiction, '{per}', p.activity, {'TRUE' if of_object else 'FALSE'}, {start}, "
+                       f"{subject}, count(*) FROM {source} {where} GROUP BY p.jurisdiction, p.activity, {start}, {subject}")
+    return out
+
+
 def recount(session: Session | Connection, jid: str | None = None) -> Tallies:
-    """The tallies from scratch: the records per unit, and per checked object, activity and day, put into periods."""
-    p, o = PatrolRecord.__table__.c, PatrolObject.__table__.c
-    units = select(p.jurisdiction, p.unit, p.activity, p.day, func.count())
-    objects = select(p.jurisdiction, o.object_id, p.activity, o.day, func.count()).join_from(
-        PatrolObject.__table__, PatrolRecord.__table__, p.id == o.patrol_id)
-    if jid is not None:
-        units, objects = units.where(p.jurisdiction == jid), objects.where(p.jurisdiction == jid)
-    rows = list(session.execute(units.group_by(p.jurisdiction, p.unit, p.activity, p.day)))
-    rows += [(j, object_subject(oid), a, d, n) for j, oid, a, d, n in
-             session.execute(objects.group_by(p.jurisdiction, o.object_id, p.activity, o.day))]
-    return tallies(rows)
+    """The tallies from scratch (of one jurisdiction, or all), counted from the records in SQL."""
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
+    out: Tallies = Counter()
+    for sql in _recount_sql(dialect, jid):
+        for j, per, activity, of_object, start, subject, n in session.execute(text(sql), {"jid": jid}):
+            out[(j, per, activity, bool(of_object), _as_date(start), subject)] = n
+    return out
 
 
-def rebuild(session: Session | Connection, jid: str | None = None) -> int:
-    """Replace the stored tallies (of one jurisdiction, or all) with a recount; returns the rows written."""
-    counts = recount(session, jid)
+def rebuild(session: Session | Connection, jid: str | None = None) -> None:
+    """Replace the stored tallies (of one jurisdiction, or all) with a recount, inside the database."""
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
     t = PatrolTally.__table__
     session.execute(delete(t) if jid is None else delete(t).where(t.c.jurisdiction == jid))
-    rows = [dict(zip(KEY, key), n=n) for key, n in counts.items()]
-    for i in range(0, len(rows), CHUNK):
-        session.execute(insert(t), rows[i:i + CHUNK])
-    return len(rows)
+    for sql in _recount_sql(dialect, jid):
+        session.execute(text(f"INSERT INTO patrol_tally ({', '.join(KEY)}, n) {sql}"), {"jid": jid})
 
 
 def read(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date], objects: bool,
