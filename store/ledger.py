@@ -573,12 +573,12 @@ class LedgerService:
 
     def search_patrols(self, jid: str, unit: str | None = None, start: date | None = None, end: date | None = None,
                        object_id: int | None = None, limit: int = PAGE, offset: int = 0) -> tuple[int, list[PatrolRecord]]:
-        """Newest first; `unit` includes the grids below it; [start, end) days."""
+        """Newest first; `unit` includes the grids below it; [start, end) days. The total comes from the tallies
+        (an object's few records are counted directly)."""
         query = select(PatrolRecord).where(PatrolRecord.jurisdiction == jid)
-        if unit:
-            units = self.subtree(self.policies.router(jid), unit)
-            if units is not None:
-                query = query.where(PatrolRecord.unit.in_(units))
+        units = self.subtree(self.policies.router(jid), unit) if unit else None
+        if units is not None:
+            query = query.where(PatrolRecord.unit.in_(units))
         if start:
             query = query.where(PatrolRecord.day >= start)
         if end:
@@ -586,7 +586,10 @@ class LedgerService:
         if object_id:
             query = query.where(PatrolRecord.id.in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
         with Session(self.engine) as session:
-            total = session.exec(select(func.count()).select_from(query.subquery())).one()
+            if object_id:
+                total = session.exec(select(func.count()).select_from(query.subquery())).one()
+            else:
+                total = tallies.records(session, jid, start, end, units)
             rows = session.exec(query.order_by(PatrolRecord.patrolled_at.desc(), PatrolRecord.id.desc())
                                 .offset(offset).limit(limit)).all()
             return total, list(rows)

@@ -338,7 +338,8 @@ class PatrolRecord(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("jurisdiction", "idempotency_key"),
                       UniqueConstraint("jurisdiction", "unit", "activity", "patrolled_at", "signed_by"),
                       Index("ix_patrol_compliance", "jurisdiction", "day", "activity", "unit"),
-                      Index("ix_patrol_latest", "jurisdiction", "patrolled_at"))
+                      Index("ix_patrol_latest", "jurisdiction", "patrolled_at"),
+                      Index("ix_patrol_unit_day", "jurisdiction", "unit", "day"))
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(max_length=64)
     unit: str = Field(max_length=128)
@@ -369,9 +370,9 @@ class PatrolTally(SQLModel, table=True):
     __tablename__ = "patrol_tally"
     jurisdiction: str = Field(max_length=64, primary_key=True)
     per: str = Field(max_length=16, primary_key=True)  # a cadence period kind: day, week, … year
-    activity: str = Field(max_length=32, primary_key=True)
     of_object: bool = Field(primary_key=True)  # the subject is an object
     period_start: date = Field(primary_key=True)
+    activity: str = Field(max_length=32, primary_key=True)
     subject: str = Field(max_length=160, primary_key=True)
     n: int
 

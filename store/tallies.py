@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
@@ -23,11 +23,11 @@ from store.tables import PatrolRecord, PatrolTally
 
 PERIOD_KINDS = tuple(PERIOD_LABELS)  # every kind is kept: a new policy version may add a cadence of any kind
 OBJECT = "object:"  # an object's subject (as in cadence_obligation)
-KEY = ("jurisdiction", "per", "activity", "of_object", "period_start", "subject")
+KEY = ("jurisdiction", "per", "of_object", "period_start", "activity", "subject")  # the primary key's order
 CHUNK = 5000
 
 Bucket = tuple[date, date]  # [start, end) days
-Tallies = Counter  # {(jurisdiction, per, activity, of_object, period_start, subject): records}
+Tallies = Counter  # {KEY: records}
 
 
 def bucket_of(kind: str, day: date) -> Bucket:
@@ -61,7 +61,7 @@ def tallies(daily: Iterable[tuple[str, str, str, date | str, int]]) -> Tallies:
     for jid, subject, activity, day, n in daily:
         day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
         for per in PERIOD_KINDS:
-            out[(jid, per, activity, subject.startswith(OBJECT), bucket_of(per, day)[0], subject)] += n
+            out[(jid, per, subject.startswith(OBJECT), bucket_of(per, day)[0], activity, subject)] += n
     return out
 
 
@@ -122,8 +122,8 @@ def _recount_sql(dialect: str, jid: str | None) -> list[str]:
                 (False, "p.unit", "patrol_record p", "p.day"),
                 (True, "'object:' || o.object_id", "patrol_object o JOIN patrol_record p ON p.id = o.patrol_id", "o.day")):
             start = expr.format(d=day)
-            out.append(f"SELECT p.jurisdiction, '{per}', p.activity, {'TRUE' if of_object else 'FALSE'}, {start}, "
-                       f"{subject}, count(*) FROM {source} {where} GROUP BY p.jurisdiction, p.activity, {start}, {subject}")
+            out.append(f"SELECT p.jurisdiction, '{per}', {'TRUE' if of_object else 'FALSE'}, {start}, p.activity, "
+                       f"{subject}, count(*) FROM {source} {where} GROUP BY p.jurisdiction, {start}, p.activity, {subject}")
     return out
 
 
@@ -132,8 +132,8 @@ def recount(session: Session | Connection, jid: str | None = None) -> Tallies:
     dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
     out: Tallies = Counter()
     for sql in _recount_sql(dialect, jid):
-        for j, per, activity, of_object, start, subject, n in session.execute(text(sql), {"jid": jid}):
-            out[(j, per, activity, bool(of_object), _as_date(start), subject)] = n
+        for j, per, of_object, start, activity, subject, n in session.execute(text(sql), {"jid": jid}):
+            out[(j, per, bool(of_object), _as_date(start), activity, subject)] = n
     return out
 
 
@@ -160,6 +160,32 @@ def read(session: Session, jid: str, per: str, activities: tuple[str, ...], star
     for subject, start, n in session.execute(query):  # several activities: their records add up
         out[(subject, _as_date(start))] += n
     return out
+
+
+def records(session: Session, jid: str, start: date | None, end: date | None, units: list[str] | None = None) -> int:
+    """The patrol records of the days [start, end) (of `units`; open ends: all): the tallies of the fewest whole
+    years, months and days covering them."""
+    t = PatrolTally.__table__.c
+    if start is None or end is None:
+        first, last = session.execute(select(func.min(t.period_start), func.max(t.period_start)).where(
+            t.jurisdiction == jid, t.per == "year", t.of_object.is_(False))).one()
+        if first is None:
+            return 0
+        start, end = start or _as_date(first), end or month_add(_as_date(last), 12)
+    if start >= end:
+        return 0
+    pieces: dict[str, list[date]] = {"year": [], "month": [], "day": []}
+    day = start
+    while day < end:
+        per = next(k for k in pieces if bucket_of(k, day)[0] == day and bucket_of(k, day)[1] <= end)
+        pieces[per].append(day)
+        day = bucket_of(per, day)[1]
+    query = select(func.coalesce(func.sum(t.n), 0)).where(
+        t.jurisdiction == jid, t.of_object.is_(False),
+        or_(*[and_(t.per == per, t.period_start.in_(starts)) for per, starts in pieces.items() if starts]))
+    if units is not None:
+        query = query.where(t.subject.in_(units))
+    return session.execute(query).scalar_one()
 
 
 def _as_date(value) -> date:

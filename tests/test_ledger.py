@@ -339,11 +339,13 @@ ACTIVITIES = ["patrol", "source_inspection", "report", "meeting", "assessment"]
 
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 400), st.sampled_from(ACTIVITIES),
                           st.lists(st.integers(0, 3), max_size=3)), min_size=1, max_size=25),
-       st.integers(1, 5), st.integers(0, 400))
+       st.integers(1, 5), st.integers(0, 400), st.one_of(st.none(), st.integers(0, 420)),
+       st.one_of(st.none(), st.integers(0, 420)), st.sampled_from([None, 0, 1]))
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_tallies_kept_by_intake_equal_a_recount_of_random_histories(ledger, history, batch, moment):
+def test_tallies_kept_by_intake_equal_a_recount_of_random_histories(ledger, history, batch, moment, lo, hi, grid):
     """Intake adds to the tallies in its transaction; they equal a recount from the records, and every obligation's
-    count read from them equals the records of its subject, activity and period counted one by one."""
+    count read from them equals the records of its subject, activity and period counted one by one; so does the
+    number of records of a grid over some days that the patrol list shows."""
     router = ledger.policies.router("panjin")
     grids = sorted(u.id for u in router.units.values() if u.level == max(v.level for v in router.units.values()))[:3]
     objects = _tally_objects(ledger, grids)
@@ -355,13 +357,17 @@ def test_tallies_kept_by_intake_equal_a_recount_of_random_histories(ledger, hist
     for i in range(0, len(items), batch):
         ledger.record_patrols("panjin", items[i:i + batch], "app", now=datetime(2027, 3, 1, tzinfo=CST))
     with Session(ledger.engine) as session:
-        stored = Counter({(r.jurisdiction, r.per, r.activity, r.of_object, r.period_start, r.subject): r.n
+        stored = Counter({(r.jurisdiction, r.per, r.of_object, r.period_start, r.activity, r.subject): r.n
                           for r in session.exec(select(PatrolTally))})
         assert +stored == tallies.recount(session) and stored == +stored  # no empty rows either
         records = session.exec(select(PatrolRecord.id, PatrolRecord.unit, PatrolRecord.activity, PatrolRecord.day)
                                .where(PatrolRecord.jurisdiction == "panjin")).all()
         checked = session.exec(select(PatrolObject.object_id, PatrolRecord.activity, PatrolObject.day).join(
             PatrolRecord, PatrolRecord.id == PatrolObject.patrol_id)).all()
+    first, last = (None if lo is None else start + timedelta(days=lo)), (None if hi is None else start + timedelta(days=hi))
+    unit = None if grid is None else grids[grid]
+    assert ledger.search_patrols("panjin", unit, first, last)[0] == sum(
+        1 for _, u, _, d in records if unit in (None, u) and (first is None or d >= first) and (last is None or d < last))
     plan = [(c, buckets_in(c.per.value, date(2025, 12, 1), date(2027, 2, 1))) for c in router.jur.policy.cadences]
     now = datetime(2025, 12, 1, tzinfo=CST) + timedelta(days=moment)
     obligations, _ = CadenceService(ledger.policies).evaluate("panjin", plan, now)

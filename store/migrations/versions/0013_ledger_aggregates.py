@@ -3,7 +3,7 @@
 Cadences counted their records by scanning the patrols of every period they were asked about (a year's for a yearly
 cadence); `patrol_tally` keeps the counts per unit or checked object, activity and period of each kind, added to
 by patrol intake in its transaction, and is filled here from the records already stored. ix_patrol_activity served
-only that scan. The object list is ordered by grid and name through an index (which replaces ix_object_unit), and its search (name, pinyin,
+only that scan; ix_patrol_unit_day serves the patrols of a grid over some days. The object list is ordered by grid and name through an index (which replaces ix_object_unit), and its search (name, pinyin,
 initials, licence) goes through a trigram index: FTS5 on SQLite, pg_trgm on PostgreSQL.
 
 Revision ID: 0013_ledger_aggregates
@@ -45,15 +45,16 @@ def upgrade() -> None:
         'patrol_tally',
         sa.Column('jurisdiction', sa.String(length=64), nullable=False),
         sa.Column('per', sa.String(length=16), nullable=False),
-        sa.Column('activity', sa.String(length=32), nullable=False),
         sa.Column('of_object', sa.Boolean(), nullable=False),
         sa.Column('period_start', sa.Date(), nullable=False),
+        sa.Column('activity', sa.String(length=32), nullable=False),
         sa.Column('subject', sa.String(length=160), nullable=False),
         sa.Column('n', sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint('jurisdiction', 'per', 'activity', 'of_object', 'period_start', 'subject'),
+        sa.PrimaryKeyConstraint('jurisdiction', 'per', 'of_object', 'period_start', 'activity', 'subject'),
     )
     with op.batch_alter_table('patrol_record', schema=None) as batch_op:
         batch_op.drop_index('ix_patrol_activity')
+        batch_op.create_index('ix_patrol_unit_day', ['jurisdiction', 'unit', 'day'], unique=False)
     with op.batch_alter_table('supervised_object', schema=None) as batch_op:
         batch_op.drop_index('ix_object_unit')  # the first columns of ix_object_order
         batch_op.create_index('ix_object_order', ['jurisdiction', 'unit', 'name'], unique=False)
@@ -79,5 +80,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_object_order')
         batch_op.create_index('ix_object_unit', ['jurisdiction', 'unit'], unique=False)
     with op.batch_alter_table('patrol_record', schema=None) as batch_op:
+        batch_op.drop_index('ix_patrol_unit_day')
         batch_op.create_index('ix_patrol_activity', ['jurisdiction', 'activity', 'day', 'unit'], unique=False)
     op.drop_table('patrol_tally')
