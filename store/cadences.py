@@ -96,13 +96,19 @@ class CadenceService:
                  units: set[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
         """Obligations for each (cadence, periods) of `plan`, optionally only in `units`; and the objects
         concerned (id → (name, unit))."""
+        counted, objects = self._counted(jid, plan, now, units)
+        return [Obligation(cadence, unit, oid, bucket, cadence.times, recorded, status)
+                for cadence, bucket, rows in counted for unit, oid, recorded, status in rows], objects
+
+    def _counted(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime, units: set[str] | None
+                 ) -> tuple[list[tuple[Cadence, Bucket, list[tuple[str, int | None, int, str]]]], dict[int, tuple[str, str]]]:
+        """Per cadence and period of `plan`: (unit, object id, recorded, status) of each subject; the objects."""
         router = self.policies.router(jid)
         by_level: dict[int | None, list[str]] = defaultdict(list)
         for u in router.units.values():
             if units is None or u.id in units:
                 by_level[u.level].append(u.id)
                 by_level[None].append(u.id)
-        out: list[Obligation] = []
         with Session(self.engine) as session:
             members = self._objects(session, jid, plan, units) if any(_per_object(c) for c, _ in plan) else []
             objects = {oid: (name, unit) for oid, name, unit, _, _, _ in members}
@@ -112,24 +118,25 @@ class CadenceService:
             counts = {key: tallies.read(session, jid, key[1], key[2], sorted(starts), key[0],
                                         None if key[0] or units is None else sorted(units))
                       for key, starts in wanted.items()}
+        out = []
         for cadence, buckets in plan:
-            buckets = sorted(set(buckets))
-            per_object = _per_object(cadence)
             found = counts[_tally_key(cadence)]
-            if per_object:
+            if _per_object(cadence):
                 subjects = [(unit, oid, tallies.object_subject(oid), registered) for oid, _, unit, cls, kind, registered
                             in members if cadence.source_class in (None, cls) and cadence.object_kind in (None, kind)]
             else:
                 subjects = [(unit, None, unit, None) for unit in by_level[cadence.level]]
-            for bucket in buckets:
+            for bucket in sorted(set(buckets)):
                 statuses: dict[int, str] = {}  # one status per count: same period, same moment
+                rows = []
                 for unit, oid, subject, registered in subjects:
                     if registered is not None and registered >= bucket[1]:
                         continue  # the object did not exist yet
                     recorded = found.get((subject, bucket[0]), 0)
                     status = statuses.get(recorded) or statuses.setdefault(
                         recorded, status_of(cadence.times, recorded, bucket, now))
-                    out.append(Obligation(cadence, unit, oid, bucket, cadence.times, recorded, status))
+                    rows.append((unit, oid, recorded, status))
+                out.append((cadence, bucket, rows))
         return out, objects
 
     @staticmethod
@@ -200,14 +207,14 @@ class CadenceService:
         cadences = router.jur.policy.cadences
         answers = [{c.id: set(buckets_in(c.per.value, *period_days(p))) for c in cadences} for p in periods]
         plan = [(c, sorted(set().union(*(a[c.id] for a in answers)))) for c in cadences]
-        tally = Counter((ob.cadence.id, ob.bucket, ob.status)
-                        for ob in self.evaluate(jid, plan, now or utcnow(), self._units(router, unit))[0])
+        counted = self._counted(jid, plan, now or utcnow(), self._units(router, unit))[0]
+        tally = [(c.id, bucket, Counter(status for _, _, _, status in rows)) for c, bucket, rows in counted]
         out = []
         for p, answer in zip(periods, answers):
-            statuses = Counter()
-            for (cid, bucket, status), n in tally.items():
+            statuses: Counter = Counter()
+            for cid, bucket, per_status in tally:
                 if bucket in answer[cid]:
-                    statuses[status] += n
+                    statuses.update(per_status)
             total = sum(statuses.values())
             out.append({"period": p.label, **{s: statuses[s] for s in STATUS_LABELS}, "total": total,
                         "met_rate": round(statuses["met"] / total, 3) if total else None})
