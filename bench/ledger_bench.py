@@ -148,7 +148,8 @@ def main() -> None:
     parser.add_argument("--intake", type=int, default=2000, help="patrol records posted one per transaction")
     args = parser.parse_args()
     report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-              "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "jurisdiction": JID, "backends": {}}
+              "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "jurisdiction": JID,
+              "sources": args.sources, "months": args.months, "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("sqlite", "both"):
             report["backends"]["sqlite"] = run(f"sqlite:///{tmp}/ledger.db", args.sources, args.months, args.intake, True)
