@@ -89,13 +89,35 @@ def http_intake(base: str, key: str, n: int) -> float:
         return round(n / (time.perf_counter() - t0))
 
 
-def run(url: str, sources: int, days: int, intake_n: int, pages: bool) -> dict:
+PAGES = {
+    "baseline /health": "/health",
+    "objects hefei": f"/admin/j/{JID}/ledger",
+    "objects search (pinyin)": f"/admin/j/{JID}/ledger?q=mnwry&page=3",
+    "objects of a township": f"/admin/j/{JID}/ledger?unit=hf-l3c-01",
+    "object page": f"/admin/j/{JID}/ledger/objects/1",
+    "patrols hefei": f"/admin/j/{JID}/patrols",
+    "patrols of a township, a month": f"/admin/j/{JID}/patrols?unit=hf-l3c-01&from=2026-11-01&to=2026-12-01",
+    "cadences of a township": f"/admin/j/{JID}/cadences?period=2026-11&unit=hf-l3c-01",
+    "cadences hefei (6-period trend)": f"/admin/j/{JID}/cadences?period=2026-11",
+}
+
+
+def page_times(url: str, key: str, http_n: int) -> tuple[int, dict]:
+    """Patrol intake over HTTP (records/s) and the ledger pages' times, with /health as the same-run baseline."""
+    with running_server(url) as base, httpx.Client(base_url=base, timeout=60) as client:
+        http = http_intake(base, key, http_n)
+        sign_in(client)
+        return http, {name: measure(client, path, 20) for name, path in PAGES.items()}
+
+
+def run(url: str, sources: int, months: int, intake_n: int, pages: bool) -> dict:
     policies = open_policy_store(url)
+    start = date(2027 - (months + 11) // 12, (12 - months) % 12 + 1, 1)  # the last `months` months of 2026
     t0 = time.perf_counter()
-    counts = simulate_ledger(policies, JID, sources, date(2026, 1, 1), days, seed=1, daily=True, now=NOW)
+    counts = simulate_ledger(policies, JID, sources, start, (NOW.date() - start).days + 1, seed=1, daily=True, now=NOW)
     out: dict = {"simulated": counts, "simulate_s": round(time.perf_counter() - t0, 1)}
     service = CadenceService(policies)
-    month, quarter = Period.parse("2026-11"), Period.parse("2026-Q3")
+    month, quarter = Period.parse("2026-11"), Period.parse("2026-Q3" if months >= 6 else "2026-Q4")
     with Session(policies.engine) as session:
         start, end = date(2026, 11, 1), date(2026, 12, 1)
         out["baseline_count_month_s"], _ = timed(lambda: session.exec(select(func.count()).select_from(PatrolRecord).where(
@@ -110,19 +132,7 @@ def run(url: str, sources: int, days: int, intake_n: int, pages: bool) -> dict:
         from store.apikeys import create_key  # noqa: PLC0415
         key = create_key(policies.engine, [], "bench", "bench")
         create_user(policies.engine, "bench", PASSWORD, True, {}, "bench")
-        with running_server(url) as base, httpx.Client(base_url=base, timeout=60) as client:
-            out["intake"]["http_patrols_per_s"] = http_intake(base, key, max(100, intake_n // 4))
-            sign_in(client)
-            out["pages"] = {name: measure(client, path, 20) for name, path in {
-                "objects hefei": f"/admin/j/{JID}/ledger",
-                "objects search (pinyin)": f"/admin/j/{JID}/ledger?q=mnwry&page=3",
-                "objects of a township": f"/admin/j/{JID}/ledger?unit=hf-l3c-01",
-                "object page": f"/admin/j/{JID}/ledger/objects/1",
-                "patrols hefei": f"/admin/j/{JID}/patrols",
-                "patrols of a township, a month": f"/admin/j/{JID}/patrols?unit=hf-l3c-01&from=2026-11-01&to=2026-12-01",
-                "cadences of a township": f"/admin/j/{JID}/cadences?period=2026-11&unit=hf-l3c-01",
-                "cadences hefei (6-period trend)": f"/admin/j/{JID}/cadences?period=2026-11",
-            }.items()}
+        out["intake"]["http_patrols_per_s"], out["pages"] = page_times(url, key, max(100, intake_n // 4))
     policies.engine.dispose()
     return out
 
@@ -133,14 +143,16 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
     parser.add_argument("--pg-url", default=os.environ.get("GRIDPOLICY_TEST_DATABASE_URL"))
     parser.add_argument("--sources", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--months", type=int, default=12, choices=range(1, 13),
+                        help="months of daily patrols up to the end of 2026 (fewer: a smaller ledger for iterating)")
     parser.add_argument("--intake", type=int, default=2000, help="patrol records posted one per transaction")
     args = parser.parse_args()
     report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-              "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "jurisdiction": JID, "backends": {}}
+              "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "jurisdiction": JID,
+              "sources": args.sources, "months": args.months, "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("sqlite", "both"):
-            report["backends"]["sqlite"] = run(f"sqlite:///{tmp}/ledger.db", args.sources, args.days, args.intake, True)
+            report["backends"]["sqlite"] = run(f"sqlite:///{tmp}/ledger.db", args.sources, args.months, args.intake, True)
             args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         if args.backend in ("postgresql", "both"):
             if not args.pg_url:
@@ -152,7 +164,7 @@ def main() -> None:
                 conn.execute(f'CREATE DATABASE "{name}"')
             try:
                 report["backends"]["postgresql"] = run(args.pg_url.rsplit("/", 1)[0] + "/" + name, args.sources,
-                                                       args.days, args.intake, False)
+                                                       args.months, args.intake, False)
             finally:
                 with psycopg.connect(admin, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,8 +3,9 @@ it names none) or, when it names a source class, per supervised object of that c
 (day, week, half month, month …, calendar periods in China time). Patrol records fulfil them.
 
 Status as of a moment: met (recorded ≥ required), missed (the period ended short), at risk (half the period gone
-and fewer than half the required records), open, or pending (not started). Counts are set-based: one GROUP BY
-(unit or object, day) per activity and window; Python puts the days into the cadence's periods.
+and fewer than half the required records), open, or pending (not started). Counts come from the patrol tallies
+(store/tallies.py: records per unit or object, activity and period, kept by intake): a few rows per subject and
+period, whether the period is settled or current.
 
 The sweeper (`sweep`) keeps the current and the previous period of every cadence in `cadence_obligation` and
 records a notification, like a case clock's, when an obligation turns at risk or missed.
@@ -12,19 +13,19 @@ records a notification, like a case clock's, when an obligation turns at risk or
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, case, func, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, select
 
 from policy.models import ACTIVITY_LABELS, PERIOD_LABELS, Cadence
-from store.assessment import MONTHS, Period
+from store.assessment import Period
+from store import tallies
 from store.ledger import CST
-from store.tables import (CadenceObligation, Notification, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject,
-                          utcnow)
+from store.tables import CadenceObligation, Notification, PatrolRecord, SupervisedObject, utcnow
+from store.tallies import Bucket, bucket_of
 from store.versions import PolicyStore
 
 STATUS_LABELS = {"met": "已完成", "at_risk": "有风险", "missed": "未完成", "open": "进行中", "pending": "未开始"}
@@ -32,30 +33,6 @@ SEVERITY = ["met", "pending", "open", "at_risk", "missed"]  # a group's status i
 # Activities a check of an object counts for: a patrol that checked a source inspected it.
 INSPECTING = ("patrol", "source_inspection")
 
-Bucket = tuple[date, date]  # [start, end) days
-SETTLED_RESULTS = 512  # settled cadence evaluations kept per service
-MAX_CASE_PERIODS = 40  # up to this many periods are told apart in SQL (a CASE); more are grouped by day
-
-
-def bucket_of(kind: str, day: date) -> Bucket:
-    """The period of kind `kind` (a cadence's `per`) containing `day`."""
-    if kind == "day":
-        return day, day + timedelta(days=1)
-    if kind == "week":  # calendar weeks start on Monday
-        start = day - timedelta(days=day.weekday())
-        return start, start + timedelta(days=7)
-    if kind == "half_month":
-        if day.day < 16:
-            return day.replace(day=1), day.replace(day=16)
-        return day.replace(day=16), _month_add(day.replace(day=1), 1)
-    span = MONTHS[kind]
-    first = date(day.year, (day.month - 1) // span * span + 1, 1)
-    return first, _month_add(first, span)
-
-
-def _month_add(day: date, months: int) -> date:
-    n = day.year * 12 + day.month - 1 + months
-    return date(n // 12, n % 12 + 1, 1)
 
 
 def period_days(period: Period) -> Bucket:
@@ -113,89 +90,53 @@ class CadenceService:
     def __init__(self, policies: PolicyStore):
         self.policies = policies
         self.engine = policies.engine
-        # results over periods that are over, keyed with the fingerprint of the records they were computed from
-        self._settled: OrderedDict[tuple, tuple[tuple, tuple[list[Obligation], dict]]] = OrderedDict()
-
-    def _fingerprint(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]]) -> tuple:
-        """What a settled result depends on besides the version: the patrol records of the plan's days (count and
-        newest id; records are only added) and the objects' history (newest change)."""
-        days = [b for _, buckets in plan for b in buckets]
-        if not days:
-            return ()
-        p = PatrolRecord.__table__.c
-        with Session(self.engine) as session:
-            count, newest = session.execute(select(func.count(), func.max(p.id)).where(
-                p.jurisdiction == jid, p.day >= min(b[0] for b in days), p.day < max(b[1] for b in days))).one()
-            changed = session.execute(select(func.max(ObjectChange.__table__.c.id))).scalar()
-        return count, newest, changed
 
     # --- the core: obligations of some cadences over some of their periods
     def evaluate(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime,
                  units: set[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
         """Obligations for each (cadence, periods) of `plan`, optionally only in `units`; and the objects
-        concerned (id → (name, unit)). A cadence whose periods are all over is remembered with the fingerprint of
-        the records it was counted from, and counted again only when they change."""
-        version = self.policies.router(jid).compiled.version
-        scope = None if units is None else frozenset(units)
-        settled = [(c, buckets) for c, buckets in plan if buckets and now >= at(max(b[1] for b in buckets))]
-        fingerprint = self._fingerprint(jid, settled)
-        keys = {c.id: (jid, version, c.id, tuple(sorted(set(buckets))), scope) for c, buckets in settled}
-        known = {cid: hit[1] for cid, key in keys.items() if (hit := self._settled.get(key)) and hit[0] == fingerprint}
-        obligations, objects = self._evaluate(jid, [(c, b) for c, b in plan if c.id not in known], now, units)
-        fresh: dict[str, list[Obligation]] = defaultdict(list)
-        for ob in obligations:
-            if ob.cadence.id in keys:
-                fresh[ob.cadence.id].append(ob)
-        for cid, key in keys.items():
-            if cid in known:
-                self._settled.move_to_end(key)
-                obligations += known[cid][0]
-                objects.update(known[cid][1])
-            else:
-                mine = fresh.get(cid, [])
-                self._settled[key] = (fingerprint, (mine, {o.object_id: objects[o.object_id] for o in mine
-                                                           if o.object_id is not None}))
-        while len(self._settled) > SETTLED_RESULTS:
-            self._settled.popitem(last=False)
-        return obligations, objects
+        concerned (id → (name, unit))."""
+        counted, objects = self._counted(jid, plan, now, units)
+        return [Obligation(cadence, unit, oid, bucket, cadence.times, recorded, status)
+                for cadence, bucket, rows in counted for unit, oid, recorded, status in rows], objects
 
-    def _evaluate(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime,
-                  units: set[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
+    def _counted(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime, units: set[str] | None
+                 ) -> tuple[list[tuple[Cadence, Bucket, list[tuple[str, int | None, int, str]]]], dict[int, tuple[str, str]]]:
+        """Per cadence and period of `plan`: (unit, object id, recorded, status) of each subject; the objects."""
         router = self.policies.router(jid)
         by_level: dict[int | None, list[str]] = defaultdict(list)
         for u in router.units.values():
             if units is None or u.id in units:
                 by_level[u.level].append(u.id)
                 by_level[None].append(u.id)
-        out: list[Obligation] = []
-        objects: dict[int, tuple[str, str]] = {}
         with Session(self.engine) as session:
             members = self._objects(session, jid, plan, units) if any(_per_object(c) for c, _ in plan) else []
             objects = {oid: (name, unit) for oid, name, unit, _, _, _ in members}
-            counted: dict[tuple, dict] = {}
+            wanted: dict[tuple, set[date]] = defaultdict(set)  # one read per (kind, activities, subjects)
             for cadence, buckets in plan:
-                buckets = sorted(set(buckets))
-                if not buckets:
-                    continue
-                per_object = _per_object(cadence)
-                activities = INSPECTING if per_object and cadence.activity in INSPECTING else (cadence.activity,)
-                key = (per_object, activities, tuple(buckets))
-                if key not in counted:
-                    counted[key] = self._counts(session, jid, per_object, activities, buckets,
-                                                None if per_object or units is None else sorted(units))
-                counts = counted[key]
-                if per_object:
-                    subjects = [(unit, oid, registered) for oid, _, unit, cls, kind, registered in members
-                                if cadence.source_class in (None, cls) and cadence.object_kind in (None, kind)]
-                else:
-                    subjects = [(unit, None, None) for unit in by_level[cadence.level]]
-                for unit, oid, registered in subjects:
-                    for i, bucket in enumerate(buckets):
-                        if registered is not None and registered >= bucket[1]:
-                            continue  # the object did not exist yet
-                        recorded = counts.get((oid if per_object else unit, i), 0)
-                        out.append(Obligation(cadence, unit, oid, bucket, cadence.times, recorded,
-                                              status_of(cadence.times, recorded, bucket, now)))
+                wanted[_tally_key(cadence)].update(b[0] for b in buckets)
+            counts = {key: tallies.read(session, jid, key[1], key[2], sorted(starts), key[0],
+                                        None if key[0] or units is None else sorted(units))
+                      for key, starts in wanted.items()}
+        out = []
+        for cadence, buckets in plan:
+            found = counts[_tally_key(cadence)]
+            if _per_object(cadence):
+                subjects = [(unit, oid, tallies.object_subject(oid), registered) for oid, _, unit, cls, kind, registered
+                            in members if cadence.source_class in (None, cls) and cadence.object_kind in (None, kind)]
+            else:
+                subjects = [(unit, None, unit, None) for unit in by_level[cadence.level]]
+            for bucket in sorted(set(buckets)):
+                statuses: dict[int, str] = {}  # one status per count: same period, same moment
+                rows = []
+                for unit, oid, subject, registered in subjects:
+                    if registered is not None and registered >= bucket[1]:
+                        continue  # the object did not exist yet
+                    recorded = found.get((subject, bucket[0]), 0)
+                    status = statuses.get(recorded) or statuses.setdefault(
+                        recorded, status_of(cadence.times, recorded, bucket, now))
+                    rows.append((unit, oid, recorded, status))
+                out.append((cadence, bucket, rows))
         return out, objects
 
     @staticmethod
@@ -207,27 +148,6 @@ class CadenceService:
         query = select(o.id, o.name, o.unit, o.source_class, o.kind, o.registered_on).where(
             o.jurisdiction == jid, o.source_class.in_(classes) | o.kind.in_(kinds))
         return [row for row in session.exec(query) if units is None or row[2] in units]
-
-    @staticmethod
-    def _counts(session: Session, jid: str, per_object: bool, activities: tuple[str, ...], buckets: list[Bucket],
-                units: list[str] | None) -> dict[tuple, int]:
-        """Records per (unit or object, period index) of the activities. SQL groups by the period (a CASE over the
-        periods' days) when they are few, else by day, which Python puts into the periods."""
-        p = PatrolRecord.__table__.c
-        o = PatrolObject.__table__.c
-        day, subject = (o.day, o.object_id) if per_object else (p.day, p.unit)
-        few = len(buckets) <= MAX_CASE_PERIODS
-        period = case(*[(and_(day >= b[0], day < b[1]), i) for i, b in enumerate(buckets)], else_=-1) if few else day
-        query = select(subject, period, func.count()).where(
-            p.jurisdiction == jid, day >= buckets[0][0], day < buckets[-1][1], p.activity.in_(activities))
-        if per_object:
-            query = query.join_from(PatrolObject, PatrolRecord, PatrolRecord.id == o.patrol_id)
-        elif units is not None:
-            query = query.where(p.unit.in_(units))
-        rows = session.exec(query.group_by(subject, period)).all()
-        if few:
-            return {(key, index): n for key, index, n in rows if index >= 0}
-        return _into_buckets([(key, _as_date(d), n) for key, d, n in rows], buckets)
 
     # --- reports
     def compliance(self, jid: str, period: Period, now: datetime | None = None, unit: str | None = None) -> dict:
@@ -243,21 +163,23 @@ class CadenceService:
         levels: dict[int, Counter] = defaultdict(Counter)
         per_cadence: dict[str, Counter] = defaultdict(Counter)
         for ob in obligations:
-            level = router.units[ob.unit].level
-            row = rows.setdefault((ob.unit, ob.cadence.id), {
-                "unit": ob.unit, "unit_name": router.units[ob.unit].name, "level": level, "cadence": ob.cadence.id,
-                "required": 0, "recorded": 0, "obligations": Counter(), "objects": 0})
+            row = rows.get((ob.unit, ob.cadence.id))
+            if row is None:
+                u = router.units[ob.unit]
+                row = rows[(ob.unit, ob.cadence.id)] = {
+                    "unit": ob.unit, "unit_name": u.name, "level": u.level, "cadence": ob.cadence.id,
+                    "required": 0, "recorded": 0, "obligations": {}, "objects": 0}
             row["required"] += ob.required
             row["recorded"] += min(ob.recorded, ob.required)
-            row["obligations"][ob.status] += 1
+            row["obligations"][ob.status] = row["obligations"].get(ob.status, 0) + 1
             row["objects"] += ob.object_id is not None
-            levels[level][ob.status] += 1
-            per_cadence[ob.cadence.id][ob.status] += 1
         unit_rows = []
         for row in sorted(rows.values(), key=lambda r: (r["level"], r["unit"], r["cadence"])):
             row["status"] = max(row["obligations"], key=SEVERITY.index)
             row["status_label"] = STATUS_LABELS[row["status"]]
-            row["obligations"] = dict(row["obligations"])
+            for status, n in row["obligations"].items():
+                levels[row["level"]][status] += n
+                per_cadence[row["cadence"]][status] += n
             unit_rows.append(row)
         level_names = {lv.number: lv.name for lv in policy.levels}
         return {
@@ -275,21 +197,27 @@ class CadenceService:
 
     def trend(self, jid: str, period: Period, count: int, now: datetime | None = None,
               unit: str | None = None) -> list[dict]:
-        """Obligations per status in each of the `count` periods up to `period` (oldest first); a period that is over
-        is evaluated once while its records stay the same (the dashboard's chart)."""
+        """Obligations per status in each of the `count` periods up to `period` (oldest first; the dashboard's
+        chart): one evaluation over the periods' cadence periods, each obligation counted in the periods it
+        answers for."""
         periods = [period]
         for _ in range(count - 1):
             periods.insert(0, periods[0].previous())
         router = self.policies.router(jid)
-        units = self._units(router, unit)
-        now = now or utcnow()
+        cadences = router.jur.policy.cadences
+        answers = [{c.id: set(buckets_in(c.per.value, *period_days(p))) for c in cadences} for p in periods]
+        plan = [(c, sorted(set().union(*(a[c.id] for a in answers)))) for c in cadences]
+        counted = self._counted(jid, plan, now or utcnow(), self._units(router, unit))[0]
+        tally = [(c.id, bucket, Counter(status for _, _, _, status in rows)) for c, bucket, rows in counted]
         out = []
-        for p in periods:
-            plan = [(c, buckets_in(c.per.value, *period_days(p))) for c in router.jur.policy.cadences]
-            tally = Counter(ob.status for ob in self.evaluate(jid, plan, now, units)[0])
-            total = sum(tally.values())
-            out.append({"period": p.label, **{s: tally[s] for s in STATUS_LABELS}, "total": total,
-                        "met_rate": round(tally["met"] / total, 3) if total else None})
+        for p, answer in zip(periods, answers):
+            statuses: Counter = Counter()
+            for cid, bucket, per_status in tally:
+                if bucket in answer[cid]:
+                    statuses.update(per_status)
+            total = sum(statuses.values())
+            out.append({"period": p.label, **{s: statuses[s] for s in STATUS_LABELS}, "total": total,
+                        "met_rate": round(statuses["met"] / total, 3) if total else None})
         return out
 
     def _units(self, router, unit: str | None) -> set[str] | None:
@@ -380,16 +308,8 @@ def _per_object(cadence: Cadence) -> bool:
     return cadence.source_class is not None or cadence.object_kind is not None
 
 
-def _into_buckets(rows: list[tuple[str | int, date, int]], buckets: list[Bucket]) -> dict[tuple, int]:
-    """Daily counts summed into the (sorted, disjoint) periods: {(subject, period index): count}."""
-    starts = [b[0] for b in buckets]
-    out: dict[tuple, int] = defaultdict(int)
-    for subject, day, n in rows:
-        k = bisect_right(starts, day) - 1
-        if k >= 0 and day < buckets[k][1]:
-            out[(subject, k)] += n
-    return out
-
-
-def _as_date(value) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+def _tally_key(cadence: Cadence) -> tuple[bool, str, tuple[str, ...]]:
+    """What a cadence counts: (per object?, period kind, activities). A patrol that checked a source inspected it."""
+    per_object = _per_object(cadence)
+    activities = INSPECTING if per_object and cadence.activity in INSPECTING else (cadence.activity,)
+    return per_object, cadence.per.value, activities

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from openpyxl import load_workbook
-from sqlalchemy import func, or_
+from sqlalchemy import column, func, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -24,6 +24,7 @@ from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cases import CaseService
+from store import tallies
 from store.errors import Conflict, Invalid, NotFound
 from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow)
 from store.versions import PolicyStore
@@ -40,6 +41,7 @@ MAX_IMPORT_ROWS = 50_000
 # 盘锦 附件1 一: classes go "根据企业诚信守法情况、日常监管状况和对周围环境影响程度"
 CLASS_REASON = "定类须说明理由 (诚信守法情况、日常监管状况、对周围环境影响程度)"
 PAGE = 50
+OBJECT_SEARCH = table("object_search", column("rowid"))  # SQLite's trigram index of search keys (migration 0013)
 
 
 @dataclass
@@ -303,10 +305,7 @@ class LedgerService:
         router = self.policies.router(jid)
         query = select(SupervisedObject).where(SupervisedObject.jurisdiction == jid)
         if q and q.strip():
-            words = q.strip().lower().split()
-            query = query.where(*[SupervisedObject.search_key.contains(w, autoescape=True) for w in words]) \
-                if len(words) > 1 else query.where(or_(SupervisedObject.search_key.contains(words[0], autoescape=True),
-                                                      SupervisedObject.search_key.contains(q.strip().lower().replace(" ", ""), autoescape=True)))
+            query = query.where(*self._containing(q.strip().lower().split()))
         if unit:
             units = self.subtree(router, unit)
             if units is not None:
@@ -322,6 +321,18 @@ class LedgerService:
             rows = session.exec(query.order_by(SupervisedObject.unit, SupervisedObject.name)
                                 .offset(offset).limit(limit)).all()
             return total, list(rows)
+
+    def _containing(self, words: list[str]) -> list:
+        """Conditions: the search key contains each word. On SQLite the words of three or more characters are
+        looked up in the trigram index object_search (PostgreSQL's pg_trgm index serves LIKE itself)."""
+        key = SupervisedObject.search_key
+        if self.engine.dialect.name != "sqlite":
+            return [key.contains(w, autoescape=True) for w in words]
+        indexed = [w for w in words if len(w) >= 3]
+        phrases = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)  # FTS5 phrases, all required
+        found = select(OBJECT_SEARCH.c.rowid).where(text("object_search MATCH :phrases").bindparams(phrases=phrases))
+        return ([SupervisedObject.id.in_(found)] if indexed else []) + \
+            [key.contains(w, autoescape=True) for w in words if len(w) < 3]
 
     def object_counts(self, jid: str) -> dict[str, dict[str, int]]:
         """Objects per kind and per class, for the ledger page's filters."""
@@ -446,6 +457,7 @@ class LedgerService:
                                 for oid in dict.fromkeys(p.objects))
                 self._open_finding_cases(session, router, jid, record, p, actor, now, f"patrols[{i}].")
                 out[i] = (record, True)
+            tallies.add(session, tallies.of_records((r, dict.fromkeys(p.objects)) for _, p, r in fresh))
             session.commit()
         return [o for o in out if o is not None]
 
@@ -561,12 +573,12 @@ class LedgerService:
 
     def search_patrols(self, jid: str, unit: str | None = None, start: date | None = None, end: date | None = None,
                        object_id: int | None = None, limit: int = PAGE, offset: int = 0) -> tuple[int, list[PatrolRecord]]:
-        """Newest first; `unit` includes the grids below it; [start, end) days."""
+        """Newest first; `unit` includes the grids below it; [start, end) days. The total comes from the tallies
+        (an object's few records are counted directly)."""
         query = select(PatrolRecord).where(PatrolRecord.jurisdiction == jid)
-        if unit:
-            units = self.subtree(self.policies.router(jid), unit)
-            if units is not None:
-                query = query.where(PatrolRecord.unit.in_(units))
+        units = self.subtree(self.policies.router(jid), unit) if unit else None
+        if units is not None:
+            query = query.where(PatrolRecord.unit.in_(units))
         if start:
             query = query.where(PatrolRecord.day >= start)
         if end:
@@ -574,7 +586,10 @@ class LedgerService:
         if object_id:
             query = query.where(PatrolRecord.id.in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
         with Session(self.engine) as session:
-            total = session.exec(select(func.count()).select_from(query.subquery())).one()
+            if object_id:
+                total = session.exec(select(func.count()).select_from(query.subquery())).one()
+            else:
+                total = tallies.records(session, jid, start, end, units)
             rows = session.exec(query.order_by(PatrolRecord.patrolled_at.desc(), PatrolRecord.id.desc())
                                 .offset(offset).limit(limit)).all()
             return total, list(rows)

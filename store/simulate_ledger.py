@@ -15,7 +15,8 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from policy.models import OBJECT_KINDS
-from store.cadences import INSPECTING, bucket_of
+from store import tallies
+from store.cadences import INSPECTING
 from store.db import refresh_statistics
 from store.ledger import CST, search_key
 from store.tables import ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow
@@ -69,6 +70,7 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
                     if rng.random() < rate:
                         planned.append((unit, "patrol", start + timedelta(days=n), _sample(rng, by_unit[unit])))
         _patrols(session, rng, jid, router, planned, counts)
+        tallies.rebuild(session, jid)
         session.commit()
     refresh_statistics(policies.engine)
     counts.update({f"grids_{k}": v for k, v in Counter(diligence[g] for g in grids).items()})
@@ -108,7 +110,7 @@ def _objects(session: Session, rng: random.Random, jid: str, grids: list[str], n
 def _buckets(kind: str, start: date, end: date) -> list[tuple[date, date]]:
     out, day = [], start
     while day < end:
-        b = bucket_of(kind, day)
+        b = tallies.bucket_of(kind, day)
         out.append((max(b[0], start), b[1]))
         day = b[1]
     return out

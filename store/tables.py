@@ -297,7 +297,10 @@ class AdminSession(SQLModel, table=True):
 class SupervisedObject(SQLModel, table=True):
     """监管对象台账: one pollution source, risk source or environmental object in one grid unit (一企一档)."""
     __tablename__ = "supervised_object"
-    __table_args__ = (UniqueConstraint("jurisdiction", "identifier"), Index("ix_object_unit", "jurisdiction", "unit"))
+    __table_args__ = (UniqueConstraint("jurisdiction", "identifier"),
+                      Index("ix_object_order", "jurisdiction", "unit", "name"),
+                      Index("ix_object_kind", "jurisdiction", "kind", "source_class"))
+    # search_key is indexed by trigrams (migration 0013): SQLite's FTS5 table object_search, PostgreSQL's pg_trgm
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(max_length=64, index=True)
     unit: str = Field(max_length=128)
@@ -335,8 +338,8 @@ class PatrolRecord(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("jurisdiction", "idempotency_key"),
                       UniqueConstraint("jurisdiction", "unit", "activity", "patrolled_at", "signed_by"),
                       Index("ix_patrol_compliance", "jurisdiction", "day", "activity", "unit"),
-                      Index("ix_patrol_activity", "jurisdiction", "activity", "day", "unit"),
-                      Index("ix_patrol_latest", "jurisdiction", "patrolled_at"))
+                      Index("ix_patrol_latest", "jurisdiction", "patrolled_at"),
+                      Index("ix_patrol_unit_day", "jurisdiction", "unit", "day"))
     id: int | None = Field(default=None, primary_key=True)
     jurisdiction: str = Field(max_length=64)
     unit: str = Field(max_length=128)
@@ -359,6 +362,19 @@ class PatrolObject(SQLModel, table=True):
     patrol_id: int = Field(foreign_key="patrol_record.id", primary_key=True)
     object_id: int = Field(foreign_key="supervised_object.id", primary_key=True)
     day: date  # the patrol's day, so an object's inspections per period need no join
+
+
+class PatrolTally(SQLModel, table=True):
+    """Patrol records per subject (a unit, or "object:<id>" for the objects checked), activity and period of each
+    kind (store/tallies.py): kept by patrol intake in the same transaction, read by the cadences."""
+    __tablename__ = "patrol_tally"
+    jurisdiction: str = Field(max_length=64, primary_key=True)
+    per: str = Field(max_length=16, primary_key=True)  # a cadence period kind: day, week, … year
+    of_object: bool = Field(primary_key=True)  # the subject is an object
+    period_start: date = Field(primary_key=True)
+    activity: str = Field(max_length=32, primary_key=True)
+    subject: str = Field(max_length=160, primary_key=True)
+    n: int
 
 
 class CaseLink(SQLModel, table=True):

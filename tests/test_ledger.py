@@ -3,10 +3,12 @@ obligations, on SQLite and PostgreSQL; the HTTP API through Litestar's test clie
 from __future__ import annotations
 
 import io
+import itertools
+from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from litestar.testing import TestClient
 from openpyxl import Workbook, load_workbook
 from sqlmodel import Session, func, select
@@ -14,12 +16,14 @@ from sqlmodel import Session, func, select
 from api.app import create_app
 from store.apikeys import create_key
 from store.assessment import AssessmentService, Period
-from store.cadences import CadenceService, bucket_of, buckets_in, status_of
+from store import tallies
+from store.cadences import CadenceService, buckets_in, status_of
 from store.errors import Conflict, Invalid, NotFound
 from store.ledger import CST, Finding, LedgerService, PatrolInput, read_table
 from store.ledger_xlsx import patrol_summary
-from store.tables import (CadenceObligation, CaseLink, CaseRecord, Notification, ObjectChange, PatrolRecord,
-                          SupervisedObject)
+from store.tallies import bucket_of
+from store.tables import (CadenceObligation, CaseLink, CaseRecord, Notification, ObjectChange, PatrolObject,
+                          PatrolRecord, PatrolTally, SupervisedObject)
 
 SOURCE = {"name": "辽河化工有限公司", "unit": "pj-l3-01", "kind": "污染源", "identifier": "91211100MA0001",
           "source_class": "C", "class_reason": "省控源", "address": "盘山县化工园区1号", "registered_on": "2026-01-01"}
@@ -85,6 +89,25 @@ def test_search_by_pinyin_initials_grid_kind_and_class(ledger):
     parent = ledger.policies.router("panjin").units["pj-l3-01"].parent
     assert ids(unit=parent) == [a.id] and sorted(ids(unit="pj")) == [a.id, b.id]
     assert ids(kind="livestock_farm") == [b.id] and ids(source_class="C") == [a.id] and ids(source_class="-") == []
+
+
+def test_object_search_goes_through_the_trigram_index_and_follows_changes(ledger):
+    a = ledger.create_object("panjin", SOURCE, "t")
+    ids = lambda q: [o.id for o in ledger.search_objects("panjin", q=q)[1]]  # noqa: E731
+    assert ids("lhhg") == [a.id] and ids("辽河化工") == [a.id] and ids("liaohe huagong") == [a.id]
+    ledger.update_object("panjin", a.id, {"name": "双台子热电厂"}, "t")
+    assert ids("lhhg") == [] and ids("stzrdc") == [a.id] and ids("热电") == [a.id] and ids("shuangtaizi rd") == [a.id]
+    assert ids('"stz') == [] and ids("%") == []  # quotes and wildcards are text
+    with Session(ledger.engine) as session:
+        query = select(SupervisedObject.id).where(*ledger._containing(["shuangtaizi"]))
+        sql = str(query.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
+        if ledger.engine.dialect.name == "postgresql":
+            session.connection().exec_driver_sql("SET LOCAL enable_seqscan = off")  # a tiny table: make it tell
+            plan = " ".join(r[0] for r in session.connection().exec_driver_sql("EXPLAIN " + sql))
+            assert "ix_object_search" in plan, plan
+        else:
+            plan = " ".join(r[-1] for r in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert "VIRTUAL TABLE INDEX" in plan and "object_search" in plan, plan
 
 
 def test_duplicate_identifier_is_a_conflict(ledger):
@@ -310,24 +333,70 @@ def test_missed_cadences_are_deductions_the_assessment_explains(ledger):
     assert all(u["deductions"] == [] for u in assessment.assess("pian02", october, level=4, now=mid_october)["units"])
 
 
-def test_a_settled_period_is_counted_again_only_when_its_records_change(ledger, monkeypatch):
-    village = next(u.id for u in ledger.policies.router("pian02").units.values() if u.level == 4)
-    service = CadenceService(ledger.policies)
-    counted: list[list[tuple[str, int]]] = []  # per counting: (cadence, periods) counted from the records
-    evaluate = service._evaluate
-    monkeypatch.setattr(service, "_evaluate", lambda jid, plan, *a: counted.append(
-        [(c.id, len(b)) for c, b in plan]) or evaluate(jid, plan, *a))
-    october, december = Period.parse("2026-10"), datetime(2026, 12, 1, 8, tzinfo=CST)
-    mine = lambda: {r["cadence"]: r["recorded"] for r in service.compliance("pian02", october, december)["rows"]  # noqa: E731
-                    if r["unit"] == village}
-    assert mine()["village_patrol"] == 0 and mine()["village_patrol"] == 0
-    assert counted[1] == [] and ("village_patrol", 1) in counted[0]  # the second time nothing was counted
-    ledger.record_patrol("pian02", patrol(village, datetime(2026, 10, 9, 9, tzinfo=CST)), "app", now=NOON)
-    assert mine()["village_patrol"] == 1 and counted[2] == counted[0]
-    counted.clear()
-    service.compliance("pian02", Period.parse("2026-11"), NOON)  # not over at NOON: counted every time
-    service.compliance("pian02", Period.parse("2026-11"), NOON)
-    assert counted[0] == counted[1] != []
+PATROL_MINUTES = itertools.count()  # every generated patrol at its own minute: none repeats another
+ACTIVITIES = ["patrol", "source_inspection", "report", "meeting", "assessment"]
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 400), st.sampled_from(ACTIVITIES),
+                          st.lists(st.integers(0, 3), max_size=3)), min_size=1, max_size=25),
+       st.integers(1, 5), st.integers(0, 400), st.one_of(st.none(), st.integers(0, 420)),
+       st.one_of(st.none(), st.integers(0, 420)), st.sampled_from([None, 0, 1]))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_tallies_kept_by_intake_equal_a_recount_of_random_histories(ledger, history, batch, moment, lo, hi, grid):
+    """Intake adds to the tallies in its transaction; they equal a recount from the records, and every obligation's
+    count read from them equals the records of its subject, activity and period counted one by one; so does the
+    number of records of a grid over some days that the patrol list shows."""
+    router = ledger.policies.router("panjin")
+    grids = sorted(u.id for u in router.units.values() if u.level == max(v.level for v in router.units.values()))[:3]
+    objects = _tally_objects(ledger, grids)
+    start = date(2025, 12, 1)
+    items = []
+    for grid, day, activity, picks in history:
+        at = datetime(start.year, start.month, start.day, 8, tzinfo=CST) + timedelta(days=day, minutes=next(PATROL_MINUTES))
+        items.append((patrol(grids[grid], at, activity=activity, objects=sorted({objects[grid][i] for i in picks})), None))
+    for i in range(0, len(items), batch):
+        ledger.record_patrols("panjin", items[i:i + batch], "app", now=datetime(2027, 3, 1, tzinfo=CST))
+    with Session(ledger.engine) as session:
+        stored = Counter({(r.jurisdiction, r.per, r.of_object, r.period_start, r.activity, r.subject): r.n
+                          for r in session.exec(select(PatrolTally))})
+        assert +stored == tallies.recount(session) and stored == +stored  # no empty rows either
+        records = session.exec(select(PatrolRecord.id, PatrolRecord.unit, PatrolRecord.activity, PatrolRecord.day)
+                               .where(PatrolRecord.jurisdiction == "panjin")).all()
+        checked = session.exec(select(PatrolObject.object_id, PatrolRecord.activity, PatrolObject.day).join(
+            PatrolRecord, PatrolRecord.id == PatrolObject.patrol_id)).all()
+    first, last = (None if lo is None else start + timedelta(days=lo)), (None if hi is None else start + timedelta(days=hi))
+    unit = None if grid is None else grids[grid]
+    assert ledger.search_patrols("panjin", unit, first, last)[0] == sum(
+        1 for _, u, _, d in records if unit in (None, u) and (first is None or d >= first) and (last is None or d < last))
+    plan = [(c, buckets_in(c.per.value, date(2025, 12, 1), date(2027, 2, 1))) for c in router.jur.policy.cadences]
+    now = datetime(2025, 12, 1, tzinfo=CST) + timedelta(days=moment)
+    obligations, _ = CadenceService(ledger.policies).evaluate("panjin", plan, now)
+    assert obligations
+    for ob in obligations:
+        lo, hi = ob.bucket
+        if ob.object_id is None:
+            expected = sum(1 for _, u, a, d in records if u == ob.unit and a == ob.cadence.activity and lo <= d < hi)
+        else:
+            wanted = ("patrol", "source_inspection") if ob.cadence.activity in ("patrol", "source_inspection") \
+                else (ob.cadence.activity,)
+            expected = sum(1 for oid, a, d in checked if oid == ob.object_id and a in wanted and lo <= d < hi)
+        assert ob.recorded == expected, ob
+        assert ob.status == status_of(ob.required, expected, ob.bucket, now)
+
+
+def _tally_objects(ledger: LedgerService, grids: list[str]) -> list[list[int]]:
+    """Four objects per grid (classes A, B, C and a trial production project), made once per database."""
+    found = ledger.search_objects("panjin", q="tally", limit=100)[1]
+    if not found:
+        kinds = [("污染源", "A"), ("污染源", "B"), ("污染源", "C"), ("试生产期建设项目", None)]
+        for g, grid in enumerate(grids):
+            for k, (kind, cls) in enumerate(kinds):
+                ledger.create_object("panjin", {**SOURCE, "name": f"tally{g}{k}", "unit": grid, "kind": kind,
+                                                "identifier": f"TALLY{g}{k}", "source_class": cls,
+                                                "registered_on": "2025-12-01"}, "t")
+        found = ledger.search_objects("panjin", q="tally", limit=100)[1]
+    by_name = {o.name: o.id for o in found}
+    return [[by_name[f"tally{g}{k}"] for k in range(4)] for g in range(len(grids))]
 
 
 def test_abc_classes_set_each_objects_inspection_frequency(ledger):

@@ -1,0 +1,192 @@
+"""Patrol tallies: the number of patrol records per subject (a grid unit, or `object:<id>` for an object a patrol
+checked), activity and calendar period of every kind a cadence can use (day, week, half month … year).
+
+Patrol intake adds to them in the same transaction as the records (an upsert per touched row), so a cadence's
+obligations for any period — settled or current — read a few rows per subject instead of scanning the records.
+`recount` derives them from scratch in SQL — an implementation independent of the incremental one, which the tests
+compare it with — and `rebuild` stores that (the migration's backfill, the simulator's bulk inserts).
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from policy.models import PERIOD_LABELS
+from store.assessment import MONTHS
+from store.tables import PatrolRecord, PatrolTally
+
+PERIOD_KINDS = tuple(PERIOD_LABELS)  # every kind is kept: a new policy version may add a cadence of any kind
+OBJECT = "object:"  # an object's subject (as in cadence_obligation)
+KEY = ("jurisdiction", "per", "of_object", "period_start", "activity", "subject")  # the primary key's order
+CHUNK = 5000
+
+Bucket = tuple[date, date]  # [start, end) days
+Tallies = Counter  # {KEY: records}
+
+
+def bucket_of(kind: str, day: date) -> Bucket:
+    """The period of kind `kind` (a cadence's `per`) containing `day`."""
+    if kind == "day":
+        return day, day + timedelta(days=1)
+    if kind == "week":  # calendar weeks start on Monday
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    if kind == "half_month":
+        if day.day < 16:
+            return day.replace(day=1), day.replace(day=16)
+        return day.replace(day=16), month_add(day.replace(day=1), 1)
+    span = MONTHS[kind]
+    first = date(day.year, (day.month - 1) // span * span + 1, 1)
+    return first, month_add(first, span)
+
+
+def month_add(day: date, months: int) -> date:
+    n = day.year * 12 + day.month - 1 + months
+    return date(n // 12, n % 12 + 1, 1)
+
+
+def object_subject(object_id: int) -> str:
+    return f"{OBJECT}{object_id}"
+
+
+def tallies(daily: Iterable[tuple[str, str, str, date | str, int]]) -> Tallies:
+    """(jurisdiction, subject, activity, day, records) → the tallies of every period kind."""
+    out: Tallies = Counter()
+    for jid, subject, activity, day, n in daily:
+        day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+        for per in PERIOD_KINDS:
+            out[(jid, per, subject.startswith(OBJECT), bucket_of(per, day)[0], activity, subject)] += n
+    return out
+
+
+def of_records(records: Iterable[tuple[PatrolRecord, Iterable[int]]]) -> Tallies:
+    """The tallies new records (each with the ids of the objects it checked) add."""
+    return tallies(row for r, objects in records for row in
+                   [(r.jurisdiction, r.unit, r.activity, r.day, 1)]
+                   + [(r.jurisdiction, object_subject(oid), r.activity, r.day, 1) for oid in objects])
+
+
+def add(session: Session | Connection, counts: Tallies) -> None:
+    """Add `counts` to the stored tallies (one upsert per row, in key order so concurrent intakes lock rows in
+    the same order)."""
+    if not counts:
+        return
+    t = PatrolTally.__table__
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+    stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
+    rows = [dict(zip(KEY, key), n=n) for key, n in sorted(counts.items())]
+    for i in range(0, len(rows), CHUNK):
+        session.execute(stmt, rows[i:i + CHUNK])
+
+
+# The start of a day's period of each kind, in each dialect's SQL ({d}: the day column).
+PERIOD_SQL = {
+    "sqlite": {
+        "day": "{d}",
+        "week": "date({d}, '-' || ((CAST(strftime('%w', {d}) AS INTEGER) + 6) % 7) || ' days')",
+        "half_month": "CASE WHEN CAST(strftime('%d', {d}) AS INTEGER) < 16 THEN date({d}, 'start of month') "
+                      "ELSE date({d}, 'start of month', '+15 days') END",
+        "month": "date({d}, 'start of month')",
+        "quarter": "date({d}, 'start of month', '-' || ((CAST(strftime('%m', {d}) AS INTEGER) - 1) % 3) || ' months')",
+        "half_year": "date({d}, 'start of month', '-' || ((CAST(strftime('%m', {d}) AS INTEGER) - 1) % 6) || ' months')",
+        "year": "date({d}, 'start of year')",
+    },
+    "postgresql": {
+        "day": "{d}",
+        "week": "date_trunc('week', {d})::date",
+        "half_month": "CASE WHEN extract(day FROM {d}) < 16 THEN date_trunc('month', {d})::date "
+                      "ELSE (date_trunc('month', {d}) + interval '15 days')::date END",
+        "month": "date_trunc('month', {d})::date",
+        "quarter": "date_trunc('quarter', {d})::date",
+        "half_year": "(date_trunc('year', {d}) + make_interval(months => "
+                     "((extract(month FROM {d})::int - 1) / 6) * 6))::date",
+        "year": "date_trunc('year', {d})::date",
+    },
+}
+
+
+def _recount_sql(dialect: str, jid: str | None) -> list[str]:
+    """SELECTs of the tallies from scratch, one per period kind and subject kind, grouped in SQL (a year of Hefei's
+    records is millions of tally rows: they never pass through Python)."""
+    where = "" if jid is None else "WHERE p.jurisdiction = :jid"
+    out = []
+    for per, expr in PERIOD_SQL[dialect].items():
+        for of_object, subject, source, day in (
+                (False, "p.unit", "patrol_record p", "p.day"),
+                (True, "'object:' || o.object_id", "patrol_object o JOIN patrol_record p ON p.id = o.patrol_id", "o.day")):
+            start = expr.format(d=day)
+            out.append(f"SELECT p.jurisdiction, '{per}', {'TRUE' if of_object else 'FALSE'}, {start}, p.activity, "
+                       f"{subject}, count(*) FROM {source} {where} GROUP BY p.jurisdiction, {start}, p.activity, {subject}")
+    return out
+
+
+def recount(session: Session | Connection, jid: str | None = None) -> Tallies:
+    """The tallies from scratch (of one jurisdiction, or all), counted from the records in SQL."""
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
+    out: Tallies = Counter()
+    for sql in _recount_sql(dialect, jid):
+        for j, per, of_object, start, activity, subject, n in session.execute(text(sql), {"jid": jid}):
+            out[(j, per, bool(of_object), _as_date(start), activity, subject)] = n
+    return out
+
+
+def rebuild(session: Session | Connection, jid: str | None = None) -> None:
+    """Replace the stored tallies (of one jurisdiction, or all) with a recount, inside the database."""
+    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
+    t = PatrolTally.__table__
+    session.execute(delete(t) if jid is None else delete(t).where(t.c.jurisdiction == jid))
+    for sql in _recount_sql(dialect, jid):
+        session.execute(text(f"INSERT INTO patrol_tally ({', '.join(KEY)}, n) {sql}"), {"jid": jid})
+
+
+def read(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date], objects: bool,
+         units: list[str] | None = None) -> dict[tuple[str, date], int]:
+    """{(subject, period start): records} of the activities in the periods of kind `per` starting at `starts`:
+    of objects, or of units (only `units` when given)."""
+    t = PatrolTally.__table__.c
+    query = select(t.subject, t.period_start, t.n).where(
+        t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.of_object == objects,
+        t.period_start.in_(starts))
+    if units is not None:
+        query = query.where(t.subject.in_(units))
+    out: dict[tuple[str, date], int] = defaultdict(int)
+    for subject, start, n in session.execute(query):  # several activities: their records add up
+        out[(subject, _as_date(start))] += n
+    return out
+
+
+def records(session: Session, jid: str, start: date | None, end: date | None, units: list[str] | None = None) -> int:
+    """The patrol records of the days [start, end) (of `units`; open ends: all): the tallies of the fewest whole
+    years, months and days covering them."""
+    t = PatrolTally.__table__.c
+    if start is None or end is None:
+        first, last = session.execute(select(func.min(t.period_start), func.max(t.period_start)).where(
+            t.jurisdiction == jid, t.per == "year", t.of_object.is_(False))).one()
+        if first is None:
+            return 0
+        start, end = start or _as_date(first), end or month_add(_as_date(last), 12)
+    if start >= end:
+        return 0
+    pieces: dict[str, list[date]] = {"year": [], "month": [], "day": []}
+    day = start
+    while day < end:
+        per = next(k for k in pieces if bucket_of(k, day)[0] == day and bucket_of(k, day)[1] <= end)
+        pieces[per].append(day)
+        day = bucket_of(per, day)[1]
+    query = select(func.coalesce(func.sum(t.n), 0)).where(
+        t.jurisdiction == jid, t.of_object.is_(False),
+        or_(*[and_(t.per == per, t.period_start.in_(starts)) for per, starts in pieces.items() if starts]))
+    if units is not None:
+        query = query.where(t.subject.in_(units))
+    return session.execute(query).scalar_one()
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
