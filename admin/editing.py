@@ -1,8 +1,9 @@
 """Draft editors beyond the problem-type table: levels and the grid-unit tree (lazy, paginated, searchable,
 CSV import), departments, workflow steps with their deadlines, and escalation rules.
 
-Every change is applied to a copy of the draft document and saved through `PolicyStore.update_draft`, which
-validates the whole policy and refuses a stale revision; a refused change therefore writes nothing. The page
+Every change is applied to the draft (a unit, or the document without its units) and saved through
+`PolicyStore.change_draft`, which checks what the change touches and refuses a stale revision; a refused change
+therefore writes nothing. The page
 keeps the draft revision in one hidden input (#revision) that every form includes and every save refreshes.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grou
 from policy.models import Slug, UnitGroup
 from policy.validate import expand_group
 from store.errors import Conflict, Invalid, StoreError
-from store.versions import named_unit
+from store.versions import DraftEdit
 from store.tables import PolicyVersion
 from store.xlsx import MEDIA_TYPE as XLSX, TableError, read_rows, workbook
 from store.users import Principal
@@ -106,7 +107,7 @@ class Form:
 class Kind:
     fields: tuple[str, ...]
     template: str
-    apply: Callable[[dict, str, Form, "Editing"], str]  # returns the item's path prefix in the document
+    apply: Callable[[Any, str, Form, "Editing"], str]  # changes a DraftEdit; returns the item's path prefix in it
     remove: Callable[[dict, str, "Editing"], None]
     item: Callable[["Editing", PolicyVersion, str], dict]
     aliases: dict[str, str] = field(default_factory=dict)
@@ -190,17 +191,13 @@ def materialise(document: dict, unit_id: str) -> None:
             return
 
 
-def _apply_unit(document: dict, key: str, form: Form, ctx: Editing) -> str:
-    if key == "+":
-        values = {"id": _new_id(form, [{"id": u} for u in ctx.units()], "网格单元")}
-    else:
-        named_unit(document, ctx.units(), key)
-        values = {"id": key}
-    values |= {"name": form.text("name", "名称", limit=100), "level": form.integer("level", "层级", 1, 6),
-               "parent": form.slug("parent", "上级单元编号", required=False) or None,
-               "placeholder": False, **form.provenance()}
+def _apply_unit(document: DraftEdit, key: str, form: Form, ctx: Editing) -> str:
+    unit = {"id": _new_id(form, [{"id": u} for u in ctx.units()], "网格单元")} if key == "+" else document.unit(key)
+    unit |= {"name": form.text("name", "名称", limit=100), "level": form.integer("level", "层级", 1, 6),
+             "parent": form.slug("parent", "上级单元编号", required=False) or None,
+             "placeholder": False, **form.provenance()}
     form.done()
-    return _put(document, "units", key, values, "网格单元")
+    return document.put_unit(unit)
 
 
 def _remove_unit(document: dict, key: str, ctx: Editing) -> None:
@@ -365,19 +362,22 @@ async def _change(request: Request, user: Principal, jid: str, number: int, kind
     spec = _kind(kind)
     version = ctx.version(write=True)
     form = Form(await request.form())
-    document = ctx.policies.document(version)
     prefix = ""
 
-    def change() -> PolicyVersion | None:
+    def edit(document: DraftEdit) -> str:
         nonlocal prefix
-        if remove:
+        prefix = spec.apply(document, key, form, ctx)
+        return prefix
+
+    def change() -> PolicyVersion | None:
+        if remove:  # a removal may turn a placeholder group into named units: the whole document is saved
+            document = ctx.policies.document(version)
             spec.remove(document, key, ctx)
-        else:
-            prefix = spec.apply(document, key, form, ctx)
-        if check_only:
-            ctx.policies.check_draft(jid, number, document)
+            return ctx.policies.update_draft(jid, number, document, form_revision(form.data), user.name)
+        if check_only:  # only what the change touches is checked (see PolicyStore.change_draft)
+            ctx.policies.check_change(jid, number, edit)
             return None
-        return ctx.policies.update_draft(jid, number, document, form_revision(form.data), user.name)
+        return ctx.policies.change_draft(jid, number, form_revision(form.data), user.name, edit)
 
     saved = await sync_to_thread(attempt, change, lambda err: field_errors(err, prefix, spec.fields, spec.aliases))
     if isinstance(saved, Refused):

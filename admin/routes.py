@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from cachetools import LRUCache, cached
 from litestar import Request, Response, Router, get, post
@@ -196,12 +196,19 @@ class TypeEdit:
 
 
 async def _edit(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: int,
-                code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, dict | None]:
+                code: FromPath[str]) -> tuple[PolicyVersion, TypeEdit, Callable[[dict], str] | None]:
+    """The edit as a draft change (PolicyStore.change_draft), or None when the form is wrong."""
     require(user, jid, "editor")
     policies = services(request).policies
     version = policies.get_version(jid, number)
     edit = TypeEdit.from_form(await request.form())
-    return version, edit, await sync_to_thread(edit.apply, policies.document(version), number, code)
+    if await sync_to_thread(edit.apply, policies.head(version), number, code) is None:
+        return version, edit, None
+
+    def change(document: dict) -> str:
+        edit.apply(document, number, code)
+        return f"problem_types[{edit.index}]"
+    return version, edit, change
 
 
 def _form(request: Request, jid: FromPath[str], version: PolicyVersion, code: str, edit: TypeEdit,
@@ -240,10 +247,10 @@ def type_edit_form(request: Request, user: NamedDependency[Principal], jid: From
 async def type_check(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                      code: FromPath[str]) -> Template:
     """Validation as the admin types: only the messages next to the fields are swapped."""
-    version, edit, document = await _edit(request, user, jid, number, code)
-    if document is not None:
+    version, edit, change = await _edit(request, user, jid, number, code)
+    if change is not None:
         try:
-            await sync_to_thread(services(request).policies.check_draft, jid, number, document)
+            await sync_to_thread(services(request).policies.check_change, jid, number, change)
         except Invalid as err:
             edit.errors = edit.field_errors(err)
     return page("_type_errors.html", dom=dom_id(code), edit=edit)
@@ -252,12 +259,12 @@ async def type_check(request: Request, user: NamedDependency[Principal], jid: Fr
 @post("/j/{jid:str}/v/{number:int}/types/{code:str}")
 async def type_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                     code: FromPath[str]) -> Template:
-    version, edit, document = await _edit(request, user, jid, number, code)
-    if document is None:
+    version, edit, change = await _edit(request, user, jid, number, code)
+    if change is None:
         return _form(request, jid, version, code, edit, 422)
     policies = services(request).policies
     saved = await sync_to_thread(
-        attempt, lambda: policies.update_draft(jid, number, document, edit.revision, user.name), edit.field_errors)
+        attempt, lambda: policies.change_draft(jid, number, edit.revision, user.name, change), edit.field_errors)
     if isinstance(saved, Refused):
         edit.errors = saved.errors
         return _form(request, jid, version, code, edit, saved.status)
