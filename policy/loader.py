@@ -220,13 +220,14 @@ class Loader:
         data["tests"] = suite["tests"]
         return [str(path)]
 
-    def build(self, jid: str) -> Jurisdiction:
+    def build(self, jid: str, hashed: bool = True) -> Jurisdiction:
+        """The jurisdiction built and validated; without its content hash unless `hashed` (a check only)."""
         data, files = self._resolve_raw(jid)
         data = dict(data)
         files = self._overlay_tests(jid, data) + files + self._overlay_units_csv(jid, data)  # the policy file stays last
         if self.catalog is None:
             raise PolicyError(self.issues)
-        return build_jurisdiction(data, self.catalog, files, self.origins)
+        return build_jurisdiction(data, self.catalog, files, self.origins, None if hashed else ("", []))
 
     def load_all(self, include_templates: bool = False) -> tuple[dict[str, Jurisdiction], list[PolicyIssue]]:
         result: dict[str, Jurisdiction] = {}
@@ -246,7 +247,8 @@ class Loader:
 def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: OriginMap | None = None,
                        stored: tuple[str, list[str]] | None = None) -> Jurisdiction:
     """Validate resolved policy data (from files or from a stored version) into a Jurisdiction. A stored version
-    gives its content hash and unit chunks (`stored`): they were computed from this content when it was written."""
+    gives its content hash and unit chunks (`stored`): they were computed from this content when it was written
+    (a check that keeps nothing gives none: ("", []))."""
     origins = origins or OriginMap()
     try:
         policy = Policy.model_validate(data)
@@ -313,19 +315,22 @@ def parse_units_csv(text: str, name: str, origins: OriginMap | None = None) -> l
     origins = origins or OriginMap()
     label = Path(name).name
     try:
-        reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-        if tuple(reader.fieldnames or ())[:4] != UNIT_CSV_COLUMNS:
+        reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+        if tuple(next(reader, ()))[:4] != UNIT_CSV_COLUMNS:
             raise PolicyError([PolicyIssue(file=name, line=1, message=(
                 f"表头须为 {','.join(UNIT_CSV_COLUMNS)} — the header must be {','.join(UNIT_CSV_COLUMNS)}"))])
         rows = []
+        assumption = f"由 {label} 导入的网格单元 (imported unit)"
         for line, row in enumerate(reader, start=2):
+            if not row:
+                continue  # a blank line, as csv.DictReader skips it
+            uid, unit_name, level_text, parent = (row + [None] * 4)[:4]  # a short row's missing cells: None
             try:
-                level = int(row["level"])
+                level = int(level_text)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 raise PolicyError([PolicyIssue(file=name, line=line, path="level", message=(
-                    f"层级须为整数, 而非 {row['level']!r} — level must be an integer"))]) from None
-            unit = {"id": row["id"], "name": row["name"], "level": level, "parent": row["parent"] or None,
-                    "assumption": f"由 {label} 导入的网格单元 (imported unit)"}
+                    f"层级须为整数, 而非 {level_text!r} — level must be an integer"))]) from None
+            unit = {"id": uid, "name": unit_name, "level": level, "parent": parent or None, "assumption": assumption}
             origins.record(unit, Origin(name, line))
             rows.append(unit)
         return rows

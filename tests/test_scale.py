@@ -303,7 +303,7 @@ def test_chunks_no_version_lists_are_deleted(scaled):
     stored = chunk_count(scaled)
     revision = draft.revision
     for n in range(3):
-        revision = scaled.change_draft("hefei", draft.number, revision, "编辑", lambda edit: edit.put_unit(
+        revision = scaled.change_draft("hefei", draft.number, revision, "编辑", lambda edit, n=n: edit.put_unit(
             {**edit.unit("s4-7"), "name": f"第{n}次改名"})).revision
         assert chunk_count(scaled) == stored + 1  # the previous revision's own chunk was deleted
     document = scaled.document(scaled.get_version("hefei", draft.number))
