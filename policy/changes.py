@@ -28,24 +28,23 @@ def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str) -> tuple[Juris
     """`jur` with the named unit `raw["id"]` replaced by `raw`, or added after the named units (a placeholder's id
     then names just that placeholder); with the chunks (hash -> units) it has and `jur` has not. PolicyError
     lists what a full build of the changed document would."""
-    uid = raw.get("id")
-    index = jur.positions.get(uid)
+    index = jur.positions.get(str(raw.get("id")))
     added = index is None
-    position = len(jur.policy.units) if index is None else index
     try:
         unit = Unit.model_validate(raw)
     except ValidationError as exc:
-        raise _invalid(exc.errors(), ("units", position), {}, label) from None
+        raise _invalid(exc.errors(), ("units", len(jur.policy.units) if index is None else index), {}, label) from None
+    uid = unit.id
     named = list(jur.policy.units)
     ends = list(jur.chunk_ends)
-    if added:
+    if index is None:
         named.append(unit)
         units = {u.id: u for u in named}  # named units first, then the placeholders: as expand_units orders them
         units.update((k, v) for k, v in jur.units.items() if k not in units)
         first = len(ends) - 1 if ends else 0  # the last chunk is split again with the new unit
         start = ends[first - 1] if first else 0
         ends[first:] = [start + end for end in chunks.ends([u.id for u in named[start:]])]
-        positions = {**jur.positions, uid: position}
+        positions = {**jur.positions, uid: len(named) - 1}
     else:
         named[index] = unit
         units = dict(jur.units)

@@ -31,7 +31,7 @@ def ends(ids: Sequence[str]) -> list[int]:
 
 def split(units: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     start = 0
-    for end in ends([u.get("id") for u in units]):
+    for end in ends([str(u.get("id")) for u in units]):
         yield units[start:end]
         start = end
 
