@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from cachetools import LRUCache
 
-from engine.pinned import PinnedResult, run_suite
+from engine.pinned import PinnedResult, run_cases, run_suite
 from engine.registry import EngineRegistry, Recent, VerificationFailed, build_size
 from engine.router import PolicyRouter
 from policy import chunks
@@ -314,7 +314,12 @@ class PolicyStore:
     def pinned_results(self, version: PolicyVersion) -> list[PinnedResult]:
         """The version's pinned cases run against the version itself (kept per content hash)."""
         if version.content_hash not in self._pinned:
-            self._pinned[version.content_hash] = run_suite(self.build(version))
+            try:  # compiled here (a publish has just verified it): not compiled again
+                results = run_cases(self.registry.router(version.jurisdiction, version.content_hash),
+                                    list(self.build(version).policy.tests))
+            except KeyError:
+                results = run_suite(self.build(version))
+            self._pinned[version.content_hash] = results
         return self._pinned[version.content_hash]
 
     def accept_pinned(self, jid: str, number: int, names: list[str], revision: int, actor: str) -> PolicyVersion:
