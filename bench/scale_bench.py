@@ -81,7 +81,11 @@ class Server:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=60)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a server holding 200,000-unit builds may take longer to stop
+                self.process.kill()
+                self.process.wait()
             self.process = None
 
     def pids(self) -> list[int]:
