@@ -3,8 +3,9 @@
 the scoring scheme's deductions. Each kind has a form (a pydantic model), a function applying it to the document
 and a template showing the item; one set of routes checks, saves and deletes every kind.
 
-Every change is applied to a copy of the draft document and saved through `PolicyStore.update_draft`, which
-validates the whole policy and refuses a stale revision; a refused change therefore writes nothing. The page
+Every change is applied to the draft (a unit, or the document without its units) and saved through
+`PolicyStore.change_draft`, which checks what the change touches and refuses a stale revision; a refused change
+therefore writes nothing. The page
 keeps the draft revision in one hidden input (#revision) that every form includes and every save refreshes.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from policy.catalog import search_score
 from policy.models import SLUG as SLUG_PATTERN, Trigger
 from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, materialise_groups, merge
 from store.errors import Conflict, Invalid, StoreError
-from store.versions import named_unit
+from store.versions import DraftEdit
 from store.tables import PolicyVersion
 from store.xlsx import MEDIA_TYPE as XLSX, TableError, read_rows, workbook
 from store.users import Principal
@@ -49,7 +50,9 @@ PROVENANCE_FIELDS = ("seed", "clause", "quote", "assumption")
 class Kind:
     fields: tuple[str, ...]  # the form's fields with a message slot (besides `general`)
     template: str  # the item's form
-    apply: Callable[[dict, str, FormMultiDict, "Editing"], str]  # returns the item's path prefix in the document
+    # changes the draft — a DraftEdit: the document without its units, and one unit through unit()/put_unit() —
+    # and returns the item's path prefix in it
+    apply: Callable[[DraftEdit, str, FormMultiDict, "Editing"], str]
     item: Callable[["Editing", PolicyVersion, str], dict]
     remove: Callable[[dict, str, "Editing"], None] | None = None  # None: not removed in the editor
     aliases: dict[str, str] = field(default_factory=dict)  # document paths below the item -> form fields
@@ -136,12 +139,10 @@ class UnitForm(FormModel):
                                                                           pattern=SLUG_PATTERN)
 
 
-def _apply_unit(document: dict, key: str, data: FormMultiDict, ctx: Editing) -> str:
+def _apply_unit(document: DraftEdit, key: str, data: FormMultiDict, ctx: Editing) -> str:
     new, unit, prov = _read(data, key, ctx.units(), "网格单元", (UnitForm, ""), provenance(data))
-    if key != "+":
-        named_unit(document, ctx.units(), key)
-    values = {"id": key, **new, **unit.model_dump(), "placeholder": False, **prov.document()}
-    return _put(document, "units", key, values, "网格单元")
+    stored = {"id": key} if key == "+" else document.unit(key)  # a placeholder becomes a named unit of its own
+    return document.put_unit({**stored, **new, **unit.model_dump(), "placeholder": False, **prov.document()})
 
 
 def _remove_unit(document: dict, key: str, ctx: Editing) -> None:
@@ -376,21 +377,27 @@ def _change(ctx: Editing, kind: str, key: str, data: FormMultiDict, check_only: 
     takes a while, and saving may wait for the write lock)."""
     spec = _kind(kind)
     version = ctx.version(write=True)
-    document = ctx.policies.document(version)
     prefix = ""
 
-    def change() -> PolicyVersion | None:
+    def edit(document: DraftEdit) -> str:
         nonlocal prefix
-        if not remove:
-            prefix = spec.apply(document, key, data, ctx)
-        elif spec.remove is None:
-            raise FormInvalid({"general": "此项不能在此删除"})
-        else:
+        prefix = spec.apply(document, key, data, ctx)
+        return prefix
+
+    def change() -> PolicyVersion | None:
+        if remove:  # a removal may turn a placeholder group into named units: the whole document is checked
+            if spec.remove is None:
+                raise FormInvalid({"general": "此项不能在此删除"})
+            document = ctx.policies.document(version)
             spec.remove(document, key, ctx)
-        if check_only:
-            ctx.policies.check_draft(ctx.jid, ctx.number, document)
+            if check_only:
+                ctx.policies.check_draft(ctx.jid, ctx.number, document)
+                return None
+            return ctx.policies.update_draft(ctx.jid, ctx.number, document, form_revision(data), ctx.user.name)
+        if check_only:  # only what the change touches is checked (see PolicyStore.change_draft)
+            ctx.policies.check_change(ctx.jid, ctx.number, edit)
             return None
-        return ctx.policies.update_draft(ctx.jid, ctx.number, document, form_revision(data), ctx.user.name)
+        return ctx.policies.change_draft(ctx.jid, ctx.number, form_revision(data), ctx.user.name, edit)
 
     saved = attempt(change, lambda err: field_errors(err, prefix, spec.fields, spec.aliases))
     if isinstance(saved, Refused):

@@ -46,7 +46,6 @@ from policy.catalog import search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
-from policy.loader import Jurisdiction
 from policy.models import SLUG
 from store.apikeys import in_scope
 from store.assessment import AssessmentService, Period
@@ -58,7 +57,7 @@ from store.db import WRITE_WAIT_SECONDS, refresh_statistics
 from store.errors import NotFound, PreconditionRequired, StoreError
 from store.sweeper import sweep
 from store.tables import MAX_ID, ApiKey, CaseRecord
-from store.versions import PolicyStore, merge_item, named_unit, open_policy_store
+from store.versions import DraftEdit, PolicyStore, merge_item, open_policy_store
 
 log = logging.getLogger("gridpolicy")
 MAX_BODY = 256 * 1024
@@ -354,10 +353,8 @@ def _revision(if_match: str | None) -> int:
 def patch_unit(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, unit_id: FromPath[str],
                data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
     """One grid unit of a draft changed, whatever the draft's size (a placeholder becomes a named unit of its own)."""
-    def change(document: dict, built: Jurisdiction) -> str:
-        index = named_unit(document, built.units, unit_id)
-        document["units"][index] = merge_item(document["units"][index], {**data.values(), "placeholder": False})
-        return f"units[{index}]"
+    def change(edit: DraftEdit) -> str:
+        return edit.put_unit(merge_item(edit.unit(unit_id), {**data.values(), "placeholder": False}))
 
     return _change_item(services, jid, number, data, if_match, change)
 
@@ -366,7 +363,7 @@ def patch_unit(services: NamedDependency[Services], jid: FromPath[str], number: 
 def patch_type(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, code: FromPath[str],
                data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
     """One problem type of a draft changed: its handling level, departments, persuade-first, name or provenance."""
-    def change(document: dict, _: Jurisdiction) -> str:
+    def change(document: DraftEdit) -> str:
         types = document["problem_types"]
         index = next((i for i, t in enumerate(types) if t["code"] == code), None)
         if index is None:
@@ -378,7 +375,7 @@ def patch_type(services: NamedDependency[Services], jid: FromPath[str], number: 
 
 
 def _change_item(services: NamedDependency[Services], jid: str, number: int, data: ItemPatch, if_match: str | None,
-                 change: Callable[[dict, Jurisdiction], str]) -> Response[VersionOut]:
+                 change: Callable[[DraftEdit], str]) -> Response[VersionOut]:
     v = services.policies.change_draft(jid, number, _revision(if_match), data.author, change)
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 

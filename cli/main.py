@@ -265,7 +265,7 @@ def units_import(jid: str, csv_file: Path) -> None:
     if not csv_file.is_file():
         _fail([f"{csv_file}: 文件不存在 — no such file"])
     try:
-        jur = Loader(directory, units_csv={jid: csv_file}).build(jid)
+        jur = Loader(directory, units_csv={jid: csv_file}).build(jid, hashed=False)  # checked, not stored
     except PolicyError as err:
         _fail([f"错误 error: {issue}" for issue in err.issues] + ["未导入任何单元 — nothing imported"])
     staged = target.with_suffix(".tmp")

@@ -109,7 +109,8 @@ class EngineRegistry:
         with self._lock:
             if activate:
                 self._active[jur.id] = jur.content_hash
-            return self._versions.put(key, existing, self._pinned())
+            # the version just loaded stays at least until the next load (a publish verifies it, then activates it)
+            return self._versions.put(key, existing, self._pinned() | {key})
 
     def _pinned(self) -> set[tuple[str, str]]:
         return set(self._active.items())

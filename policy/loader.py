@@ -1,10 +1,8 @@
 """Find jurisdiction files, apply `extends`, overlay imported units, and build validated policies."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -12,11 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from policy import chunks
 from policy.catalog import Catalog, load_catalog
 from policy.errors import PolicyError, PolicyIssue, format_path
 from policy.models import Policy, Unit
 from policy.search import UnitIndex
 from policy.unit_rows import overlay_units, parse_units_csv
+from policy.validate import expand_units, validate_policy
 from policy.yamlio import OriginMap, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,8 @@ class Jurisdiction:
     catalog: Catalog
     content_hash: str
     type_names: dict[str, str] = field(default_factory=dict)
+    head_hash: str = ""  # the document without its units, and its named units' chunks (policy/chunks.py)
+    unit_chunks: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -55,6 +57,15 @@ class Jurisdiction:
 
     def units_at(self, level: int) -> list[Unit]:
         return [u for u in self.units.values() if u.level == level]
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Each named unit's index in `policy.units`."""
+        return {u.id: i for i, u in enumerate(self.policy.units)}
+
+    @cached_property
+    def chunk_ends(self) -> list[int]:
+        return chunks.ends([u.id for u in self.policy.units])
 
     @cached_property
     def unit_index(self) -> UnitIndex:
@@ -207,13 +218,14 @@ class Loader:
         data["tests"] = suite["tests"]
         return [str(path)]
 
-    def build(self, jid: str) -> Jurisdiction:
+    def build(self, jid: str, hashed: bool = True) -> Jurisdiction:
+        """The jurisdiction built and validated; without its content hash unless `hashed` (a check only)."""
         data, files = self._resolve_raw(jid)
         data = dict(data)
         files = self._overlay_tests(jid, data) + files + self._overlay_units_csv(jid, data)  # the policy file stays last
         if self.catalog is None:
             raise PolicyError(self.issues)
-        return build_jurisdiction(data, self.catalog, files, self.origins)
+        return build_jurisdiction(data, self.catalog, files, self.origins, None if hashed else ("", []))
 
     def load_all(self, include_templates: bool = False) -> tuple[dict[str, Jurisdiction], list[PolicyIssue]]:
         result: dict[str, Jurisdiction] = {}
@@ -230,27 +242,44 @@ class Loader:
         return result, issues
 
 
-def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: OriginMap | None = None) -> Jurisdiction:
-    """Validate resolved policy data (from files or from a stored version) into a Jurisdiction."""
-    from policy.validate import expand_units, validate_policy  # noqa: PLC0415 (validate imports Jurisdiction)
+def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: OriginMap | None = None,
+                       stored: tuple[str, list[str]] | None = None) -> Jurisdiction:
+    """Validate resolved policy data (from files or from a stored version) into a Jurisdiction. A stored version
+    gives its content hash and unit chunks (`stored`): they were computed from this content when it was written
+    (a check that keeps nothing gives none: ("", []))."""
     origins = origins or OriginMap()
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError([_issue_from_pydantic(data, err, files, origins) for err in exc.errors()]) from None
-    units = expand_units(policy)
-    digest = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True,
-                                       ensure_ascii=False).encode()).hexdigest()[:12]
+        raise PolicyError([issue_from_pydantic(data, err, files, origins) for err in exc.errors()]) from None
+    if stored is None:
+        head = policy.model_dump(mode="json")
+        unit_chunks = [chunks.chunk_hash(run) for run in chunks.split(head.pop("units"))]
+        head_hash = chunks.head_hash(head)
+        stored = chunks.content_hash(head_hash, unit_chunks), unit_chunks
+    else:
+        head_hash = chunks.head_hash(policy.model_dump(mode="json", exclude={"units"}))
+    return checked_jurisdiction(policy, catalog, files, stored[0], head_hash, stored[1],
+                                lambda jur: validate_policy(jur, data, origins, files[-1]))
+
+
+def checked_jurisdiction(policy: Policy, catalog: Catalog, files: list[str], content_hash: str, head_hash: str,
+                         unit_chunks: list[str], check: Callable[[Jurisdiction], list[PolicyIssue]],
+                         units: dict[str, Unit] | None = None, known: dict[str, Any] | None = None) -> Jurisdiction:
+    """The Jurisdiction of a policy, or PolicyError with what `check` finds; `known`: derived values (cached
+    properties) carried over from the version it changes."""
     names = {t.code: t.name or (catalog.types[t.code].name if t.code in catalog.types else t.code)
              for t in policy.problem_types}
-    jur = Jurisdiction(policy, files, units, catalog, digest, names)
-    issues = validate_policy(jur, data, origins, files[-1])
+    jur = Jurisdiction(policy, files, expand_units(policy) if units is None else units, catalog, content_hash, names,
+                       head_hash, unit_chunks)
+    jur.__dict__.update(known or {})
+    issues = check(jur)
     if issues:
         raise PolicyError(issues)
     return jur
 
 
-def _issue_from_pydantic(data: dict, err: Mapping[str, Any], files: list[str], origins: OriginMap) -> PolicyIssue:
+def issue_from_pydantic(data: dict, err: Mapping[str, Any], files: list[str], origins: OriginMap) -> PolicyIssue:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     file, line = origins.locate(data, loc)
     message = err["msg"].removeprefix("Value error, ")

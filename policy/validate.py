@@ -6,10 +6,10 @@ import re
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from policy.errors import PolicyIssue, format_path
-from policy.models import Policy, Rule, Unit, UnitGroup
+from policy.models import Policy, Provenanced, Rule, Unit, UnitGroup
 from policy.provenance import (FIELD_LABELS, numeric_quote, provenanced_items, show_value, states,
                                states_value)
 from policy.yamlio import OriginMap
@@ -70,25 +70,56 @@ class _Checker:
 
     def duplicates(self, field: str, key: str) -> None:
         counts = Counter(getattr(item, key) for item in getattr(self.policy, field))
+        if len(counts) == len(getattr(self.policy, field)):
+            return
         for i, item in enumerate(getattr(self.policy, field)):
             if counts[getattr(item, key)] > 1:
                 self.add((field, i, key), f"重复的 {key} '{getattr(item, key)}' — duplicate {key}")
 
     def run(self) -> list[PolicyIssue]:
+        """Every check: a whole document (a file, a PUT, an import)."""
+        return self.checked(units=True)
+
+    def checked(self, units: bool) -> list[PolicyIssue]:
+        """`units=False`: all but what depends only on the units, the levels, the placeholder groups and the
+        sources, for a change that left those as they were in a valid version (see run_head)."""
         if self.policy.template:
             return self.issues
         for field, key in (("levels", "number"), ("departments", "id"), ("problem_types", "code"),
                            ("rules", "id"), ("workflows", "id"), ("cadences", "id"), ("units", "id")):
-            self.duplicates(field, key)
+            if units or field != "units":
+                self.duplicates(field, key)
         self.check_levels()
-        self.check_units()
+        if units:
+            self.check_units()
         self.check_problem_types()
         self.check_rules()
         self.check_workflows()
         self.check_cadences()
         self.check_scoring()
-        self.check_provenance()
+        self.check_provenance(_items(self.policy, units))
         self.check_tests()
+        return self.issues
+
+    def run_unit_change(self, uid: str, before: Unit | None, added: bool) -> list[PolicyIssue]:
+        """The checks one named unit's change (or addition, `added`) can fail, over what it touches: the unit, its
+        children when its level moved, parent cycles through it, the level counts, its provenance, id uniqueness.
+        The rest of a valid version cannot fail by it: this gives the same issues as `run` on the whole."""
+        if self.policy.template:
+            return self.issues
+        units, unit = self.jur.units, self.jur.units[uid]
+        named = self.jur.positions
+        if added:
+            self.duplicates("units", "id")
+        moved = before is None or before.level != unit.level
+        touched = [x for x, u in units.items() if x == uid or u.parent == uid] if moved else [uid]
+        for x in touched:
+            self.check_unit(x, units[x], named)
+        if (before is None or before.parent != unit.parent) and uid in _ancestors(units, unit.parent, limit=len(units)):
+            self.check_cycles(named)
+        if moved:
+            self.check_counts()
+        self.check_item_provenance(("units", named[uid]), unit)
         return self.issues
 
     def check_levels(self) -> None:
@@ -97,36 +128,50 @@ class _Checker:
 
     def check_units(self) -> None:
         units = self.jur.units
-        group_levels = {g.level for g in self.policy.unit_groups}
         for i, group in enumerate(self.policy.unit_groups):
             self.level_ok(("unit_groups", i, "level"), group.level, "网格单元")
             for parent in group.parents:
                 if parent not in units:
                     self.add(("unit_groups", i, "parents"), f"上级单元 '{parent}' 不存在 — unknown parent unit")
-        named = {u.id: i for i, u in enumerate(self.policy.units)}
+        named = self.jur.positions
         for uid, unit in units.items():
-            loc = ("units", named[uid]) if uid in named else ("unit_groups",)
-            self.level_ok(loc + ("level",), unit.level, "网格单元")
-            if unit.level == 1:
-                if unit.parent is not None:
-                    self.add(loc + ("parent",), f"一级网格 '{uid}' 不应有上级 — a level-1 unit has no parent")
-                continue
-            if unit.parent is None:
-                self.add(loc + ("parent",), f"网格单元 '{uid}' (第{unit.level}级) 缺少上级单元 — orphan unit")
-            elif unit.parent not in units:
-                self.add(loc + ("parent",), f"上级单元 '{unit.parent}' 不存在 — unknown parent of '{uid}'")
-            elif units[unit.parent].level != unit.level - 1:
-                self.add(loc + ("parent",), (
-                    f"'{uid}' 在第{unit.level}级, 其上级 '{unit.parent}' 须在第{unit.level - 1}级, "
-                    f"实在第{units[unit.parent].level}级 — wrong parent level"))
-        for uid in units:  # a parent chain longer than the unit count is a cycle
+            self.check_unit(uid, unit, named)
+        self.check_cycles(named)
+        self.check_counts()
+
+    def check_unit(self, uid: str, unit: Unit, named: dict[str, int]) -> None:
+        units = self.jur.units
+        loc = ("units", named[uid]) if uid in named else ("unit_groups",)
+        self.level_ok(loc + ("level",), unit.level, "网格单元")
+        if unit.level == 1:
+            if unit.parent is not None:
+                self.add(loc + ("parent",), f"一级网格 '{uid}' 不应有上级 — a level-1 unit has no parent")
+            return
+        if unit.parent is None:
+            self.add(loc + ("parent",), f"网格单元 '{uid}' (第{unit.level}级) 缺少上级单元 — orphan unit")
+        elif unit.parent not in units:
+            self.add(loc + ("parent",), f"上级单元 '{unit.parent}' 不存在 — unknown parent of '{uid}'")
+        elif units[unit.parent].level != unit.level - 1:
+            self.add(loc + ("parent",), (
+                f"'{uid}' 在第{unit.level}级, 其上级 '{unit.parent}' 须在第{unit.level - 1}级, "
+                f"实在第{units[unit.parent].level}级 — wrong parent level"))
+
+    def check_cycles(self, named: dict[str, int]) -> None:
+        units = self.jur.units
+        rooted: set[str] = set()  # units whose parent chain ends: a chain reaching one ends too
+        for uid in units:  # a parent chain that comes back to a unit on it is a cycle
             seen, cur = [uid], units[uid].parent
-            while cur in units and cur not in seen:
+            while cur in units and cur not in rooted and cur not in seen:
                 seen.append(cur)
                 cur = units[cur].parent
             if cur in seen:
                 self.add(("units", named.get(uid, 0), "parent"), f"网格单元上下级形成循环 cycle: {' → '.join(seen + [cur])}")
                 break
+            rooted.update(seen)
+
+    def check_counts(self) -> None:
+        units = self.jur.units
+        group_levels = {g.level for g in self.policy.unit_groups}
         counts = Counter(u.level for u in units.values())
         for i, level in enumerate(self.policy.levels):
             stated = level.stated_count
@@ -217,13 +262,16 @@ class _Checker:
                 self.add(("scoring", "deductions", i, "points"), (
                     f"单次扣分 {item.points} 超过总分 {scoring.total} — a deduction exceeds the total"))
 
-    def check_provenance(self) -> None:
-        for loc, item in provenanced_items(self.policy):
-            self.check_source(loc, item.source)
-            for name, own in item.fields.items():
-                self.check_source(loc + ("fields", name), own.source)
-            for name in item.NUMERIC:
-                self.check_number(loc, item, name)
+    def check_provenance(self, items: Iterator[tuple[tuple, Provenanced]]) -> None:
+        for loc, item in items:
+            self.check_item_provenance(loc, item)
+
+    def check_item_provenance(self, loc: tuple, item: Provenanced) -> None:
+        self.check_source(loc, item.source)
+        for name, own in item.fields.items():
+            self.check_source(loc + ("fields", name), own.source)
+        for name in item.NUMERIC:
+            self.check_number(loc, item, name)
 
     def check_tests(self) -> None:
         """Pinned cases name what the policy declares and quote their clause from a seed."""
@@ -293,5 +341,33 @@ def escalation_target(rule: Rule, level: int) -> int | None:
     return change.level
 
 
+def _items(policy: Policy, units: bool) -> Iterator[tuple[tuple, Provenanced]]:
+    """The policy's provenanced items in order (provenance.provenanced_items), the named units only if `units`."""
+    for name in type(policy).model_fields:
+        if name != "units":
+            yield from provenanced_items(getattr(policy, name), (name,))
+        elif units:  # a unit holds no other item: 200,000 of them are not walked field by field
+            yield from ((("units", i), unit) for i, unit in enumerate(policy.units))
+
+
+def _ancestors(units: dict[str, Unit], uid: str | None, limit: int) -> Iterator[str]:
+    """`uid` and its parents upwards (at most `limit`: a chain may be a cycle)."""
+    while uid in units and limit > 0:
+        yield uid
+        uid, limit = units[uid].parent, limit - 1
+
+
 def validate_policy(jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str) -> list[PolicyIssue]:
     return _Checker(jur, data, origins, default_file).run()
+
+
+def validate_head_change(jur: "Jurisdiction", default_file: str) -> list[PolicyIssue]:
+    """A change outside the units that keeps the levels, the placeholder groups and the sources: the units of
+    the valid version it changes cannot fail by it (the same issues as `validate_policy`)."""
+    return _Checker(jur, {}, OriginMap(), default_file).checked(units=False)
+
+
+def validate_unit_change(jur: "Jurisdiction", uid: str, before: Unit | None, added: bool,
+                         default_file: str) -> list[PolicyIssue]:
+    """One named unit of a valid version changed or added (see _Checker.run_unit_change)."""
+    return _Checker(jur, {}, OriginMap(), default_file).run_unit_change(uid, before, added)

@@ -1,7 +1,7 @@
 """YAML loading that remembers where every mapping came from, so errors can name file and line."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,11 @@ from policy.errors import PolicyError, PolicyIssue
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Origin:
     file: str
     line: int
-    key_lines: dict[str, int] = field(default_factory=dict)
+    key_lines: dict[str, int] | None = None  # none for a CSV row: 200,000 of them are kept
 
 
 class OriginMap:
@@ -41,7 +41,7 @@ class OriginMap:
         for part in loc:
             origin = self.get(node) if isinstance(node, dict) else None
             if origin is not None:
-                best = (origin.file, origin.key_lines.get(str(part), origin.line))
+                best = (origin.file, (origin.key_lines or {}).get(str(part), origin.line))
             try:
                 node = node[part]
             except (KeyError, IndexError, TypeError):

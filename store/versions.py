@@ -11,13 +11,14 @@ from sqlmodel import Session, col, select
 
 from cachetools import LRUCache
 
-from engine.pinned import PinnedResult, run_suite
+from engine.pinned import PinnedResult, run_cases, run_suite
 from engine.registry import EngineRegistry, Recent, VerificationFailed, build_size
 from engine.router import PolicyRouter
+from policy import chunks
 from policy.catalog import Catalog
+from policy.changes import with_head, with_unit
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
-from policy.models import Unit
 from store import unitchunks
 from store.db import UnitOfWork, make_engine, migrate, reader, serialize
 from store.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
@@ -45,23 +46,37 @@ def document_of(jur: Jurisdiction) -> dict:
     return jur.policy.model_dump(mode="json")
 
 
+def head_of(jur: Jurisdiction) -> dict:
+    """The stored head of a build: its document with no units (the key keeps its place)."""
+    return jur.policy.model_copy(update={"units": []}).model_dump(mode="json")
+
+
 def stored_document(session: Session, document: dict) -> dict[str, Any]:
     """The columns that store `document`: its units as shared chunks (stored here when new), the rest as the head."""
     head = {**document, "units": []}  # the key keeps its place, so a reassembled document reads the same
     return {"head": head, "unit_chunks": unitchunks.save(session, document.get("units", []))}
 
 
-def named_unit(document: dict, units: dict[str, Unit], unit_id: str) -> int:
-    """The index of `unit_id` among the document's named units. A placeholder is first added as a named unit of
-    its own, which replaces just that placeholder (see expand_units): its group stays as it is."""
-    named = document.setdefault("units", [])
-    for index, unit in enumerate(named):
-        if unit.get("id") == unit_id:
-            return index
-    if unit_id not in units:
-        raise NotFound(f"草稿中没有网格单元 {unit_id}", field="unit_id")
-    named.append(units[unit_id].model_dump(mode="json"))
-    return len(named) - 1
+class DraftEdit(dict):
+    """What an item change edits: the draft's document without its units (this dict) and the one named unit it
+    changes or adds (`unit`), on the draft as built (`built`)."""
+
+    def __init__(self, head: dict, built: Jurisdiction):
+        super().__init__(head)
+        self.built = built
+        self.changed: dict[str, Any] | None = None
+
+    def unit(self, unit_id: str) -> dict:
+        """The unit as stored, to change and pass to `put_unit` (a placeholder becomes a named unit of its own,
+        which replaces just that placeholder (see expand_units): its group stays as it is)."""
+        if unit_id not in self.built.units:
+            raise NotFound(f"草稿中没有网格单元 {unit_id}", field="unit_id")
+        return self.built.units[unit_id].model_dump(mode="json")
+
+    def put_unit(self, unit: dict) -> str:
+        """Change (or add) the named unit `unit["id"]`; returns its path (units[i])."""
+        self.changed = unit
+        return f"units[{self.built.positions.get(unit.get('id'), len(self.built.policy.units))}]"
 
 
 def merge_item(item: dict, values: dict) -> dict:
@@ -71,6 +86,13 @@ def merge_item(item: dict, values: dict) -> dict:
     elif values.get("assumption") is not None:
         values = {"source": None, **values}
     return {**item, **values}
+
+
+def _rehashed(session: Session, jid: str) -> set[str]:
+    """The jurisdiction's versions' content hashes as computed now (policy/chunks.py): a version stored before
+    content hashes were built from chunks keeps the hash it was published with."""
+    return {chunks.content_hash(chunks.head_hash(head), unit_chunks) for head, unit_chunks in session.exec(
+        select(PolicyVersion.head, PolicyVersion.unit_chunks).where(PolicyVersion.jurisdiction == jid))}
 
 
 class PolicyStore:
@@ -98,8 +120,9 @@ class PolicyStore:
         jur = self._built.get(version.content_hash)
         if jur is None:
             label = f"{version.jurisdiction} 版本 v{version.number}"
-            jur = self._built.put(version.content_hash,
-                                  build_jurisdiction(self.document(version), self.catalog, [label]))
+            document, unit_chunks = self._stored(version)
+            jur = self._built.put(version.content_hash, build_jurisdiction(
+                document, self.catalog, [label], stored=(version.content_hash, unit_chunks)))
         return jur
 
     def refresh(self) -> dict[str, str]:
@@ -142,7 +165,7 @@ class PolicyStore:
             serialize(session.connection(), "bootstrap")  # workers starting together on PostgreSQL take turns
             for jid, jur in jurisdictions.items():
                 known = session.exec(select(PolicyVersion.content_hash).where(PolicyVersion.jurisdiction == jid)).all()
-                if jur.content_hash in known:
+                if jur.content_hash in known or jur.content_hash in _rehashed(session, jid):
                     continue
                 first = not known
                 active = session.exec(select(PolicyVersion.number).where(PolicyVersion.jurisdiction == jid,
@@ -193,11 +216,15 @@ class PolicyStore:
 
     def document(self, version: PolicyVersion) -> dict[str, Any]:
         """The version's whole document as stored (a fresh dict the caller may change)."""
+        return self._stored(version)[0]
+
+    def _stored(self, version: PolicyVersion) -> tuple[dict[str, Any], list[str]]:
+        """The version's document and the hashes of its unit chunks."""
         with Session(self.reader) as session:
-            head, chunks = session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
+            head, hashes = session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
                                         .where(PolicyVersion.id == version.id)).one()
-            head["units"] = unitchunks.load(session, chunks)
-        return head
+            head["units"] = unitchunks.load(session, hashes)
+        return head, hashes
 
     def head(self, version: PolicyVersion) -> dict[str, Any]:
         """The version's document without its units (cheap at any number of units)."""
@@ -217,10 +244,11 @@ class PolicyStore:
     def create_draft(self, jid: str, author: str, from_number: int | None = None) -> PolicyVersion:
         base = self.get_version(jid, from_number) if from_number else self.active_version(jid)
         with UnitOfWork(self.engine) as uow:
+            serialize(uow.session.connection(), unitchunks.LOCK)  # the chunks listed are not collected meanwhile
             # the base's stored columns as they are: its chunks are shared, nothing is built, dumped or hashed
-            head, chunks = uow.session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
+            head, hashes = uow.session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
                                             .where(PolicyVersion.id == base.id)).one()
-            version = self._new_version(uow.session, jid, base.content_hash, {"head": head, "unit_chunks": chunks},
+            version = self._new_version(uow.session, jid, base.content_hash, {"head": head, "unit_chunks": hashes},
                                         author, note=f"基于 v{base.number} 的草稿", base=base.number)
             audit(uow.session, author, "draft_created", jid, version.number, from_version=base.number)
         return version
@@ -240,14 +268,25 @@ class PolicyStore:
         """Replace a draft's document if `revision` (the ETag the editor saw) is still current; audited as
         `action` (an edit, or `pinned_accepted` when a publisher accepts pinned cases' new outcomes)."""
         jur = self.check_draft(jid, number, document)
+        return self._write_draft(jid, number, revision, author, jur,
+                                 lambda session: stored_document(session, document_of(jur)), action, **detail)
+
+    def _write_draft(self, jid: str, number: int, revision: int, author: str, jur: Jurisdiction,
+                     stored: Callable[[Session], dict[str, Any]], action: str = "draft_updated",
+                     **detail) -> PolicyVersion:
+        """Save the checked build `jur` as the draft's next revision (`stored`: its changed columns, their chunks
+        stored); the chunks only the old revision listed are deleted."""
         with UnitOfWork(self.engine) as uow:
             session = uow.session
+            before = session.exec(select(PolicyVersion.unit_chunks).where(
+                PolicyVersion.jurisdiction == jid, PolicyVersion.number == number,
+                PolicyVersion.status == "draft", PolicyVersion.revision == revision)).first()
+            columns = stored(session)
             result = session.exec(
                 update(PolicyVersion)
                 .where(PolicyVersion.jurisdiction == jid, PolicyVersion.number == number,
                        PolicyVersion.status == "draft", PolicyVersion.revision == revision)
-                .values(content_hash=jur.content_hash, revision=revision + 1,
-                        **stored_document(session, document_of(jur))))
+                .values(content_hash=jur.content_hash, revision=revision + 1, **columns))
             if result.rowcount != 1:
                 current = session.exec(versions_where(
                     PolicyVersion.jurisdiction == jid, PolicyVersion.number == number)).first()
@@ -258,6 +297,7 @@ class PolicyStore:
                 raise PreconditionFailed(
                     f"草稿 v{number} 已被他人修改 (当前修订 {current.revision}, 你基于 {revision}); 请重新加载后再改",
                     field="If-Match", current_revision=current.revision)
+            unitchunks.collect(session, set(before or ()) - set(jur.unit_chunks))
             audit(session, author, action, jid, number, revision=revision + 1, content_hash=jur.content_hash,
                   **detail)
         self._built.put(jur.content_hash, jur)  # checked once: publishing this revision reuses the build
@@ -274,7 +314,12 @@ class PolicyStore:
     def pinned_results(self, version: PolicyVersion) -> list[PinnedResult]:
         """The version's pinned cases run against the version itself (kept per content hash)."""
         if version.content_hash not in self._pinned:
-            self._pinned[version.content_hash] = run_suite(self.build(version))
+            try:  # compiled here (a publish has just verified it): not compiled again
+                results = run_cases(self.registry.router(version.jurisdiction, version.content_hash),
+                                    list(self.build(version).policy.tests))
+            except KeyError:
+                results = run_suite(self.build(version))
+            self._pinned[version.content_hash] = results
         return self._pinned[version.content_hash]
 
     def accept_pinned(self, jid: str, number: int, names: list[str], revision: int, actor: str) -> PolicyVersion:
@@ -295,22 +340,42 @@ class PolicyStore:
         return self.update_draft(jid, number, document, revision, actor, action="pinned_accepted", accepted=accepted)
 
     def change_draft(self, jid: str, number: int, revision: int, author: str,
-                     change: Callable[[dict, Jurisdiction], str]) -> PolicyVersion:
-        """One item of a draft changed: `change(document, built draft)` edits the document in place and returns
-        the item's path (e.g. units[12]); an issue of that item is reported with the item's field (e.g. parent)."""
+                     change: Callable[[DraftEdit], str]) -> PolicyVersion:
+        """One item of a draft changed: `change(edit)` edits the draft's head or puts one unit (see DraftEdit) and
+        returns the item's path (e.g. units[12]); an issue of that item is reported with the item's field (e.g.
+        parent). Only what the change touches is checked, hashed and stored (policy/changes.py)."""
+        edit, jur, fresh = self._changed(jid, number, change)
+
+        def columns(session: Session) -> dict[str, Any]:
+            unitchunks.store(session, fresh)
+            if edit.changed is not None:
+                return {"unit_chunks": jur.unit_chunks}
+            return {"head": head_of(jur), "unit_chunks": jur.unit_chunks}
+
+        return self._write_draft(jid, number, revision, author, jur, columns)
+
+    def check_change(self, jid: str, number: int, change: Callable[[DraftEdit], str]) -> Jurisdiction:
+        """The draft with one item changed, checked as `change_draft` checks it; nothing is saved."""
+        return self._changed(jid, number, change)[1]
+
+    def _changed(self, jid: str, number: int, change: Callable[[DraftEdit], str]
+                 ) -> tuple[DraftEdit, Jurisdiction, dict[str, list[dict]]]:
         version = self.get_version(jid, number)
         if version.status != "draft":
             raise Conflict(f"v{number} 已发布, 不可修改 — published versions are immutable", field="number")
-        document = self.document(version)
-        prefix = change(document, self.build(version))
+        edit = DraftEdit(self.head(version), self.build(version))
+        prefix = change(edit)
+        label = f"{jid} 草稿 v{number}"
         try:
-            return self.update_draft(jid, number, document, revision, author)
-        except Invalid as err:
-            issues = err.extra.get("issues", [])
+            if edit.changed is not None:
+                return edit, *with_unit(edit.built, edit.changed, label)
+            return edit, with_head(edit.built, edit, label), {}
+        except PolicyError as err:
+            issues = [{"path": i.path, "message": i.message} for i in err.issues]
             own = [(i["path"][len(prefix):].lstrip(".") or "body", i) for i in issues
                    if i["path"] == prefix or i["path"].startswith(prefix + ".")]
             field, issue = own[0] if own else ("document", issues[0] if issues else None)
-            raise Invalid(f"{err.message}: {issue['path']}: {issue['message']}" if issue else err.message,
+            raise Invalid(f"草稿未通过校验: {issue['path']}: {issue['message']}" if issue else "草稿未通过校验",
                           field=field, issues=issues) from None
 
     def publish(self, jid: str, number: int, publisher: str, note: str, accept: list[str] | None = None,

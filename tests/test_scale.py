@@ -7,13 +7,17 @@ import weakref
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import event, func
 from sqlmodel import Session, select
 
 from engine.registry import Budget, EngineRegistry, build_size
 from engine.router import Case
-from policy.loader import Loader
+from policy.changes import with_head, with_unit
+from policy.errors import PolicyError
+from policy.loader import Loader, build_jurisdiction
 from store.cases import CaseService, Transition
+from store.errors import Invalid
 from store.tables import UnitChunk
 from store.versions import PolicyStore, document_of, open_policy_store
 from tests.scaled import scaled_document
@@ -212,3 +216,99 @@ def test_publishing_reuses_the_build_of_the_checked_revision(scaled, monkeypatch
     scaled.update_draft("hefei", draft.number, document, draft.revision, "编辑")
     scaled.publish("hefei", draft.number, "发布人", "增加部门职责")
     assert len(builds) == 1  # the edit's check; the new draft and the publish reuse builds
+
+
+# --- incremental checking: a one-item change is checked for what it touches, with a full check's verdict
+def _verdict(build) -> tuple:
+    try:
+        jur = build()
+    except PolicyError as err:
+        return "refused", [(i.path, i.message) for i in err.issues]
+    return "accepted", jur.content_hash, list(jur.units.items())
+
+
+@pytest.fixture(scope="module")
+def small_tree():
+    """Hefei with a scaled tree of 1 / 4 / 40 / 600 named units (three chunks at level 4), built in full."""
+    loader = Loader()
+    document = scaled_document(document_of(loader.build("hefei")), (1, 4, 40, 600))
+    return loader.catalog, document, build_jurisdiction(document, loader.catalog, ["草稿"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_single_unit_edit_gets_the_full_checks_verdict(small_tree, data):
+    catalog, document, built = small_tree
+    ids = sorted(built.units)
+    uid = data.draw(st.sampled_from(ids) | st.just("s4-new"), label="unit")
+    unit = built.units[uid].model_dump(mode="json") if uid in built.units else {
+        "id": uid, "name": "新网格", "level": 4, "parent": "s3-0", "assumption": "测试"}
+    unit |= data.draw(st.fixed_dictionaries({}, optional={
+        "name": st.sampled_from(["改名后的网格", "", "  "]),
+        "level": st.integers(0, 7),
+        "parent": st.sampled_from(ids) | st.sampled_from([None, "no-such-unit", uid]),
+        "assumption": st.sampled_from([None, "假设: 由测试给出"]),
+        "source": st.sampled_from([None, {"seed": "no-such-seed.md", "clause": "一", "quote": "网格"}]),
+    }), label="change")
+    changed = {**document, "units": [unit if u["id"] == uid else u for u in document["units"]]}
+    if uid not in built.units:
+        changed["units"].append(unit)
+    full = _verdict(lambda: build_jurisdiction(changed, catalog, ["草稿"]))
+    assert _verdict(lambda: with_unit(built, unit, "草稿")[0]) == full
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_head_edit_gets_the_full_checks_verdict(small_tree, data):
+    catalog, document, built = small_tree
+    index = data.draw(st.integers(0, len(document["problem_types"]) - 1), label="type")
+    ptype = document["problem_types"][index] | data.draw(st.fixed_dictionaries({}, optional={
+        "level": st.integers(0, 7), "departments": st.sampled_from([[], ["no_such_department"]]),
+        "persuade_first": st.booleans()}), label="change")
+    levels = data.draw(st.booleans(), label="drop a level")  # a change the units depend on: they are checked again
+    changed = {**document, "problem_types": [ptype if i == index else t for i, t in enumerate(document["problem_types"])]}
+    if levels:
+        changed["levels"] = changed["levels"][:-1]
+    full = _verdict(lambda: build_jurisdiction(changed, catalog, ["草稿"]))
+    assert _verdict(lambda: with_head(built, {k: v for k, v in changed.items() if k != "units"}, "草稿")) == full
+
+
+def test_a_patch_checks_and_stores_only_what_it_touches(scaled, monkeypatch):
+    """No full build, no full validation, one new chunk; publishing reuses the build the PATCH checked."""
+    import store.versions
+    builds = []
+    real = store.versions.build_jurisdiction
+    monkeypatch.setattr(store.versions, "build_jurisdiction", lambda *args, **kw: builds.append(1) or real(*args, **kw))
+    draft = scaled.create_draft("hefei", "编辑")
+    stored = chunk_count(scaled)
+    saved = scaled.change_draft("hefei", draft.number, draft.revision, "编辑", lambda edit: edit.put_unit(
+        {**edit.unit("s4-7"), "name": "改名后的村居网格"}))
+    assert builds == [] and chunk_count(scaled) == stored + 1
+    document = scaled.document(saved)
+    assert next(u for u in document["units"] if u["id"] == "s4-7")["name"] == "改名后的村居网格"
+    assert real(document, scaled.catalog, ["全量"]).content_hash == saved.content_hash  # the full build agrees
+    with pytest.raises(Invalid) as refused:
+        scaled.change_draft("hefei", draft.number, saved.revision, "编辑",
+                            lambda edit: edit.put_unit({**edit.unit("s3-1"), "level": 2}))
+    assert refused.value.field == "parent" and any(i["path"].endswith("parent") and "s3-1" in i["message"]
+                                                   for i in refused.value.extra["issues"])  # its children too
+    assert chunk_count(scaled) == stored + 1  # refused: nothing stored
+    scaled.publish("hefei", draft.number, "发布人", "改名")
+    assert builds == []
+
+
+def test_chunks_no_version_lists_are_deleted(scaled):
+    """A draft saved again leaves its previous revision's own chunks unused: they go, shared ones stay."""
+    draft = scaled.create_draft("hefei", "编辑")
+    stored = chunk_count(scaled)
+    revision = draft.revision
+    for n in range(3):
+        revision = scaled.change_draft("hefei", draft.number, revision, "编辑", lambda edit, n=n: edit.put_unit(
+            {**edit.unit("s4-7"), "name": f"第{n}次改名"})).revision
+        assert chunk_count(scaled) == stored + 1  # the previous revision's own chunk was deleted
+    document = scaled.document(scaled.get_version("hefei", draft.number))
+    document["units"] = [u for u in document["units"] if u["id"] != "s4-1999"]  # another chunk changes too
+    scaled.update_draft("hefei", draft.number, document, revision, "编辑")
+    assert chunk_count(scaled) == stored + 2  # the renamed unit's chunk and the last one, the old last one gone
+    for version in scaled.list_versions("hefei"):  # every version still reads whole
+        assert scaled.build(version).units
