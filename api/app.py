@@ -28,19 +28,17 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.static_files import create_static_files_router
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import events, ledger, open311
-from api.guards import input_guard, security_headers
+from api.guards import input_guard, read_deadline, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
                            UnitExplanation, VersionOut)
 from engine.decision import Decision
 from api.intake import Report, resolve
-from engine.router import Case, RoutingError
+from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
@@ -48,6 +46,7 @@ from policy.facts import CASE_FACTS, ENUM_FACTS
 from policy.loader import Jurisdiction
 from policy.models import SLUG
 from store.apikeys import authorize
+from store.budget import read_budget
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
 from store.boundaries import Locators, diff as boundaries_diff
@@ -78,7 +77,10 @@ def problem(status: int, title: str, detail: str, field: str | None = None, **ex
 
 
 def _store_error(_: Request, exc: StoreError) -> Response:
-    return problem(exc.status, exc.title, exc.message, exc.field, **exc.extra)
+    response = problem(exc.status, exc.title, exc.message, exc.field, **exc.extra)
+    if "retry_after" in exc.extra:
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    return response
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response:
@@ -286,9 +288,28 @@ def get_jurisdiction(request: Request, jid: FromPath[str]) -> dict:
     return data
 
 
-@get("/v1/jurisdictions/{jid:str}/problem-types", sync_to_thread=False)
-def problem_types(request: Request, jid: FromPath[str], q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> list[dict]:
-    router = _services(request).policies.router(jid)
+async def _served(policies: PolicyStore, jid: str) -> PolicyRouter:
+    """The jurisdiction's router for a handler on the event loop: at once when it is served here with its unit
+    index (all routing needs), else waited for in a thread within the read budget (after a start or a publish)."""
+    try:
+        router = policies.registry.router(jid)
+        if router.jur.indexed:
+            return router
+    except KeyError:
+        pass
+
+    def wait() -> PolicyRouter:
+        with read_budget():
+            router = policies.router(jid)
+            policies.unit_index(router.jur)
+            return router
+
+    return await asyncio.to_thread(wait)
+
+
+@get("/v1/jurisdictions/{jid:str}/problem-types")
+async def problem_types(request: Request, jid: FromPath[str], q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> list[dict]:
+    router = await _served(_services(request).policies, jid)
     rows = []
     for t in router.jur.policy.problem_types:
         name = router.jur.type_name(t.code)
@@ -407,11 +428,11 @@ def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: 
 
 
 # --- routing and cases (API key)
-@post("/v1/route", sync_to_thread=False, status_code=200)
-def route(request: Request, data: JSONBody[RouteRequest],
-          x_api_key: ApiKeyHeader = None) -> Decision:
+@post("/v1/route", status_code=200)
+async def route(request: Request, data: JSONBody[RouteRequest],
+                x_api_key: ApiKeyHeader = None) -> Decision:
     s = _authorized(request, data.jurisdiction, x_api_key)
-    return s.policies.router(data.jurisdiction).route(data.case())
+    return (await _served(s.policies, data.jurisdiction)).route(data.case())
 
 
 @post("/v1/cases", sync_to_thread=True)
@@ -518,35 +539,28 @@ def assessment_record(request: Request, jid: FromPath[str], data: JSONBody[Asses
 
 @get("/health", sync_to_thread=False)
 def health(request: Request) -> Response:
+    """Healthy once the database answers: versions not yet built here are listed under `loading` (a start builds
+    them in the background; a request that needs one waits for it within its read budget)."""
     s = _services(request)
     try:
-        with Session(s.policies.reader) as session:
-            session.exec(text("SELECT 1"))
+        active = s.policies.refresh()
         db = "ok"
     except Exception as exc:  # noqa: BLE001 - health reports any database failure
-        db = f"error: {exc.__class__.__name__}"
-    active = s.policies.registry.active()
-    body = {"status": "ok" if db == "ok" and active else "degraded", "database": db,
-            "engines_loaded": len(active), "versions": active}
+        active, db = {}, f"error: {exc.__class__.__name__}"
+    body = {"status": "ok" if db == "ok" else "degraded", "database": db,
+            "engines_loaded": len(s.policies.registry.active()), "versions": active, "loading": s.policies.loading()}
     return Response(body, status_code=200 if body["status"] == "ok" else 503)
-
-
-def _warm_search(services: Services) -> None:
-    """The unit search index of every active version, so the first search or unknown-unit error after a start or
-    a publish does not build it (200,000 units: seconds of pinyin)."""
-    for jid in services.policies.refresh():
-        services.policies.router(jid).jur.unit_index  # noqa: B018 - builds and caches it
 
 
 async def _background(app: Litestar) -> None:
     """Each worker polls for newly published versions and sweeps deadlines; all state is in the DB."""
     services: Services = app.state.services
     last_sweep = last_statistics = 0.0
-    await asyncio.to_thread(_warm_search, services)
+    await asyncio.to_thread(services.policies.warm)
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
-            await asyncio.to_thread(_warm_search, services)
+            await asyncio.to_thread(services.policies.warm)
             now = asyncio.get_running_loop().time()
             if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
                 last_sweep = now
@@ -617,6 +631,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         request_max_body_size=MAX_BODY,
         guards=[input_guard],
         before_send=[security_headers],
+        middleware=[read_deadline],
         template_config=admin.templates,
         stores=admin.stores,
         lifespan=[_thread_pool, *([_lifespan, events.delivery] if background else [])],

@@ -6,13 +6,14 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from policy.catalog import Catalog, load_catalog
 from policy.errors import PolicyError, PolicyIssue, format_path
@@ -57,6 +58,26 @@ class Jurisdiction:
 
     def units_at(self, level: int) -> list[Unit]:
         return [u for u in self.units.values() if u.level == level]
+
+    @cached_property
+    def children(self) -> dict[str | None, list[Unit]]:
+        """Each unit's children in document order; under None the top units (and any whose parent is not a unit).
+        Built once per build: the admin's unit tree shows a page of them per click, at any number of units."""
+        children: dict[str | None, list[Unit]] = {}
+        for unit in self.units.values():
+            children.setdefault(unit.parent if unit.parent in self.units else None, []).append(unit)
+        return children
+
+    @cached_property
+    def level_counts(self) -> tuple[Counter[int], Counter[int]]:
+        """Units and placeholders per level."""
+        return (Counter(u.level for u in self.units.values()),
+                Counter(u.level for u in self.units.values() if u.placeholder))
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the search index is built (using it then costs no build)."""
+        return "unit_index" in self.__dict__
 
     @cached_property
     def unit_index(self) -> UnitIndex:
@@ -237,12 +258,11 @@ def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: 
     from policy.validate import expand_units, validate_policy  # noqa: PLC0415 (validate imports Jurisdiction)
     origins = origins or OriginMap()
     try:
-        policy = Policy.model_validate(data)
+        policy = _validated(data)
     except ValidationError as exc:
         raise PolicyError([_issue_from_pydantic(data, err, files, origins) for err in exc.errors()]) from None
     units = expand_units(policy)
-    digest = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True,
-                                       ensure_ascii=False).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(_canonical_json(policy).encode()).hexdigest()[:12]
     names = {t.code: t.name or (catalog.types[t.code].name if t.code in catalog.types else t.code)
              for t in policy.problem_types}
     jur = Jurisdiction(policy, files, units, catalog, digest, names)
@@ -250,6 +270,41 @@ def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: 
     if issues:
         raise PolicyError(issues)
     return jur
+
+
+# Units are validated and dumped this many at a time: pydantic and the json encoder hold the GIL for a whole call, and
+# one call over 200,000 units (seconds) would hold up every other thread of a server, its event loop too.
+BATCH = 2000
+_UNITS = TypeAdapter(list[Unit])
+
+
+def _batches(items: list) -> list[list]:
+    return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def _validated(data: dict) -> Policy:
+    units = data.get("units")
+    if not isinstance(units, list) or len(units) <= BATCH:
+        return Policy.model_validate(data)
+    try:
+        validated = [unit for batch in _batches(units) for unit in _UNITS.validate_python(batch)]
+    except ValidationError:
+        return Policy.model_validate(data)  # raises again, with the paths of the whole document
+    return Policy.model_validate({**data, "units": []}).model_copy(update={"units": validated})
+
+
+def _canonical_json(policy: Policy) -> str:
+    """`json.dumps(policy.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)`, the units written a batch
+    at a time (the same text: content hashes do not change)."""
+    def dumps(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    if len(policy.units) <= BATCH:
+        return dumps(policy.model_dump(mode="json"))
+    mark = "\0units\0"
+    head = dumps({**policy.model_dump(mode="json", exclude={"units"}), "units": mark})
+    units = ", ".join(dumps(_UNITS.dump_python(batch, mode="json"))[1:-1] for batch in _batches(policy.units))
+    return head.replace(dumps(mark), f"[{units}]", 1)
 
 
 def _issue_from_pydantic(data: dict, err: Mapping[str, Any], files: list[str], origins: OriginMap) -> PolicyIssue:

@@ -49,6 +49,8 @@ def scaled(database_url) -> PolicyStore:
 
 
 def test_listings_and_the_refresh_loop_read_no_document(scaled):
+    for jid in scaled.refresh():
+        scaled.router(jid)  # every active version served (built in the background, waited for here)
     seen = statements(scaled.engine)
     versions = scaled.list_versions("hefei")
     scaled.get_version("hefei", 2)
