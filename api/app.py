@@ -272,7 +272,7 @@ def list_jurisdictions(request: Request) -> list[dict]:
         p = router.jur.policy
         out.append({"id": jid, "name": p.name, "version": router.compiled.version,
                     "levels": [{"number": lv.number, "name": lv.name,
-                                "units": len(router.jur.units_at(lv.number)),
+                                "units": router.jur.level_counts[0][lv.number],
                                 "problem_types": sum(1 for t in p.problem_types if t.level == lv.number)}
                                for lv in p.levels]})
     return out
