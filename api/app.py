@@ -289,20 +289,16 @@ def get_jurisdiction(request: Request, jid: FromPath[str]) -> dict:
 
 
 async def _served(policies: PolicyStore, jid: str) -> PolicyRouter:
-    """The jurisdiction's router for a handler on the event loop: at once when it is served here with its unit
-    index (all routing needs), else waited for in a thread within the read budget (after a start or a publish)."""
+    """The jurisdiction's router for a handler on the event loop: at once when it is served here, else waited for
+    in a thread within the read budget (just after a start, or a publish by another worker)."""
     try:
-        router = policies.registry.router(jid)
-        if router.jur.indexed:
-            return router
+        return policies.registry.router(jid)
     except KeyError:
         pass
 
     def wait() -> PolicyRouter:
         with read_budget():
-            router = policies.router(jid)
-            policies.unit_index(router.jur)
-            return router
+            return policies.router(jid)
 
     return await asyncio.to_thread(wait)
 
@@ -432,7 +428,11 @@ def rollback(request: Request, jid: FromPath[str], number: VersionNumber, data: 
 async def route(request: Request, data: JSONBody[RouteRequest],
                 x_api_key: ApiKeyHeader = None) -> Decision:
     s = _authorized(request, data.jurisdiction, x_api_key)
-    return (await _served(s.policies, data.jurisdiction)).route(data.case())
+    router = await _served(s.policies, data.jurisdiction)
+    if router.jur.indexed:
+        return router.route(data.case())
+    # an unknown unit's close matches need the unit index, built in the background after a load: not on the loop
+    return await asyncio.to_thread(router.route, data.case())
 
 
 @post("/v1/cases", sync_to_thread=True)
@@ -539,16 +539,18 @@ def assessment_record(request: Request, jid: FromPath[str], data: JSONBody[Asses
 
 @get("/health", sync_to_thread=False)
 def health(request: Request) -> Response:
-    """Healthy once the database answers: versions not yet built here are listed under `loading` (a start builds
-    them in the background; a request that needs one waits for it within its read budget)."""
+    """Healthy once the database answers. `versions`: the active versions served here; `loading`: jurisdictions whose
+    active version is still being built here (in the background: a request that needs one waits for it within its
+    read budget)."""
     s = _services(request)
     try:
-        active = s.policies.refresh()
+        s.policies.warm()
         db = "ok"
     except Exception as exc:  # noqa: BLE001 - health reports any database failure
-        active, db = {}, f"error: {exc.__class__.__name__}"
+        db = f"error: {exc.__class__.__name__}"
+    served = s.policies.registry.active()
     body = {"status": "ok" if db == "ok" else "degraded", "database": db,
-            "engines_loaded": len(s.policies.registry.active()), "versions": active, "loading": s.policies.loading()}
+            "engines_loaded": len(served), "versions": served, "loading": s.policies.loading()}
     return Response(body, status_code=200 if body["status"] == "ok" else 503)
 
 

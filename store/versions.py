@@ -195,10 +195,12 @@ class PolicyStore:
         served = self.registry.active()
         return sorted(jid for jid, content_hash in wanted.items() if served.get(jid) != content_hash)
 
-    def warm(self) -> None:
+    def warm(self) -> dict[str, str]:
         """Start what the active versions need — their builds, then their unit search indexes — without waiting: the
-        first search or unknown-unit error after a start or a publish finds the index built."""
-        for jid, content_hash in self.refresh().items():
+        first search or unknown-unit error after a start or a publish finds the index built. Returns jurisdiction ->
+        active hash."""
+        active = self.refresh()
+        for jid, content_hash in active.items():
             if self.registry.active().get(jid) != content_hash:
                 self._serve(jid, self.numbers[jid, content_hash], content_hash)
                 continue  # indexed on a later round
@@ -208,6 +210,7 @@ class PolicyStore:
                 continue  # dropped meanwhile: the next round serves it again
             if not jur.indexed:
                 self._once(("index", content_hash), partial(self._index, jur))
+        return active
 
     @staticmethod
     def _index(jur: Jurisdiction) -> None:

@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 from engine.registry import Budget, EngineRegistry, build_size
 from engine.router import Case
+from policy.errors import PolicyError
 from policy.loader import Loader
 from store.cases import CaseService, Transition
 from store.tables import UnitChunk
@@ -214,3 +215,25 @@ def test_publishing_reuses_the_build_of_the_checked_revision(scaled, monkeypatch
     scaled.update_draft("hefei", draft.number, document, draft.revision, "编辑")
     scaled.publish("hefei", draft.number, "发布人", "增加部门职责")
     assert len(builds) == 1  # the edit's check; the new draft and the publish reuse builds
+
+
+def test_a_big_document_is_validated_and_hashed_in_batches_to_the_same_policy_and_hash(scaled):
+    """Units are validated and written for the content hash a batch at a time (no single call holds the GIL for
+    seconds at 200,000 units): the policy, the hash and a bad unit's error path are what one call would give."""
+    import hashlib
+    import json
+
+    from policy.loader import BATCH, build_jurisdiction
+    from policy.models import Policy
+    document = scaled.document(scaled.active_version("hefei"))
+    assert len(document["units"]) > BATCH
+    jur = build_jurisdiction(document, scaled.catalog, ["test"])
+    whole = Policy.model_validate(document)
+    assert jur.policy == whole
+    assert jur.content_hash == hashlib.sha256(json.dumps(whole.model_dump(mode="json"), sort_keys=True,
+                                                         ensure_ascii=False).encode()).hexdigest()[:12]
+    assert jur.content_hash == scaled.active_version("hefei").content_hash
+    document["units"][BATCH + 5]["level"] = "四"
+    with pytest.raises(PolicyError) as err:
+        build_jurisdiction(document, scaled.catalog, ["test"])
+    assert [i.path for i in err.value.issues] == [f"units[{BATCH + 5}].level"]
