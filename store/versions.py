@@ -29,8 +29,9 @@ from store.tables import AuditEntry, PolicyVersion, utcnow
 
 SYSTEM = "system"
 T = TypeVar("T")
-# threads building versions and search indexes in the background: a 200,000-unit build does not hold up the others
-BUILDERS = 2
+# threads building versions and search indexes in the background (shared by every store of the process): a
+# 200,000-unit build does not hold up the others
+BUILDERS = ThreadPoolExecutor(2, thread_name_prefix="gridpolicy-build")
 # Audit actions that change a draft's rules (the four-eyes rule looks for the latest of them).
 EDIT_ACTIONS = ("draft_created", "draft_updated", "bulk_types_updated", "types_imported", "units_imported")
 
@@ -93,7 +94,6 @@ class PolicyStore:
         self._built: Recent[str, Jurisdiction] = Recent(self.registry.budget, build_size, keep_newest=True)
         self.numbers: dict[tuple[str, str], int] = {}  # (jurisdiction, content hash) -> number, of active versions
         self._pinned: LRUCache[str, list[PinnedResult]] = LRUCache(maxsize=64)  # content hash -> suite results
-        self._builder = ThreadPoolExecutor(BUILDERS, thread_name_prefix="gridpolicy-build")
         self._jobs: dict[Hashable, Future] = {}
         self._jobs_lock = threading.Lock()
         self._wanted: dict[str, str] = {}  # jurisdiction -> hash of its active version (as last read)
@@ -106,7 +106,7 @@ class PolicyStore:
             future = self._jobs.get(key)
             new = future is None
             if new:
-                future = self._jobs[key] = self._builder.submit(work)
+                future = self._jobs[key] = BUILDERS.submit(work)
         if new:
             future.add_done_callback(partial(self._done, key))
         return future
