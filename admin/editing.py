@@ -551,7 +551,7 @@ def _import_result(ctx: Editing, version: PolicyVersion, status: int | None = No
     return page("edit_import.html", status or (422 if errors else 200), **ctx.context(version, **extra))
 
 
-@get("/j/{jid:str}/v/{number:int}/units/table", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/units/table", sync_to_thread=True)
 def unit_table(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                kind: Annotated[Literal["export", "template"], QueryParameter()] = "export",
                fmt: Annotated[Literal["csv", "xlsx"], QueryParameter(name="format")] = "csv") -> Response:

@@ -5,7 +5,6 @@ CLI and the background loop have no budget: they wait for a build as long as it 
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -39,19 +38,11 @@ def read_budget(seconds: float | None = None) -> Iterator[None]:
         _deadline.reset(token)
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 def wait(future: Future[T], what: str) -> T:
-    """The future's result, waited for within the caller's budget (never on the event loop: there it must be
-    ready); past it, TooSlow naming `what` — the work goes on, and a retry finds it done."""
+    """The future's result, waited for within the caller's budget (handlers that may wait run in threads, never on
+    the event loop); past it, TooSlow naming `what` — the work goes on, and a retry finds it done."""
     deadline = _deadline.get()
-    timeout = 0.0 if _on_event_loop() else None if deadline is None else max(0.0, deadline - time.monotonic())
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     try:
         return future.result(timeout)
     except FutureTimeout:
