@@ -61,7 +61,7 @@ def _page(table: Table, version: PolicyVersion, status: int = 200, level: str | 
                  "prov": prov or ""}, **extra))
 
 
-@get("/j/{jid:str}/v/{number:int}/types/bulk", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/types/bulk", sync_to_thread=True)
 def bulk_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
               level: Filter = None, category: Filter = None, department: Filter = None,
               prov: Annotated[Literal["quoted", "assumption", ""] | None, QueryParameter()] = None) -> Template:
@@ -152,7 +152,7 @@ def _bulk_save(table: Table, data: FormMultiDict) -> Template:
     return _page(table, saved, done=f"已更新 {len(codes)} 个问题类型", selected=codes, **filters)
 
 
-@get("/j/{jid:str}/v/{number:int}/types.xlsx", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/types.xlsx", sync_to_thread=True)
 def types_xlsx(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
     table = Table(request, user, jid, number)
     rows = [[r["code"], r["name"], r["category_name"] or r["category"], r["level"], ", ".join(r["departments"]),

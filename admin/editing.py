@@ -14,7 +14,6 @@ import base64
 import csv
 import io
 import re
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Literal
 
@@ -32,6 +31,7 @@ from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_e
 from admin.forms import Checkbox, FormModel, Lines, NewId, blank_is_none, provenance, read, text
 from policy import words
 from policy.catalog import search_score
+from policy.loader import Jurisdiction
 from policy.models import SLUG as SLUG_PATTERN, Trigger
 from policy.unit_rows import COLUMNS as UNIT_COLUMNS, RowIssue, check_rows, grouped, materialise_groups, merge
 from store.errors import Conflict, Invalid, StoreError
@@ -478,16 +478,17 @@ def scoring_page(request: Request, user: NamedDependency[Principal], jid: FromPa
 
 
 # --- the units page: levels, lazy tree, search, unit form, CSV import
-def _tree(units: dict) -> tuple[dict[str | None, list], Counter]:
-    children: dict[str | None, list] = defaultdict(list)
-    for unit in units.values():
-        children[unit.parent if unit.parent in units else None].append(unit)
-    return children, Counter({k: len(v) for k, v in children.items()})
+def _nodes(built: Jurisdiction, parent: str, page_: int = 1) -> dict:
+    """One page of a node's children (the tree is built once per build), with their own child counts."""
+    siblings = built.children.get(parent or None, [])
+    start = (page_ - 1) * PAGE_SIZE
+    nodes = siblings[start:start + PAGE_SIZE]
+    return {"nodes": nodes, "counts": {u.id: len(built.children.get(u.id, ())) for u in nodes}, "parent": parent,
+            "next_page": page_ + 1 if start + PAGE_SIZE < len(siblings) else None}
 
 
-def _level_rows(ctx: Editing, version: PolicyVersion, units: dict) -> list[dict]:
-    actual = Counter(u.level for u in units.values())
-    placeholders = Counter(u.level for u in units.values() if u.placeholder)
+def _level_rows(ctx: Editing, version: PolicyVersion, built: Jurisdiction) -> list[dict]:
+    actual, placeholders = built.level_counts
     return [{**lv, "actual": actual[lv["number"]], "placeholders": placeholders[lv["number"]],
              "stated": sum(c["count"] for c in lv["unit_counts"]) if lv["unit_counts"] else None}
             for lv in ctx.head(version)["levels"]]
@@ -498,12 +499,9 @@ def units_page(request: Request, user: NamedDependency[Principal], jid: FromPath
                imported: Annotated[int | None, QueryParameter(ge=0)] = None) -> Template:
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
-    units = ctx.policies.build(version).units
-    children, counts = _tree(units)
-    return page("edit_units.html", **ctx.context(version, level_rows=_level_rows(ctx, version, units),
-                                                 nodes=children[None][:PAGE_SIZE], counts=counts, parent="",
-                                                 next_page=2 if len(children[None]) > PAGE_SIZE else None,
-                                                 total=len(units), imported=imported))
+    built = ctx.policies.build(version)
+    return page("edit_units.html", **ctx.context(version, level_rows=_level_rows(ctx, version, built),
+                                                 **_nodes(built, ""), total=len(built.units), imported=imported))
 
 
 @get("/j/{jid:str}/v/{number:int}/units/children", sync_to_thread=True)
@@ -513,12 +511,7 @@ def unit_children(request: Request, user: NamedDependency[Principal], jid: FromP
     """One page of a node's children: a node with hundreds of children never renders them all."""
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
-    children, counts = _tree(ctx.policies.build(version).units)
-    siblings = children[parent or None]
-    start = (page_ - 1) * PAGE_SIZE
-    return page("edit_unit_nodes.html", **ctx.context(
-        version, nodes=siblings[start:start + PAGE_SIZE], counts=counts, parent=parent,
-        next_page=page_ + 1 if start + PAGE_SIZE < len(siblings) else None))
+    return page("edit_unit_nodes.html", **ctx.context(version, **_nodes(ctx.policies.build(version), parent, page_)))
 
 
 @get("/j/{jid:str}/v/{number:int}/units/search", sync_to_thread=True)
@@ -528,7 +521,7 @@ def unit_search(request: Request, user: NamedDependency[Principal], jid: FromPat
     version = ctx.version()
     built = ctx.policies.build(version)
     units = built.units
-    hits = [units[uid] for _, uid in built.unit_index.search(q, SEARCH_LIMIT)]
+    hits = [units[uid] for _, uid in ctx.policies.unit_index(built).search(q, SEARCH_LIMIT)]
     paths = {u.id: _ancestors(units, u.id) for u in hits}
     return page("edit_unit_search.html", **ctx.context(version, hits=hits, paths=paths, q=q))
 
@@ -629,7 +622,7 @@ def _import_result(ctx: Editing, version: PolicyVersion, status: int | None = No
     return page("edit_import.html", status or (422 if errors else 200), **ctx.context(version, **extra))
 
 
-@get("/j/{jid:str}/v/{number:int}/units/table", sync_to_thread=False)
+@get("/j/{jid:str}/v/{number:int}/units/table", sync_to_thread=True)
 def unit_table(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                kind: Annotated[Literal["export", "template"], QueryParameter()] = "export",
                fmt: Annotated[Literal["csv", "xlsx"], QueryParameter(name="format")] = "csv") -> Response:

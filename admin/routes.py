@@ -77,7 +77,7 @@ def logout(request: Request) -> Redirect:
 def _levels(jur: Jurisdiction) -> list[dict]:
     """Each level of a jurisdiction with its grid count and how many problem types it handles."""
     p = jur.policy
-    return [{"number": lv.number, "name": lv.name, "unit_kind": lv.unit_kind, "units": len(jur.units_at(lv.number)),
+    return [{"number": lv.number, "name": lv.name, "unit_kind": lv.unit_kind, "units": jur.level_counts[0][lv.number],
              "types": sum(1 for t in p.problem_types if t.level == lv.number)} for lv in p.levels]
 
 

@@ -29,25 +29,24 @@ from litestar.openapi.spec.enums import OpenAPIType
 from litestar.static_files import create_static_files_router
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
 
 from admin.routes import admin_parts
 from api import events, ledger, open311
-from api.guards import API_KEY_HEADER, KEYED, input_guard, security_headers
+from api.guards import API_KEY_HEADER, KEYED, input_guard, read_deadline, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
                            UnitExplanation, VersionOut)
 from engine.decision import Decision
 from api.intake import Report, resolve
-from engine.router import Case, RoutingError
+from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import search_score
 from policy.diff import compare, diff
 from policy.errors import PolicyError
 from policy.facts import CASE_FACTS, ENUM_FACTS
 from policy.models import SLUG
 from store.apikeys import in_scope
+from store.budget import read_budget
 from store.assessment import AssessmentService, Period
 from store.assessment_xlsx import workbook
 from store.boundaries import Locators, diff as boundaries_diff
@@ -78,7 +77,10 @@ def problem(status: int, title: str, detail: str, field: str | None = None, **ex
 
 
 def _store_error(_: Request, exc: StoreError) -> Response:
-    return problem(exc.status, exc.title, exc.message, exc.field, **exc.extra)
+    response = problem(exc.status, exc.title, exc.message, exc.field, **exc.extra)
+    if "retry_after" in exc.extra:
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    return response
 
 
 def _validation_error(_: Request, exc: ValidationException) -> Response:
@@ -267,7 +269,7 @@ def list_jurisdictions(services: NamedDependency[Services]) -> list[dict]:
         p = router.jur.policy
         out.append({"id": jid, "name": p.name, "version": router.compiled.version,
                     "levels": [{"number": lv.number, "name": lv.name,
-                                "units": len(router.jur.units_at(lv.number)),
+                                "units": router.jur.level_counts[0][lv.number],
                                 "problem_types": sum(1 for t in p.problem_types if t.level == lv.number)}
                                for lv in p.levels]})
     return out
@@ -283,10 +285,25 @@ def get_jurisdiction(services: NamedDependency[Services], jid: FromPath[str]) ->
     return data
 
 
-@get("/v1/jurisdictions/{jid:str}/problem-types", sync_to_thread=False)
-def problem_types(services: NamedDependency[Services], jid: FromPath[str],
-                  q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> list[dict]:
-    router = services.policies.router(jid)
+async def _served(policies: PolicyStore, jid: str) -> PolicyRouter:
+    """The jurisdiction's router for a handler on the event loop: at once when it is served here, else waited for
+    in a thread within the read budget (just after a start, or a publish by another worker)."""
+    try:
+        return policies.registry.router(jid)
+    except KeyError:
+        pass
+
+    def wait() -> PolicyRouter:
+        with read_budget():
+            return policies.router(jid)
+
+    return await asyncio.to_thread(wait)
+
+
+@get("/v1/jurisdictions/{jid:str}/problem-types")
+async def problem_types(services: NamedDependency[Services], jid: FromPath[str],
+                        q: Annotated[str | None, QueryParameter(max_length=100)] = None) -> list[dict]:
+    router = await _served(services.policies, jid)
     rows = []
     for t in router.jur.policy.problem_types:
         name = router.jur.type_name(t.code)
@@ -393,10 +410,15 @@ def rollback(services: NamedDependency[Services], jid: FromPath[str], number: Ve
 
 
 # --- routing and cases (API key)
-@post("/v1/route", sync_to_thread=False, status_code=200, **KEYED)
-def route(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], data: JSONBody[RouteRequest]) -> Decision:
+@post("/v1/route", status_code=200, **KEYED)
+async def route(services: NamedDependency[Services], api_key: NamedDependency[ApiKey],
+                data: JSONBody[RouteRequest]) -> Decision:
     in_scope(api_key, data.jurisdiction)
-    return services.policies.router(data.jurisdiction).route(data.case())
+    router = await _served(services.policies, data.jurisdiction)
+    if router.jur.indexed:
+        return router.route(data.case())
+    # an unknown unit's close matches need the unit index, built in the background after a load: not on the loop
+    return await asyncio.to_thread(router.route, data.case())
 
 
 @post("/v1/cases", sync_to_thread=True, **KEYED)
@@ -487,34 +509,29 @@ def assessment_record(services: NamedDependency[Services], jid: FromPath[str], d
 
 @get("/health", sync_to_thread=False)
 def health(services: NamedDependency[Services]) -> Response:
+    """Healthy once the database answers. `versions`: the active versions served here; `loading`: jurisdictions whose
+    active version is still being built here (in the background: a request that needs one waits for it within its
+    read budget)."""
     try:
-        with Session(services.policies.reader) as session:
-            session.execute(text("SELECT 1"))
+        services.policies.warm()
         db = "ok"
     except Exception as exc:  # noqa: BLE001 - health reports any database failure
         db = f"error: {exc.__class__.__name__}"
-    active = services.policies.registry.active()
-    body = {"status": "ok" if db == "ok" and active else "degraded", "database": db,
-            "engines_loaded": len(active), "versions": active}
+    served = services.policies.registry.active()
+    body = {"status": "ok" if db == "ok" else "degraded", "database": db,
+            "engines_loaded": len(served), "versions": served, "loading": services.policies.loading()}
     return Response(body, status_code=200 if body["status"] == "ok" else 503)
-
-
-def _warm_search(services: NamedDependency[Services]) -> None:
-    """The unit search index of every active version, so the first search or unknown-unit error after a start or
-    a publish does not build it (200,000 units: seconds of pinyin)."""
-    for jid in services.policies.refresh():
-        services.policies.router(jid).jur.unit_index  # noqa: B018 - builds and caches it
 
 
 async def _background(app: Litestar) -> None:
     """Each worker polls for newly published versions and sweeps deadlines; all state is in the DB."""
     services: Services = app.state.services
     last_sweep = last_statistics = 0.0
-    await asyncio.to_thread(_warm_search, services)
+    await asyncio.to_thread(services.policies.warm)
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
-            await asyncio.to_thread(_warm_search, services)
+            await asyncio.to_thread(services.policies.warm)
             now = asyncio.get_running_loop().time()
             if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
                 last_sweep = now
@@ -590,6 +607,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         request_max_body_size=MAX_BODY,
         guards=[input_guard],
         before_send=[security_headers],
+        middleware=[read_deadline],
         template_config=admin.templates,
         stores=admin.stores,
         lifespan=[_thread_pool, *([_lifespan, events.delivery] if background else [])],

@@ -8,7 +8,9 @@ If-Match beyond the database's integers names no revision. Each refusal names th
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import re
 from datetime import datetime, timedelta, timezone
@@ -19,10 +21,11 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import Message, Scope
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from pydantic import TypeAdapter, ValidationError
 
 from store.apikeys import authenticate, in_scope
+from store.budget import READ_SECONDS, RETRY_AFTER, read_budget
 from store.errors import StoreError
 from store.tables import MAX_ID
 
@@ -202,3 +205,53 @@ async def security_headers(message: Message, scope: Scope) -> None:
         headers = MutableScopeHeaders.from_message(message)
         for name, value in (ADMIN_HEADERS if scope["path"].startswith("/admin") else COMMON_HEADERS).items():
             headers[name] = value
+
+
+# --- the read budget
+READS = {"GET", "HEAD"}
+GRACE = 1.0  # seconds past the budget a handler has to refuse by itself (store.budget.TooSlow names what it waited for)
+log = logging.getLogger("gridpolicy")
+
+
+def _late(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a read answered after its budget failed", exc_info=task.exception())
+
+
+def read_deadline(app: ASGIApp) -> ASGIApp:
+    """A GET runs within its read budget (store.budget): what it waits for is waited for until then, and when its
+    handler runs on past the budget the client gets a 503 problem+json at once (the handler's late answer is
+    dropped; a read changes nothing, so nothing is half done)."""
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in READS:
+            await app(scope, receive, send)
+            return
+        started = refused = False
+
+        async def send_unless_refused(message: Message) -> None:
+            nonlocal started
+            if not refused:
+                started = True
+                await send(message)
+
+        with read_budget():  # the handler's task (and the threads it starts) inherit the deadline
+            task = asyncio.ensure_future(app(scope, receive, send_unless_refused))
+        await asyncio.wait({task}, timeout=READ_SECONDS + GRACE)
+        if task.done() or started:
+            await task
+            return
+        refused = True
+        task.add_done_callback(_late)
+        body = json.dumps({"type": "about:blank", "title": "服务繁忙 Service unavailable", "status": 503,
+                           "detail": f"读取超过 {READ_SECONDS:g} 秒的时间预算, 已放弃, 请 {RETRY_AFTER} 秒后重试 — the "
+                                     f"read ran past its {READ_SECONDS:g} s budget; retry in {RETRY_AFTER} s"},
+                          ensure_ascii=False).encode()
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start", "status": 503,
+            "headers": [(b"content-type", b"application/problem+json"),
+                        (b"retry-after", str(RETRY_AFTER).encode()),
+                        (b"content-length", str(len(body)).encode())]}
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return middleware

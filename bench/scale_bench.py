@@ -32,7 +32,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.admin_bench import PASSWORD, sign_in  # noqa: E402
 from bench.http_bench import cli, free_port  # noqa: E402
+from store.db import make_engine  # noqa: E402
+from store.users import create_user  # noqa: E402
 from store.versions import open_policy_store  # noqa: E402
 from tests.scaled import scaled_document, scaled_units_csv  # noqa: E402
 
@@ -232,6 +235,100 @@ MEASURES: list[Callable[[Server], dict]] = [health, version_list, one_item_edit,
                                             idle_cpu, start_to_healthy]
 
 
+# --- the read path (#17): admin pages, unknown units, a start; each size names its units in `Server.notes`
+PAGE_TARGET_MS = 200
+
+
+def _pages(s: Server, number: int) -> dict[str, str]:
+    n = s.notes
+    base = f"/admin/j/{JID}/v/{number}"
+    return {"version list": f"/admin/j/{JID}", "editor": base, "verify": f"{base}/verify",
+            "unit tree": f"{base}/units", "unit tree: the top unit's children": f"{base}/units/children?parent={n['root']}",
+            "unit tree: a township's children": f"{base}/units/children?parent={n['town']}",
+            "unit tree: page 2": f"{base}/units/children?parent={n['town']}&page=2",
+            "unit form": f"{base}/units/form?id={n['units'][0]}",
+            **{f"unit search {q!r}": f"{base}/units/search?q={q}" for q in n["queries"]}}
+
+
+def _timed_pages(client: httpx.Client, pages: dict[str, str], repeats: int) -> dict:
+    out = {}
+    for name, path in pages.items():
+        times, cold = [], None
+        for _ in range(repeats + 1):
+            began = time.perf_counter()
+            answer = client.get(path)
+            while cold is None and answer.status_code == 503:  # the first request may find a build under way
+                time.sleep(float(answer.headers.get("retry-after", 1)))
+                answer = client.get(path)
+            elapsed = (time.perf_counter() - began) * 1000
+            if answer.status_code != 200:
+                raise SystemExit(f"{path}: HTTP {answer.status_code}: {answer.text[:300]}")
+            if cold is None:
+                cold = elapsed
+            else:
+                times.append(elapsed)
+        times.sort()
+        p95 = times[int(0.95 * (len(times) - 1))]
+        out[name] = {"cold_ms": round(cold, 1), "p50_ms": round(statistics.median(times), 1), "p95_ms": round(p95, 1),
+                     "meets_target": p95 < PAGE_TARGET_MS}
+    return out
+
+
+def admin_pages(s: Server, repeats: int = 20) -> dict:
+    """Every admin page of the read path on the active version (GET), then check-while-typing on a draft (POST)."""
+    active = httpx.get(f"{s.url}/v1/jurisdictions/{JID}/versions", timeout=60).json()
+    number = next(v["number"] for v in active if v["active"])
+    with httpx.Client(base_url=s.url, timeout=120) as client:
+        sign_in(client)
+        out = _timed_pages(client, _pages(s, number), repeats)
+        url, _ = _draft(s)
+        draft = url.rsplit("/", 1)[1]
+        unit = s.notes["units"][1]
+        form = {"name": "改名中的网格", "level": "4", "parent": s.notes["parent"], "prov": "assumption",
+                "assumption": "bench"}
+        times = []
+        for _ in range(3):
+            began = time.perf_counter()
+            answer = client.post(f"/admin/j/{JID}/v/{draft}/e/units/{unit}/check", data=form,
+                                 headers={"X-CSRFToken": client.cookies["gp_csrf"], "HX-Request": "true"})
+            times.append((time.perf_counter() - began) * 1000)
+            answer.raise_for_status()
+        out["check while typing (POST, 3 runs)"] = {"p50_ms": round(statistics.median(times), 1),
+                                                    "max_ms": round(max(times), 1),
+                                                    "meets_target": max(times) < PAGE_TARGET_MS}
+    return out
+
+
+def unknown_unit(s: Server, n: int = 20) -> dict:
+    """POST /v1/route naming a unit that does not exist: the 422 with close matches."""
+    body = {"jurisdiction": JID, "problem_type": s.notes["type"], "unit": s.notes["units"][2] + "x"}
+    times = []
+    for _ in range(n):
+        began = time.perf_counter()
+        answer = httpx.post(f"{s.url}/v1/route", json=body, headers=s.headers, timeout=60)
+        times.append((time.perf_counter() - began) * 1000)
+        assert answer.status_code == 422 and answer.json()["suggestions"], answer.text[:300]
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(0.95 * (n - 1))], 1), "n": n,
+            "suggestions": answer.json()["suggestions"]}
+
+
+def start_and_serve(s: Server) -> dict:
+    """A restart: seconds to a healthy /health, then until every active version is built and served here (health's
+    `loading` empty), and the first unit-tree page after that."""
+    s.stop()
+    s.start()
+    began = time.perf_counter()
+    while httpx.get(s.url + "/health", timeout=60).json()["loading"]:
+        time.sleep(0.2)
+    served = time.perf_counter() - began
+    return {"start_to_healthy_s": round(s.started_seconds, 2), "then_all_served_s": round(served, 2)}
+
+
+READ_MEASURES: list[Callable[[Server], dict]] = [health, version_list, admin_pages, unknown_unit, idle_cpu,
+                                                 start_and_serve]
+
+
 # --- building a size
 def units_import(scratch: Path, counts: tuple[int, ...]) -> dict:
     """`gridpolicy units import hefei scaled.csv` into a copy of the rules (stated counts dropped): time and RSS."""
@@ -251,6 +348,22 @@ def units_import(scratch: Path, counts: tuple[int, ...]) -> dict:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"units": sum(counts), "seconds": round(seconds, 2),
             "max_rss_mb": round(peak / 1024, 1) if peak > before else "≤ an earlier child's peak"}
+
+
+# the units the read measures use: Hefei's own, and those of scaled_units_csv
+HEFEI_NOTES = {"root": "hf", "town": "hf-l3c-01", "parent": "hf-l3c-01", "type": "air.dust.general",
+               "queries": ["baohe", "hf-l4-0001", "社区"]}
+SCALED_NOTES = {"root": "s1-0", "town": "s3-5", "parent": "s3-0", "type": "air.dust.general",
+                "queries": ["000123", "s4-19999", "disijiwangge", "zzz"]}
+
+
+def _admin_user(scratch: Path) -> None:
+    """The admin_bench's superuser, to sign in to the admin."""
+    engine = make_engine(f"sqlite:///{scratch / 'bench.db'}")
+    try:
+        create_user(engine, "bench", PASSWORD, True, {}, "bench")
+    finally:
+        engine.dispose()
 
 
 def publish_size(s: Server, counts: tuple[int, ...]) -> dict:
@@ -273,15 +386,15 @@ def publish_size(s: Server, counts: tuple[int, ...]) -> dict:
     return {"units": sum(counts), "import_and_publish_s": round(time.perf_counter() - began, 1)}
 
 
-def measure_all(s: Server) -> dict:
+def measure_all(s: Server, measures: list[Callable[[Server], dict]]) -> dict:
     out = {}
-    for measure in MEASURES:
+    for measure in measures:
         out[measure.__name__] = measure(s)
         print(f"    {measure.__name__}: {out[measure.__name__]}", flush=True)
     return out
 
 
-def run(sizes: list[str]) -> dict:
+def run(sizes: list[str], measures: list[Callable[[Server], dict]]) -> dict:
     results: dict = {}
     for size in sizes:
         scratch = Path(tempfile.mkdtemp(prefix="gp-scale-bench-"))
@@ -290,17 +403,18 @@ def run(sizes: list[str]) -> dict:
         server = Server(scratch, env)
         try:
             server.key = cli(ROOT, env, "apikey", "create", "--all").stdout.strip().splitlines()[-1]
+            _admin_user(scratch)
             print(f"  {size}: units import", flush=True)
             entry = {"units_import": units_import(scratch, SIZES[size])}
             print(f"    {entry['units_import']}", flush=True)
             server.start()
             print(f"  {size}: baseline at Hefei's own size", flush=True)
-            server.notes["units"] = [f"hf-l4-{n:04d}" for n in range(1, 8)]
-            entry["baseline_hefei"] = measure_all(server)
+            server.notes.update(units=[f"hf-l4-{n:04d}" for n in range(1, 8)], **HEFEI_NOTES)
+            entry["baseline_hefei"] = measure_all(server, measures)
             entry["build"] = publish_size(server, SIZES[size])
             print(f"  {size}: {entry['build']}", flush=True)
-            server.notes["units"] = [f"s4-{n}" for n in range(7)]
-            entry["scaled"] = measure_all(server)
+            server.notes.update(units=[f"s4-{n}" for n in range(7)], **SCALED_NOTES)
+            entry["scaled"] = measure_all(server, measures)
             results[size] = entry
         finally:
             server.stop()
@@ -312,13 +426,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "scale_results.json")
     parser.add_argument("--big", action="store_true", help="also 200,000 units (takes minutes)")
+    parser.add_argument("--only", choices=["20k", "200k"], help="one size only")
+    parser.add_argument("--reads", action="store_true", help="the read path only (admin pages, unknown units, a start)")
     args = parser.parse_args()
-    sizes = ["20k", "200k"] if args.big else ["20k"]
+    sizes = [args.only] if args.only else ["20k", "200k"] if args.big else ["20k"]
     report = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "load_average": os.getloadavg()},
               "setup": "gridpolicy serve, 1 worker, SQLite; Hefei with scaled named units; baseline: Hefei's own "
-                       "1,649 units in the same run", "results": run(sizes)}
+                       "1,649 units in the same run",
+              "results": run(sizes, READ_MEASURES if args.reads else MEASURES + READ_MEASURES)}
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.write_text(json.dumps({**previous, **report}, indent=2, ensure_ascii=False) + "\n")
 

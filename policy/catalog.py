@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pypinyin import Style, lazy_pinyin
-from pypinyin.seg.simpleseg import seg
 
 from policy.errors import PolicyError, PolicyIssue, format_path
 from policy.models import Code, NonEmpty
@@ -61,15 +60,33 @@ def load_catalog(path: Path, origins: OriginMap) -> Catalog:
 
 
 def pinyin_keys(name: str) -> tuple[str, str]:
-    """Full pinyin and initials ('秸秆焚烧' → 'jiganfenshao', 'jgfs') for search and suggestions. Computed per
-    word of pypinyin's own segmentation, whose readings are cached: names share their words (村, 社区, 网格), so
-    200,000 grid names cost ~40 µs each instead of ~300 µs, and the cache is bounded by the vocabulary."""
-    keys = [_word_keys(word) for word in seg(name)]
+    """Full pinyin and initials ('秸秆焚烧' → 'jiganfenshao', 'jgfs') for search and suggestions. Only runs of
+    Chinese characters have a reading (pypinyin drops digits, letters and marks), so the keys are computed per run
+    and cached: grid names share their runs (第…级网格…号, …村社区第…网格) while their numbers differ, so 200,000
+    names cost ~2 µs each instead of ~40 µs (per word) or ~300 µs (uncached)."""
+    keys = [_run_keys(run) for run in _hans_runs().findall(name)]
+    return "".join(k[0] for k in keys), "".join(k[1] for k in keys)
+
+
+@lru_cache(maxsize=1)
+def _hans_runs() -> re.Pattern:
+    """pypinyin's own test for Chinese characters, unanchored. (pypinyin loads its dictionaries, ~1 s, on import:
+    imported on first use, not when a server starts.)"""
+    from pypinyin.constants import RE_HANS  # noqa: PLC0415
+    return re.compile(RE_HANS.pattern.removeprefix("^").removesuffix("$"))
+
+
+@lru_cache(maxsize=65536)
+def _run_keys(run: str) -> tuple[str, str]:
+    """A run's keys, word by word of pypinyin's segmentation (which picks a phrase's reading: 重庆 chongqing)."""
+    from pypinyin.seg.simpleseg import seg  # noqa: PLC0415
+    keys = [_word_keys(word) for word in seg(run)]
     return "".join(k[0] for k in keys), "".join(k[1] for k in keys)
 
 
 @lru_cache(maxsize=65536)
 def _word_keys(word: str) -> tuple[str, str]:
+    from pypinyin import Style, lazy_pinyin  # noqa: PLC0415
     syllables = lazy_pinyin(word, errors="ignore")
     initials = lazy_pinyin(word, style=Style.FIRST_LETTER, errors="ignore")
     return "".join(syllables).lower(), "".join(initials).lower()

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from policy import chunks
 from policy.catalog import Catalog, load_catalog
@@ -66,6 +67,26 @@ class Jurisdiction:
     @cached_property
     def chunk_ends(self) -> list[int]:
         return chunks.ends([u.id for u in self.policy.units])
+
+    @cached_property
+    def children(self) -> dict[str | None, list[Unit]]:
+        """Each unit's children in document order; under None the top units (and any whose parent is not a unit).
+        Built once per build: the admin's unit tree shows a page of them per click, at any number of units."""
+        children: dict[str | None, list[Unit]] = {}
+        for unit in self.units.values():
+            children.setdefault(unit.parent if unit.parent in self.units else None, []).append(unit)
+        return children
+
+    @cached_property
+    def level_counts(self) -> tuple[Counter[int], Counter[int]]:
+        """Units and placeholders per level."""
+        return (Counter(u.level for u in self.units.values()),
+                Counter(u.level for u in self.units.values() if u.placeholder))
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the search index is built (using it then costs no build)."""
+        return "unit_index" in self.__dict__
 
     @cached_property
     def unit_index(self) -> UnitIndex:
@@ -249,16 +270,15 @@ def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: 
     (a check that keeps nothing gives none: ("", []))."""
     origins = origins or OriginMap()
     try:
-        policy = Policy.model_validate(data)
+        policy = _validated(data)
     except ValidationError as exc:
         raise PolicyError([issue_from_pydantic(data, err, files, origins) for err in exc.errors()]) from None
+    head = policy.model_dump(mode="json", exclude={"units"})
+    head_hash = chunks.head_hash(head)
     if stored is None:
-        head = policy.model_dump(mode="json")
-        unit_chunks = [chunks.chunk_hash(run) for run in chunks.split(head.pop("units"))]
-        head_hash = chunks.head_hash(head)
+        units = [unit for batch in _batches(policy.units) for unit in _UNITS.dump_python(batch, mode="json")]
+        unit_chunks = [chunks.chunk_hash(run) for run in chunks.split(units)]
         stored = chunks.content_hash(head_hash, unit_chunks), unit_chunks
-    else:
-        head_hash = chunks.head_hash(policy.model_dump(mode="json", exclude={"units"}))
     return checked_jurisdiction(policy, catalog, files, stored[0], head_hash, stored[1],
                                 lambda jur: validate_policy(jur, data, origins, files[-1]))
 
@@ -277,6 +297,27 @@ def checked_jurisdiction(policy: Policy, catalog: Catalog, files: list[str], con
     if issues:
         raise PolicyError(issues)
     return jur
+
+
+# Units are validated and dumped this many at a time: pydantic holds the GIL for a whole call, and one call over
+# 200,000 units (seconds) would hold up every other thread of a server, its event loop too.
+BATCH = 2000
+_UNITS = TypeAdapter(list[Unit])
+
+
+def _batches(items: list) -> list[list]:
+    return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def _validated(data: dict) -> Policy:
+    units = data.get("units")
+    if not isinstance(units, list) or len(units) <= BATCH:
+        return Policy.model_validate(data)
+    try:
+        validated = [unit for batch in _batches(units) for unit in _UNITS.validate_python(batch)]
+    except ValidationError:
+        return Policy.model_validate(data)  # raises again, with the paths of the whole document
+    return Policy.model_validate({**data, "units": []}).model_copy(update={"units": validated})
 
 
 def issue_from_pydantic(data: dict, err: Mapping[str, Any], files: list[str], origins: OriginMap) -> PolicyIssue:

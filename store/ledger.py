@@ -15,7 +15,6 @@ from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
-from openpyxl import load_workbook
 from sqlalchemy import column, func, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -674,6 +673,7 @@ def read_table(data: bytes, filename: str) -> list[dict[str, Any]]:
     name; Chinese headers (名称, 网格, …) or field names. An unknown header is an error."""
     if filename.lower().endswith(".xlsx"):
         try:
+            from openpyxl import load_workbook  # noqa: PLC0415 - on first use, not when a server starts
             sheet = load_workbook(io.BytesIO(data), read_only=True, data_only=True).worksheets[0]
         except Exception:  # noqa: BLE001 - any unreadable workbook is the same error for the user
             raise Invalid(f"无法读取 Excel 文件 {filename}", field="file") from None

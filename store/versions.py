@@ -1,8 +1,11 @@
 """Policy versions: drafts, publishing (compile + verify first), rollback, audit, and the engines."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
@@ -19,12 +22,17 @@ from policy.catalog import Catalog
 from policy.changes import with_head, with_unit
 from policy.errors import PolicyError
 from policy.loader import Jurisdiction, Loader, build_jurisdiction
-from store import unitchunks
+from policy.search import UnitIndex
+from store import budget, unitchunks
 from store.db import UnitOfWork, make_engine, migrate, reader, serialize
 from store.errors import Conflict, Forbidden, Invalid, NotFound, PreconditionFailed
 from store.tables import AuditEntry, PolicyVersion, utcnow
 
 SYSTEM = "system"
+T = TypeVar("T")
+# threads building versions and search indexes in the background (shared by every store of the process): a
+# 200,000-unit build does not hold up the others
+BUILDERS = ThreadPoolExecutor(2, thread_name_prefix="gridpolicy-build")
 # Audit actions that change a draft's rules (the four-eyes rule looks for the latest of them).
 EDIT_ACTIONS = ("draft_created", "draft_updated", "bulk_types_updated", "types_imported", "units_imported")
 
@@ -108,16 +116,46 @@ class PolicyStore:
         self._built: Recent[str, Jurisdiction] = Recent(self.registry.budget, build_size, keep_newest=True)
         self.numbers: dict[tuple[str, str], int] = {}  # (jurisdiction, content hash) -> number, of active versions
         self._pinned: LRUCache[str, list[PinnedResult]] = LRUCache(maxsize=64)  # content hash -> suite results
+        self._jobs: dict[Hashable, Future] = {}
+        self._jobs_lock = threading.Lock()
+        self._wanted: dict[str, str] = {}  # jurisdiction -> hash of its active version (as last read)
+        self._serving = threading.Lock()  # activating a build vs. reading that another version is wanted
 
     # --- building and serving
+    def _once(self, key: Hashable, work: Callable[[], T]) -> Future[T]:
+        """`work` run by a builder thread, once for `key` at a time: whoever asks meanwhile gets the same future."""
+        with self._jobs_lock:
+            future = self._jobs.get(key)
+            new = future is None
+            if new:
+                future = self._jobs[key] = BUILDERS.submit(work)
+        if new:
+            future.add_done_callback(partial(self._done, key))
+        return future
+
+    def _done(self, key: Hashable, future: Future) -> None:
+        with self._jobs_lock:
+            if self._jobs.get(key) is future:
+                del self._jobs[key]
+
     def build(self, version: PolicyVersion) -> Jurisdiction:
-        """The version built: the compiled one's if it is compiled here, else from its document (read through
-        `reader`: this may run inside a caller's write transaction)."""
+        """The version built: the compiled one's if it is compiled here, else from its document. Built by a builder
+        thread (once, however many ask) and waited for within the caller's read budget (store.budget)."""
+        jur = self._ready(version)
+        if jur is None:
+            jur = budget.wait(self._once(("build", version.content_hash), partial(self._build, version)),
+                              f"{version.jurisdiction} v{version.number}")
+        return jur
+
+    def _ready(self, version: PolicyVersion) -> Jurisdiction | None:
         try:
             return self.registry.router(version.jurisdiction, version.content_hash).jur
         except KeyError:
-            pass
-        jur = self._built.get(version.content_hash)
+            return self._built.get(version.content_hash)
+
+    def _build(self, version: PolicyVersion) -> Jurisdiction:
+        """Built here and now (read through `reader`: a caller may be inside a write transaction)."""
+        jur = self._ready(version)
         if jur is None:
             label = f"{version.jurisdiction} 版本 v{version.number}"
             document, unit_chunks = self._stored(version)
@@ -125,32 +163,110 @@ class PolicyStore:
                 document, self.catalog, [label], stored=(version.content_hash, unit_chunks)))
         return jur
 
-    def refresh(self) -> dict[str, str]:
-        """Load every active version not yet compiled here; returns jurisdiction -> active hash. Reads three
-        columns of the active rows: polled every 2 s, it costs next to nothing while nothing changes."""
+    def _read_active(self) -> list[tuple[str, int, str]]:
+        """(jurisdiction, number, hash) of the active versions: three columns, next to nothing while nothing changes."""
         with Session(self.reader) as session:
             active = session.exec(select(PolicyVersion.jurisdiction, PolicyVersion.number, PolicyVersion.content_hash)
                                   .where(PolicyVersion.active)).all()
+        with self._serving:
+            for jid, number, content_hash in active:
+                self.numbers[jid, content_hash] = number
+                self._wanted[jid] = content_hash
+        return list(active)
+
+    def refresh(self) -> dict[str, str]:
+        """Switch to newly activated versions: a jurisdiction served here keeps being served by its old version
+        while the new one is built in the background (polled every 2 s, so a publish by another worker holds
+        nothing up); one not served yet is built on first use (`router`, or `warm` in a server). Returns
+        jurisdiction -> active hash."""
+        active = self._read_active()
+        served = self.registry.active()
         for jid, number, content_hash in active:
-            self.numbers[jid, content_hash] = number
+            if jid in served and served[jid] != content_hash:
+                self._serve(jid, number, content_hash)
+        return {jid: content_hash for jid, _, content_hash in active}
+
+    def _serve(self, jid: str, number: int, content_hash: str) -> Future[PolicyRouter]:
+        try:
+            self.registry.router(jid, content_hash)
+        except KeyError:
+            return self._once(("serve", jid, content_hash), partial(self._activate_build, jid, number, content_hash))
+        switched: Future[PolicyRouter] = Future()  # compiled here already: switching is instant
+        switched.set_result(self._activate_build(jid, number, content_hash))
+        return switched
+
+    def _switch(self, jid: str) -> None:
+        """After a publish or rollback here: serve the jurisdiction's new active version before answering."""
+        content_hash = self.refresh()[jid]
+        number = self.numbers[jid, content_hash]
+        budget.wait(self._serve(jid, number, content_hash), f"{jid} v{number}")
+
+    def _activate_build(self, jid: str, number: int, content_hash: str) -> PolicyRouter:
+        """Compile the version and make it the one served, unless another became active while it was built."""
+        try:
+            router = self.registry.router(jid, content_hash)
+        except KeyError:
+            router = None
+        jur = router.jur if router else self._build(self.get_version(jid, number))
+        with self._serving:
+            # verified when published
+            return self.registry.load(jur, activate=self._wanted.get(jid) == content_hash, check=False)
+
+    def loading(self) -> list[str]:
+        """Jurisdictions whose active version is still being built here."""
+        with self._serving:
+            wanted = dict(self._wanted)
+        served = self.registry.active()
+        return sorted(jid for jid, content_hash in wanted.items() if served.get(jid) != content_hash)
+
+    def warm(self) -> dict[str, str]:
+        """Start what the active versions need — their builds, then their unit search indexes — without waiting: the
+        first search or unknown-unit error after a start or a publish finds the index built. Returns jurisdiction ->
+        active hash."""
+        active = self.refresh()
+        for jid, content_hash in active.items():
             if self.registry.active().get(jid) != content_hash:
-                self.registry.load(self.build(self.get_version(jid, number)), check=False)  # verified when published
-        return self.registry.active()
+                self._serve(jid, self.numbers[jid, content_hash], content_hash)
+                continue  # indexed on a later round
+            try:
+                jur = self.registry.router(jid, content_hash).jur
+            except KeyError:
+                continue  # dropped meanwhile: the next round serves it again
+            if not jur.indexed:
+                self._once(("index", content_hash), partial(self._index, jur))
+        return active
+
+    @staticmethod
+    def _index(jur: Jurisdiction) -> None:
+        jur.unit_index  # noqa: B018 - cached properties: built once here, shared by every request
+        jur.children  # noqa: B018
+
+    def unit_index(self, jur: Jurisdiction) -> UnitIndex:
+        """The build's unit search index, built by a builder thread and waited for within the read budget."""
+        if not jur.indexed:
+            budget.wait(self._once(("index", jur.content_hash), partial(self._index, jur)),
+                        f"{jur.id} 网格单元搜索索引 (unit search index)")
+        return jur.unit_index
 
     def router(self, jurisdiction: str, version_hash: str | None = None) -> PolicyRouter:
         try:
             return self.registry.router(jurisdiction, version_hash)
         except KeyError:
-            if version_hash is None and jurisdiction in self.refresh():
-                return self.registry.router(jurisdiction)
-            if version_hash is not None:
-                with Session(self.reader) as session:
-                    stored = session.exec(versions_where(
-                        PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.content_hash == version_hash)).first()
-                if stored is not None:
-                    return self.registry.load(self.build(stored), activate=False, check=False)
-            raise NotFound(f"未知辖区 unknown jurisdiction '{jurisdiction}'", field="jurisdiction",
-                           valid=sorted(self.registry.active())) from None
+            pass
+        if version_hash is None:
+            active = self.refresh()
+            if jurisdiction in active:
+                number = self.numbers[jurisdiction, active[jurisdiction]]
+                return budget.wait(self._serve(jurisdiction, number, active[jurisdiction]),
+                                   f"{jurisdiction} v{number}")
+        else:
+            with Session(self.reader) as session:
+                stored = session.exec(versions_where(
+                    PolicyVersion.jurisdiction == jurisdiction, PolicyVersion.content_hash == version_hash)).first()
+            if stored is not None:
+                return self.registry.load(self.build(stored), activate=False, check=False)
+        raise NotFound(f"未知辖区 unknown jurisdiction '{jurisdiction}'", field="jurisdiction",
+                       valid=sorted(self.registry.active())) from None
 
     # --- bundled jurisdictions
     def bootstrap(self, loader: Loader) -> list[str]:
@@ -181,7 +297,7 @@ class PolicyStore:
                 audit(session, SYSTEM, "bootstrap_import" if first else "bootstrap_draft", jid, version.number,
                       content_hash=jur.content_hash)
                 changed.append(jid)
-        self.refresh()
+        self._read_active()  # what is active; built on first use (the server starts building at once, see warm)
         return changed
 
     def _new_version(self, session: Session, jid: str, content_hash: str, stored: dict[str, Any], author: str,
@@ -417,7 +533,7 @@ class PolicyStore:
                 raise Conflict(f"v{number} 已被他人发布", field="number")
             self._activate(session, jid, number)
             audit(session, publisher, "published", jid, number, note=note, content_hash=version.content_hash)
-        self.refresh()
+        self._switch(jid)
         return self.get_version(jid, number)
 
     def rollback(self, jid: str, number: int, actor: str, note: str) -> PolicyVersion:
@@ -432,7 +548,7 @@ class PolicyStore:
                                                                           PolicyVersion.active)).first()
             self._activate(uow.session, jid, number)
             audit(uow.session, actor, "rolled_back", jid, number, note=note, from_version=previous)
-        self.refresh()
+        self._switch(jid)
         return self.get_version(jid, number)
 
     @staticmethod

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
 import pytest
+from litestar import Litestar, get
+from litestar.testing import TestClient
 
+import api.guards
+import store.budget
+from api.guards import read_deadline
 from store.apikeys import create_key
 from store.db import make_engine
+from store.versions import open_policy_store
 from tests.admin_browser import running_server
 
 WRITE_WAIT = 6  # seconds a write waits for the lock in this server
@@ -80,3 +87,62 @@ def test_a_write_waiting_beyond_its_budget_is_refused_and_writes_nothing(server)
     assert "未保存任何内容" in refused.json()["detail"]
     assert _count(base, auth) == before
     assert httpx.post(f"{base}/v1/cases", json=CASE, headers=auth).status_code == 201  # the lock is free again
+
+
+# --- the read budget: a GET waits for a build only so long (#17)
+READ_BUDGET = 0.05  # seconds: shorter than any build of Hefei (1,649 units)
+
+
+@pytest.fixture(scope="module")
+def budget_server(prepared_sqlite, tmp_path_factory):
+    """Hefei with a second published version; the server's reads have a 50 ms budget."""
+    path = tmp_path_factory.mktemp("budget") / "budget.db"
+    shutil.copy(prepared_sqlite, path)
+    policies = open_policy_store(f"sqlite:///{path}")
+    draft = policies.create_draft("hefei", "编辑")
+    document = policies.document(draft)
+    document["departments"][0]["duties"] = [*document["departments"][0]["duties"], "汇总巡查情况"]
+    policies.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    policies.publish("hefei", draft.number, "发布人", "增加部门职责")
+    policies.engine.dispose()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GRIDPOLICY_READ_SECONDS", str(READ_BUDGET))
+    with running_server(f"sqlite:///{path}") as base:
+        yield base
+    patch.undo()
+
+
+def test_a_read_waiting_for_a_build_past_its_budget_is_refused_and_answered_on_retry(budget_server):
+    # v1 is no longer active: nothing built it in this server, so the diff waits for its build
+    diff = f"{budget_server}/v1/jurisdictions/hefei/diff?from=1&to=2"
+    refused = httpx.get(diff, timeout=30)
+    assert refused.status_code == 503
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.headers["retry-after"] == "5"
+    assert "正在准备中" in refused.json()["detail"] and "still being prepared" in refused.json()["detail"]
+    assert httpx.get(f"{budget_server}/health", timeout=5).status_code == 200
+    deadline = time.monotonic() + 120
+    while (answer := httpx.get(diff, timeout=30)).status_code == 503:  # the build went on: a retry finds it
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.5)
+    assert answer.status_code == 200 and answer.json()["departments"]
+
+
+def test_a_handler_running_past_the_read_budget_is_answered_with_503_at_once(monkeypatch):
+    """A GET whose handler computes on past its budget (no build to wait for): the client is not kept waiting."""
+    monkeypatch.setattr(api.guards, "READ_SECONDS", 0.2)
+    monkeypatch.setattr(store.budget, "READ_SECONDS", 0.2)
+    finished = threading.Event()
+
+    @get("/slow", sync_to_thread=True)
+    def slow() -> str:
+        time.sleep(3)
+        finished.set()
+        return "late"
+
+    with TestClient(Litestar([slow], middleware=[read_deadline])) as client:
+        answer = client.get("/slow")
+        assert not finished.is_set()  # answered while the handler still ran
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "时间预算" in answer.json()["detail"] and "budget" in answer.json()["detail"]

@@ -53,6 +53,8 @@ def scaled(database_url) -> PolicyStore:
 
 
 def test_listings_and_the_refresh_loop_read_no_document(scaled):
+    for jid in scaled.refresh():
+        scaled.router(jid)  # every active version served (built in the background, waited for here)
     seen = statements(scaled.engine)
     versions = scaled.list_versions("hefei")
     scaled.get_version("hefei", 2)
@@ -312,3 +314,20 @@ def test_chunks_no_version_lists_are_deleted(scaled):
     assert chunk_count(scaled) == stored + 2  # the renamed unit's chunk and the last one, the old last one gone
     for version in scaled.list_versions("hefei"):  # every version still reads whole
         assert scaled.build(version).units
+
+
+def test_a_big_document_is_validated_and_hashed_in_batches_to_the_same_policy_and_hash(scaled):
+    """Units are validated and dumped for the content hash a batch at a time (no single call holds the GIL for
+    seconds at 200,000 units): the policy, the hash and a bad unit's error path are what one call would give."""
+    from policy.loader import BATCH
+    from policy.models import Policy
+    document = scaled.document(scaled.active_version("hefei"))
+    assert len(document["units"]) > BATCH
+    jur = build_jurisdiction(document, scaled.catalog, ["test"])
+    whole = Policy.model_validate(document)
+    assert jur.policy == whole
+    assert jur.content_hash == scaled.active_version("hefei").content_hash
+    document["units"][BATCH + 5]["level"] = "四"
+    with pytest.raises(PolicyError) as err:
+        build_jurisdiction(document, scaled.catalog, ["test"])
+    assert [i.path for i in err.value.issues] == [f"units[{BATCH + 5}].level"]

@@ -117,3 +117,20 @@ def test_an_index_reusing_an_earlier_versions_pinyin_equals_a_fresh_one(index, t
     assert (reused.full, reused.initials) == (fresh.full, fresh.initials)
     assert reused.search("chongqinglu", 200) == fresh.search("chongqinglu", 200)
     assert [uid for _, uid in reused.search("chongqingluchanganshequ", 200)] == changed  # exact hits, by id
+
+
+def _word_by_word(name: str) -> tuple[str, str]:
+    """The keys as pypinyin gives them for the whole name, word by word of its own segmentation."""
+    from pypinyin import Style, lazy_pinyin
+    from pypinyin.seg.simpleseg import seg
+    words = seg(name)
+    return ("".join("".join(lazy_pinyin(w, errors="ignore")).lower() for w in words),
+            "".join("".join(lazy_pinyin(w, style=Style.FIRST_LETTER, errors="ignore")).lower() for w in words))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([*WORDS, "村", "社区", "第", "级网格", "号", "重庆", "长", "〇"]),
+                          st.text(alphabet="0123456789abcXYZ-_ .()（）", max_size=4)), max_size=6).map("".join))
+def test_pinyin_keys_per_run_of_chinese_characters_equal_pypinyins_word_by_word(name):
+    # digits, letters and marks have no reading; runs of Chinese characters are cached whole
+    assert pinyin_keys(name) == _word_by_word(name)
