@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sys
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -572,6 +573,9 @@ def _api_docs() -> SwaggerRenderPlugin:
 
 
 def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True) -> Litestar:
+    # Handler threads doing ORM work hand the GIL back to the event loop every millisecond instead of every 5 ms:
+    # routing on the loop then waits for intake's threads at most that long per turn.
+    sys.setswitchinterval(0.001)
     try:
         policies = open_policy_store(database_url)
     except PolicyError as err:
