@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from policy import chunks
 from policy.errors import PolicyError
-from policy.loader import Jurisdiction, build_jurisdiction, checked_jurisdiction, issue_from_pydantic
+from policy.loader import Jurisdiction, build_jurisdiction, checked_jurisdiction, issue_from_pydantic, seed_text
 from policy.models import Policy, Unit
 from policy.validate import validate_head_change, validate_unit_change
 from policy.yamlio import OriginMap
@@ -62,7 +62,7 @@ def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str) -> tuple[Juris
     policy = jur.policy.model_copy(update={"units": named})
     changed = checked_jurisdiction(
         policy, jur.catalog, [label], chunks.content_hash(jur.head_hash, unit_chunks), jur.head_hash, unit_chunks,
-        lambda new: validate_unit_change(new, uid, jur.units.get(uid), added, label), units,
+        lambda new: validate_unit_change(new, uid, jur.units.get(uid), added, label, seed_text), units,
         known={"positions": positions, "chunk_ends": ends})
     return changed, fresh
 
@@ -82,5 +82,5 @@ def with_head(jur: Jurisdiction, head: dict[str, Any], label: str) -> Jurisdicti
     return checked_jurisdiction(
         policy.model_copy(update={"units": jur.policy.units}), jur.catalog, [label],
         chunks.content_hash(head_hash, jur.unit_chunks), head_hash, jur.unit_chunks,
-        lambda new: validate_head_change(new, label), jur.units,
+        lambda new: validate_head_change(new, label, seed_text), jur.units,
         known={"positions": jur.positions, "chunk_ends": jur.chunk_ends})

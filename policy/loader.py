@@ -5,7 +5,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from policy.errors import PolicyError, PolicyIssue, format_path
 from policy.models import Policy, Unit
 from policy.search import UnitIndex
 from policy.unit_rows import overlay_units, parse_units_csv
-from policy.validate import expand_units, validate_policy
+from policy.validate import expand_units, normalise, validate_policy
 from policy.yamlio import OriginMap, load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,20 @@ def jurisdictions_dir() -> Path:
 
 def seeds_dir() -> Path:
     return Path(os.environ.get("GRIDPOLICY_SEEDS", REPO_ROOT.parent / "shared" / "seeds"))
+
+
+def seed_text(seed: str) -> str | None:
+    """A seed document's text as quotes are matched against it, None when the file is missing: what validation
+    takes as its input (policy/validate.py reads no files)."""
+    return _read_seed(seeds_dir() / seed)
+
+
+@lru_cache(maxsize=32)
+def _read_seed(path: Path) -> str | None:
+    try:
+        return normalise(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
 
 
 @dataclass
@@ -280,7 +294,7 @@ def build_jurisdiction(data: dict, catalog: Catalog, files: list[str], origins: 
         unit_chunks = [chunks.chunk_hash(run) for run in chunks.split(units)]
         stored = chunks.content_hash(head_hash, unit_chunks), unit_chunks
     return checked_jurisdiction(policy, catalog, files, stored[0], head_hash, stored[1],
-                                lambda jur: validate_policy(jur, data, origins, files[-1]))
+                                lambda jur: validate_policy(jur, data, origins, files[-1], seed_text))
 
 
 def checked_jurisdiction(policy: Policy, catalog: Catalog, files: list[str], content_hash: str, head_hash: str,

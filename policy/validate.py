@@ -4,9 +4,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from policy.errors import PolicyIssue, format_path
 from policy.models import Policy, Provenanced, Rule, Unit, UnitGroup
@@ -40,22 +38,19 @@ def expand_group(group: UnitGroup) -> list[Unit]:
     return units
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
+    """A quote or a seed as they are compared: only the text, no spacing or punctuation differences."""
     return _NOT_TEXT.sub("", text)
 
 
-@lru_cache(maxsize=32)
-def _seed_text(path: Path) -> str | None:
-    try:
-        return _normalise(path.read_text(encoding="utf-8"))
-    except OSError:
-        return None
+SeedText = Callable[[str], "str | None"]  # a seed's text by file name, normalised (`normalise`); None if missing
 
 
 class _Checker:
-    def __init__(self, jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str):
+    def __init__(self, jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str, seed_text: SeedText):
         self.jur, self.policy, self.data, self.origins = jur, jur.policy, data, origins
         self.default_file = default_file
+        self.seed_text = seed_text
         self.issues: list[PolicyIssue] = []
         self.levels = sorted(lv.number for lv in self.policy.levels)
 
@@ -303,8 +298,8 @@ class _Checker:
         if source.seed not in declared:
             self.add(loc + (key, "seed"), f"出处文件 '{source.seed}' 未在 sources 中声明; 已声明 {sorted(declared)}")
             return
-        text = _seed_text(seed_path(source.seed))
-        if text is not None and _normalise(source.quote) not in text:
+        text = self.seed_text(source.seed)
+        if text is not None and normalise(source.quote) not in text:
             self.add(loc + (key, "quote"), (
                 f"引文在 {source.seed} 中找不到 — quote not found in the seed: '{source.quote[:40]}'"))
 
@@ -321,11 +316,6 @@ class _Checker:
                 f"{FIELD_LABELS.get(name, name)} {shown} 不在引文中 (\u201c{source.quote[:40]}\u201d): 原文未给出此数时, "
                 f"请写 fields: {{{name}: {{assumption: 理由}}}} — the {name} {shown} is not in its quote; "
                 f"a number the text does not give is an assumption"))
-
-
-def seed_path(seed: str) -> Path:
-    from policy.loader import seeds_dir  # noqa: PLC0415
-    return seeds_dir() / seed
 
 
 def escalation_target(rule: Rule, level: int) -> int | None:
@@ -357,17 +347,18 @@ def _ancestors(units: dict[str, Unit], uid: str | None, limit: int) -> Iterator[
         uid, limit = units[uid].parent, limit - 1
 
 
-def validate_policy(jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str) -> list[PolicyIssue]:
-    return _Checker(jur, data, origins, default_file).run()
+def validate_policy(jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str,
+                    seed_text: SeedText) -> list[PolicyIssue]:
+    return _Checker(jur, data, origins, default_file, seed_text).run()
 
 
-def validate_head_change(jur: "Jurisdiction", default_file: str) -> list[PolicyIssue]:
+def validate_head_change(jur: "Jurisdiction", default_file: str, seed_text: SeedText) -> list[PolicyIssue]:
     """A change outside the units that keeps the levels, the placeholder groups and the sources: the units of
     the valid version it changes cannot fail by it (the same issues as `validate_policy`)."""
-    return _Checker(jur, {}, OriginMap(), default_file).checked(units=False)
+    return _Checker(jur, {}, OriginMap(), default_file, seed_text).checked(units=False)
 
 
 def validate_unit_change(jur: "Jurisdiction", uid: str, before: Unit | None, added: bool,
-                         default_file: str) -> list[PolicyIssue]:
+                         default_file: str, seed_text: SeedText) -> list[PolicyIssue]:
     """One named unit of a valid version changed or added (see _Checker.run_unit_change)."""
-    return _Checker(jur, {}, OriginMap(), default_file).run_unit_change(uid, before, added)
+    return _Checker(jur, {}, OriginMap(), default_file, seed_text).run_unit_change(uid, before, added)

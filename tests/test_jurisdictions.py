@@ -9,7 +9,8 @@ from engine.compiler import compile_policy
 from engine.verify import verify
 from policy.models import Provenanced
 from policy.provenance import provenanced_items
-from policy.validate import _normalise, _seed_text, seed_path
+from policy.loader import seed_text
+from policy.validate import normalise
 
 EXPECTED_UNITS = {
     "karamay": {1: 1, 2: 7, 3: 77},
@@ -67,9 +68,9 @@ def test_every_rule_has_provenance_and_quotes_are_in_their_seeds(bundled):
             assert isinstance(item, Provenanced)
             assert (item.source is None) != (item.assumption is None), (jur.id, loc)
             if item.source is not None:
-                text = _seed_text(seed_path(item.source.seed))
+                text = seed_text(item.source.seed)
                 assert text is not None, f"seed {item.source.seed} missing"
-                assert _normalise(item.source.quote) in text, (jur.id, loc, item.source.quote)
+                assert normalise(item.source.quote) in text, (jur.id, loc, item.source.quote)
             checked += 1
         for ptype in jur.policy.problem_types:  # the items the tables are built from, explicitly
             assert ptype.source or ptype.assumption

@@ -10,7 +10,8 @@ from sqlmodel import Session, select
 from engine.pinned import run_suite
 from policy.errors import PolicyError
 from policy.loader import Loader, TESTS_SUFFIX
-from policy.validate import _normalise, _seed_text, seed_path
+from policy.loader import seed_text
+from policy.validate import normalise
 from store.errors import Invalid
 from store.tables import AuditEntry
 from tests.conftest import BUNDLED
@@ -31,8 +32,8 @@ def test_every_bundled_jurisdiction_ships_a_passing_suite(bundled):
 def test_every_bundled_case_quotes_its_seed(bundled):
     for jur in bundled.values():
         for case in jur.policy.tests:
-            text = _seed_text(seed_path(case.clause.seed))
-            assert text is not None and _normalise(case.clause.quote) in text, (jur.id, case.name)
+            text = seed_text(case.clause.seed)
+            assert text is not None and normalise(case.clause.quote) in text, (jur.id, case.name)
 
 
 def _suite_dir(policy_dir) -> list[dict]:

@@ -211,3 +211,17 @@ def test_publishing_shows_the_counts_a_draft_changes(admin):
     after = http.get(f"/admin/j/karamay/v/{number}/verify")
     table = re.search(r'<table id="provenance-changes">.*?</table>', after.text, re.S).group(0)
     assert "职能部门" in table and "假设" in table
+
+
+def test_validation_reads_the_seed_texts_it_is_given_not_files():
+    """Domain code takes the seed texts as an input (#15 §4): the same policy is valid against the texts that hold
+    its quotes and refused, quote by quote, against texts that do not."""
+    from policy.loader import seed_text  # noqa: PLC0415
+    from policy.validate import validate_policy  # noqa: PLC0415
+    from policy.yamlio import OriginMap  # noqa: PLC0415
+    jur = Loader().build("karamay")
+    assert validate_policy(jur, {}, OriginMap(), "karamay.yaml", seed_text) == []
+    issues = validate_policy(jur, {}, OriginMap(), "karamay.yaml", lambda seed: "另一份文件的文字")
+    sourced = [item for _, item in provenanced_items(jur.policy) if getattr(item, "source", None)]
+    assert sourced and len(issues) >= len(sourced)
+    assert all("quote not found" in i.message for i in issues)
