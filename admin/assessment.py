@@ -13,7 +13,7 @@ from litestar.response import Redirect, Template
 from pydantic import BeforeValidator, Field
 
 from admin.charts import bar_chart, line_chart
-from admin.common import jurisdiction_redirect, page, require, services
+from admin.common import jurisdiction_redirect, page, services
 from admin.forms import FormModel, blank_is_none, read, text
 from store.assessment import INDICATOR_LABELS, RATE_LABELS, Period
 from store.assessment_xlsx import workbook
@@ -42,10 +42,9 @@ def assessment_home(request: Request, user: NamedDependency[Principal],
     return jurisdiction_redirect(request, user, jurisdiction, "assessment")
 
 
-@get("/j/{jid:str}/assessment", sync_to_thread=True)
+@get("/j/{jid:str}/assessment", sync_to_thread=True, opt={"role": "viewer"})
 def assessment_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], period: PeriodQuery = None,
                     level: LevelQuery = None) -> Template:
-    require(user, jid, "viewer")
     s = services(request)
     p = _period(request, jid, period)
     overview = s.assessment.assess(jid, p)
@@ -72,10 +71,9 @@ def assessment_page(request: Request, user: NamedDependency[Principal], jid: Fro
                 drafts=[v.number for v in versions if v.status == "draft"])
 
 
-@get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True)
+@get("/j/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True, opt={"role": "viewer"})
 def assessment_unit(request: HTMXRequest, user: NamedDependency[Principal], jid: FromPath[str], unit: FromPath[str],
                     period: PeriodQuery = None) -> Template:
-    require(user, jid, "viewer")
     p = _period(request, jid, period)
     explanation = services(request).assessment.explain(jid, p, unit)
     template = "assessment_unit_detail.html" if request.htmx else "assessment_unit.html"
@@ -84,10 +82,9 @@ def assessment_unit(request: HTMXRequest, user: NamedDependency[Principal], jid:
                 step_names={s.id: s.name for w in jur.policy.workflows for s in w.steps})
 
 
-@get("/j/{jid:str}/assessment.xlsx", sync_to_thread=True)
+@get("/j/{jid:str}/assessment.xlsx", sync_to_thread=True, opt={"role": "viewer"})
 def assessment_export(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                       period: PeriodQuery = None, level: LevelQuery = None) -> Response:
-    require(user, jid, "viewer")
     p = _period(request, jid, period)
     result = services(request).assessment.assess(jid, p, level)
     return Response(workbook(result), media_type=XLSX_MEDIA_TYPE,
@@ -104,9 +101,8 @@ class RecordForm(FormModel):
     note: str = text("说明", 2000, required=False)
 
 
-@post("/j/{jid:str}/assessment/records")
+@post("/j/{jid:str}/assessment/records", opt={"role": "editor"})
 async def assessment_record(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
-    require(user, jid, "editor")
     (form,) = read(await request.form(), (RecordForm, ""))
     p = Period.parse(form.period)
     await sync_to_thread(services(request).assessment.record, jid, p, form.unit, form.kind, form.score, user.name,

@@ -109,7 +109,7 @@ class BulkForm(FormModel):
             {} if self.set_persuade == "keep" else {"persuade_first": self.set_persuade == "yes"})
 
 
-@post("/j/{jid:str}/v/{number:int}/types/bulk")
+@post("/j/{jid:str}/v/{number:int}/types/bulk", opt={"role": "editor"})
 async def bulk_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                     number: Number) -> Template:
     """Set level, departments and/or persuade-first on every selected type: one save, or a message and no change."""
@@ -205,7 +205,7 @@ def _apply_rows(document: dict, rows: list[tuple[int, dict[str, str]]], levels: 
     return lines, issues, changes
 
 
-@post("/j/{jid:str}/v/{number:int}/types/import")
+@post("/j/{jid:str}/v/{number:int}/types/import", opt={"role": "editor"})
 async def types_import(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                        number: Number) -> Template:
     """An edited workbook back onto the draft: a preview, or every problem by row and column; `action=apply`

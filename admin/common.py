@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, TypeVar
 
 from litestar import Request, Response
+from litestar.concurrency import sync_to_thread
+from litestar.connection import ASGIConnection
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, PathParameter
 from litestar.plugins.htmx import ClientRedirect, HTMXDetails
 from litestar.response import Redirect, Template
@@ -35,7 +38,7 @@ class LoginRequired(Exception):
     """No valid session: pages redirect to the sign-in form."""
 
 
-def services(request: Request):
+def services(request: ASGIConnection):
     return request.app.state.services
 
 
@@ -43,14 +46,27 @@ def session_data(user: Principal) -> dict:
     return {"uid": user.id, "grants": user.grants}
 
 
-def current_user(request: Request) -> Principal:
+def current_user(request: ASGIConnection) -> Principal:
+    """The signed-in user (read once per request: the role guard and the handler's `user` share it)."""
+    known = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
     uid = request.session.get("uid") if request.session else None
     user = principal(services(request).policies.engine, uid) if isinstance(uid, int) else None
     if user is None:
         raise LoginRequired
     if request.session.get("grants") != user.grants:  # roles changed since sign-in: a fresh session id
         renew_session(request, session_data(user))
+    request.state.principal = user
     return user
+
+
+async def role_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """A page declared with `opt={"role": …}` needs that role in the jurisdiction of its path: checked before the
+    handler runs or reads a form (a sign-in page or one without a role passes)."""
+    needed = handler.opt.get("role")
+    if needed is not None:
+        require(await sync_to_thread(current_user, connection), connection.path_params["jid"], needed)
 
 
 def require(user: NamedDependency[Principal], jid: FromPath[str], role: str) -> None:

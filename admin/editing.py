@@ -26,8 +26,8 @@ from litestar.plugins.htmx import ClientRedirect, ClientRefresh, HTMXRequest, HT
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 from litestar.response import Template
 
-from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, require,
-                          services, uploaded)
+from admin.common import (FormInvalid, Number, Refused, attempt, dom_id, field_errors, form_revision, page, services,
+                          uploaded)
 from admin.forms import Checkbox, FormModel, Lines, NewId, blank_is_none, provenance, read, text
 from policy import words
 from policy.catalog import search_score
@@ -74,8 +74,7 @@ class Editing:
         return services(self.request).policies
 
     def version(self, write: bool = False) -> PolicyVersion:
-        if write:
-            require(self.user, self.jid, "editor")
+        """The version edited or shown; `write`: it must be a draft (the editor role is the handler's guard)."""
         version = self.policies.get_version(self.jid, self.number)
         if write and version.status != "draft":
             raise Conflict(f"v{self.number} 已发布, 不可修改; 请先新建草稿", field="number")
@@ -415,7 +414,7 @@ def _item_page(ctx: Editing, version: PolicyVersion, kind: str, key: str, templa
                                         dom=_dom(kind, key), **extra))
 
 
-@get("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}", sync_to_thread=True)
+@get("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}", sync_to_thread=True, opt={"role": "editor"})
 def item_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
               kind: FromPath[str], key: FromPath[str]) -> Template:
     """An item's form (a table row opens it in place)."""
@@ -438,20 +437,20 @@ async def _posted(request: Request, user: Principal, jid: str, number: int, kind
     return await sync_to_thread(_change, Editing(request, user, jid, number), kind, key, data, check_only, remove)
 
 
-@post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}/check")
+@post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}/check", opt={"role": "editor"})
 async def item_check(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                      kind: FromPath[str], key: FromPath[str]) -> Response:
     """Validation as the admin types: only the messages next to the fields are swapped."""
     return await _posted(request, user, jid, number, kind, key, check_only=True)
 
 
-@post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}")
+@post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}", opt={"role": "editor"})
 async def item_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                     kind: FromPath[str], key: FromPath[str]) -> Response:
     return await _posted(request, user, jid, number, kind, key)
 
 
-@post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}/delete")
+@post("/j/{jid:str}/v/{number:int}/e/{kind:str}/{key:str}/delete", opt={"role": "editor"})
 async def item_delete(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                       kind: FromPath[str], key: FromPath[str]) -> Response:
     return await _posted(request, user, jid, number, kind, key, remove=True)
@@ -551,7 +550,7 @@ def unit_form(request: Request, user: NamedDependency[Principal], jid: FromPath[
     return page("edit_unit_form.html", **ctx.context(version, item=item, dom=_dom("units", key), key=key))
 
 
-@post("/j/{jid:str}/v/{number:int}/units/import")
+@post("/j/{jid:str}/v/{number:int}/units/import", opt={"role": "editor"})
 async def unit_import(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                       number: Number) -> Response:
     """A CSV or .xlsx of id,name,level,parent onto the draft: merged (add, rename, move the rows given) unless

@@ -14,7 +14,7 @@ from litestar.response import Redirect, Template
 from shapely.geometry import shape
 from sqlmodel import Session, col, select
 
-from admin.common import Number, form_revision, page, require, services
+from admin.common import Number, form_revision, page, services
 from store import boundaries, webhooks
 from store.cases import CLOSED
 from store.errors import StoreError
@@ -71,18 +71,16 @@ def grid_map(request: Request, jid: str) -> dict:
     return {"version": version, "units": drawn, "cases": cases, "height": height}
 
 
-@get("/j/{jid:str}/map", sync_to_thread=True)
+@get("/j/{jid:str}/map", sync_to_thread=True, opt={"role": "viewer"})
 def map_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
-    require(user, jid, "viewer")
     name = services(request).policies.router(jid).jur.policy.name
     return page("geo_map.html", user=user, jid=jid, name=name, width=MAP_WIDTH, max_cases=MAX_CASES,
                 **grid_map(request, jid))
 
 
 # --- boundary upload onto a draft
-@get("/j/{jid:str}/v/{number:int}/boundaries", sync_to_thread=True)
+@get("/j/{jid:str}/v/{number:int}/boundaries", sync_to_thread=True, opt={"role": "viewer"})
 def boundaries_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Template:
-    require(user, jid, "viewer")
     policies = services(request).policies
     version = policies.get_version(jid, number)
     row = boundaries.stored(policies.engine, jid, number)
@@ -91,11 +89,10 @@ def boundaries_page(request: Request, user: NamedDependency[Principal], jid: Fro
                 editable=version.status == "draft" and user.can(jid, "editor"))
 
 
-@post("/j/{jid:str}/v/{number:int}/boundaries", request_max_body_size=MAX_UPLOAD)
+@post("/j/{jid:str}/v/{number:int}/boundaries", request_max_body_size=MAX_UPLOAD, opt={"role": "editor"})
 async def boundaries_upload(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                             number: Number) -> Response:
     """A preview (matched units, unmatched or overlapping features, errors); saved only on a confirmed clean one."""
-    require(user, jid, "editor")
     policies = services(request).policies
     data = await request.form()
     upload = data.get("file")
@@ -125,16 +122,14 @@ def _webhooks_page(request: Request, user: Principal, jid: str, status: int = 20
                 form=form or {}, editable=user.can(jid, "publisher"))
 
 
-@get("/j/{jid:str}/webhooks", sync_to_thread=True)
+@get("/j/{jid:str}/webhooks", sync_to_thread=True, opt={"role": "viewer"})
 def webhooks_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
-    require(user, jid, "viewer")
     services(request).policies.router(jid)  # 404 for an unknown jurisdiction
     return _webhooks_page(request, user, jid)
 
 
-@post("/j/{jid:str}/webhooks")
+@post("/j/{jid:str}/webhooks", opt={"role": "publisher"})
 async def webhooks_create(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Response:
-    require(user, jid, "publisher")
     data = await request.form()
     url, kinds = str(data.get("url") or ""), [str(k) for k in data.getall("kinds", [])]
     description = str(data.get("description") or "")
@@ -149,17 +144,15 @@ async def webhooks_create(request: Request, user: NamedDependency[Principal], ji
     return page_
 
 
-@post("/j/{jid:str}/webhooks/{sub_id:int}/delete", sync_to_thread=True)
+@post("/j/{jid:str}/webhooks/{sub_id:int}/delete", sync_to_thread=True, opt={"role": "publisher"})
 def webhooks_delete(request: Request, user: NamedDependency[Principal], jid: FromPath[str], sub_id: Number) -> Redirect:
-    require(user, jid, "publisher")
     webhooks.unsubscribe(services(request).policies.engine, jid, sub_id, user.name)
     return Redirect(f"/admin/j/{jid}/webhooks")
 
 
-@post("/j/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=True)
+@post("/j/{jid:str}/webhooks/deliveries/{delivery_id:int}/redeliver", sync_to_thread=True, opt={"role": "publisher"})
 def webhooks_redeliver(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                        delivery_id: Number) -> Response:
-    require(user, jid, "publisher")
     try:
         webhooks.redeliver(services(request).policies.engine, jid, delivery_id, user.name)
     except StoreError as err:

@@ -12,7 +12,7 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Template
 
 from admin.charts import bar_chart, line_chart
-from admin.common import Number, page, require, services
+from admin.common import Number, page, services
 from engine.compiler import CompiledPolicy
 from engine.verify import escalation_edges
 from policy.diff import compare
@@ -56,10 +56,9 @@ def escalation_graph(compiled: CompiledPolicy) -> dict:
 
 
 # --- impact preview (fragment on the verify page; a page of its own without htmx)
-@get("/j/{jid:str}/v/{number:int}/impact", sync_to_thread=True)
+@get("/j/{jid:str}/v/{number:int}/impact", sync_to_thread=True, opt={"role": "viewer"})
 def impact(request: HTMXRequest, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
            days: Annotated[str | None, QueryParameter(max_length=20)] = None) -> Template:
-    require(user, jid, "viewer")
     s = services(request).policies
     version = s.get_version(jid, number)
     report = replay_version(s, version, parse_days(days))
@@ -148,10 +147,9 @@ def _whole(text: str | None, field: str, label: str, low: int = 1) -> int | None
     return int(text)
 
 
-@get("/cases/{jid:str}", sync_to_thread=True)
+@get("/cases/{jid:str}", sync_to_thread=True, opt={"role": "viewer"})
 def cases_dashboard(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                     days: Annotated[str | None, QueryParameter(max_length=20)] = None) -> Template:
-    require(user, jid, "viewer")
     s = services(request).policies
     jur = s.router(jid).jur
     engine = s.engine
@@ -167,13 +165,12 @@ def cases_dashboard(request: Request, user: NamedDependency[Principal], jid: Fro
                 units=units, unit_count=unit_count, unit_names={u.id: u.name for u in jur.units.values()}, chart=chart)
 
 
-@get("/cases/{jid:str}/list", sync_to_thread=True)
+@get("/cases/{jid:str}/list", sync_to_thread=True, opt={"role": "viewer"})
 def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                state_: Annotated[str | None, QueryParameter(name="state", max_length=20)] = None,
                level: Annotated[str | None, QueryParameter(max_length=20)] = None,
                unit: Annotated[str | None, QueryParameter(max_length=128)] = None,
                page_: Annotated[str | None, QueryParameter(name="page", max_length=20)] = None) -> Template:
-    require(user, jid, "viewer")
     state = state_ or "all"
     if state not in STATES:
         states = "、".join(f"{k} ({v})" for k, v in STATES.items())
@@ -193,9 +190,8 @@ def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath
                                                           key=lambda lv: lv.number))
 
 
-@get("/cases/{jid:str}/{case_id:int}", sync_to_thread=True)
+@get("/cases/{jid:str}/{case_id:int}", sync_to_thread=True, opt={"role": "viewer"})
 def case_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], case_id: Number) -> Template:
-    require(user, jid, "viewer")
     record, events, clocks = services(request).cases.get(case_id)
     if record.jurisdiction != jid:
         raise NotFound(f"辖区 {jid} 没有案件 {case_id}", field="id")

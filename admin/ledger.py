@@ -13,7 +13,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart
-from admin.common import Number, is_htmx, jurisdiction_redirect, page, require, services
+from admin.common import Number, is_htmx, jurisdiction_redirect, page, services
 from api.ledger import current_period, ledger_services
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cadences import STATUS_LABELS
@@ -53,11 +53,10 @@ def ledger_home(request: Request, user: NamedDependency[Principal],
 
 
 # --- objects
-@get("/j/{jid:str}/ledger", sync_to_thread=True)
+@get("/j/{jid:str}/ledger", sync_to_thread=True, opt={"role": "viewer"})
 def objects_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], q: Text = None,
                  unit: Text = None, kind: Text = None, source_class: Annotated[str | None, QueryParameter(name="class", max_length=8)] = None,
                  page_no: Annotated[int, QueryParameter(name="page", ge=1, le=100_000)] = 1) -> Template:
-    require(user, jid, "viewer")
     ledger = _ledger(request).ledger
     total, rows = ledger.search_objects(jid, q, unit or None, kind or None, source_class or None, PAGE, (page_no - 1) * PAGE)
     context = {**_context(request, jid), "user": user, "rows": rows, "total": total, "page_no": page_no,
@@ -66,10 +65,9 @@ def objects_page(request: Request, user: NamedDependency[Principal], jid: FromPa
     return page("ledger_objects_rows.html" if is_htmx(request) else "ledger_objects.html", **context)
 
 
-@get("/j/{jid:str}/ledger/objects/{object_id:int}", sync_to_thread=True)
+@get("/j/{jid:str}/ledger/objects/{object_id:int}", sync_to_thread=True, opt={"role": "viewer"})
 def object_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], object_id: Number,
                 saved: Annotated[bool, QueryParameter()] = False) -> Template:
-    require(user, jid, "viewer")
     return _object_page(request, user, jid, object_id, {}, saved=saved)
 
 
@@ -83,9 +81,8 @@ def _object_page(request: Request, user: Principal, jid: str, object_id: int, er
                 form=form or obj.model_dump(), editable=user.can(jid, "editor"), activity_labels=ACTIVITY_LABELS)
 
 
-@post("/j/{jid:str}/ledger/objects/{object_id:int}")
+@post("/j/{jid:str}/ledger/objects/{object_id:int}", opt={"role": "editor"})
 async def object_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], object_id: Number) -> Response:
-    require(user, jid, "editor")
     form = await request.form()
     data = {k: str(form.get(k, ""))[:1000] for k in OBJECT_FIELDS if k in form and k != "registered_on"}
     try:
@@ -95,15 +92,13 @@ async def object_save(request: Request, user: NamedDependency[Principal], jid: F
     return Redirect(f"/admin/j/{jid}/ledger/objects/{object_id}?saved=true")
 
 
-@get("/j/{jid:str}/ledger/new", sync_to_thread=True)
+@get("/j/{jid:str}/ledger/new", sync_to_thread=True, opt={"role": "editor"})
 def object_new(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
-    require(user, jid, "editor")
     return page("ledger_object_new.html", **_context(request, jid), user=user, form={}, errors={})
 
 
-@post("/j/{jid:str}/ledger/new")
+@post("/j/{jid:str}/ledger/new", opt={"role": "editor"})
 async def object_create(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Response:
-    require(user, jid, "editor")
     form = await request.form()
     data = {k: str(form.get(k, ""))[:1000] for k in OBJECT_FIELDS}
     try:
@@ -115,15 +110,13 @@ async def object_create(request: Request, user: NamedDependency[Principal], jid:
 
 
 # --- import: upload → preview (errors per row, nothing saved) → confirm
-@get("/j/{jid:str}/ledger/import", sync_to_thread=True)
+@get("/j/{jid:str}/ledger/import", sync_to_thread=True, opt={"role": "editor"})
 def import_form(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Template:
-    require(user, jid, "editor")
     return page("ledger_import.html", **_context(request, jid), user=user, preview=None, errors=[], payload="")
 
 
-@post("/j/{jid:str}/ledger/import")
+@post("/j/{jid:str}/ledger/import", opt={"role": "editor"})
 async def import_post(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Response:
-    require(user, jid, "editor")
     form = await request.form()
     ledger = _ledger(request).ledger
     upload = form.get("file")
@@ -149,13 +142,12 @@ async def import_post(request: Request, user: NamedDependency[Principal], jid: F
 
 
 # --- patrol records
-@get("/j/{jid:str}/patrols", sync_to_thread=True)
+@get("/j/{jid:str}/patrols", sync_to_thread=True, opt={"role": "viewer"})
 def patrols_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], unit: Text = None,
                  from_: Annotated[date | None, QueryParameter(name="from")] = None,
                  to: Annotated[date | None, QueryParameter()] = None,
                  page_no: Annotated[int, QueryParameter(name="page", ge=1, le=100_000)] = 1,
                  saved: Annotated[int | None, QueryParameter(ge=1)] = None) -> Template:
-    require(user, jid, "viewer")
     return _patrols_page(request, user, jid, unit, from_, to, page_no, {}, {}, saved=saved)
 
 
@@ -177,9 +169,8 @@ def _ids(text: str, field: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-@post("/j/{jid:str}/patrols")
+@post("/j/{jid:str}/patrols", opt={"role": "editor"})
 async def patrol_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Response:
-    require(user, jid, "editor")
     form = {k: str(v)[:2000] for k, v in (await request.form()).items()}
     try:
         try:
@@ -205,11 +196,10 @@ async def patrol_save(request: Request, user: NamedDependency[Principal], jid: F
 
 
 # --- cadence compliance
-@get("/j/{jid:str}/cadences", sync_to_thread=True)
+@get("/j/{jid:str}/cadences", sync_to_thread=True, opt={"role": "viewer"})
 def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                   period: Annotated[str | None, QueryParameter(max_length=16)] = None, unit: Text = None,
                   status: Annotated[str | None, QueryParameter(max_length=16)] = None) -> Template:
-    require(user, jid, "viewer")
     service = _ledger(request).cadences
     p = current_period(period or None)
     result = service.compliance(jid, p, unit=unit or None)
@@ -228,10 +218,9 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
                 cadences={c["id"]: c for c in result["cadences"]}, trend=trend)
 
 
-@get("/j/{jid:str}/patrol-summary.xlsx", sync_to_thread=True)
+@get("/j/{jid:str}/patrol-summary.xlsx", sync_to_thread=True, opt={"role": "viewer"})
 def summary_export(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
                    period: Annotated[str | None, QueryParameter(max_length=16)] = None, unit: Text = None) -> Response:
-    require(user, jid, "viewer")
     services_ = _ledger(request)
     p = current_period(period or None)
     data = patrol_summary(services_.ledger, services_.cadences, jid, p, unit or None)

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
 
-from admin.common import Number, page, require, services
+from admin.common import Number, page, services
 from policy.provenance import FIELD_LABELS, KIND_LABELS, STATUS_LABELS, changed_counts, report
 from store.errors import Invalid
 from store.tables import PolicyVersion
@@ -38,10 +38,9 @@ def _check(value: str | None, valid: dict, field: str) -> str | None:
     return value or None
 
 
-@get("/j/{jid:str}/v/{number:int}/provenance", sync_to_thread=True)
+@get("/j/{jid:str}/v/{number:int}/provenance", sync_to_thread=True, opt={"role": "viewer"})
 def provenance_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number,
                     status: Filter = None, kind: Filter = None, field: Filter = None, q: Filter = None) -> Template:
-    require(user, jid, "viewer")
     version = services(request).policies.get_version(jid, number)
     status, kind = _check(status, STATUS_LABELS, "status"), _check(kind, KIND_LABELS, "kind")
     field = _check(field, FIELD_LABELS | {"item": "条目"}, "field")

@@ -41,7 +41,7 @@ from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, s
 from admin import assessment, audit, bulk, editing, geo, insight, ledger, provenance, publishing, users
 from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, Refused, attempt,
                           bad_request, csrf_error, current_user, dom_id, form_revision, login_redirect, page,
-                          register_words, require, services, session_data, store_error)
+                          register_words, role_guard, services, session_data, store_error)
 
 
 # --- sign-in
@@ -109,9 +109,8 @@ def _jurisdiction_page(request: Request, user: Principal, jid: str, status: int 
                 history_labels=publishing.HISTORY_ACTIONS, **extra)
 
 
-@post("/j/{jid:str}/drafts", sync_to_thread=True)
+@post("/j/{jid:str}/drafts", sync_to_thread=True, opt={"role": "editor"})
 def new_draft(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Redirect:
-    require(user, jid, "editor")
     version = services(request).policies.create_draft(jid, user.name)
     return Redirect(f"/admin/j/{jid}/v/{version.number}")
 
@@ -149,10 +148,9 @@ def verify_page(request: Request, user: NamedDependency[Principal], jid: FromPat
     return _verify_page(request, user, jid, services(request).policies.get_version(jid, number))
 
 
-@post("/j/{jid:str}/v/{number:int}/publish")
+@post("/j/{jid:str}/v/{number:int}/publish", opt={"role": "publisher"})
 async def publish(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
     """Publish, first accepting the new outcomes of the pinned cases the publisher ticked (each audited)."""
-    require(user, jid, "publisher")
     form = await request.form()
     note = str(form.get("note", ""))[:2000]
     accepted = [str(name)[:200] for name in form.getall("accept", [])][:500]
@@ -168,10 +166,9 @@ async def publish(request: Request, user: NamedDependency[Principal], jid: FromP
     return Redirect(f"/admin/j/{jid}")
 
 
-@post("/j/{jid:str}/v/{number:int}/rollback")
+@post("/j/{jid:str}/v/{number:int}/rollback", opt={"role": "publisher"})
 async def rollback(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
     """Rollback asks for a reason and a confirmation; the reason goes to the audit log and the history."""
-    require(user, jid, "publisher")
     form = await request.form()
     s = services(request).policies
     done = await sync_to_thread(attempt, lambda: s.rollback(jid, number, user.name, publishing.rollback_reason(form)))
@@ -265,6 +262,7 @@ def admin_parts(engine: Engine) -> AdminParts:
                         *provenance.ROUTES, *publishing.ROUTES, *bulk.ROUTES, *ledger.ROUTES, *geo.ROUTES,
                         *audit.ROUTES],
         dependencies={"user": Provide(current_user, sync_to_thread=True)},
+        guards=[role_guard],
         middleware=[session.middleware, DefineMiddleware(CSRFMiddleware, config=csrf)],
         exception_handlers={LoginRequired: login_redirect, StoreError: store_error,
                             PermissionDeniedException: csrf_error, ValidationException: bad_request},

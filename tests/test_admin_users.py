@@ -90,3 +90,30 @@ def test_bad_role_and_password_changes_change_nothing(engine):
             call()
     assert authenticate(engine, "li", "long-password").roles == {"karamay": "viewer"}
     assert [u.name for u in list_users(engine)] == ["li"]
+
+
+def test_every_admin_change_declares_the_role_its_guard_checks(tmp_path):
+    """Roles are checked by one guard from what each handler declares (#15 §4: guards, not a `require` call per
+    handler): every admin handler that changes something in a jurisdiction of its path declares the role it needs,
+    and the guard refuses a signed-in viewer before the handler runs."""
+    from litestar.testing import TestClient  # noqa: PLC0415
+
+    from api.app import create_app  # noqa: PLC0415
+    app = create_app(f"sqlite:///{tmp_path / 'roles.db'}", background=False)
+    undeclared = [(route.path, handler.handler_name) for route in app.routes if route.path.startswith("/admin/j/{jid")
+                  for handler in getattr(route, "route_handlers", ())
+                  if handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"} and "role" not in handler.opt]
+    assert undeclared == []
+    engine = app.state.services.policies.engine
+    create_user(engine, "看看", "password-123", False, {"karamay": "viewer"}, "test")
+    with TestClient(app) as client:
+        form = client.get("/admin/login")
+        token = form.cookies.get("gp_csrf")
+        signed = client.post("/admin/login", data={"name": "看看", "password": "password-123"},
+                             headers={"X-CSRFToken": token}, follow_redirects=False)
+        assert signed.status_code in (302, 303)
+        assert client.get("/admin/j/karamay/assessment").status_code == 200  # a viewer may look
+        refused = client.post("/admin/j/karamay/drafts", headers={"X-CSRFToken": token})
+        assert refused.status_code == 403 and "编辑" in refused.text
+        assert client.get("/admin/j/karamay/v/1/e/units/kmy-l3-01").status_code == 403  # an editor's form
+    engine.dispose()
