@@ -2,6 +2,7 @@
 backend that never lets a client choose its session id."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,13 +30,33 @@ class DatabaseStore(Store):
             return None
         return utcnow() + (expires_in if isinstance(expires_in, timedelta) else timedelta(seconds=expires_in))
 
+    # Every admin request reads (and renews) its session: the database work runs in a thread, never on the event loop
+    # (a write may wait for SQLite's write lock).
     async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        await asyncio.to_thread(self._set, key, value, expires_in)
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        return await asyncio.to_thread(self._get, key, renew_for)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._delete, key)
+
+    async def delete_all(self) -> None:
+        await asyncio.to_thread(self._delete, None)
+
+    async def exists(self, key: str) -> bool:
+        return await self.get(key) is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        return await asyncio.to_thread(self._expires_in, key)
+
+    def _set(self, key: str, value: str | bytes, expires_in: int | timedelta | None) -> None:
         with Session(self.engine) as session:
             session.merge(AdminSession(key=key, value=value.encode() if isinstance(value, str) else value,
                                        expires_at=self._expiry(expires_in)))
             session.commit()
 
-    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+    def _get(self, key: str, renew_for: int | timedelta | None) -> bytes | None:
         with Session(self.engine) as session:
             row = session.get(AdminSession, key)
             if row is None:
@@ -50,20 +71,14 @@ class DatabaseStore(Store):
                 session.commit()
             return row.value
 
-    async def delete(self, key: str) -> None:
+    def _delete(self, key: str | None) -> None:
+        """The session `key`, or every session (None)."""
         with Session(self.engine) as session:
-            session.exec(delete(AdminSession).where(AdminSession.key == key))
+            session.exec(delete(AdminSession).where(AdminSession.key == key) if key is not None else
+                         delete(AdminSession))
             session.commit()
 
-    async def delete_all(self) -> None:
-        with Session(self.engine) as session:
-            session.exec(delete(AdminSession))
-            session.commit()
-
-    async def exists(self, key: str) -> bool:
-        return await self.get(key) is not None
-
-    async def expires_in(self, key: str) -> int | None:
+    def _expires_in(self, key: str) -> int | None:
         with Session(self.engine) as session:
             row = session.get(AdminSession, key)
         if row is None or row.expires_at is None:

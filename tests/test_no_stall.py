@@ -75,6 +75,27 @@ def test_health_and_routing_answer_while_intakes_wait_for_the_database(server):
     assert _count(base, auth) == before + 6
 
 
+def test_an_admin_page_whose_session_waits_for_the_database_stalls_nothing(server):
+    """Each admin request reads and renews its session row (a write): while that waits for the lock, in a thread,
+    /health still answers (before, the session store wrote on the event loop and held up the whole worker)."""
+    from store.users import create_user  # noqa: PLC0415
+    base, _, path = server
+    engine = make_engine(f"sqlite:///{path}")
+    create_user(engine, "值班员", "password-123", False, {"karamay": "viewer"}, "test")
+    engine.dispose()
+    with httpx.Client(base_url=base, timeout=60) as admin, ThreadPoolExecutor(1) as pool:
+        token = admin.get("/admin/login").cookies.get("gp_csrf")
+        signed = admin.post("/admin/login", data={"name": "值班员", "password": "password-123"},
+                            headers={"X-CSRFToken": token})
+        assert signed.status_code in (302, 303) and "login" not in signed.headers["location"]
+        with write_lock(path):
+            page = pool.submit(admin.get, "/admin/j/karamay/assessment")
+            time.sleep(1)  # the page's session renewal waits for the lock
+            health = httpx.get(f"{base}/health", timeout=WRITE_WAIT / 2)
+            assert health.status_code == 200 and not page.done()
+        assert page.result().status_code == 200
+
+
 def test_a_write_waiting_beyond_its_budget_is_refused_and_writes_nothing(server):
     base, auth, path = server
     before = _count(base, auth)
