@@ -110,26 +110,23 @@ def _check_json(text: str) -> None:
             _check_text(value, path or "body")
 
 
-def _check_repeats(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """A query parameter given twice is refused unless the handler takes a list of it (the framework would quietly
-    keep one of the values)."""
+def _check_query(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """A query parameter the operation does not take is refused on /v1 (a misspelt filter would otherwise be
+    ignored and the answer look right); one given twice is refused unless the operation takes a list of it (the
+    framework would quietly keep one of the values)."""
     params = connection.query_params
+    if not params:
+        return
+    taken = {p.field_alias: p for p in handler.create_kwargs_model(
+        dict.fromkeys(connection.path_params)).expected_query_params}  # type: ignore[arg-type]
+    strict = connection.url.path.startswith("/v1/")
     for name in params:
-        if len(params.getall(name)) > 1:
-            declared = handler.parsed_fn_signature.parameters.get(_python_name(handler, name))
-            many = declared is not None and (declared.is_non_string_collection or declared.is_optional and any(
-                t.is_non_string_collection for t in declared.inner_types))  # list[str] | None
-            if not many:
-                raise InputRefused(f"查询参数 {name[:40]} 重复 — repeated query parameter", field=name[:40])
-
-
-def _python_name(handler: BaseRouteHandler, query_name: str) -> str:
-    """The handler's parameter for a query name (`from` is declared as `from_` with QueryParameter(name="from"))."""
-    for python_name, field in handler.parsed_fn_signature.parameters.items():
-        kwarg = field.kwarg_definition
-        if getattr(kwarg, "query", None) == query_name:
-            return python_name
-    return query_name
+        param = taken.get(name)
+        if param is None and strict:
+            raise InputRefused(f"未知的查询参数 '{name[:40]}' — unknown query parameter; 可用 accepted: "
+                               f"{', '.join(sorted(taken)) or '无 none'}", field=name[:40] or "query")
+        if len(params.getall(name)) > 1 and not (param is not None and param.is_sequence):
+            raise InputRefused(f"查询参数 {name[:40]} 重复 — repeated query parameter", field=name[:40] or "query")
 
 
 def _check_if_match(value: str | None) -> None:
@@ -145,7 +142,7 @@ async def input_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> 
     database out of range."""
     for name, value in connection.query_params.multi_items():
         _check_text(value, name)
-    _check_repeats(connection, handler)
+    _check_query(connection, handler)
     if not isinstance(connection, Request) or connection.method not in WRITES:
         return
     _check_if_match(connection.headers.get("If-Match"))
