@@ -514,7 +514,7 @@ def health(services: NamedDependency[Services]) -> Response:
     active version is still being built here (in the background: a request that needs one waits for it within its
     read budget)."""
     try:
-        services.policies.warm()
+        services.policies.ping()
         db = "ok"
     except Exception as exc:  # noqa: BLE001 - health reports any database failure
         db = f"error: {exc.__class__.__name__}"

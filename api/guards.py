@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl
@@ -110,6 +111,12 @@ def _check_json(text: str) -> None:
             _check_text(value, path or "body")
 
 
+@lru_cache(maxsize=1024)  # one model per handler and path; a handler is kept here, so its identity is never reused
+def _query_params_taken(handler: BaseRouteHandler, path_params: tuple[str, ...]) -> dict[str, Any]:
+    model = handler.create_kwargs_model(dict.fromkeys(path_params))  # type: ignore[arg-type]
+    return {param.field_alias: param for param in model.expected_query_params}
+
+
 def _check_query(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """A query parameter the operation does not take is refused on /v1 (a misspelt filter would otherwise be
     ignored and the answer look right); one given twice is refused unless the operation takes a list of it (the
@@ -117,8 +124,7 @@ def _check_query(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     params = connection.query_params
     if not params:
         return
-    taken = {p.field_alias: p for p in handler.create_kwargs_model(
-        dict.fromkeys(connection.path_params)).expected_query_params}  # type: ignore[arg-type]
+    taken = _query_params_taken(handler, tuple(connection.path_params))
     strict = connection.url.path.startswith("/v1/")
     for name in params:
         param = taken.get(name)

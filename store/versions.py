@@ -212,6 +212,12 @@ class PolicyStore:
             # verified when published
             return self.registry.load(jur, activate=self._wanted.get(jid) == content_hash, check=False)
 
+    def ping(self) -> None:
+        """One round trip to the database (raises if it does not answer); builds nothing, so a health probe
+        costs the same whatever the number of versions."""
+        with self.reader.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
     def loading(self) -> list[str]:
         """Jurisdictions whose active version is still being built here."""
         with self._serving:

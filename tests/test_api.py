@@ -5,6 +5,7 @@ import time
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import event
 
 from api.app import create_app
 from store.apikeys import create_key
@@ -27,9 +28,26 @@ def route_body(**extra):
     return {"jurisdiction": "karamay", "problem_type": "医疗废物处置", "unit": "kmy-l3-01", **extra}
 
 
+def test_health_asks_the_database_once(client):
+    engine = client.app.state.services.policies.engine
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement, *_):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        health = client.get("/health").json()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # a probe polled every few seconds by a load balancer costs one round trip, not a refresh of every version
+    assert [s for s in statements if s != "BEGIN"] == ["SELECT 1"] and health["status"] == "ok"
+
+
 def test_health_and_openapi(client):
     health = client.get("/health").json()
     assert health["status"] == "ok"
+    client.app.state.services.policies.warm()  # what a server's background loop does at start
     for _ in range(600):  # healthy before the versions are built: they are, in the background, and then listed
         if not health["loading"]:
             break
