@@ -251,10 +251,9 @@ def _distinct_actions(decision: Any) -> list[dict]:
     return list(out.values())
 
 
-def _case_state(record: Any) -> str:
-    """A case's status in words: the name of the workflow step it is in (its decision names them), 已受理, 已结案."""
-    steps = {d.step: d.name for d in record.decision.deadlines}
-    return steps.get(record.status) or words.label(record.status, "state")
+def _case_state(record: Any, step_names: dict[str, str]) -> str:
+    """A case's status in words: the name of the workflow step it is in (`CaseService.step_names`), 已受理, 已结案."""
+    return step_names.get(record.status) or words.label(record.status, "state")
 
 
 def register_words(env: Environment) -> None:

@@ -184,8 +184,9 @@ def cases_list(request: Request, user: NamedDependency[Principal], jid: FromPath
     query = {"state": state, "level": level or "", "unit": unit or ""}
     now = utcnow()  # an overdue case escalated runs a fresh clock at its new level: its due time is ahead
     restarted = {r.id for r in rows if r.overdue and r.due_at is not None and as_utc(r.due_at) > now}
+    names = {r.id: services(request).cases.names(r) for r in rows}
     return page("cases_list.html", user=user, jid=jid, rows=rows, total=total, page_number=number, pages=pages,
-                restarted=restarted,
+                restarted=restarted, names=names,
                 query=query, states=STATES, levels=sorted(services(request).policies.router(jid).jur.policy.levels,
                                                           key=lambda lv: lv.number))
 
@@ -195,9 +196,10 @@ def case_page(request: Request, user: NamedDependency[Principal], jid: FromPath[
     record, events, clocks = services(request).cases.get(case_id)
     if record.jurisdiction != jid:
         raise NotFound(f"辖区 {jid} 没有案件 {case_id}", field="id")
-    steps = {d.step: d.name for d in record.decision.deadlines} | CASE_STATE_LABELS
+    decision = services(request).policies.decision(record.stored_decision)
+    steps = {d.step: d.name for d in decision.deadlines} | CASE_STATE_LABELS
     return page("cases_case.html", user=user, jid=jid, record=record, events=events, clocks=clocks, steps=steps,
-                labels=CASE_EVENT_LABELS, decision=record.decision)
+                labels=CASE_EVENT_LABELS, decision=decision)
 
 
 def setup_templates(env) -> None:

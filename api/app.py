@@ -258,7 +258,7 @@ def _api_key(request: Request) -> ApiKey:
 
 def case_out(record: CaseRecord, services: NamedDependency[Services], events=None, clocks=None) -> CaseOut:
     allowed = [AllowedAction(action=a, label=TRANSITION_LABELS[a]) for a in services.cases.allowed_actions(record)]
-    return CaseOut.of(record, allowed, events, clocks)
+    return CaseOut.of(record, services.policies.decision(record.stored_decision), allowed, events, clocks)
 
 
 # --- policy endpoints (public, read-only)

@@ -100,9 +100,9 @@ def _service(router: PolicyRouter, code: str) -> dict:
             "group": jur.catalog.categories.get(code.rsplit(".", 1)[0], "")}
 
 
-def _request_json(record: CaseRecord, router: PolicyRouter, private: bool) -> dict:
+def _request_json(request: Request, record: CaseRecord, router: PolicyRouter, private: bool) -> dict:
     """One service request; the reporter's description only for `private` readers (a key for the jurisdiction)."""
-    decision = record.decision
+    decision = request.app.state.services.policies.decision(record.stored_decision)
     departments = decision.handler.departments
     deadlines = decision.deadlines
     handling_steps = {s.id for w in router.jur.policy.workflows for s in w.steps if s.handling}
@@ -189,7 +189,7 @@ def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -
             raise missing from None
         if record.jurisdiction != jid:
             raise missing
-        return render("service_requests", [_request_json(record, router, _reader(request, jid))], fmt)
+        return render("service_requests", [_request_json(request, record, router, _reader(request, jid))], fmt)
     return _guarded(name, build)
 
 
@@ -213,7 +213,7 @@ def _search(request: Request, router: PolicyRouter) -> list[dict]:
                     raise Open311Error(400, err.message) from None
     _, rows = request.app.state.services.cases.search(router.jur.id, limit=MAX_REQUESTS, **filters)
     private = _reader(request, router.jur.id)
-    return [_request_json(r, router, private) for r in rows]
+    return [_request_json(request, r, router, private) for r in rows]
 
 
 def _reader(request: Request, jid: str) -> bool:
@@ -272,7 +272,8 @@ def _create(request: Request, jid: str, form: dict, fmt: str) -> Response:
                                        report=columns)
     except (StoreError, RoutingError) as err:
         raise Open311Error(400, getattr(err, "message", str(err))) from None
-    body = [{"service_request_id": record.id, "service_notice": _notice(record.decision),
+    decision = services.policies.decision(record.stored_decision)
+    body = [{"service_request_id": record.id, "service_notice": _notice(decision),
              "account_id": form.get("account_id") or None}]
     return render("service_requests", body, fmt, 201)
 

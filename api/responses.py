@@ -105,8 +105,8 @@ class CaseOut(_Sparse):
         return {"events", "clocks"}
 
     @classmethod
-    def of(cls, record: CaseRecord, allowed: list[AllowedAction], events: list[CaseEvent] | None = None,
-           clocks: list[CaseClock] | None = None) -> CaseOut:
+    def of(cls, record: CaseRecord, decision: Decision, allowed: list[AllowedAction],
+           events: list[CaseEvent] | None = None, clocks: list[CaseClock] | None = None) -> CaseOut:
         parts: dict[str, Any] = {}
         if events is not None:
             parts["events"] = [EventOut.model_validate(localized(e.model_dump(exclude={"case_id"}))) for e in events]
@@ -114,8 +114,8 @@ class CaseOut(_Sparse):
             parts["clocks"] = [ClockOut.model_validate(localized(c.model_dump(exclude={"case_id", "next_check_at"})))
                                for c in clocks]
         fields = localized({name: getattr(record, name) for name in CaseRecord.model_fields
-                            if name not in ("idempotency_key", "request_hash")})
-        return cls.model_validate(fields | {"allowed_actions": allowed} | parts)
+                            if name not in ("idempotency_key", "request_hash", "stored_decision")})
+        return cls.model_validate(fields | {"decision": decision, "allowed_actions": allowed} | parts)
 
 
 class CasePage(_Out):

@@ -283,6 +283,10 @@ class PolicyRouter:
             same = False
         return stored if same else decision.model_dump(mode="json")
 
+    def restore(self, stored: dict) -> Decision:
+        """The whole decision from what `compact` stored: its compact form, or the decision kept whole."""
+        return self.expand(stored) if stored.get("compact") else Decision.model_validate(stored)
+
     def expand(self, stored: dict) -> Decision:
         """The whole decision from `compact`'s form."""
         rules = {r.id: r for r in self.jur.policy.rules}

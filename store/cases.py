@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, delete, func, select
 
 from engine.decision import Decision
@@ -23,7 +22,7 @@ from policy.models import CalendarKind, Workflow, WorkflowStep
 from store.db import GroupCommit, UnitOfWork, transaction
 from store import outbox  # noqa: F401  (its session hook writes each event's outbox row in the same transaction)
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, decisions_from, utcnow
+from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
 
 CLOSED = "closed"
@@ -54,11 +53,16 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+@dataclass(frozen=True)
+class CaseNames:
+    problem_type: str
+    steps: dict[str, str]
+
+
 class CaseService:
     def __init__(self, policies: PolicyStore, clock: Callable[[], datetime] = utcnow):
         self.policies = policies
         self.engine = policies.engine
-        decisions_from(policies.router)  # stored decisions are compact: expanded from their version
         self.clock = clock  # "now" when a caller gives no moment (tests and the simulator give their own)
         self.intakes = GroupCommit(self.engine)  # concurrent intakes share a transaction
 
@@ -120,14 +124,15 @@ class CaseService:
         record = CaseRecord(
             jurisdiction=jurisdiction, policy_version=decision.policy_version, version_number=number,
             idempotency_key=idempotency_key, problem_type=decision.problem_type.code, unit=case.unit,
-            facts=dict(case.facts), description=description, decision=decision, handler_level=decision.handler.level,
+            facts=dict(case.facts), description=description, stored_decision=router.compact(decision),
+            handler_level=decision.handler.level,
             handler_unit=decision.handler.unit, found_level=found_level, finder_unit=finder.id if finder else None,
             workflow=decision.workflow, status=RECEIVED,
             reported_by=actor, created_at=now, updated_at=now, events=[], clocks=[],  # all it has, loaded
             **(report or {}))
-        workflow = self._workflow(router, decision)
+        workflow = self._workflow(router, decision.workflow)
         session.add(record)
-        _departments(session, record)
+        _departments(session, record, decision)
         self._event(session, record, actor, "created", None, None, now, note="案件受理并路由",
                     data={"decision_first_action": decision.first_action})
         if workflow is None:
@@ -144,17 +149,17 @@ class CaseService:
                                 .options(selectinload(CaseRecord.events), selectinload(CaseRecord.clocks))).first()
 
     def compact_stored(self, batch: int = 500) -> int:
-        """Store the decisions of cases written whole (before #17) compactly; returns how many were rewritten.
-        Each row is read (expanded or whole) and written back through the column type, which compacts it."""
+        """Store the decisions of cases written whole (before #17) compactly; returns how many were rewritten."""
         done, after = 0, 0
         while True:
             with UnitOfWork(self.engine) as uow:
                 rows = uow.session.exec(select(CaseRecord).where(CaseRecord.id > after)
                                         .order_by(CaseRecord.id).limit(batch)).all()
                 for record in rows:
-                    flag_modified(record, "decision")
-                    uow.session.add(record)
-                done += len(rows)
+                    if not record.stored_decision.get("compact"):
+                        router = self._router_for(record)
+                        record.stored_decision = router.compact(router.restore(record.stored_decision))
+                        done += 1
             if len(rows) < batch:
                 return done
             after = rows[-1].id
@@ -208,9 +213,16 @@ class CaseService:
         with Session(self.policies.reader) as session:
             return {jid: {"open": total, "overdue": int(overdue or 0)} for jid, total, overdue in session.exec(query)}
 
+    def names(self, record: CaseRecord) -> CaseNames:
+        """The case's problem type and workflow steps named as the version that routed it names them."""
+        router = self._router_for(record)
+        workflow = self._workflow(router, record.workflow)
+        return CaseNames(router.compiled.types_by_code[record.problem_type].name,
+                         {step.id: step.name for step in workflow.steps} if workflow else {})
+
     # --- the state machine
-    def _workflow(self, router: PolicyRouter, decision: Decision) -> Workflow | None:
-        return router.compiled.workflows_by_id[decision.workflow] if decision.workflow else None
+    def _workflow(self, router: PolicyRouter, workflow_id: str | None) -> Workflow | None:
+        return router.compiled.workflows_by_id[workflow_id] if workflow_id else None
 
     def _router_for(self, record: CaseRecord) -> PolicyRouter:
         return self.policies.router(record.jurisdiction, record.policy_version)
@@ -219,13 +231,13 @@ class CaseService:
         if record.status == CLOSED:
             return []
         router = router or self._router_for(record)
-        workflow = self._workflow(router, record.decision)
+        workflow = self._workflow(router, record.workflow)
         steps = [s.id for s in workflow.steps]
         step = workflow.steps[steps.index(record.status)]
         allowed = ["complete", "return", "extend", "reroute"]
         if step.on_failure:
             allowed.append("fail")
-        if record.decision.escalation_path and record.handler_level > 1:
+        if router.restore(record.stored_decision).escalation_path and record.handler_level > 1:
             allowed.append("escalate")
         if record.status in (steps[0], steps[-1]):
             allowed.append("close")
@@ -272,11 +284,11 @@ class CaseService:
         return True
 
     def _step(self, router: PolicyRouter, record: CaseRecord, step_id: str) -> WorkflowStep:
-        workflow = self._workflow(router, record.decision)
+        workflow = self._workflow(router, record.workflow)
         return next(s for s in workflow.steps if s.id == step_id)
 
     def _do_complete(self, session, router, record, t: Transition, now) -> None:
-        workflow = self._workflow(router, record.decision)
+        workflow = self._workflow(router, record.workflow)
         ids = [s.id for s in workflow.steps]
         _stop_clocks(record, now)
         position = ids.index(record.status)
@@ -334,16 +346,16 @@ class CaseService:
                                          found_at_level=record.found_level, reported_at=now))
         except (RoutingError, ValueError) as err:
             raise Invalid(str(err), field="facts") from None
-        old = record.decision
-        record.facts, record.decision, record.workflow = facts, decision, decision.workflow
+        old = router.restore(record.stored_decision)
+        record.facts, record.stored_decision, record.workflow = facts, router.compact(decision), decision.workflow
         record.handler_level, record.handler_unit = decision.handler.level, decision.handler.unit
         self._event(session, record, t.actor, "rerouted", record.status, record.status, now, t.note,
                     {"facts": t.facts, "old_handler": old.handler.model_dump(mode="json"),
                      "new_handler": decision.handler.model_dump(mode="json"), "first_action": decision.first_action})
         _stop_clocks(record, now)
         session.exec(delete(CaseDepartment).where(CaseDepartment.case_id == record.id))
-        _departments(session, record)
-        workflow = self._workflow(router, decision)
+        _departments(session, record, decision)
+        workflow = self._workflow(router, decision.workflow)
         if workflow is None:
             self._close(session, record, t, now)
         else:
@@ -399,8 +411,8 @@ def start_clock(router: PolicyRouter, record: CaseRecord, step: WorkflowStep, no
     return due
 
 
-def _departments(session: Session, record: CaseRecord) -> None:
-    for dept in set(record.decision.department_ids):
+def _departments(session: Session, record: CaseRecord, decision: Decision) -> None:
+    for dept in set(decision.department_ids):
         session.add(CaseDepartment(record=record, department=dept))
 
 
@@ -410,7 +422,8 @@ def _threshold(start: datetime, due: datetime, fraction: float) -> datetime:
 
 def escalate(session: Session, router: PolicyRouter, record: CaseRecord, actor: str, note: str, now: datetime) -> bool:
     """Move the case to the next grid of its escalation path; False at level 1 (nothing above)."""
-    nxt = next((hop for hop in record.decision.escalation_path if hop.level < record.handler_level), None)
+    path = router.restore(record.stored_decision).escalation_path
+    nxt = next((hop for hop in path if hop.level < record.handler_level), None)
     if nxt is None:
         return False
     old = {"level": record.handler_level, "unit": record.handler_unit}

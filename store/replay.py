@@ -71,19 +71,20 @@ class ReplayReport:
         return sum(1 for d in self.differences if d.new is None)
 
 
-def replay(engine, jurisdiction: str, router: PolicyRouter, days: int = DEFAULT_DAYS, cap: int = REPLAY_CAP,
+def replay(policies: PolicyStore, jurisdiction: str, router: PolicyRouter, days: int = DEFAULT_DAYS, cap: int = REPLAY_CAP,
            now: datetime | None = None) -> ReplayReport:
     """Route the newest `cap` cases created in the last `days` days with `router`, each as reported
     (same type, unit, facts and report time), and keep those whose outcome differs from the stored one."""
     since = (now or utcnow()) - timedelta(days=days)
     window = (CaseRecord.jurisdiction == jurisdiction, CaseRecord.created_at >= since)
-    with Session(engine) as session:
+    with Session(policies.reader) as session:
         total = session.exec(select(func.count()).select_from(CaseRecord).where(*window)).one()
         rows = session.exec(select(CaseRecord.id, CaseRecord.created_at, CaseRecord.problem_type, CaseRecord.unit,
-                                   CaseRecord.found_level, CaseRecord.facts, CaseRecord.decision).where(*window)
+                                   CaseRecord.found_level, CaseRecord.facts, CaseRecord.stored_decision).where(*window)
                             .order_by(CaseRecord.created_at.desc(), CaseRecord.id.desc()).limit(cap)).all()
     report = ReplayReport(days, since, total, cap, replayed=len(rows))
-    for case_id, created_at, ptype, unit, found_level, facts, decision in rows:
+    for case_id, created_at, ptype, unit, found_level, facts, stored in rows:
+        decision = policies.decision(stored)
         item = Replayed(case_id, as_utc(created_at), decision.problem_type.name, unit, outcome(decision), None)
         try:
             item.new = outcome(router.route(Case(problem_type=ptype, unit=unit, found_at_level=found_level,
@@ -102,6 +103,6 @@ def replay_version(policies: PolicyStore, version: PolicyVersion, days: int = DE
     compiled = compile_policy(policies.build(version))
     try:
         router = PolicyRouter(compiled, calendar=policies.router(version.jurisdiction).calendar)
-        return replay(policies.engine, version.jurisdiction, router, days, cap, now)
+        return replay(policies, version.jurisdiction, router, days, cap, now)
     finally:
         compiled.close()

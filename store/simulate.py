@@ -114,7 +114,7 @@ class Simulator:
 
     def _handling(self, record: CaseRecord) -> set[str]:
         router = self.cases.policies.router(record.jurisdiction, record.policy_version)
-        workflow = router.compiled.workflows_by_id[record.decision.workflow]
+        workflow = router.compiled.workflows_by_id[record.workflow]
         return {s.id for s in workflow.steps if s.handling}
 
     def _pass_deadlines(self, session: Session, record: CaseRecord, at: datetime) -> None:

@@ -1,19 +1,13 @@
 """Database tables (SQLModel). Schema changes go through Alembic migrations in store/migrations."""
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, relationship
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Relationship, SQLModel
 
-from engine.decision import Decision
-from store.errors import StoreError
 
 
 CST = timezone(timedelta(hours=8))  # China Standard Time: assessment periods, and the offset of API timestamps
@@ -24,50 +18,6 @@ MAX_ID = 2**31 - 1  # ids and revisions are database integers (PostgreSQL int4):
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-# where a stored decision finds its policy version: PolicyStore.router of each live store (weakly held), newest first
-_routers: list[weakref.WeakMethod] = []
-
-
-def decisions_from(router: Callable[[str, str], Any]) -> None:
-    """Register a store's `router(jurisdiction, version_hash)` for compacting and expanding stored decisions."""
-    _routers.insert(0, weakref.WeakMethod(router))  # type: ignore[arg-type]
-    _routers[:] = [ref for ref in _routers if ref() is not None]
-
-
-def _router(jurisdiction: str, version: str) -> Any:
-    for ref in list(_routers):
-        method = ref()
-        try:
-            if method is not None:
-                return method(jurisdiction, version)
-        except StoreError:  # this store's database does not hold that version
-            continue
-    raise LookupError(f"规则版本 {version} (辖区 {jurisdiction}) 不可用, 无法读取案件的决定 — unknown policy version")
-
-
-class DecisionJSON(TypeDecorator):
-    """A JSON column read back as the engine's typed Decision. Stored compact (engine.router.PolicyRouter.compact:
-    ids, levels and due times; ~1.5 KB instead of ~9 KB): the names, reasons and quotes come back from the policy
-    version, which is content-addressed. Rows stored whole (before #17, or not compactable) read as they are."""
-    impl = JSON
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        if not isinstance(value, Decision):
-            return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-        try:
-            return _router(value.jurisdiction, value.policy_version).compact(value)
-        except LookupError:  # no store in this process knows the version: kept whole
-            return value.model_dump(mode="json")
-
-    def process_result_value(self, value: Any, dialect: Any) -> Decision | None:
-        if value is None:
-            return None
-        if value.get("compact"):
-            return _router(value["jurisdiction"], value["policy_version"]).expand(value)
-        return Decision.model_validate(value)
 
 
 class PolicyVersion(SQLModel, table=True):
@@ -139,7 +89,10 @@ class CaseRecord(SQLModel, table=True):
     address: str = Field(default="", max_length=500)
     attachments: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     observed_at: datetime | None = None
-    decision: Decision = Field(sa_column=Column(DecisionJSON, nullable=False))
+    # the decision as PolicyRouter.compact stores it (ids, levels and due times; ~1.5 KB instead of ~9 KB): names,
+    # reasons and quotes come back from the content-addressed version in PolicyStore.decision. Rows stored whole
+    # (before #17, or not compactable) read as they are.
+    stored_decision: dict[str, Any] = Field(sa_column=Column("decision", JSON, nullable=False))
     handler_level: int
     handler_unit: str | None = Field(default=None, max_length=128, index=True)
     found_level: int | None = None  # the finder's level; above the handler's = found by an upper grid

@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from cachetools import LRUCache
 
+from engine.decision import Decision
 from engine.pinned import PinnedResult, run_cases, run_suite
 from engine.registry import EngineRegistry, Recent, VerificationFailed, build_size
 from engine.router import PolicyRouter
@@ -211,6 +212,10 @@ class PolicyStore:
         with self._serving:
             # verified when published
             return self.registry.load(jur, activate=self._wanted.get(jid) == content_hash, check=False)
+
+    def decision(self, stored: dict) -> Decision:
+        """A case's decision as stored (`CaseRecord.stored_decision`), whole again from the version that made it."""
+        return self.router(stored["jurisdiction"], stored["policy_version"]).restore(stored)
 
     def ping(self) -> None:
         """One round trip to the database (raises if it does not answer); builds nothing, so a health probe
