@@ -237,7 +237,7 @@ class CaseService:
         allowed = ["complete", "return", "extend", "reroute"]
         if step.on_failure:
             allowed.append("fail")
-        if router.restore(record.stored_decision).escalation_path and record.handler_level > 1:
+        if record.stored_decision["escalation_path"] and record.handler_level > 1:  # a list in both stored forms
             allowed.append("escalate")
         if record.status in (steps[0], steps[-1]):
             allowed.append("close")
