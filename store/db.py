@@ -12,11 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from policy.loader import REPO_ROOT
@@ -93,8 +91,28 @@ def _disable_pysqlite_autobegin(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # let the "begin" hook above issue BEGIN itself
 
 
+def head_revision() -> str:
+    """The newest migration's revision id, which is its file's stem (`tests/test_migrations.py` checks that
+    alembic finds the same head)."""
+    return max(path.stem for path in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+
+
+def _revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:  # a new database: no version table yet
+        return None
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent; workers starting together migrate one at a time)."""
+    """Bring the schema to the newest migration (idempotent; workers starting together migrate one at a time).
+    A database already at the head is left alone without loading alembic (a second of a server's start)."""
+    if _revision(engine) == head_revision():
+        return
+    from alembic import command  # noqa: PLC0415
+    from alembic.config import Config  # noqa: PLC0415
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
