@@ -20,6 +20,7 @@ from sqlmodel import Session
 from policy.loader import Jurisdiction
 from policy.models import PERIOD_LABELS, TRIGGERS, PeriodKind, Policy, Scoring
 from policy import words
+from store.db import UnitOfWork, reader
 from store.errors import Invalid, NotFound
 from store.tables import CST, AssessmentRecord, CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
 from store.versions import PolicyStore
@@ -469,7 +470,7 @@ class AssessmentService:
         deductions = list(scoring.deductions) if scoring else []
         vetoes = [v for v in (scoring.vetoes if scoring else []) if v.trigger]
         triggers = sorted({d.trigger for d in deductions} | {v.trigger for v in vetoes})
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             events = self._event_counts(session, jid, roles, period, window, triggers)
             clocks = self._clock_counts(session, jid, roles, period)
             due = self._due_counts(session, jid, roles, period)
@@ -546,7 +547,7 @@ class AssessmentService:
         while len(periods) < count:
             periods.insert(0, periods[0].previous())
         out = []
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for p in periods:
                 ind: dict[str, int] = {}
                 for per_unit in (self._clock_counts(session, jid, roles, p), self._due_counts(session, jid, roles, p)):
@@ -571,7 +572,7 @@ class AssessmentService:
         roles = StepRoles.of(jur.policy)
         missed = self._missed_obligations(jid, window, now) if ledger_rules(i.trigger for i in items) else []
         out = []
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for item in items:
                 rule = TRIGGER_RULES[item.trigger]
                 events, obligations = [], []
@@ -619,7 +620,8 @@ class AssessmentService:
             raise Invalid(f"网格单元 '{unit}' 不存在于辖区 {jid}", field="unit")
         if not 0 <= score <= scoring.total:
             raise Invalid(f"评分 {score} 超出范围, 须在 0–{scoring.total:g} 之间", field="score")
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             row = session.execute(select(AssessmentRecord).where(
                 AssessmentRecord.jurisdiction == jid, AssessmentRecord.period == period.label,
                 AssessmentRecord.unit == unit, AssessmentRecord.kind == kind)).scalar_one_or_none()
@@ -627,9 +629,7 @@ class AssessmentService:
                                           author=author)
             row.score, row.note, row.author, row.created_at = score, note, author, utcnow()
             session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+        return row
 
 
 def _rank(units: list[dict]) -> None:

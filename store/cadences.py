@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 
 from policy.models import ACTIVITY_LABELS, PERIOD_LABELS, Cadence
 from store.assessment import Period
+from store.db import UnitOfWork, reader
 from store import tallies
 from store.ledger import CST
 from store.tables import CadenceObligation, Notification, PatrolRecord, SupervisedObject, utcnow
@@ -109,7 +110,7 @@ class CadenceService:
             if units is None or u.id in units:
                 by_level[u.level].append(u.id)
                 by_level[None].append(u.id)
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             members = self._objects(session, jid, plan, units) if any(_per_object(c) for c, _ in plan) else []
             objects = {oid: (name, unit) for oid, name, unit, _, _, _ in members}
             wanted: dict[tuple, set[date]] = defaultdict(set)  # one read per (kind, activities, subjects)
@@ -253,7 +254,7 @@ class CadenceService:
         return dict(counts)
 
     def _in_use(self, jid: str) -> bool:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             return any(session.exec(select(table.id).where(table.jurisdiction == jid).limit(1)).first() is not None
                        for table in (PatrolRecord, SupervisedObject))
 
@@ -262,7 +263,8 @@ class CadenceService:
         router = self.policies.router(jid)
         t = CadenceObligation.__table__
         cadences = {c.id: c for c in router.jur.policy.cadences}
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             stored = {(c, start, subject): (oid, status, recorded) for oid, c, start, subject, status, recorded in session.exec(
                 select(t.c.id, t.c.cadence, t.c.period_start, t.c.subject, t.c.status, t.c.recorded).where(
                     t.c.jurisdiction == jid, t.c.period_start >= since))}
@@ -301,7 +303,6 @@ class CadenceService:
                 counts[f"notified_{ob.status}"] += 1
             for i in range(0, len(rows), 5000):
                 session.execute(insert(Notification), rows[i:i + 5000])
-            session.commit()
 
 
 def _per_object(cadence: Cadence) -> bool:

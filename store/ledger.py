@@ -23,6 +23,7 @@ from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cases import CaseService
+from store.db import UnitOfWork, reader
 from store import tallies
 from store.errors import Conflict, Invalid, NotFound
 from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow)
@@ -204,12 +205,10 @@ class LedgerService:
         clean, errors = self.check_object(router, data)
         if errors:
             raise _invalid(errors)
-        with Session(self.engine) as session:
-            self._unique_identifier(session, jid, clean["identifier"])
-            obj = self._add(session, jid, clean, actor, "created")
-            session.commit()
-            session.refresh(obj)
-            return obj
+        with UnitOfWork(self.engine) as uow:
+            self._unique_identifier(uow.session, jid, clean["identifier"])
+            obj = self._add(uow.session, jid, clean, actor, "created")
+        return obj
 
     def _unique_identifier(self, session: Session, jid: str, identifier: str, own: int | None = None) -> None:
         other = session.exec(select(SupervisedObject.id, SupervisedObject.name).where(
@@ -235,7 +234,8 @@ class LedgerService:
         router = self.policies.router(jid)
         clean, errors = self.check_object(router, {k: v for k, v in data.items() if k in OBJECT_FIELDS}, partial=True)
         errors = [e for e in errors if e.field != "class_reason"]  # asked for below, only when the class changes
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             obj = self._object(session, jid, object_id)
             if clean.get("source_class", obj.source_class) != obj.source_class and clean.get("source_class") \
                     and not (clean.get("class_reason") or reason.strip()):
@@ -249,9 +249,7 @@ class LedgerService:
                 session.add(obj)
                 session.add(ObjectChange(object_id=obj.id, actor=actor, action="updated", changes=changes,
                                          reason=reason or clean.get("class_reason", "")))
-                session.commit()
-                session.refresh(obj)
-            return obj
+        return obj
 
     @staticmethod
     def _apply(obj: SupervisedObject, clean: dict, actor: str, reason: str = "") -> dict[str, list]:
@@ -276,11 +274,11 @@ class LedgerService:
         return obj
 
     def get_object(self, jid: str, object_id: int) -> SupervisedObject:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             return self._object(session, jid, object_id)
 
     def history(self, jid: str, object_id: int) -> list[ObjectChange]:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             self._object(session, jid, object_id)
             return list(session.exec(select(ObjectChange).where(ObjectChange.object_id == object_id)
                                      .order_by(ObjectChange.id)).all())
@@ -315,7 +313,7 @@ class LedgerService:
             query = query.where(SupervisedObject.source_class.is_(None))
         elif source_class:
             query = query.where(SupervisedObject.source_class == source_class)
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
             rows = session.exec(query.order_by(SupervisedObject.unit, SupervisedObject.name)
                                 .offset(offset).limit(limit)).all()
@@ -335,7 +333,7 @@ class LedgerService:
 
     def object_counts(self, jid: str) -> dict[str, dict[str, int]]:
         """Objects per kind and per class, for the ledger page's filters."""
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             kinds = dict(session.exec(select(SupervisedObject.kind, func.count()).where(
                 SupervisedObject.jurisdiction == jid).group_by(SupervisedObject.kind)).all())
             classes = dict(session.exec(select(SupervisedObject.source_class, func.count()).where(
@@ -363,7 +361,7 @@ class LedgerService:
                 seen[ident] = i
             if not row_errors:
                 cleaned.append((i, clean))
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             existing = {o.identifier: o for o in session.exec(select(SupervisedObject).where(
                 SupervisedObject.jurisdiction == jid)).all()}
             added, updated, unchanged = [], [], 0
@@ -386,7 +384,8 @@ class LedgerService:
         if preview.errors:
             raise _invalid(preview.errors)
         router = self.policies.router(jid)
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             existing = {o.identifier: o for o in session.exec(select(SupervisedObject).where(
                 SupervisedObject.jurisdiction == jid)).all()}
             for i, row in enumerate(rows, start=2):
@@ -403,7 +402,6 @@ class LedgerService:
                     session.add(old)
                     session.add(ObjectChange(object_id=old.id, actor=actor, action="imported", changes=changes,
                                              reason=clean.get("class_reason", "")))
-            session.commit()
         return preview
 
     # --- patrol records
@@ -429,7 +427,8 @@ class LedgerService:
             raise Invalid("同一批次中 Idempotency-Key 重复", field="patrols")
         seen = self._patrols_by_keys(jid, keys)
         out: list[tuple[PatrolRecord, bool] | None] = [(seen[k], False) if k in seen else None for _, k in items]
-        with Session(self.engine, expire_on_commit=False) as session:  # the records keep what was written
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             errors: list[RowError] = []
             fresh: list[tuple[int, PatrolInput, PatrolRecord]] = []
             for i, (p, key) in enumerate(items):
@@ -449,7 +448,6 @@ class LedgerService:
             try:
                 session.flush()
             except IntegrityError:
-                session.rollback()
                 raise self._conflict(jid, fresh) from None
             for i, p, record in fresh:
                 session.add_all(PatrolObject(patrol_id=record.id, object_id=oid, day=record.day)
@@ -457,20 +455,19 @@ class LedgerService:
                 self._open_finding_cases(session, router, jid, record, p, actor, now, f"patrols[{i}].")
                 out[i] = (record, True)
             tallies.add(session, tallies.of_records((r, dict.fromkeys(p.objects)) for _, p, r in fresh))
-            session.commit()
         return [o for o in out if o is not None]
 
     def _patrols_by_keys(self, jid: str, keys: list[str]) -> dict[str, PatrolRecord]:
         if not keys:
             return {}
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             return {r.idempotency_key: r for r in session.exec(select(PatrolRecord).where(
                 PatrolRecord.jurisdiction == jid, PatrolRecord.idempotency_key.in_(keys)))}
 
     def _conflict(self, jid: str, fresh: list[tuple[int, PatrolInput, PatrolRecord]]) -> Conflict:
         """After a unique violation: the item already stored (a concurrent retry's key, or the same patrol)."""
         by_key = self._patrols_by_keys(jid, [r.idempotency_key for _, _, r in fresh if r.idempotency_key])
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for i, p, r in fresh:
                 if r.idempotency_key in by_key:
                     return Conflict(f"Idempotency-Key '{r.idempotency_key}' 已由并发请求使用, 请重试以取回记录",
@@ -545,8 +542,7 @@ class LedgerService:
                 case = case_at_object(Case(problem_type=f.problem_type, unit=obj.unit if obj else record.unit,
                                            facts=f.facts), obj)
                 case_record = self.cases.intake(session, jid, case, actor, now, description=f.description)
-            except (Invalid, ValueError) as err:
-                session.rollback()
+            except (Invalid, ValueError) as err:  # the unit of work rolls back
                 message = getattr(err, "message", None) or str(err).split("\n")[-1]
                 raise Invalid(f"发现问题 {i + 1}: {message}", field=f"{item}findings[{i}].problem_type") from None
             session.flush()
@@ -561,7 +557,7 @@ class LedgerService:
                         f"{p.signed_by} 签字的{ACTIVITY_LABELS.get(p.activity, p.activity)}记录", field="patrolled_at")
 
     def get_patrol(self, jid: str, patrol_id: int) -> tuple[PatrolRecord, list[SupervisedObject]]:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             record = session.get(PatrolRecord, patrol_id)
             if record is None or record.jurisdiction != jid:
                 raise NotFound(f"巡查记录 #{patrol_id} 不在辖区 {jid}", field="patrol_id")
@@ -584,7 +580,7 @@ class LedgerService:
             query = query.where(PatrolRecord.day < end)
         if object_id:
             query = query.where(PatrolRecord.id.in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             if object_id:
                 total = session.exec(select(func.count()).select_from(query.subquery())).one()
             else:
@@ -599,7 +595,7 @@ class LedgerService:
         objects it checked: the rows of a 巡查记录汇总表."""
         total, records = self.search_patrols(jid, unit, start, end, limit=MAX_IMPORT_ROWS)
         checked: dict[int, list[SupervisedObject]] = defaultdict(list)
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for i in range(0, len(records), 500):
                 ids = [r.id for r in records[i:i + 500]]
                 for patrol_id, obj in session.exec(select(PatrolObject.patrol_id, SupervisedObject).join(
@@ -619,7 +615,7 @@ class LedgerService:
                                  also=lambda session, record: session.add(CaseLink(case_id=record.id, object_id=obj.id)))
 
     def case_links(self, case_ids: list[int]) -> dict[int, CaseLink]:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             return {link.case_id: link for link in session.exec(select(CaseLink).where(CaseLink.case_id.in_(case_ids)))}
 
 

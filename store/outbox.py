@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Field, Relationship, Session, SQLModel, select
 
+from store.db import UnitOfWork, reader
 from store.tables import CST, CaseEvent, CaseRecord, Notification, utcnow
 
 WARNINGS = ("warning_50", "warning_75")  # the other notifications repeat an event (overdue, escalated)
@@ -104,7 +105,8 @@ def sequence(engine: Engine, fan_out=None) -> int:
     """Number the committed, unnumbered rows in id order and hand each to `fan_out(session, rows)` in the same
     transaction; returns how many. PostgreSQL: an advisory lock makes it one sequencer at a time; SQLite's
     BEGIN IMMEDIATE does the same."""
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         if engine.dialect.name == "postgresql":
             session.exec(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
         rows = list(session.exec(select(OutboxEvent).where(OutboxEvent.seq.is_(None))
@@ -118,7 +120,6 @@ def sequence(engine: Engine, fan_out=None) -> int:
         if fan_out is not None:
             session.flush()
             fan_out(session, rows)
-        session.commit()
         return len(rows)
 
 
@@ -130,5 +131,5 @@ def feed(engine: Engine, jurisdictions: list[str] | None, after: int, kinds: lis
         query = query.where(OutboxEvent.jurisdiction.in_(jurisdictions))
     if kinds:
         query = query.where(OutboxEvent.kind.in_(kinds))
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         return list(session.exec(query.order_by(OutboxEvent.seq).limit(limit)).all())

@@ -11,6 +11,7 @@ from engine.compiler import compile_policy
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
 from store.cases import as_utc
+from store.db import reader
 from store.errors import Invalid
 from store.tables import CaseRecord, PolicyVersion, utcnow
 from store.versions import PolicyStore
@@ -77,7 +78,7 @@ def replay(engine, jurisdiction: str, router: PolicyRouter, days: int = DEFAULT_
     (same type, unit, facts and report time), and keep those whose outcome differs from the stored one."""
     since = (now or utcnow()) - timedelta(days=days)
     window = (CaseRecord.jurisdiction == jurisdiction, CaseRecord.created_at >= since)
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         total = session.exec(select(func.count()).select_from(CaseRecord).where(*window)).one()
         rows = session.exec(select(CaseRecord.id, CaseRecord.created_at, CaseRecord.problem_type, CaseRecord.unit,
                                    CaseRecord.found_level, CaseRecord.facts, CaseRecord.decision).where(*window)

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from policy.models import OBJECT_KINDS
 from store import tallies
 from store.cadences import INSPECTING
-from store.db import refresh_statistics
+from store.db import UnitOfWork, refresh_statistics
 from store.ledger import CST, search_key
 from store.tables import ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow
 from store.versions import PolicyStore
@@ -42,7 +42,8 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
     classes = [c.id for c in policy.source_classes]
     last = min(start + timedelta(days=days), ((now or utcnow()).astimezone(CST)).date())  # nothing in the future
     counts: Counter = Counter()
-    with Session(policies.engine) as session:
+    with UnitOfWork(policies.engine) as uow:
+        session = uow.session
         objects = _objects(session, rng, jid, grids, sources, classes, start, counts)
         by_unit: dict[str, list[int]] = defaultdict(list)
         for oid, unit, _, _ in objects:
@@ -71,7 +72,6 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
                         planned.append((unit, "patrol", start + timedelta(days=n), _sample(rng, by_unit[unit])))
         _patrols(session, rng, jid, router, planned, counts)
         tallies.rebuild(session, jid)
-        session.commit()
     refresh_statistics(policies.engine)
     counts.update({f"grids_{k}": v for k, v in Counter(diligence[g] for g in grids).items()})
     return dict(counts)

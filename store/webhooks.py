@@ -28,6 +28,7 @@ from sqlmodel import Field, Session, SQLModel, select
 from standardwebhooks.webhooks import Webhook
 
 from store.cases import as_utc
+from store.db import UnitOfWork, reader
 from store.errors import Invalid, NotFound
 from store.outbox import KINDS, OutboxEvent, local, message, notify, sequence
 from store.tables import utcnow
@@ -135,24 +136,23 @@ def subscribe(engine: Engine, jid: str, url: str, kinds: list[str], actor: str, 
     if not answer.is_success:
         raise Invalid(f"webhook 地址对测试事件 webhook.ping 返回 HTTP {answer.status_code}, 须返回 2xx; 未保存订阅",
                       field="url")
-    with Session(engine) as session:
-        session.add(sub)
-        session.flush()
-        audit(session, actor, "webhook_subscribed", jid, None, subscription=sub.id, url=url, kinds=kinds)
-        session.commit()
-        session.refresh(sub)
-        return sub
+    with UnitOfWork(engine) as uow:
+        uow.session.add(sub)
+        uow.session.flush()
+        audit(uow.session, actor, "webhook_subscribed", jid, None, subscription=sub.id, url=url, kinds=kinds)
+    return sub
 
 
 def subscriptions(engine: Engine, jid: str) -> list[WebhookSubscription]:
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         return list(session.exec(select(WebhookSubscription).where(
             WebhookSubscription.jurisdiction == jid, WebhookSubscription.active).order_by(WebhookSubscription.id)))
 
 
 def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
     """Deactivates (kept for the deliveries that refer to it); pending deliveries are dropped."""
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         sub = session.get(WebhookSubscription, sub_id)
         if sub is None or sub.jurisdiction != jid or not sub.active:
             raise NotFound(f"辖区 {jid} 没有 webhook 订阅 {sub_id}", field="id")
@@ -163,7 +163,6 @@ def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
             delivery.status, delivery.last_error = DEAD, "订阅已删除"
             session.add(delivery)
         audit(session, actor, "webhook_unsubscribed", jid, None, subscription=sub_id)
-        session.commit()
 
 
 # --- fan-out and delivery
@@ -216,14 +215,13 @@ def claim(engine: Engine, now: datetime, limit: int) -> list[Claimed]:
     if engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
     lease = now + LEASE
-    with Session(engine, expire_on_commit=False) as session:  # the subscriptions are used after the commit
-        rows = session.exec(query).all()
+    with UnitOfWork(engine) as uow:  # the subscriptions are used after the commit: it keeps them loaded
+        rows = uow.session.exec(query).all()
         claimed = [Claimed(d.id, lease, sub, event.id, message(event)) for d, sub, event in rows]
         for delivery, _, _ in rows:
             delivery.lease_until = lease
-            session.add(delivery)
-        session.commit()
-        return claimed
+            uow.session.add(delivery)
+    return claimed
 
 
 def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
@@ -239,10 +237,9 @@ def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
     with client or httpx.Client(timeout=TIMEOUT, limits=httpx.Limits(max_connections=SENDERS)) as http, \
             ThreadPoolExecutor(SENDERS) as pool:
         results = list(pool.map(lambda c: _send(http, c), claimed))
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
         for item, (status, error) in zip(claimed, results):
-            counts[_record(session, item, status, error, now)] += 1
-        session.commit()
+            counts[_record(uow.session, item, status, error, now)] += 1
     return counts
 
 
@@ -285,13 +282,14 @@ def failures(engine: Engine, jid: str, limit: int = 200) -> list[dict[str, Any]]
              .where(WebhookSubscription.jurisdiction == jid,
                     (WebhookDelivery.status == DEAD) | ((WebhookDelivery.status == PENDING) & (WebhookDelivery.attempts > 0)))
              .order_by(WebhookDelivery.id.desc()).limit(limit))
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         return [{"delivery": d, "url": url, "kind": kind} for d, url, kind in session.exec(query)]
 
 
 def redeliver(engine: Engine, jid: str, delivery_id: int, actor: str) -> WebhookDelivery:
     """A dead-lettered (or failing) delivery goes out again now, with a fresh 24-hour retry window."""
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         delivery = session.get(WebhookDelivery, delivery_id)
         sub = session.get(WebhookSubscription, delivery.subscription_id) if delivery else None
         if delivery is None or sub.jurisdiction != jid:
@@ -304,8 +302,6 @@ def redeliver(engine: Engine, jid: str, delivery_id: int, actor: str) -> Webhook
         delivery.status, delivery.next_attempt_at, delivery.created_at, delivery.lease_until = PENDING, now, now, None
         session.add(delivery)
         audit(session, actor, "webhook_redelivered", jid, None, delivery=delivery_id)
-        session.commit()
-        session.refresh(delivery)
     notify()  # due now: wake this process's delivery loop
     return delivery
 
