@@ -21,7 +21,7 @@ import shapely
 from shapely.geometry import shape
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, select
 
 from store.db import UnitOfWork, reader
 from store.errors import Invalid
@@ -192,7 +192,9 @@ def import_boundaries(policies: PolicyStore, jid: str, number: int, text: str | 
         row = session.exec(select(UnitBoundaries).where(UnitBoundaries.jurisdiction == jid,
                                                         UnitBoundaries.version_number == number)).first()
         row = row or UnitBoundaries(jurisdiction=jid, version_number=number, content_hash="", geojson={}, author=author)
-        row.geojson, row.content_hash, row.author, row.updated_at = preview.collection, _hash(preview.collection), author, utcnow()
+        collection = preview.collection
+        assert collection is not None  # a preview without problems holds the collection
+        row.geojson, row.content_hash, row.author, row.updated_at = collection, _hash(collection), author, utcnow()
         session.add(row)
         audit(session, author, "boundaries_imported", jid, number, features=len(preview.matched),
               content_hash=row.content_hash)
@@ -296,6 +298,7 @@ class Locators:
         with self._lock:
             if key not in self._cache:
                 row = stored(self.policies.engine, jid, version.number)
+                assert row is not None  # its hash was just read, and a published version's set never changes
                 self._cache[key] = Locator(row.geojson, self.policies.build(version).units)
             return self._cache[key]
 

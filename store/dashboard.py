@@ -3,24 +3,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Integer, cast
 from sqlalchemy import case as sql_case
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from store.cases import CLOSED
 from store.db import reader
 from store.tables import CaseRecord, utcnow
 
-IS_CLOSED = sql_case((CaseRecord.status == CLOSED, 1), else_=0)
-IS_OPEN = sql_case((CaseRecord.status != CLOSED, 1), else_=0)
-IS_OVERDUE = sql_case(((CaseRecord.status != CLOSED) & CaseRecord.overdue, 1), else_=0)
+IS_CLOSED = sql_case((col(CaseRecord.status) == CLOSED, 1), else_=0)
+IS_OPEN = sql_case((col(CaseRecord.status) != CLOSED, 1), else_=0)
+IS_OVERDUE = sql_case(((col(CaseRecord.status) != CLOSED) & col(CaseRecord.overdue), 1), else_=0)
 WEEKLY_AFTER_DAYS = 60  # longer windows are charted per week
 
 
 @dataclass
 class Counts:
-    key: object
+    key: Any  # a level, a unit id or a day
     open: int
     overdue: int
     closed: int

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import column, func, table, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
@@ -26,7 +26,8 @@ from store.cases import CaseService
 from store.db import UnitOfWork, reader
 from store import tallies
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow)
+from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, row_id,
+                          utcnow)
 from store.versions import PolicyStore
 
 CST = timezone(timedelta(hours=8))  # a patrol's day is its calendar day in China
@@ -225,7 +226,7 @@ class LedgerService:
             obj.classed_by, obj.classed_at = actor, now
         session.add(obj)
         session.flush()
-        session.add(ObjectChange(object_id=obj.id, at=now, actor=actor, action=action,
+        session.add(ObjectChange(object_id=row_id(obj), at=now, actor=actor, action=action,
                                  changes={k: [None, _json(v)] for k, v in clean.items() if v not in (None, "")},
                                  reason=clean.get("class_reason") or ""))
         return obj
@@ -247,7 +248,7 @@ class LedgerService:
             changes = self._apply(obj, clean, actor, reason)
             if changes:
                 session.add(obj)
-                session.add(ObjectChange(object_id=obj.id, actor=actor, action="updated", changes=changes,
+                session.add(ObjectChange(object_id=row_id(obj), actor=actor, action="updated", changes=changes,
                                          reason=reason or clean.get("class_reason", "")))
         return obj
 
@@ -281,7 +282,7 @@ class LedgerService:
         with Session(reader(self.engine)) as session:
             self._object(session, jid, object_id)
             return list(session.exec(select(ObjectChange).where(ObjectChange.object_id == object_id)
-                                     .order_by(ObjectChange.id)).all())
+                                     .order_by(col(ObjectChange.id))).all())
 
     @staticmethod
     def unit(router: PolicyRouter, text: str):
@@ -306,11 +307,11 @@ class LedgerService:
         if unit:
             units = self.subtree(router, unit)
             if units is not None:
-                query = query.where(SupervisedObject.unit.in_(units))
+                query = query.where(col(SupervisedObject.unit).in_(units))
         if kind:
             query = query.where(SupervisedObject.kind == kind)
         if source_class == "-":
-            query = query.where(SupervisedObject.source_class.is_(None))
+            query = query.where(col(SupervisedObject.source_class).is_(None))
         elif source_class:
             query = query.where(SupervisedObject.source_class == source_class)
         with Session(reader(self.engine)) as session:
@@ -322,13 +323,13 @@ class LedgerService:
     def _containing(self, words: list[str]) -> list:
         """Conditions: the search key contains each word. On SQLite the words of three or more characters are
         looked up in the trigram index object_search (PostgreSQL's pg_trgm index serves LIKE itself)."""
-        key = SupervisedObject.search_key
+        key = col(SupervisedObject.search_key)
         if self.engine.dialect.name != "sqlite":
             return [key.contains(w, autoescape=True) for w in words]
         indexed = [w for w in words if len(w) >= 3]
         phrases = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)  # FTS5 phrases, all required
         found = select(OBJECT_SEARCH.c.rowid).where(text("object_search MATCH :phrases").bindparams(phrases=phrases))
-        return ([SupervisedObject.id.in_(found)] if indexed else []) + \
+        return ([col(SupervisedObject.id).in_(found)] if indexed else []) + \
             [key.contains(w, autoescape=True) for w in words if len(w) < 3]
 
     def object_counts(self, jid: str) -> dict[str, dict[str, int]]:
@@ -400,7 +401,7 @@ class LedgerService:
                 changes = self._apply(old, clean, actor)
                 if changes:
                     session.add(old)
-                    session.add(ObjectChange(object_id=old.id, actor=actor, action="imported", changes=changes,
+                    session.add(ObjectChange(object_id=row_id(old), actor=actor, action="imported", changes=changes,
                                              reason=clean.get("class_reason", "")))
         return preview
 
@@ -450,7 +451,7 @@ class LedgerService:
             except IntegrityError:
                 raise self._conflict(jid, fresh) from None
             for i, p, record in fresh:
-                session.add_all(PatrolObject(patrol_id=record.id, object_id=oid, day=record.day)
+                session.add_all(PatrolObject(patrol_id=row_id(record), object_id=oid, day=record.day)
                                 for oid in dict.fromkeys(p.objects))
                 self._open_finding_cases(session, router, jid, record, p, actor, now, f"patrols[{i}].")
                 out[i] = (record, True)
@@ -461,8 +462,8 @@ class LedgerService:
         if not keys:
             return {}
         with Session(reader(self.engine)) as session:
-            return {r.idempotency_key: r for r in session.exec(select(PatrolRecord).where(
-                PatrolRecord.jurisdiction == jid, PatrolRecord.idempotency_key.in_(keys)))}
+            return {r.idempotency_key or "": r for r in session.exec(select(PatrolRecord).where(
+                PatrolRecord.jurisdiction == jid, col(PatrolRecord.idempotency_key).in_(keys)))}
 
     def _conflict(self, jid: str, fresh: list[tuple[int, PatrolInput, PatrolRecord]]) -> Conflict:
         """After a unique violation: the item already stored (a concurrent retry's key, or the same patrol)."""
@@ -504,7 +505,7 @@ class LedgerService:
                 errors.append(RowError(None, f"photos[{i}]", f"照片地址须为 http(s) 网址: '{url[:80]}'"))
         day = at.astimezone(CST).date()
         wanted = set(p.objects) | {f.object_id for f in p.findings if f.object_id}
-        objects = {o.id: o for o in session.exec(select(SupervisedObject).where(SupervisedObject.id.in_(wanted)))
+        objects = {o.id: o for o in session.exec(select(SupervisedObject).where(col(SupervisedObject.id).in_(wanted)))
                    } if wanted else {}
         below = None if unit is None or not wanted else self.subtree(router, unit.id)
         for name, ids in (("objects", p.objects), ("findings.object_id", [f.object_id for f in p.findings])):
@@ -514,7 +515,7 @@ class LedgerService:
                 obj = objects.get(oid)
                 if obj is None or obj.jurisdiction != jid:
                     errors.append(RowError(None, name, f"监管对象 #{oid} 不在辖区 {jid} 的台账中"))
-                elif below is not None and obj.unit not in below:
+                elif below is not None and unit is not None and obj.unit not in below:
                     errors.append(RowError(None, name, f"监管对象 #{oid} {obj.name} 属于网格 {obj.unit}, 不在巡查网格 {unit.id} 内"))
                 elif obj.registered_on > day:
                     errors.append(RowError(None, name, f"巡查日期 {day} 早于监管对象 #{oid} {obj.name} 的建档日期 {obj.registered_on}"))
@@ -523,7 +524,7 @@ class LedgerService:
                 errors.append(RowError(None, f"findings[{i}].description", "发现问题须有描述"))
             if f.object_id and f.object_id not in p.objects:
                 p.objects.append(f.object_id)  # the object a finding is about was checked
-        if errors:
+        if errors or unit is None:
             raise _invalid(errors)
         return PatrolRecord(jurisdiction=jid, unit=unit.id, activity=p.activity, patrolled_at=at, day=day,
                             patrollers=patrollers, signed_by=p.signed_by.strip(), photos=list(p.photos),
@@ -546,7 +547,7 @@ class LedgerService:
                 message = getattr(err, "message", None) or str(err).split("\n")[-1]
                 raise Invalid(f"发现问题 {i + 1}: {message}", field=f"{item}findings[{i}].problem_type") from None
             session.flush()
-            session.add(CaseLink(case_id=case_record.id, object_id=obj.id if obj else None, patrol_id=record.id))
+            session.add(CaseLink(case_id=row_id(case_record), object_id=obj.id if obj else None, patrol_id=record.id))
             findings[i] = {**findings[i], "case_id": case_record.id}
         record.findings = findings
         session.add(record)
@@ -562,8 +563,8 @@ class LedgerService:
             if record is None or record.jurisdiction != jid:
                 raise NotFound(f"巡查记录 #{patrol_id} 不在辖区 {jid}", field="patrol_id")
             objects = session.exec(select(SupervisedObject).join(
-                PatrolObject, PatrolObject.object_id == SupervisedObject.id).where(PatrolObject.patrol_id == patrol_id)
-                .order_by(SupervisedObject.id)).all()
+                PatrolObject, col(PatrolObject.object_id) == SupervisedObject.id).where(PatrolObject.patrol_id == patrol_id)
+                .order_by(col(SupervisedObject.id))).all()
             return record, list(objects)
 
     def search_patrols(self, jid: str, unit: str | None = None, start: date | None = None, end: date | None = None,
@@ -573,19 +574,19 @@ class LedgerService:
         query = select(PatrolRecord).where(PatrolRecord.jurisdiction == jid)
         units = self.subtree(self.policies.router(jid), unit) if unit else None
         if units is not None:
-            query = query.where(PatrolRecord.unit.in_(units))
+            query = query.where(col(PatrolRecord.unit).in_(units))
         if start:
             query = query.where(PatrolRecord.day >= start)
         if end:
             query = query.where(PatrolRecord.day < end)
         if object_id:
-            query = query.where(PatrolRecord.id.in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
+            query = query.where(col(PatrolRecord.id).in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
         with Session(reader(self.engine)) as session:
             if object_id:
                 total = session.exec(select(func.count()).select_from(query.subquery())).one()
             else:
                 total = tallies.records(session, jid, start, end, units)
-            rows = session.exec(query.order_by(PatrolRecord.patrolled_at.desc(), PatrolRecord.id.desc())
+            rows = session.exec(query.order_by(col(PatrolRecord.patrolled_at).desc(), col(PatrolRecord.id).desc())
                                 .offset(offset).limit(limit)).all()
             return total, list(rows)
 
@@ -599,10 +600,10 @@ class LedgerService:
             for i in range(0, len(records), 500):
                 ids = [r.id for r in records[i:i + 500]]
                 for patrol_id, obj in session.exec(select(PatrolObject.patrol_id, SupervisedObject).join(
-                        SupervisedObject, SupervisedObject.id == PatrolObject.object_id)
-                        .where(PatrolObject.patrol_id.in_(ids)).order_by(SupervisedObject.id)):
+                        SupervisedObject, col(SupervisedObject.id) == PatrolObject.object_id)
+                        .where(col(PatrolObject.patrol_id).in_(ids)).order_by(col(SupervisedObject.id))):
                     checked[patrol_id].append(obj)
-        return [(r, checked[r.id]) for r in reversed(records)]
+        return [(r, checked[row_id(r)]) for r in reversed(records)]
 
     # --- cases found at an object
     def open_case(self, jid: str, case: Case, object_id: int, actor: str, idempotency_key: str | None = None,
@@ -612,11 +613,11 @@ class LedgerService:
         obj = self.get_object(jid, object_id)
         return self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
                                  request_hash=request_hash, report=report,
-                                 also=lambda session, record: session.add(CaseLink(case_id=record.id, object_id=obj.id)))
+                                 also=lambda session, record: session.add(CaseLink(case_id=row_id(record), object_id=obj.id)))
 
     def case_links(self, case_ids: list[int]) -> dict[int, CaseLink]:
         with Session(reader(self.engine)) as session:
-            return {link.case_id: link for link in session.exec(select(CaseLink).where(CaseLink.case_id.in_(case_ids)))}
+            return {link.case_id: link for link in session.exec(select(CaseLink).where(col(CaseLink.case_id).in_(case_ids)))}
 
 
 def _same_patrols(records: list[PatrolRecord]) -> list[int]:

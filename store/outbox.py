@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, event, func, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
-from sqlmodel import Field, Relationship, Session, SQLModel, select
+from sqlmodel import Field, Relationship, Session, SQLModel, col, select
 
 from store.db import UnitOfWork, reader
 from store.tables import CST, CaseEvent, CaseRecord, Notification, utcnow
@@ -83,13 +83,16 @@ def _write_outbox(session: OrmSession, _context, _instances) -> None:
             session.info[_WROTE] = True
         if isinstance(obj, CaseEvent):
             record = obj.record or session.get(CaseRecord, obj.case_id)
+            assert record is not None  # an event belongs to a case
             data = {"actor": obj.actor, "from_status": obj.from_status, "to_status": obj.to_status,
                     "unit": obj.unit, "level": obj.level, "note": obj.note, "data": obj.data}
-            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction, kind=f"case.{obj.action}",
-                                    at=obj.at, data=data))
+            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction,  # type: ignore[call-arg]
+                                    kind=f"case.{obj.action}", at=obj.at, data=data))  # case_id: from `record`
         elif isinstance(obj, Notification) and obj.kind in WARNINGS:
             record = obj.record or session.get(CaseRecord, obj.case_id)
-            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction, kind=f"case.{obj.kind}",
+            assert record is not None  # a warning belongs to a case
+            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction,  # type: ignore[call-arg]
+                                    kind=f"case.{obj.kind}",  # case_id: from `record`
                                     at=obj.at, data={"recipient": obj.recipient, "note": obj.message,
                                                      "unit": record.handler_unit, "level": record.handler_level}))
 
@@ -108,9 +111,9 @@ def sequence(engine: Engine, fan_out=None) -> int:
     with UnitOfWork(engine) as uow:
         session = uow.session
         if engine.dialect.name == "postgresql":
-            session.exec(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
-        rows = list(session.exec(select(OutboxEvent).where(OutboxEvent.seq.is_(None))
-                                 .order_by(OutboxEvent.id).limit(BATCH)).all())
+            session.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
+        rows = list(session.exec(select(OutboxEvent).where(col(OutboxEvent.seq).is_(None))
+                                 .order_by(col(OutboxEvent.id)).limit(BATCH)).all())
         if not rows:
             return 0
         top = session.exec(select(func.max(OutboxEvent.seq))).one() or 0
@@ -126,10 +129,10 @@ def sequence(engine: Engine, fan_out=None) -> int:
 def feed(engine: Engine, jurisdictions: list[str] | None, after: int, kinds: list[str] | None,
          limit: int) -> list[OutboxEvent]:
     """Numbered events after the cursor, oldest first (jurisdictions None = all)."""
-    query = select(OutboxEvent).where(OutboxEvent.seq.is_not(None), OutboxEvent.seq > after)
+    query = select(OutboxEvent).where(col(OutboxEvent.seq).is_not(None), col(OutboxEvent.seq) > after)
     if jurisdictions is not None:
-        query = query.where(OutboxEvent.jurisdiction.in_(jurisdictions))
+        query = query.where(col(OutboxEvent.jurisdiction).in_(jurisdictions))
     if kinds:
-        query = query.where(OutboxEvent.kind.in_(kinds))
+        query = query.where(col(OutboxEvent.kind).in_(kinds))
     with Session(reader(engine)) as session:
-        return list(session.exec(query.order_by(OutboxEvent.seq).limit(limit)).all())
+        return list(session.exec(query.order_by(col(OutboxEvent.seq)).limit(limit)).all())

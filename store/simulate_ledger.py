@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from policy.models import OBJECT_KINDS
 from store import tallies
@@ -80,7 +81,7 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
 def _objects(session: Session, rng: random.Random, jid: str, grids: list[str], n: int, classes: list[str],
              registered: date, counts: Counter) -> list[tuple[int, str, str | None, str]]:
     """n objects, returned as (id, unit, class, kind)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
     now = utcnow()
     for i in range(n):
@@ -94,10 +95,10 @@ def _objects(session: Session, rng: random.Random, jid: str, grids: list[str], n
                      "identifier": identifier, "address": "", "longitude": None, "latitude": None,
                      "registered_on": registered, "search_key": search_key(name, identifier), "created_at": now,
                      "updated_at": now})
-    out = []
+    out: list[tuple[int, str, str | None, str]] = []
     for chunk in range(0, len(rows), CHUNK):
         part = rows[chunk:chunk + CHUNK]
-        ids = session.execute(insert(SupervisedObject).returning(SupervisedObject.id, sort_by_parameter_order=True),
+        ids = session.execute(insert(SupervisedObject).returning(col(SupervisedObject.id), sort_by_parameter_order=True),
                               part).scalars().all()
         session.execute(insert(ObjectChange), [{"object_id": oid, "at": now, "actor": "模拟", "action": "imported",
                                                 "changes": {"name": [None, r["name"]]}, "reason": ""}
@@ -139,7 +140,7 @@ def _patrols(session: Session, rng: random.Random, jid: str, router, planned, co
         checked.append(objects)
     for chunk in range(0, len(rows), CHUNK):
         part = rows[chunk:chunk + CHUNK]
-        ids = session.execute(insert(PatrolRecord).returning(PatrolRecord.id, sort_by_parameter_order=True),
+        ids = session.execute(insert(PatrolRecord).returning(col(PatrolRecord.id), sort_by_parameter_order=True),
                               part).scalars().all()
         links = [{"patrol_id": pid, "object_id": oid, "day": r["day"]}
                  for pid, r, objects in zip(ids, part, checked[chunk:chunk + CHUNK]) for oid in objects]
