@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from admin.common import Number, form_revision, page, services
 from store import boundaries, webhooks
 from store.cases import CLOSED
+from store.db import reader
 from store.errors import StoreError
 from store.outbox import KINDS
 from store.tables import CaseRecord
@@ -63,7 +64,7 @@ def grid_map(request: Request, jid: str) -> dict:
     deepest = max(units[u].level for u, _ in shapes)
     drawn = [{"id": uid, "name": units[uid].name, "level": units[uid].level, "leaf": units[uid].level == deepest,
               "d": _path(geom, project)} for uid, geom in sorted(shapes, key=lambda s: units[s[0]].level)]
-    with Session(policies.engine) as session:
+    with Session(reader(policies.engine)) as session:
         rows = session.exec(select(CaseRecord).where(CaseRecord.jurisdiction == jid, CaseRecord.status != CLOSED,
                                                      col(CaseRecord.lat).is_not(None))
                             .order_by(col(CaseRecord.id).desc()).limit(MAX_CASES)).all()

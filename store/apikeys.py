@@ -10,9 +10,9 @@ import threading
 
 from cachetools import TTLCache
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from store.db import reader
+from store.db import UnitOfWork, reader
 from store.errors import Forbidden, NotFound
 from store.tables import ApiKey, utcnow
 from store.versions import audit
@@ -34,29 +34,28 @@ def create_key(engine: Engine, jurisdictions: list[str], label: str, actor: str)
     """Returns the full key once; only its prefix and hash are stored."""
     prefix = secrets.token_hex(PREFIX_BYTES)
     key = f"gp_{prefix}_{secrets.token_urlsafe(32)}"
-    with Session(engine) as session:
-        session.add(ApiKey(prefix=prefix, secret_hash=_digest(key), jurisdictions=sorted(jurisdictions), label=label))
-        audit(session, actor, "apikey_created", None, None, prefix=prefix, jurisdictions=sorted(jurisdictions))
-        session.commit()
+    with UnitOfWork(engine) as uow:
+        uow.session.add(ApiKey(prefix=prefix, secret_hash=_digest(key), jurisdictions=sorted(jurisdictions),
+                               label=label))
+        audit(uow.session, actor, "apikey_created", None, None, prefix=prefix, jurisdictions=sorted(jurisdictions))
     return key
 
 
 def revoke_key(engine: Engine, prefix: str, actor: str) -> None:
-    with Session(engine) as session:
-        key = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    with UnitOfWork(engine) as uow:
+        key = uow.session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
         if key is None:
             raise NotFound(f"没有前缀为 {prefix} 的 API key", field="prefix")
         key.revoked_at = utcnow()
-        session.add(key)
-        audit(session, actor, "apikey_revoked", None, None, prefix=prefix)
-        session.commit()
+        uow.session.add(key)
+        audit(uow.session, actor, "apikey_revoked", None, None, prefix=prefix)
     with _known_lock:
         _known.pop((str(engine.url), prefix), None)
 
 
 def list_keys(engine: Engine) -> list[ApiKey]:
-    with Session(engine) as session:
-        return list(session.exec(select(ApiKey).order_by(ApiKey.id)).all())
+    with Session(reader(engine)) as session:
+        return list(session.exec(select(ApiKey).order_by(col(ApiKey.id))).all())
 
 
 def authorize(engine: Engine, key: str | None, jurisdiction: str | None) -> ApiKey:

@@ -11,25 +11,27 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy import and_, case, exists, false, func, not_, or_, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from policy.loader import Jurisdiction
 from policy.models import PERIOD_LABELS, TRIGGERS, PeriodKind, Policy, Scoring
 from policy import words
+from store.db import UnitOfWork, reader
 from store.errors import Invalid, NotFound
-from store.tables import CST, AssessmentRecord, CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
+from store.tables import CST, AssessmentRecord, CaseClock, CaseDepartment, CaseEvent, CaseRecord, table_of, utcnow
 from store.versions import PolicyStore
 
-MONTHS = {PeriodKind.month: 1, PeriodKind.quarter: 3, PeriodKind.half_year: 6, PeriodKind.year: 12}
+MONTHS: dict[str, int] = {PeriodKind.month: 1, PeriodKind.quarter: 3, PeriodKind.half_year: 6, PeriodKind.year: 12}
 _PERIOD = re.compile(r"^(\d{4})(?:-(?:(Q)([1-4])|(H)([12])|(\d{2})))?$")
 PERIOD_HELP = "可用格式: 2026-Q3 (季度), 2026-07 (月), 2026-H1 (半年), 2026 (年)"
 
-EVENT, RECORD, CLOCK, DEPARTMENT = (CaseEvent.__table__.c, CaseRecord.__table__.c, CaseClock.__table__.c,
-                                    CaseDepartment.__table__.c)
+EVENT, RECORD, CLOCK, DEPARTMENT = (table_of(CaseEvent).c, table_of(CaseRecord).c, table_of(CaseClock).c,
+                                    table_of(CaseDepartment).c)
 FINISHING = ("completed", "closed")  # events that finish the step they leave (from_status)
 ENTERING = ("entered", "completed", "reopened", "redispatched")  # events that start the step they lead to
 UNASSIGNED = "未落实到网格"  # the row of figures whose grid cannot be known (no grid at the handling level)
@@ -296,7 +298,7 @@ class AssessmentService:
                 flags.append(case((EVENT.at >= period.start, 1), else_=0).label("in_period"))
             query = (select(key.label("key"), EVENT.action, EVENT.from_status, RECORD.workflow, *flags,
                             func.count().label("n"))
-                     .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                     .select_from(table_of(CaseEvent).join(table_of(CaseRecord), RECORD.id == EVENT.case_id))
                      .where(RECORD.jurisdiction == jid, EVENT.action.in_(sorted(actions)), EVENT.at >= window.start,
                             EVENT.at < period.end)
                      .group_by(key, EVENT.action, EVENT.from_status, RECORD.workflow, *flags))
@@ -309,9 +311,9 @@ class AssessmentService:
                 for t in wanted:
                     counts.setdefault(f"t:{t}", 0)
                 if indicators and (not longer or m["in_period"]):
-                    name = EVENT_INDICATORS.get(row.action)
-                    if name:
-                        counts[name] += row.n
+                    indicator = EVENT_INDICATORS.get(row.action)
+                    if indicator:
+                        counts[indicator] += row.n
                     if row.action in FINISHING and roles.has("verify", row.workflow, row.from_status):
                         counts["verified"] += row.n
                 for t in wanted:
@@ -343,13 +345,13 @@ class AssessmentService:
         case event from its step at its stop time — a completion (`completed`/`closed`) finishes it, on time when
         at or before the clock's due time; a return, a failed check, an overdue mark or an escalation ends it
         unfinished."""
-        ending = CaseEvent.__table__.alias("ending")  # at most one such event per clock
-        source = (CaseClock.__table__.join(CaseRecord.__table__, RECORD.id == CLOCK.case_id)
+        ending = table_of(CaseEvent).alias("ending")  # at most one such event per clock
+        source = (table_of(CaseClock).join(table_of(CaseRecord), RECORD.id == CLOCK.case_id)
                   .outerjoin(ending, and_(ending.c.case_id == CLOCK.case_id, ending.c.from_status == CLOCK.step,
                                           ending.c.at == CLOCK.stopped_at,
                                           ending.c.action.in_((*FINISHING, "returned")))))
         if join_departments:
-            source = source.join(CaseDepartment.__table__, DEPARTMENT.case_id == CLOCK.case_id)
+            source = source.join(table_of(CaseDepartment), DEPARTMENT.case_id == CLOCK.case_id)
         started = and_(CLOCK.started_at >= period.start, CLOCK.started_at < period.end)
         stopped = and_(CLOCK.stopped_at >= period.start, CLOCK.stopped_at < period.end)
         columns = (by.label("key"), RECORD.workflow, CLOCK.step, CLOCK.due_at, CLOCK.stopped_at,
@@ -379,16 +381,16 @@ class AssessmentService:
         closed before the period's end; and closed without any overdue event (按期)."""
         last = (select(CLOCK.case_id, CLOCK.unit, func.row_number().over(
                     partition_by=CLOCK.case_id, order_by=(CLOCK.due_at.desc(), CLOCK.id.desc())).label("n"))
-                .select_from(CaseClock.__table__.join(CaseRecord.__table__, RECORD.id == CLOCK.case_id))
+                .select_from(table_of(CaseClock).join(table_of(CaseRecord), RECORD.id == CLOCK.case_id))
                 .where(RECORD.jurisdiction == jid, roles.sql("handling", CLOCK.step), CLOCK.due_at >= period.start,
                        CLOCK.due_at < period.end)
                 .subquery())
-        late = CaseEvent.__table__.alias("late")
+        late = table_of(CaseEvent).alias("late")
         closed = and_(RECORD.closed_at.is_not(None), RECORD.closed_at < period.end)
         on_time = and_(closed, not_(exists().where(late.c.case_id == last.c.case_id, late.c.action == "overdue")))
         query = (select(last.c.unit, func.count().label("due"), _count(closed).label("closed_due"),
                         _count(on_time).label("closed_on_time"))
-                 .select_from(last.join(CaseRecord.__table__, RECORD.id == last.c.case_id))
+                 .select_from(last.join(table_of(CaseRecord), RECORD.id == last.c.case_id))
                  .where(last.c.n == 1).group_by(last.c.unit))
         return {row.unit: {"due": row.due, "closed_due": int(row.closed_due or 0),
                            "closed_on_time": int(row.closed_on_time or 0)} for row in session.execute(query)}
@@ -401,8 +403,8 @@ class AssessmentService:
 
     def _department_returns(self, session, jid: str, period: Period) -> dict[str, int]:
         query = (select(DEPARTMENT.department, func.count())
-                 .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id)
-                              .join(CaseDepartment.__table__, DEPARTMENT.case_id == EVENT.case_id))
+                 .select_from(table_of(CaseEvent).join(table_of(CaseRecord), RECORD.id == EVENT.case_id)
+                              .join(table_of(CaseDepartment), DEPARTMENT.case_id == EVENT.case_id))
                  .where(RECORD.jurisdiction == jid, EVENT.action == "returned", EVENT.at >= period.start,
                         EVENT.at < period.end)
                  .group_by(DEPARTMENT.department))
@@ -414,9 +416,9 @@ class AssessmentService:
         entering (extensions included). The p90 row is picked by a window function, not in Python."""
         # each event of the cases finishing a step in the period, with the time of the latest entering event
         # before it: the case is in one step at a time, so for a finishing event that entered its step
-        event = CaseEvent.__table__.alias("history")
+        event = table_of(CaseEvent).alias("history")
         finishing = (select(EVENT.case_id)
-                     .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                     .select_from(table_of(CaseEvent).join(table_of(CaseRecord), RECORD.id == EVENT.case_id))
                      .where(RECORD.jurisdiction == jid, EVENT.action.in_(FINISHING), EVENT.at >= period.start,
                             EVENT.at < period.end))
         history = (select(event.c.case_id, event.c.action, event.c.from_status, event.c.at,
@@ -426,7 +428,7 @@ class AssessmentService:
                    .subquery())
         finished = (select(RECORD.workflow, history.c.case_id, history.c.from_status.label("step"),
                            history.c.at.label("finished_at"), history.c.entered_at)
-                    .select_from(history.join(CaseRecord.__table__, RECORD.id == history.c.case_id))
+                    .select_from(history.join(table_of(CaseRecord), RECORD.id == history.c.case_id))
                     .where(RECORD.jurisdiction == jid, history.c.action.in_(FINISHING), history.c.at >= period.start)
                     .subquery())
         first_clock = and_(CLOCK.case_id == finished.c.case_id, CLOCK.step == finished.c.step,
@@ -435,7 +437,7 @@ class AssessmentService:
                             _seconds(finished.c.entered_at, finished.c.finished_at, self.engine.dialect.name)
                             .label("seconds"),
                             case((finished.c.finished_at > CLOCK.due_at, 1), else_=0).label("late"))
-                     .select_from(finished.outerjoin(CaseClock.__table__, first_clock))
+                     .select_from(finished.outerjoin(table_of(CaseClock), first_clock))
                      .where(finished.c.entered_at.is_not(None))
                      .subquery())  # each duration computed once, then ranked
         part = (durations.c.workflow, durations.c.step)
@@ -468,8 +470,8 @@ class AssessmentService:
         roles = StepRoles.of(policy)
         deductions = list(scoring.deductions) if scoring else []
         vetoes = [v for v in (scoring.vetoes if scoring else []) if v.trigger]
-        triggers = sorted({d.trigger for d in deductions} | {v.trigger for v in vetoes})
-        with Session(self.engine) as session:
+        triggers = sorted({d.trigger for d in deductions} | {v.trigger for v in vetoes if v.trigger})
+        with Session(reader(self.engine)) as session:
             events = self._event_counts(session, jid, roles, period, window, triggers)
             clocks = self._clock_counts(session, jid, roles, period)
             due = self._due_counts(session, jid, roles, period)
@@ -522,7 +524,7 @@ class AssessmentService:
     def _score(scoring: Scoring | None, counts: dict[str, int]) -> dict:
         if scoring is None:
             return {"score": None, "loss": 0, "deducted": 0, "deductions": [], "vetoed": []}
-        items = []
+        items: list[dict[str, Any]] = []
         for item in scoring.deductions:
             n = counts.get(f"t:{item.trigger}", 0)
             if n:
@@ -539,14 +541,14 @@ class AssessmentService:
         """按时处置率 and 按期结案率 of this and the preceding periods (one aggregate query pair each)."""
         router = self.policies.router(jid)
         roles = StepRoles.of(router.jur.policy)
-        wanted = {u.id for u in router.jur.units.values() if level is None or u.level == level}
+        wanted: set[str | None] = {u.id for u in router.jur.units.values() if level is None or u.level == level}
         if level is None:
             wanted.add(None)  # every case of the jurisdiction, 未落实到网格 too
         periods = [period]
         while len(periods) < count:
             periods.insert(0, periods[0].previous())
         out = []
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for p in periods:
                 ind: dict[str, int] = {}
                 for per_unit in (self._clock_counts(session, jid, roles, p), self._due_counts(session, jid, roles, p)):
@@ -571,7 +573,7 @@ class AssessmentService:
         roles = StepRoles.of(jur.policy)
         missed = self._missed_obligations(jid, window, now) if ledger_rules(i.trigger for i in items) else []
         out = []
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for item in items:
                 rule = TRIGGER_RULES[item.trigger]
                 events, obligations = [], []
@@ -584,7 +586,7 @@ class AssessmentService:
                 else:
                     query = (select(EVENT.id, EVENT.case_id, EVENT.at, EVENT.action, EVENT.from_status, EVENT.note,
                                     RECORD.problem_type)
-                             .select_from(CaseEvent.__table__.join(CaseRecord.__table__, RECORD.id == EVENT.case_id))
+                             .select_from(table_of(CaseEvent).join(table_of(CaseRecord), RECORD.id == EVENT.case_id))
                              .where(RECORD.jurisdiction == jid, rule.unit == unit, EVENT.at >= window.start,
                                     EVENT.at < period.end, rule.condition(roles))
                              .order_by(EVENT.at, EVENT.id).limit(limit))
@@ -599,8 +601,8 @@ class AssessmentService:
 
     # --- self and upper assessments
     def _records(self, session, jid: str, period: Period) -> dict[str, dict]:
-        rows = session.execute(select(AssessmentRecord).where(AssessmentRecord.jurisdiction == jid,
-                                                               AssessmentRecord.period == period.label)).scalars()
+        rows = session.execute(select(AssessmentRecord).where(col(AssessmentRecord.jurisdiction) == jid,
+                                                               col(AssessmentRecord.period) == period.label)).scalars()
         out: dict[str, dict] = {}
         for row in rows:
             out.setdefault(row.unit, {})[row.kind] = {"score": row.score, "note": row.note, "author": row.author,
@@ -613,23 +615,22 @@ class AssessmentService:
         jur = self._jurisdiction(jid)
         scoring = jur.policy.scoring
         required = sorted({a.kind for a in scoring.assessments if a.kind in ("self", "upper")}) if scoring else []
-        if kind not in required:
+        if scoring is None or kind not in required:
             raise Invalid(f"本辖区政策不要求 '{kind}' 考核记录; 可记录: {', '.join(required) or '无'}", field="kind")
         if unit not in jur.units:
             raise Invalid(f"网格单元 '{unit}' 不存在于辖区 {jid}", field="unit")
         if not 0 <= score <= scoring.total:
             raise Invalid(f"评分 {score} 超出范围, 须在 0–{scoring.total:g} 之间", field="score")
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             row = session.execute(select(AssessmentRecord).where(
-                AssessmentRecord.jurisdiction == jid, AssessmentRecord.period == period.label,
-                AssessmentRecord.unit == unit, AssessmentRecord.kind == kind)).scalar_one_or_none()
+                col(AssessmentRecord.jurisdiction) == jid, col(AssessmentRecord.period) == period.label,
+                col(AssessmentRecord.unit) == unit, col(AssessmentRecord.kind) == kind)).scalar_one_or_none()
             row = row or AssessmentRecord(jurisdiction=jid, period=period.label, unit=unit, kind=kind, score=score,
                                           author=author)
             row.score, row.note, row.author, row.created_at = score, note, author, utcnow()
             session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+        return row
 
 
 def _rank(units: list[dict]) -> None:
@@ -659,7 +660,7 @@ def _levels(units: list[dict], levels: dict) -> list[dict]:
     return out
 
 
-def _departments(policy: Policy, clocks: dict[str, dict[str, int]], returns: dict[str, int]) -> list[dict]:
+def _departments(policy: Policy, clocks: dict[str | None, dict[str, int]], returns: dict[str, int]) -> list[dict]:
     out = []
     for dept in policy.departments:
         ind = dict(clocks.get(dept.id, {}))

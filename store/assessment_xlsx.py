@@ -19,7 +19,7 @@ def workbook(result: dict) -> bytes:
     ind_keys, rate_keys = list(result["indicator_labels"]), list(result["rate_labels"])
     ind_names = [result["indicator_labels"][k] for k in ind_keys]
     rate_names = [result["rate_labels"][k] for k in rate_keys]
-    sections = []
+    sections: list[dict] = []
     documents = result.get("documents", {})
     _sheet(sections, "排名", ["层级", "排名", "网格单元", "名称", "得分", "扣分", "一票否决", "自评", "上级评价", *ind_names, *rate_names],
            [[u["level"], u["rank"], u["unit"], u["name"], u["score"], u["loss"], ", ".join(u["vetoed"]),

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from store.db import reader
 from store.tables import AuditEntry
 
 PAGE_SIZE = 50
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -22,13 +25,13 @@ class AuditFilter:
     actor: str | None = None
     action: str | None = None
 
-    def where(self, query):
+    def where(self, query: SelectOfScalar[T]) -> SelectOfScalar[T]:
         if self.visible is not None:
-            query = query.where(AuditEntry.jurisdiction.in_(self.visible))
+            query = query.where(col(AuditEntry.jurisdiction).in_(self.visible))
         for column, value in ((AuditEntry.jurisdiction, self.jurisdiction), (AuditEntry.actor, self.actor),
                               (AuditEntry.action, self.action)):
             if value:
-                query = query.where(column == value)
+                query = query.where(col(column) == value)
         return query
 
 
@@ -36,7 +39,7 @@ def search(engine: Engine, where: AuditFilter, page: int = 1, size: int = PAGE_S
     """(how many rows match, the rows of page `page`, newest first)."""
     with Session(reader(engine)) as session:
         total = session.exec(where.where(select(func.count()).select_from(AuditEntry))).one()
-        rows = session.exec(where.where(select(AuditEntry)).order_by(AuditEntry.id.desc())
+        rows = session.exec(where.where(select(AuditEntry)).order_by(col(AuditEntry.id).desc())
                             .offset((page - 1) * size).limit(size)).all()
         return total, list(rows)
 

@@ -23,6 +23,7 @@ from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
 
+from store.db import UnitOfWork, reader
 from store.errors import Invalid
 from store.tables import utcnow
 from store.versions import PolicyStore, audit
@@ -160,7 +161,7 @@ def _hash(collection: dict) -> str:
 
 # --- storing with a version
 def stored(engine: Engine, jid: str, number: int) -> UnitBoundaries | None:
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         return session.exec(select(UnitBoundaries).where(UnitBoundaries.jurisdiction == jid,
                                                          UnitBoundaries.version_number == number)).first()
 
@@ -186,15 +187,17 @@ def import_boundaries(policies: PolicyStore, jid: str, number: int, text: str | 
     preview = check(text, policies.build(version).units)
     if not (apply and preview.ok):
         return preview
-    with Session(policies.engine) as session:
+    with UnitOfWork(policies.engine) as uow:
+        session = uow.session
         row = session.exec(select(UnitBoundaries).where(UnitBoundaries.jurisdiction == jid,
                                                         UnitBoundaries.version_number == number)).first()
         row = row or UnitBoundaries(jurisdiction=jid, version_number=number, content_hash="", geojson={}, author=author)
-        row.geojson, row.content_hash, row.author, row.updated_at = preview.collection, _hash(preview.collection), author, utcnow()
+        collection = preview.collection
+        assert collection is not None  # a preview without problems holds the collection
+        row.geojson, row.content_hash, row.author, row.updated_at = collection, _hash(collection), author, utcnow()
         session.add(row)
         audit(session, author, "boundaries_imported", jid, number, features=len(preview.matched),
               content_hash=row.content_hash)
-        session.commit()
     return preview
 
 
@@ -285,7 +288,7 @@ class Locators:
 
     def for_active(self, jid: str) -> Locator:
         version = self.policies.active_version(jid)
-        with Session(self.policies.engine) as session:  # the hash only: the set itself is read once
+        with Session(reader(self.policies.engine)) as session:  # the hash only: the set itself is read once
             content_hash = session.exec(select(UnitBoundaries.content_hash).where(
                 UnitBoundaries.jurisdiction == jid, UnitBoundaries.version_number == version.number)).first()
         if content_hash is None:
@@ -295,6 +298,7 @@ class Locators:
         with self._lock:
             if key not in self._cache:
                 row = stored(self.policies.engine, jid, version.number)
+                assert row is not None  # its hash was just read, and a published version's set never changes
                 self._cache[key] = Locator(row.geojson, self.policies.build(version).units)
             return self._cache[key]
 

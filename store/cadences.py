@@ -17,14 +17,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import bindparam, insert, update
-from sqlmodel import Session, select
+from sqlalchemy import bindparam, insert, select, update
+from sqlmodel import Session, col
 
 from policy.models import ACTIVITY_LABELS, PERIOD_LABELS, Cadence
 from store.assessment import Period
+from store.db import UnitOfWork, reader
 from store import tallies
 from store.ledger import CST
-from store.tables import CadenceObligation, Notification, PatrolRecord, SupervisedObject, utcnow
+from store.tables import CadenceObligation, Notification, PatrolRecord, SupervisedObject, table_of, utcnow
 from store.tallies import Bucket, bucket_of
 from store.versions import PolicyStore
 
@@ -109,7 +110,7 @@ class CadenceService:
             if units is None or u.id in units:
                 by_level[u.level].append(u.id)
                 by_level[None].append(u.id)
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             members = self._objects(session, jid, plan, units) if any(_per_object(c) for c, _ in plan) else []
             objects = {oid: (name, unit) for oid, name, unit, _, _, _ in members}
             wanted: dict[tuple, set[date]] = defaultdict(set)  # one read per (kind, activities, subjects)
@@ -145,9 +146,9 @@ class CadenceService:
         classes = {c.source_class for c, _ in plan if c.source_class}
         kinds = {c.object_kind for c, _ in plan if c.object_kind}
         o = SupervisedObject
-        query = select(o.id, o.name, o.unit, o.source_class, o.kind, o.registered_on).where(
-            o.jurisdiction == jid, o.source_class.in_(classes) | o.kind.in_(kinds))
-        return [row for row in session.exec(query) if units is None or row[2] in units]
+        query = select(col(o.id), col(o.name), col(o.unit), col(o.source_class), col(o.kind), col(o.registered_on)).where(
+            col(o.jurisdiction) == jid, col(o.source_class).in_(classes) | col(o.kind).in_(kinds))
+        return [tuple(row) for row in session.execute(query) if units is None or row[2] in units]
 
     # --- reports
     def compliance(self, jid: str, period: Period, now: datetime | None = None, unit: str | None = None) -> dict:
@@ -238,7 +239,7 @@ class CadenceService:
         """Bring `cadence_obligation` up to date for the current and previous period of every cadence; notify
         the obligations that turned at risk or missed. Jurisdictions without any ledger data are skipped."""
         now = now or utcnow()
-        counts = Counter()
+        counts: Counter[str] = Counter()
         today = now.astimezone(CST).date()
         for jid in sorted(self.policies.refresh()):
             cadences = self.policies.router(jid).jur.policy.cadences
@@ -253,17 +254,19 @@ class CadenceService:
         return dict(counts)
 
     def _in_use(self, jid: str) -> bool:
-        with Session(self.engine) as session:
-            return any(session.exec(select(table.id).where(table.jurisdiction == jid).limit(1)).first() is not None
+        with Session(reader(self.engine)) as session:
+            return any(session.execute(select(col(table.id)).where(col(table.jurisdiction) == jid).limit(1)).first()
+                       is not None
                        for table in (PatrolRecord, SupervisedObject))
 
     def _store(self, jid: str, obligations: list[Obligation], since: date, now: datetime, counts: Counter) -> None:
         """Insert new obligations and update changed ones (Core statements: a Hefei sweep touches thousands)."""
         router = self.policies.router(jid)
-        t = CadenceObligation.__table__
+        t = table_of(CadenceObligation)
         cadences = {c.id: c for c in router.jur.policy.cadences}
-        with Session(self.engine) as session:
-            stored = {(c, start, subject): (oid, status, recorded) for oid, c, start, subject, status, recorded in session.exec(
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
+            stored = {(c, start, subject): (oid, status, recorded) for oid, c, start, subject, status, recorded in session.execute(
                 select(t.c.id, t.c.cadence, t.c.period_start, t.c.subject, t.c.status, t.c.recorded).where(
                     t.c.jurisdiction == jid, t.c.period_start >= since))}
             new, changed, notify = [], [], []
@@ -301,7 +304,6 @@ class CadenceService:
                 counts[f"notified_{ob.status}"] += 1
             for i in range(0, len(rows), 5000):
                 session.execute(insert(Notification), rows[i:i + 5000])
-            session.commit()
 
 
 def _per_object(cadence: Cadence) -> bool:

@@ -3,23 +3,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Integer, cast
 from sqlalchemy import case as sql_case
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from store.cases import CLOSED
+from store.db import reader
 from store.tables import CaseRecord, utcnow
 
-IS_CLOSED = sql_case((CaseRecord.status == CLOSED, 1), else_=0)
-IS_OPEN = sql_case((CaseRecord.status != CLOSED, 1), else_=0)
-IS_OVERDUE = sql_case(((CaseRecord.status != CLOSED) & CaseRecord.overdue, 1), else_=0)
+IS_CLOSED = sql_case((col(CaseRecord.status) == CLOSED, 1), else_=0)
+IS_OPEN = sql_case((col(CaseRecord.status) != CLOSED, 1), else_=0)
+IS_OVERDUE = sql_case(((col(CaseRecord.status) != CLOSED) & col(CaseRecord.overdue), 1), else_=0)
 WEEKLY_AFTER_DAYS = 60  # longer windows are charted per week
 
 
 @dataclass
 class Counts:
-    key: object
+    key: Any  # a level, a unit id or a day
     open: int
     overdue: int
     closed: int
@@ -33,7 +35,7 @@ def _counts(engine, jurisdiction: str, column, limit: int | None = None) -> list
     query = (select(column, func.sum(IS_OPEN), func.sum(IS_OVERDUE), func.sum(IS_CLOSED))
              .where(CaseRecord.jurisdiction == jurisdiction).group_by(column)
              .order_by(func.sum(IS_OPEN).desc(), func.count().desc(), column))
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         rows = session.exec(query.limit(limit) if limit else query).all()
     return [Counts(key, int(o or 0), int(d or 0), int(c or 0)) for key, o, d, c in rows]
 
@@ -47,7 +49,7 @@ def by_unit(engine, jurisdiction: str, limit: int = 50) -> tuple[int, list[Count
     without a determined unit count as one group, as they are listed)."""
     groups = (select(CaseRecord.handler_unit).where(CaseRecord.jurisdiction == jurisdiction)
               .group_by(CaseRecord.handler_unit).subquery())
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         units = session.exec(select(func.count()).select_from(groups)).one()
     return units, _counts(engine, jurisdiction, CaseRecord.handler_unit, limit)
 
@@ -55,7 +57,7 @@ def by_unit(engine, jurisdiction: str, limit: int = 50) -> tuple[int, list[Count
 def totals(engine, jurisdiction: str) -> Counts:
     query = (select(func.sum(IS_OPEN), func.sum(IS_OVERDUE), func.sum(IS_CLOSED))
              .where(CaseRecord.jurisdiction == jurisdiction))
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         o, d, c = session.exec(query).one()
     return Counts(jurisdiction, int(o or 0), int(d or 0), int(c or 0))
 
@@ -64,7 +66,7 @@ def _per_day(engine, jurisdiction: str, column, since: datetime) -> dict[date, i
     day = func.date(column)
     query = (select(day, cast(func.count(), Integer)).where(CaseRecord.jurisdiction == jurisdiction, column >= since)
              .group_by(day))
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         # SQLite answers 'YYYY-MM-DD' strings, PostgreSQL dates
         return {date.fromisoformat(str(d)): n for d, n in session.exec(query).all()}
 

@@ -17,15 +17,17 @@ from typing import Any
 
 from sqlalchemy import column, func, table, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cases import CaseService
+from store.db import UnitOfWork, reader
 from store import tallies
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow)
+from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, row_id,
+                          utcnow)
 from store.versions import PolicyStore
 
 CST = timezone(timedelta(hours=8))  # a patrol's day is its calendar day in China
@@ -204,12 +206,10 @@ class LedgerService:
         clean, errors = self.check_object(router, data)
         if errors:
             raise _invalid(errors)
-        with Session(self.engine) as session:
-            self._unique_identifier(session, jid, clean["identifier"])
-            obj = self._add(session, jid, clean, actor, "created")
-            session.commit()
-            session.refresh(obj)
-            return obj
+        with UnitOfWork(self.engine) as uow:
+            self._unique_identifier(uow.session, jid, clean["identifier"])
+            obj = self._add(uow.session, jid, clean, actor, "created")
+        return obj
 
     def _unique_identifier(self, session: Session, jid: str, identifier: str, own: int | None = None) -> None:
         other = session.exec(select(SupervisedObject.id, SupervisedObject.name).where(
@@ -226,7 +226,7 @@ class LedgerService:
             obj.classed_by, obj.classed_at = actor, now
         session.add(obj)
         session.flush()
-        session.add(ObjectChange(object_id=obj.id, at=now, actor=actor, action=action,
+        session.add(ObjectChange(object_id=row_id(obj), at=now, actor=actor, action=action,
                                  changes={k: [None, _json(v)] for k, v in clean.items() if v not in (None, "")},
                                  reason=clean.get("class_reason") or ""))
         return obj
@@ -235,7 +235,8 @@ class LedgerService:
         router = self.policies.router(jid)
         clean, errors = self.check_object(router, {k: v for k, v in data.items() if k in OBJECT_FIELDS}, partial=True)
         errors = [e for e in errors if e.field != "class_reason"]  # asked for below, only when the class changes
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             obj = self._object(session, jid, object_id)
             if clean.get("source_class", obj.source_class) != obj.source_class and clean.get("source_class") \
                     and not (clean.get("class_reason") or reason.strip()):
@@ -247,11 +248,9 @@ class LedgerService:
             changes = self._apply(obj, clean, actor, reason)
             if changes:
                 session.add(obj)
-                session.add(ObjectChange(object_id=obj.id, actor=actor, action="updated", changes=changes,
+                session.add(ObjectChange(object_id=row_id(obj), actor=actor, action="updated", changes=changes,
                                          reason=reason or clean.get("class_reason", "")))
-                session.commit()
-                session.refresh(obj)
-            return obj
+        return obj
 
     @staticmethod
     def _apply(obj: SupervisedObject, clean: dict, actor: str, reason: str = "") -> dict[str, list]:
@@ -276,14 +275,14 @@ class LedgerService:
         return obj
 
     def get_object(self, jid: str, object_id: int) -> SupervisedObject:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             return self._object(session, jid, object_id)
 
     def history(self, jid: str, object_id: int) -> list[ObjectChange]:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             self._object(session, jid, object_id)
             return list(session.exec(select(ObjectChange).where(ObjectChange.object_id == object_id)
-                                     .order_by(ObjectChange.id)).all())
+                                     .order_by(col(ObjectChange.id))).all())
 
     @staticmethod
     def unit(router: PolicyRouter, text: str):
@@ -308,14 +307,14 @@ class LedgerService:
         if unit:
             units = self.subtree(router, unit)
             if units is not None:
-                query = query.where(SupervisedObject.unit.in_(units))
+                query = query.where(col(SupervisedObject.unit).in_(units))
         if kind:
             query = query.where(SupervisedObject.kind == kind)
         if source_class == "-":
-            query = query.where(SupervisedObject.source_class.is_(None))
+            query = query.where(col(SupervisedObject.source_class).is_(None))
         elif source_class:
             query = query.where(SupervisedObject.source_class == source_class)
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
             rows = session.exec(query.order_by(SupervisedObject.unit, SupervisedObject.name)
                                 .offset(offset).limit(limit)).all()
@@ -324,18 +323,18 @@ class LedgerService:
     def _containing(self, words: list[str]) -> list:
         """Conditions: the search key contains each word. On SQLite the words of three or more characters are
         looked up in the trigram index object_search (PostgreSQL's pg_trgm index serves LIKE itself)."""
-        key = SupervisedObject.search_key
+        key = col(SupervisedObject.search_key)
         if self.engine.dialect.name != "sqlite":
             return [key.contains(w, autoescape=True) for w in words]
         indexed = [w for w in words if len(w) >= 3]
         phrases = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)  # FTS5 phrases, all required
         found = select(OBJECT_SEARCH.c.rowid).where(text("object_search MATCH :phrases").bindparams(phrases=phrases))
-        return ([SupervisedObject.id.in_(found)] if indexed else []) + \
+        return ([col(SupervisedObject.id).in_(found)] if indexed else []) + \
             [key.contains(w, autoescape=True) for w in words if len(w) < 3]
 
     def object_counts(self, jid: str) -> dict[str, dict[str, int]]:
         """Objects per kind and per class, for the ledger page's filters."""
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             kinds = dict(session.exec(select(SupervisedObject.kind, func.count()).where(
                 SupervisedObject.jurisdiction == jid).group_by(SupervisedObject.kind)).all())
             classes = dict(session.exec(select(SupervisedObject.source_class, func.count()).where(
@@ -363,7 +362,7 @@ class LedgerService:
                 seen[ident] = i
             if not row_errors:
                 cleaned.append((i, clean))
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             existing = {o.identifier: o for o in session.exec(select(SupervisedObject).where(
                 SupervisedObject.jurisdiction == jid)).all()}
             added, updated, unchanged = [], [], 0
@@ -386,7 +385,8 @@ class LedgerService:
         if preview.errors:
             raise _invalid(preview.errors)
         router = self.policies.router(jid)
-        with Session(self.engine) as session:
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             existing = {o.identifier: o for o in session.exec(select(SupervisedObject).where(
                 SupervisedObject.jurisdiction == jid)).all()}
             for i, row in enumerate(rows, start=2):
@@ -401,9 +401,8 @@ class LedgerService:
                 changes = self._apply(old, clean, actor)
                 if changes:
                     session.add(old)
-                    session.add(ObjectChange(object_id=old.id, actor=actor, action="imported", changes=changes,
+                    session.add(ObjectChange(object_id=row_id(old), actor=actor, action="imported", changes=changes,
                                              reason=clean.get("class_reason", "")))
-            session.commit()
         return preview
 
     # --- patrol records
@@ -429,7 +428,8 @@ class LedgerService:
             raise Invalid("同一批次中 Idempotency-Key 重复", field="patrols")
         seen = self._patrols_by_keys(jid, keys)
         out: list[tuple[PatrolRecord, bool] | None] = [(seen[k], False) if k in seen else None for _, k in items]
-        with Session(self.engine, expire_on_commit=False) as session:  # the records keep what was written
+        with UnitOfWork(self.engine) as uow:
+            session = uow.session
             errors: list[RowError] = []
             fresh: list[tuple[int, PatrolInput, PatrolRecord]] = []
             for i, (p, key) in enumerate(items):
@@ -449,28 +449,26 @@ class LedgerService:
             try:
                 session.flush()
             except IntegrityError:
-                session.rollback()
                 raise self._conflict(jid, fresh) from None
             for i, p, record in fresh:
-                session.add_all(PatrolObject(patrol_id=record.id, object_id=oid, day=record.day)
+                session.add_all(PatrolObject(patrol_id=row_id(record), object_id=oid, day=record.day)
                                 for oid in dict.fromkeys(p.objects))
                 self._open_finding_cases(session, router, jid, record, p, actor, now, f"patrols[{i}].")
                 out[i] = (record, True)
             tallies.add(session, tallies.of_records((r, dict.fromkeys(p.objects)) for _, p, r in fresh))
-            session.commit()
         return [o for o in out if o is not None]
 
     def _patrols_by_keys(self, jid: str, keys: list[str]) -> dict[str, PatrolRecord]:
         if not keys:
             return {}
-        with Session(self.engine) as session:
-            return {r.idempotency_key: r for r in session.exec(select(PatrolRecord).where(
-                PatrolRecord.jurisdiction == jid, PatrolRecord.idempotency_key.in_(keys)))}
+        with Session(reader(self.engine)) as session:
+            return {r.idempotency_key or "": r for r in session.exec(select(PatrolRecord).where(
+                PatrolRecord.jurisdiction == jid, col(PatrolRecord.idempotency_key).in_(keys)))}
 
     def _conflict(self, jid: str, fresh: list[tuple[int, PatrolInput, PatrolRecord]]) -> Conflict:
         """After a unique violation: the item already stored (a concurrent retry's key, or the same patrol)."""
         by_key = self._patrols_by_keys(jid, [r.idempotency_key for _, _, r in fresh if r.idempotency_key])
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for i, p, r in fresh:
                 if r.idempotency_key in by_key:
                     return Conflict(f"Idempotency-Key '{r.idempotency_key}' 已由并发请求使用, 请重试以取回记录",
@@ -507,7 +505,7 @@ class LedgerService:
                 errors.append(RowError(None, f"photos[{i}]", f"照片地址须为 http(s) 网址: '{url[:80]}'"))
         day = at.astimezone(CST).date()
         wanted = set(p.objects) | {f.object_id for f in p.findings if f.object_id}
-        objects = {o.id: o for o in session.exec(select(SupervisedObject).where(SupervisedObject.id.in_(wanted)))
+        objects = {o.id: o for o in session.exec(select(SupervisedObject).where(col(SupervisedObject.id).in_(wanted)))
                    } if wanted else {}
         below = None if unit is None or not wanted else self.subtree(router, unit.id)
         for name, ids in (("objects", p.objects), ("findings.object_id", [f.object_id for f in p.findings])):
@@ -517,7 +515,7 @@ class LedgerService:
                 obj = objects.get(oid)
                 if obj is None or obj.jurisdiction != jid:
                     errors.append(RowError(None, name, f"监管对象 #{oid} 不在辖区 {jid} 的台账中"))
-                elif below is not None and obj.unit not in below:
+                elif below is not None and unit is not None and obj.unit not in below:
                     errors.append(RowError(None, name, f"监管对象 #{oid} {obj.name} 属于网格 {obj.unit}, 不在巡查网格 {unit.id} 内"))
                 elif obj.registered_on > day:
                     errors.append(RowError(None, name, f"巡查日期 {day} 早于监管对象 #{oid} {obj.name} 的建档日期 {obj.registered_on}"))
@@ -526,7 +524,7 @@ class LedgerService:
                 errors.append(RowError(None, f"findings[{i}].description", "发现问题须有描述"))
             if f.object_id and f.object_id not in p.objects:
                 p.objects.append(f.object_id)  # the object a finding is about was checked
-        if errors:
+        if errors or unit is None:
             raise _invalid(errors)
         return PatrolRecord(jurisdiction=jid, unit=unit.id, activity=p.activity, patrolled_at=at, day=day,
                             patrollers=patrollers, signed_by=p.signed_by.strip(), photos=list(p.photos),
@@ -545,12 +543,11 @@ class LedgerService:
                 case = case_at_object(Case(problem_type=f.problem_type, unit=obj.unit if obj else record.unit,
                                            facts=f.facts), obj)
                 case_record = self.cases.intake(session, jid, case, actor, now, description=f.description)
-            except (Invalid, ValueError) as err:
-                session.rollback()
+            except (Invalid, ValueError) as err:  # the unit of work rolls back
                 message = getattr(err, "message", None) or str(err).split("\n")[-1]
                 raise Invalid(f"发现问题 {i + 1}: {message}", field=f"{item}findings[{i}].problem_type") from None
             session.flush()
-            session.add(CaseLink(case_id=case_record.id, object_id=obj.id if obj else None, patrol_id=record.id))
+            session.add(CaseLink(case_id=row_id(case_record), object_id=obj.id if obj else None, patrol_id=record.id))
             findings[i] = {**findings[i], "case_id": case_record.id}
         record.findings = findings
         session.add(record)
@@ -561,13 +558,13 @@ class LedgerService:
                         f"{p.signed_by} 签字的{ACTIVITY_LABELS.get(p.activity, p.activity)}记录", field="patrolled_at")
 
     def get_patrol(self, jid: str, patrol_id: int) -> tuple[PatrolRecord, list[SupervisedObject]]:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             record = session.get(PatrolRecord, patrol_id)
             if record is None or record.jurisdiction != jid:
                 raise NotFound(f"巡查记录 #{patrol_id} 不在辖区 {jid}", field="patrol_id")
             objects = session.exec(select(SupervisedObject).join(
-                PatrolObject, PatrolObject.object_id == SupervisedObject.id).where(PatrolObject.patrol_id == patrol_id)
-                .order_by(SupervisedObject.id)).all()
+                PatrolObject, col(PatrolObject.object_id) == SupervisedObject.id).where(PatrolObject.patrol_id == patrol_id)
+                .order_by(col(SupervisedObject.id))).all()
             return record, list(objects)
 
     def search_patrols(self, jid: str, unit: str | None = None, start: date | None = None, end: date | None = None,
@@ -577,19 +574,19 @@ class LedgerService:
         query = select(PatrolRecord).where(PatrolRecord.jurisdiction == jid)
         units = self.subtree(self.policies.router(jid), unit) if unit else None
         if units is not None:
-            query = query.where(PatrolRecord.unit.in_(units))
+            query = query.where(col(PatrolRecord.unit).in_(units))
         if start:
             query = query.where(PatrolRecord.day >= start)
         if end:
             query = query.where(PatrolRecord.day < end)
         if object_id:
-            query = query.where(PatrolRecord.id.in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
-        with Session(self.engine) as session:
+            query = query.where(col(PatrolRecord.id).in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
+        with Session(reader(self.engine)) as session:
             if object_id:
                 total = session.exec(select(func.count()).select_from(query.subquery())).one()
             else:
                 total = tallies.records(session, jid, start, end, units)
-            rows = session.exec(query.order_by(PatrolRecord.patrolled_at.desc(), PatrolRecord.id.desc())
+            rows = session.exec(query.order_by(col(PatrolRecord.patrolled_at).desc(), col(PatrolRecord.id).desc())
                                 .offset(offset).limit(limit)).all()
             return total, list(rows)
 
@@ -599,14 +596,14 @@ class LedgerService:
         objects it checked: the rows of a 巡查记录汇总表."""
         total, records = self.search_patrols(jid, unit, start, end, limit=MAX_IMPORT_ROWS)
         checked: dict[int, list[SupervisedObject]] = defaultdict(list)
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             for i in range(0, len(records), 500):
                 ids = [r.id for r in records[i:i + 500]]
                 for patrol_id, obj in session.exec(select(PatrolObject.patrol_id, SupervisedObject).join(
-                        SupervisedObject, SupervisedObject.id == PatrolObject.object_id)
-                        .where(PatrolObject.patrol_id.in_(ids)).order_by(SupervisedObject.id)):
+                        SupervisedObject, col(SupervisedObject.id) == PatrolObject.object_id)
+                        .where(col(PatrolObject.patrol_id).in_(ids)).order_by(col(SupervisedObject.id))):
                     checked[patrol_id].append(obj)
-        return [(r, checked[r.id]) for r in reversed(records)]
+        return [(r, checked[row_id(r)]) for r in reversed(records)]
 
     # --- cases found at an object
     def open_case(self, jid: str, case: Case, object_id: int, actor: str, idempotency_key: str | None = None,
@@ -616,11 +613,11 @@ class LedgerService:
         obj = self.get_object(jid, object_id)
         return self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
                                  request_hash=request_hash, report=report,
-                                 also=lambda session, record: session.add(CaseLink(case_id=record.id, object_id=obj.id)))
+                                 also=lambda session, record: session.add(CaseLink(case_id=row_id(record), object_id=obj.id)))
 
     def case_links(self, case_ids: list[int]) -> dict[int, CaseLink]:
-        with Session(self.engine) as session:
-            return {link.case_id: link for link in session.exec(select(CaseLink).where(CaseLink.case_id.in_(case_ids)))}
+        with Session(reader(self.engine)) as session:
+            return {link.case_id: link for link in session.exec(select(CaseLink).where(col(CaseLink.case_id).in_(case_ids)))}
 
 
 def _same_patrols(records: list[PatrolRecord]) -> list[int]:

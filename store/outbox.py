@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, event, func, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
-from sqlmodel import Field, Relationship, Session, SQLModel, select
+from sqlmodel import Field, Relationship, Session, SQLModel, col, select
 
+from store.db import UnitOfWork, reader
 from store.tables import CST, CaseEvent, CaseRecord, Notification, utcnow
 
 WARNINGS = ("warning_50", "warning_75")  # the other notifications repeat an event (overdue, escalated)
@@ -82,13 +83,16 @@ def _write_outbox(session: OrmSession, _context, _instances) -> None:
             session.info[_WROTE] = True
         if isinstance(obj, CaseEvent):
             record = obj.record or session.get(CaseRecord, obj.case_id)
+            assert record is not None  # an event belongs to a case
             data = {"actor": obj.actor, "from_status": obj.from_status, "to_status": obj.to_status,
                     "unit": obj.unit, "level": obj.level, "note": obj.note, "data": obj.data}
-            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction, kind=f"case.{obj.action}",
-                                    at=obj.at, data=data))
+            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction,  # type: ignore[call-arg]
+                                    kind=f"case.{obj.action}", at=obj.at, data=data))  # case_id: from `record`
         elif isinstance(obj, Notification) and obj.kind in WARNINGS:
             record = obj.record or session.get(CaseRecord, obj.case_id)
-            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction, kind=f"case.{obj.kind}",
+            assert record is not None  # a warning belongs to a case
+            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction,  # type: ignore[call-arg]
+                                    kind=f"case.{obj.kind}",  # case_id: from `record`
                                     at=obj.at, data={"recipient": obj.recipient, "note": obj.message,
                                                      "unit": record.handler_unit, "level": record.handler_level}))
 
@@ -104,11 +108,12 @@ def sequence(engine: Engine, fan_out=None) -> int:
     """Number the committed, unnumbered rows in id order and hand each to `fan_out(session, rows)` in the same
     transaction; returns how many. PostgreSQL: an advisory lock makes it one sequencer at a time; SQLite's
     BEGIN IMMEDIATE does the same."""
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         if engine.dialect.name == "postgresql":
-            session.exec(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
-        rows = list(session.exec(select(OutboxEvent).where(OutboxEvent.seq.is_(None))
-                                 .order_by(OutboxEvent.id).limit(BATCH)).all())
+            session.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
+        rows = list(session.exec(select(OutboxEvent).where(col(OutboxEvent.seq).is_(None))
+                                 .order_by(col(OutboxEvent.id)).limit(BATCH)).all())
         if not rows:
             return 0
         top = session.exec(select(func.max(OutboxEvent.seq))).one() or 0
@@ -118,17 +123,16 @@ def sequence(engine: Engine, fan_out=None) -> int:
         if fan_out is not None:
             session.flush()
             fan_out(session, rows)
-        session.commit()
         return len(rows)
 
 
 def feed(engine: Engine, jurisdictions: list[str] | None, after: int, kinds: list[str] | None,
          limit: int) -> list[OutboxEvent]:
     """Numbered events after the cursor, oldest first (jurisdictions None = all)."""
-    query = select(OutboxEvent).where(OutboxEvent.seq.is_not(None), OutboxEvent.seq > after)
+    query = select(OutboxEvent).where(col(OutboxEvent.seq).is_not(None), col(OutboxEvent.seq) > after)
     if jurisdictions is not None:
-        query = query.where(OutboxEvent.jurisdiction.in_(jurisdictions))
+        query = query.where(col(OutboxEvent.jurisdiction).in_(jurisdictions))
     if kinds:
-        query = query.where(OutboxEvent.kind.in_(kinds))
-    with Session(engine) as session:
-        return list(session.exec(query.order_by(OutboxEvent.seq).limit(limit)).all())
+        query = query.where(col(OutboxEvent.kind).in_(kinds))
+    with Session(reader(engine)) as session:
+        return list(session.exec(query.order_by(col(OutboxEvent.seq)).limit(limit)).all())

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, func, select
+from sqlalchemy import select
+from sqlmodel import Session, col, func
 
 from engine.compiler import compile_policy
 from engine.decision import Decision
@@ -76,12 +77,13 @@ def replay(policies: PolicyStore, jurisdiction: str, router: PolicyRouter, days:
     """Route the newest `cap` cases created in the last `days` days with `router`, each as reported
     (same type, unit, facts and report time), and keep those whose outcome differs from the stored one."""
     since = (now or utcnow()) - timedelta(days=days)
-    window = (CaseRecord.jurisdiction == jurisdiction, CaseRecord.created_at >= since)
+    r = CaseRecord
+    window = (col(r.jurisdiction) == jurisdiction, col(r.created_at) >= since)
     with Session(policies.reader) as session:
-        total = session.exec(select(func.count()).select_from(CaseRecord).where(*window)).one()
-        rows = session.exec(select(CaseRecord.id, CaseRecord.created_at, CaseRecord.problem_type, CaseRecord.unit,
-                                   CaseRecord.found_level, CaseRecord.facts, CaseRecord.stored_decision).where(*window)
-                            .order_by(CaseRecord.created_at.desc(), CaseRecord.id.desc()).limit(cap)).all()
+        total = session.execute(select(func.count()).select_from(r).where(*window)).scalar_one()
+        rows = session.execute(select(col(r.id), col(r.created_at), col(r.problem_type), col(r.unit),
+                                      col(r.found_level), col(r.facts), col(r.stored_decision)).where(*window)
+                               .order_by(col(r.created_at).desc(), col(r.id).desc()).limit(cap)).all()
     report = ReplayReport(days, since, total, cap, replayed=len(rows))
     for case_id, created_at, ptype, unit, found_level, facts, stored in rows:
         decision = policies.decision(stored)

@@ -14,9 +14,10 @@ from litestar.types import Empty, Message, ScopeSession
 from litestar.utils.scope.state import ScopeState
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from store.cases import as_utc
+from store.db import UnitOfWork, reader
 from store.tables import AdminSession, utcnow
 
 
@@ -51,39 +52,43 @@ class DatabaseStore(Store):
         return await asyncio.to_thread(self._expires_in, key)
 
     def _set(self, key: str, value: str | bytes, expires_in: int | timedelta | None) -> None:
-        with Session(self.engine) as session:
-            session.merge(AdminSession(key=key, value=value.encode() if isinstance(value, str) else value,
-                                       expires_at=self._expiry(expires_in)))
-            session.commit()
+        with UnitOfWork(self.engine) as uow:
+            uow.session.merge(AdminSession(key=key, value=value.encode() if isinstance(value, str) else value,
+                                           expires_at=self._expiry(expires_in)))
 
     def _get(self, key: str, renew_for: int | timedelta | None) -> bytes | None:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:  # most requests only read: no write lock
             row = session.get(AdminSession, key)
+        if row is None or not (_expired(row) or (renew_for is not None and row.expires_at is not None)):
+            return None if row is None else row.value
+        with UnitOfWork(self.engine) as uow:  # read again: it may have changed since
+            row = uow.session.get(AdminSession, key)
             if row is None:
                 return None
-            if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
-                session.delete(row)
-                session.commit()
+            if _expired(row):
+                uow.session.delete(row)
                 return None
             if renew_for is not None and row.expires_at is not None:
                 row.expires_at = self._expiry(renew_for)
-                session.add(row)
-                session.commit()
+                uow.session.add(row)
             return row.value
 
     def _delete(self, key: str | None) -> None:
         """The session `key`, or every session (None)."""
-        with Session(self.engine) as session:
-            session.exec(delete(AdminSession).where(AdminSession.key == key) if key is not None else
-                         delete(AdminSession))
-            session.commit()
+        with UnitOfWork(self.engine) as uow:
+            uow.session.execute(delete(AdminSession).where(col(AdminSession.key) == key) if key is not None else
+                                delete(AdminSession))
 
     def _expires_in(self, key: str) -> int | None:
-        with Session(self.engine) as session:
+        with Session(reader(self.engine)) as session:
             row = session.get(AdminSession, key)
         if row is None or row.expires_at is None:
             return None
         return int((as_utc(row.expires_at) - utcnow()).total_seconds())
+
+
+def _expired(row: AdminSession) -> bool:
+    return row.expires_at is not None and as_utc(row.expires_at) <= utcnow()
 
 
 _LOADED = "gridpolicy.session_loaded"  # scope key: the id whose stored session this request loaded
@@ -108,7 +113,7 @@ class RenewingSessionBackend(ServerSideSessionBackend):
     async def store_in_message(self, scope_session: ScopeSession, message: Message,
                                connection: ASGIConnection) -> None:
         loaded = connection.scope.get(_LOADED)
-        if loaded and ScopeState.from_scope(connection.scope).session_id is Empty:  # cleared: drop the old id
+        if isinstance(loaded, str) and loaded and ScopeState.from_scope(connection.scope).session_id is Empty:  # cleared: drop the old id
             await self.delete(loaded, store=self.config.get_store_from_app(connection.scope["app"]))
         # an empty session is not stored: anonymous visits leave no rows and no id to plant
         await super().store_in_message(scope_session or Empty, message, connection)

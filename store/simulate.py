@@ -87,6 +87,7 @@ class Simulator:
         while record.status != CLOSED:
             step = record.status
             allowed = cases.allowed_actions(record)
+            assert record.due_at is not None  # an open step always has a deadline
             span = as_utc(record.due_at) - now
             late = rng.random() < mix.late
             at = now + span * (rng.uniform(1.05, 1.8) if late else rng.uniform(0.1, 0.95))
@@ -114,6 +115,7 @@ class Simulator:
 
     def _handling(self, record: CaseRecord) -> set[str]:
         router = self.cases.policies.router(record.jurisdiction, record.policy_version)
+        assert record.workflow is not None  # a case is only opened with a workflow
         workflow = router.compiled.workflows_by_id[record.workflow]
         return {s.id for s in workflow.steps if s.handling}
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from policy.models import OBJECT_KINDS
 from store import tallies
 from store.cadences import INSPECTING
-from store.db import refresh_statistics
+from store.db import UnitOfWork, refresh_statistics
 from store.ledger import CST, search_key
 from store.tables import ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, utcnow
 from store.versions import PolicyStore
@@ -42,7 +43,8 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
     classes = [c.id for c in policy.source_classes]
     last = min(start + timedelta(days=days), ((now or utcnow()).astimezone(CST)).date())  # nothing in the future
     counts: Counter = Counter()
-    with Session(policies.engine) as session:
+    with UnitOfWork(policies.engine) as uow:
+        session = uow.session
         objects = _objects(session, rng, jid, grids, sources, classes, start, counts)
         by_unit: dict[str, list[int]] = defaultdict(list)
         for oid, unit, _, _ in objects:
@@ -71,7 +73,6 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
                         planned.append((unit, "patrol", start + timedelta(days=n), _sample(rng, by_unit[unit])))
         _patrols(session, rng, jid, router, planned, counts)
         tallies.rebuild(session, jid)
-        session.commit()
     refresh_statistics(policies.engine)
     counts.update({f"grids_{k}": v for k, v in Counter(diligence[g] for g in grids).items()})
     return dict(counts)
@@ -80,7 +81,7 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
 def _objects(session: Session, rng: random.Random, jid: str, grids: list[str], n: int, classes: list[str],
              registered: date, counts: Counter) -> list[tuple[int, str, str | None, str]]:
     """n objects, returned as (id, unit, class, kind)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
     now = utcnow()
     for i in range(n):
@@ -94,10 +95,10 @@ def _objects(session: Session, rng: random.Random, jid: str, grids: list[str], n
                      "identifier": identifier, "address": "", "longitude": None, "latitude": None,
                      "registered_on": registered, "search_key": search_key(name, identifier), "created_at": now,
                      "updated_at": now})
-    out = []
+    out: list[tuple[int, str, str | None, str]] = []
     for chunk in range(0, len(rows), CHUNK):
         part = rows[chunk:chunk + CHUNK]
-        ids = session.execute(insert(SupervisedObject).returning(SupervisedObject.id, sort_by_parameter_order=True),
+        ids = session.execute(insert(SupervisedObject).returning(col(SupervisedObject.id), sort_by_parameter_order=True),
                               part).scalars().all()
         session.execute(insert(ObjectChange), [{"object_id": oid, "at": now, "actor": "模拟", "action": "imported",
                                                 "changes": {"name": [None, r["name"]]}, "reason": ""}
@@ -139,7 +140,7 @@ def _patrols(session: Session, rng: random.Random, jid: str, router, planned, co
         checked.append(objects)
     for chunk in range(0, len(rows), CHUNK):
         part = rows[chunk:chunk + CHUNK]
-        ids = session.execute(insert(PatrolRecord).returning(PatrolRecord.id, sort_by_parameter_order=True),
+        ids = session.execute(insert(PatrolRecord).returning(col(PatrolRecord.id), sort_by_parameter_order=True),
                               part).scalars().all()
         links = [{"patrol_id": pid, "object_id": oid, "day": r["day"]}
                  for pid, r, objects in zip(ids, part, checked[chunk:chunk + CHUNK]) for oid in objects]

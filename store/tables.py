@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, relationship
 from sqlmodel import Field, Relationship, SQLModel
 
@@ -355,3 +355,20 @@ class CadenceObligation(SQLModel, table=True):
     recorded: int = 0
     status: str = Field(max_length=16)  # pending | open | at_risk | met | missed
     changed_at: datetime = Field(default_factory=utcnow)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for bulk statements and joins of plain columns."""
+    table: Table = model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass, absent from its stubs
+    return table
+
+
+class _Stored(Protocol):
+    id: int | None
+
+
+def row_id(row: _Stored) -> int:
+    """The id of a row that was flushed (SQLModel types ids `int | None`: they are unset until then)."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id before it is flushed")
+    return row.id

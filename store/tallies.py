@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from policy.models import PERIOD_LABELS
 from store.assessment import MONTHS
-from store.tables import PatrolRecord, PatrolTally
+from store.tables import PatrolRecord, PatrolTally, table_of
 
 PERIOD_KINDS = tuple(PERIOD_LABELS)  # every kind is kept: a new policy version may add a cadence of any kind
 OBJECT = "object:"  # an object's subject (as in cadence_obligation)
@@ -77,7 +77,7 @@ def add(session: Session | Connection, counts: Tallies) -> None:
     the same order)."""
     if not counts:
         return
-    t = PatrolTally.__table__
+    t = table_of(PatrolTally)
     dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
     stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
     stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
@@ -140,7 +140,7 @@ def recount(session: Session | Connection, jid: str | None = None) -> Tallies:
 def rebuild(session: Session | Connection, jid: str | None = None) -> None:
     """Replace the stored tallies (of one jurisdiction, or all) with a recount, inside the database."""
     dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
-    t = PatrolTally.__table__
+    t = table_of(PatrolTally)
     session.execute(delete(t) if jid is None else delete(t).where(t.c.jurisdiction == jid))
     for sql in _recount_sql(dialect, jid):
         session.execute(text(f"INSERT INTO patrol_tally ({', '.join(KEY)}, n) {sql}"), {"jid": jid})
@@ -150,7 +150,7 @@ def read(session: Session, jid: str, per: str, activities: tuple[str, ...], star
          units: list[str] | None = None) -> dict[tuple[str, date], int]:
     """{(subject, period start): records} of the activities in the periods of kind `per` starting at `starts`:
     of objects, or of units (only `units` when given)."""
-    t = PatrolTally.__table__.c
+    t = table_of(PatrolTally).c
     query = select(t.subject, t.period_start, t.n).where(
         t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.of_object == objects,
         t.period_start.in_(starts))
@@ -165,7 +165,7 @@ def read(session: Session, jid: str, per: str, activities: tuple[str, ...], star
 def records(session: Session, jid: str, start: date | None, end: date | None, units: list[str] | None = None) -> int:
     """The patrol records of the days [start, end) (of `units`; open ends: all): the tallies of the fewest whole
     years, months and days covering them."""
-    t = PatrolTally.__table__.c
+    t = table_of(PatrolTally).c
     if start is None or end is None:
         first, last = session.execute(select(func.min(t.period_start), func.max(t.period_start)).where(
             t.jurisdiction == jid, t.per == "year", t.of_object.is_(False))).one()

@@ -11,8 +11,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, delete, select
+from sqlmodel import Session, col, delete, select
 
+from store.db import UnitOfWork, reader
 from store.errors import Conflict, Invalid, NotFound, StoreError
 from store.tables import AdminRole, AdminSession, AdminUser, AppSecret, SignInFailure, utcnow
 from store.versions import audit
@@ -55,18 +56,19 @@ def create_user(engine: Engine, name: str, password: str, superuser: bool, roles
     unknown = sorted(set(roles.values()) - set(ROLES))
     if unknown:
         raise Invalid(f"未知角色 {', '.join(unknown)}; 可用: {', '.join(ROLES)}", field="role")
-    with Session(engine) as session:
+    password_hash = _hasher.hash(password)  # slow: hashed before the write lock is taken
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         if session.exec(select(AdminUser).where(AdminUser.name == name)).first() is not None:
             raise Conflict(f"用户 {name} 已存在", field="name")
-        user = AdminUser(name=name, password_hash=_hasher.hash(password), superuser=superuser)
+        user = AdminUser(name=name, password_hash=password_hash, superuser=superuser)
         session.add(user)
         session.flush()
+        assert user.id is not None  # set by the flush
         for jid, role in roles.items():
             session.add(AdminRole(user_id=user.id, jurisdiction=jid, role=role))
         audit(session, actor, "user_created", None, None, user=name, superuser=superuser, roles=roles)
-        session.commit()
-        session.refresh(user)
-        return user
+    return user
 
 
 def check_password(name: str, password: str) -> None:
@@ -79,13 +81,13 @@ def check_password(name: str, password: str) -> None:
 
 
 def list_users(engine: Engine) -> list[Principal]:
-    with Session(engine) as session:
-        users = session.exec(select(AdminUser).order_by(AdminUser.name)).all()
+    with Session(reader(engine)) as session:
+        users = session.exec(select(AdminUser).order_by(col(AdminUser.name))).all()
         roles = session.exec(select(AdminRole)).all()
     held: dict[int, dict[str, str]] = {}
     for role in roles:
         held.setdefault(role.user_id, {})[role.jurisdiction] = role.role
-    return [Principal(u.id, u.name, u.superuser, held.get(u.id, {})) for u in users]
+    return [Principal(u.id, u.name, u.superuser, held.get(u.id, {})) for u in users if u.id is not None]
 
 
 def _user(session: Session, user_id: int) -> AdminUser:
@@ -99,7 +101,8 @@ def set_role(engine: Engine, user_id: int, jurisdiction: str, role: str | None, 
     """Give `role` in `jurisdiction` (replacing any other), or take it away with role=None."""
     if role is not None and role not in ROLES:
         raise Invalid(f"未知角色 {role}; 可用: {', '.join(ROLES)}", field="role")
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         user = _user(session, user_id)
         current = session.exec(select(AdminRole).where(AdminRole.user_id == user_id,
                                                        AdminRole.jurisdiction == jurisdiction)).first()
@@ -111,21 +114,22 @@ def set_role(engine: Engine, user_id: int, jurisdiction: str, role: str | None, 
         elif current is None:
             raise NotFound(f"用户 {user.name} 在辖区 {jurisdiction} 没有角色", field="jurisdiction")
         audit(session, actor, "role_set" if role else "role_removed", jurisdiction, None, user=user.name, role=role)
-        session.commit()
 
 
 def reset_password(engine: Engine, user_id: int, password: str, actor: str) -> None:
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
+        check_password(_user(session, user_id).name, password)
+    password_hash = _hasher.hash(password)  # slow: hashed before the write lock is taken
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         user = _user(session, user_id)
-        check_password(user.name, password)
-        user.password_hash = _hasher.hash(password)
+        user.password_hash = password_hash
         session.add(user)
         # a reset after a leak must also end the sessions signed in with the old password
         for row in session.exec(select(AdminSession)).all():
             if _session_uid(row.value) == user_id:
                 session.delete(row)
         audit(session, actor, "password_reset", None, None, user=user.name)
-        session.commit()
 
 
 def _session_uid(value: bytes) -> int | None:
@@ -159,60 +163,64 @@ def sign_in(engine: Engine, name: str, password: str, address: str, now: datetim
     THROTTLE_WINDOW. A success clears the name's failures."""
     now = now or utcnow()
     name, address = name.strip()[:64], address[:64]
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         for column, value, limit in ((SignInFailure.name, name, MAX_FAILURES_PER_NAME),
                                      (SignInFailure.address, address, MAX_FAILURES_PER_ADDRESS)):
-            recent = session.exec(select(SignInFailure.at).where(column == value, SignInFailure.at > now - THROTTLE_WINDOW)
-                                  .order_by(SignInFailure.at.desc()).limit(limit)).all()
+            recent = session.exec(select(SignInFailure.at).where(col(column) == value,
+                                                                 col(SignInFailure.at) > now - THROTTLE_WINDOW)
+                                  .order_by(col(SignInFailure.at).desc()).limit(limit)).all()
             if len(recent) >= limit:
                 retry = int((recent[-1] + THROTTLE_WINDOW - now).total_seconds()) + 1
                 raise TooManyAttempts(retry, "name" if column is SignInFailure.name else "address")
     user = authenticate(engine, name, password)
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
         if user is None:
-            session.exec(delete(SignInFailure).where(SignInFailure.at <= now - THROTTLE_WINDOW))
-            session.add(SignInFailure(name=name, address=address, at=now))
+            uow.session.exec(delete(SignInFailure).where(col(SignInFailure.at) <= now - THROTTLE_WINDOW))
+            uow.session.add(SignInFailure(name=name, address=address, at=now))
         else:
-            session.exec(delete(SignInFailure).where(SignInFailure.name == name))
-        session.commit()
+            uow.session.exec(delete(SignInFailure).where(col(SignInFailure.name) == name))
     return user
 
 
 def authenticate(engine: Engine, name: str, password: str) -> Principal | None:
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         user = session.exec(select(AdminUser).where(AdminUser.name == name.strip())).first()
-        try:
-            _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        if user is None:
-            return None
-        if _hasher.check_needs_rehash(user.password_hash):  # parameters were raised since it was stored
-            user.password_hash = _hasher.hash(password)
-            session.add(user)
-            session.commit()
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if user is None or user.id is None:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):  # parameters were raised since it was stored
+        password_hash = _hasher.hash(password)
+        with UnitOfWork(engine) as uow:
+            stored = _user(uow.session, user.id)
+            stored.password_hash = password_hash
+            uow.session.add(stored)
     return principal(engine, user.id)
 
 
 def principal(engine: Engine, user_id: int) -> Principal | None:
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         user = session.get(AdminUser, user_id)
         if user is None:
             return None
         roles = session.exec(select(AdminRole).where(AdminRole.user_id == user_id)).all()
-        return Principal(user.id, user.name, user.superuser, {r.jurisdiction: r.role for r in roles})
+        return Principal(user_id, user.name, user.superuser, {r.jurisdiction: r.role for r in roles})
 
 
 def shared_secret(engine: Engine, name: str) -> str:
     """The named secret, created on first use; a concurrent first start keeps whichever row won."""
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         row = session.get(AppSecret, name)
-        if row is not None:
-            return row.value
-        session.add(AppSecret(name=name, value=secrets.token_hex(16)))
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-    with Session(engine) as session:
-        return session.get(AppSecret, name).value
+    if row is not None:
+        return row.value
+    try:
+        with UnitOfWork(engine) as uow:
+            uow.session.add(AppSecret(name=name, value=secrets.token_hex(16)))
+    except IntegrityError:
+        pass  # another worker's row won
+    with Session(reader(engine)) as session:
+        row = session.get(AppSecret, name)
+    assert row is not None  # written above, by this worker or another
+    return row.value

@@ -24,10 +24,11 @@ import httpx
 from sqlalchemy import JSON, Column, Index, and_, exists
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 from standardwebhooks.webhooks import Webhook
 
 from store.cases import as_utc
+from store.db import UnitOfWork, reader
 from store.errors import Invalid, NotFound
 from store.outbox import KINDS, OutboxEvent, local, message, notify, sequence
 from store.tables import utcnow
@@ -135,24 +136,23 @@ def subscribe(engine: Engine, jid: str, url: str, kinds: list[str], actor: str, 
     if not answer.is_success:
         raise Invalid(f"webhook 地址对测试事件 webhook.ping 返回 HTTP {answer.status_code}, 须返回 2xx; 未保存订阅",
                       field="url")
-    with Session(engine) as session:
-        session.add(sub)
-        session.flush()
-        audit(session, actor, "webhook_subscribed", jid, None, subscription=sub.id, url=url, kinds=kinds)
-        session.commit()
-        session.refresh(sub)
-        return sub
+    with UnitOfWork(engine) as uow:
+        uow.session.add(sub)
+        uow.session.flush()
+        audit(uow.session, actor, "webhook_subscribed", jid, None, subscription=sub.id, url=url, kinds=kinds)
+    return sub
 
 
 def subscriptions(engine: Engine, jid: str) -> list[WebhookSubscription]:
-    with Session(engine) as session:
+    with Session(reader(engine)) as session:
         return list(session.exec(select(WebhookSubscription).where(
-            WebhookSubscription.jurisdiction == jid, WebhookSubscription.active).order_by(WebhookSubscription.id)))
+            WebhookSubscription.jurisdiction == jid, col(WebhookSubscription.active)).order_by(col(WebhookSubscription.id))))
 
 
 def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
     """Deactivates (kept for the deliveries that refer to it); pending deliveries are dropped."""
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         sub = session.get(WebhookSubscription, sub_id)
         if sub is None or sub.jurisdiction != jid or not sub.active:
             raise NotFound(f"辖区 {jid} 没有 webhook 订阅 {sub_id}", field="id")
@@ -163,19 +163,19 @@ def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
             delivery.status, delivery.last_error = DEAD, "订阅已删除"
             session.add(delivery)
         audit(session, actor, "webhook_unsubscribed", jid, None, subscription=sub_id)
-        session.commit()
 
 
 # --- fan-out and delivery
 def fan_out(session: Session, events: list[OutboxEvent]) -> None:
     """One pending delivery per event and matching subscription (inside the sequencer's transaction)."""
     subs = session.exec(select(WebhookSubscription).where(
-        WebhookSubscription.active, WebhookSubscription.jurisdiction.in_({e.jurisdiction for e in events}))).all()
+        col(WebhookSubscription.active), col(WebhookSubscription.jurisdiction).in_({e.jurisdiction for e in events}))).all()
     now = utcnow()
     for event in events:
+        assert event.id is not None and event.seq is not None  # stored and numbered by the sequencer
         due = min(as_utc(event.at), now)  # due from the event on; the 24-hour retry window counts from it too
         for sub in subs:
-            if sub.jurisdiction == event.jurisdiction and (not sub.kinds or event.kind in sub.kinds):
+            if sub.id is not None and sub.jurisdiction == event.jurisdiction and (not sub.kinds or event.kind in sub.kinds):
                 session.add(WebhookDelivery(subscription_id=sub.id, event_id=event.id, case_id=event.case_id,
                                             seq=event.seq, created_at=due, next_attempt_at=due))
 
@@ -203,27 +203,27 @@ class Claimed:
 def claim(engine: Engine, now: datetime, limit: int) -> list[Claimed]:
     """Lease the due deliveries that are first in line for their case (so one round holds at most one per case and
     subscription, and its sends may run side by side)."""
-    earlier = aliased(WebhookDelivery)
-    first_in_line = ~exists().where(and_(earlier.subscription_id == WebhookDelivery.subscription_id,
-                                         earlier.case_id == WebhookDelivery.case_id, earlier.status == PENDING,
-                                         earlier.seq < WebhookDelivery.seq))
-    query = (select(WebhookDelivery, WebhookSubscription, OutboxEvent)
-             .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-             .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
-             .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now,
-                    (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now), first_in_line)
-             .order_by(WebhookDelivery.seq).limit(limit))
+    d, earlier = WebhookDelivery, aliased(WebhookDelivery)
+    first_in_line = ~exists().where(and_(col(earlier.subscription_id) == d.subscription_id,
+                                         col(earlier.case_id) == d.case_id, col(earlier.status) == PENDING,
+                                         col(earlier.seq) < d.seq))
+    query = (select(d, WebhookSubscription, OutboxEvent)
+             .join(WebhookSubscription, col(WebhookSubscription.id) == d.subscription_id)
+             .join(OutboxEvent, col(OutboxEvent.id) == d.event_id)
+             .where(d.status == PENDING, d.next_attempt_at <= now,
+                    col(d.lease_until).is_(None) | (col(d.lease_until) < now), first_in_line)
+             .order_by(col(d.seq)).limit(limit))
     if engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
     lease = now + LEASE
-    with Session(engine, expire_on_commit=False) as session:  # the subscriptions are used after the commit
-        rows = session.exec(query).all()
-        claimed = [Claimed(d.id, lease, sub, event.id, message(event)) for d, sub, event in rows]
-        for delivery, _, _ in rows:
+    with UnitOfWork(engine) as uow:  # the subscriptions are used after the commit: it keeps them loaded
+        claimed: list[Claimed] = []
+        for delivery, sub, event in uow.session.exec(query).all():
+            assert delivery.id is not None and event.id is not None  # read from the database
+            claimed.append(Claimed(delivery.id, lease, sub, event.id, message(event)))
             delivery.lease_until = lease
-            session.add(delivery)
-        session.commit()
-        return claimed
+            uow.session.add(delivery)
+    return claimed
 
 
 def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
@@ -239,10 +239,9 @@ def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
     with client or httpx.Client(timeout=TIMEOUT, limits=httpx.Limits(max_connections=SENDERS)) as http, \
             ThreadPoolExecutor(SENDERS) as pool:
         results = list(pool.map(lambda c: _send(http, c), claimed))
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
         for item, (status, error) in zip(claimed, results):
-            counts[_record(session, item, status, error, now)] += 1
-        session.commit()
+            counts[_record(uow.session, item, status, error, now)] += 1
     return counts
 
 
@@ -259,7 +258,7 @@ def _record(session: Session, item: Claimed, status: int | None, error: str, now
     """The outcome of one try, kept only while this worker still holds the lease. `now` is the round's time (the
     retry schedule counts from it; tests pass a later one to let hours pass)."""
     delivery = session.get(WebhookDelivery, item.delivery_id)
-    if delivery.status != PENDING or delivery.lease_until is None or as_utc(delivery.lease_until) != item.lease:
+    if delivery is None or delivery.status != PENDING or delivery.lease_until is None or as_utc(delivery.lease_until) != item.lease:
         return "failed" if error else "delivered"  # the lease ran out and another worker took over
     delivery.attempts += 1
     delivery.last_status, delivery.last_error, delivery.lease_until = status, error, None
@@ -280,21 +279,22 @@ def _record(session: Session, item: Claimed, status: int | None, error: str, now
 def failures(engine: Engine, jid: str, limit: int = 200) -> list[dict[str, Any]]:
     """Dead-lettered deliveries and pending ones that have failed at least once, newest first."""
     query = (select(WebhookDelivery, WebhookSubscription.url, OutboxEvent.kind)
-             .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
-             .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+             .join(WebhookSubscription, col(WebhookSubscription.id) == WebhookDelivery.subscription_id)
+             .join(OutboxEvent, col(OutboxEvent.id) == WebhookDelivery.event_id)
              .where(WebhookSubscription.jurisdiction == jid,
                     (WebhookDelivery.status == DEAD) | ((WebhookDelivery.status == PENDING) & (WebhookDelivery.attempts > 0)))
-             .order_by(WebhookDelivery.id.desc()).limit(limit))
-    with Session(engine) as session:
+             .order_by(col(WebhookDelivery.id).desc()).limit(limit))
+    with Session(reader(engine)) as session:
         return [{"delivery": d, "url": url, "kind": kind} for d, url, kind in session.exec(query)]
 
 
 def redeliver(engine: Engine, jid: str, delivery_id: int, actor: str) -> WebhookDelivery:
     """A dead-lettered (or failing) delivery goes out again now, with a fresh 24-hour retry window."""
-    with Session(engine) as session:
+    with UnitOfWork(engine) as uow:
+        session = uow.session
         delivery = session.get(WebhookDelivery, delivery_id)
         sub = session.get(WebhookSubscription, delivery.subscription_id) if delivery else None
-        if delivery is None or sub.jurisdiction != jid:
+        if delivery is None or sub is None or sub.jurisdiction != jid:
             raise NotFound(f"辖区 {jid} 没有投递记录 {delivery_id}", field="id")
         if delivery.status == DELIVERED:
             raise Invalid(f"投递 {delivery_id} 已成功, 无需重投", field="id")
@@ -304,8 +304,6 @@ def redeliver(engine: Engine, jid: str, delivery_id: int, actor: str) -> Webhook
         delivery.status, delivery.next_attempt_at, delivery.created_at, delivery.lease_until = PENDING, now, now, None
         session.add(delivery)
         audit(session, actor, "webhook_redelivered", jid, None, delivery=delivery_id)
-        session.commit()
-        session.refresh(delivery)
     notify()  # due now: wake this process's delivery loop
     return delivery
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from store.db import make_engine, migrate
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import AdminSession, AdminUser
+from store.tables import AdminRole, AdminSession, AdminUser
 from store.users import authenticate, create_user, list_users, reset_password, set_role, shared_secret
 from sqlmodel import Session, select
 
@@ -40,6 +40,21 @@ def test_bad_users_are_refused_and_change_nothing(engine):
             create_user(engine, *args, actor="test")
     with Session(engine) as session:
         assert session.exec(select(AdminUser.name)).all() == ["li"]
+
+
+def test_a_user_write_failing_midway_leaves_nothing_and_frees_the_lock(engine, monkeypatch):
+    """The user and its role are flushed before the audit entry is written: when that step fails, neither stays,
+    and the next write is not kept waiting for a lock the failed one held."""
+    def unavailable(*_args, **_kwargs):
+        raise RuntimeError("audit log unavailable")
+    monkeypatch.setattr("store.users.audit", unavailable)
+    with pytest.raises(RuntimeError, match="audit log unavailable"):
+        create_user(engine, "li", "long-password", False, {"karamay": "editor"}, "test")
+    with Session(engine) as session:
+        assert session.exec(select(AdminUser)).all() == [] and session.exec(select(AdminRole)).all() == []
+    monkeypatch.undo()
+    create_user(engine, "li", "long-password", False, {"karamay": "editor"}, "test")
+    assert [(u.name, u.roles) for u in list_users(engine)] == [("li", {"karamay": "editor"})]
 
 
 def test_shared_secret_is_stable(engine):
