@@ -1,6 +1,7 @@
 """Admin users: argon2 password hashes, roles per jurisdiction, and the shared secrets of the admin UI."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -23,8 +24,10 @@ ROLE_LABELS = {"viewer": "查看", "editor": "编辑", "publisher": "发布"}
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # the sign-in form reads at most this much
 _hasher = PasswordHasher()
-# Verified when the name is unknown, so a wrong name costs as much time as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+@functools.cache  # made by the first sign-in, not at import: a hash takes 0.3-1 s, which every start waited for
+def _dummy_hash() -> str:
+    """Verified when the name is unknown, so a wrong name costs as much time as a wrong password."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def authenticate(engine: Engine, name: str, password: str) -> Principal | None:
     with Session(reader(engine)) as session:
         user = session.exec(select(AdminUser).where(AdminUser.name == name.strip())).first()
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or user.id is None:
