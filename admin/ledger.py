@@ -55,10 +55,12 @@ def ledger_home(request: Request, user: NamedDependency[Principal],
 # --- objects
 @get("/j/{jid:str}/ledger", sync_to_thread=True, opt={"role": "viewer"})
 def objects_page(request: Request, user: NamedDependency[Principal], jid: FromPath[str], q: Text = None,
-                 unit: Text = None, kind: Text = None, source_class: Annotated[str | None, QueryParameter(name="class", max_length=8)] = None,
+                 unit: Text = None, kind: Text = None,
+                 source_class: Annotated[str | None, QueryParameter(name="class", max_length=8)] = None,
                  page_no: Annotated[int, QueryParameter(name="page", ge=1, le=100_000)] = 1) -> Template:
     ledger = _ledger(request).ledger
-    total, rows = ledger.search_objects(jid, q, unit or None, kind or None, source_class or None, PAGE, (page_no - 1) * PAGE)
+    total, rows = ledger.search_objects(jid, q, unit or None, kind or None, source_class or None, PAGE,
+                                        (page_no - 1) * PAGE)
     context = {**_context(request, jid), "user": user, "rows": rows, "total": total, "page_no": page_no,
                "pages": max(1, -(-total // PAGE)), "q": q or "", "unit": unit or "", "kind": kind or "",
                "source_class": source_class or "", "counts": ledger.object_counts(jid)}
@@ -82,7 +84,8 @@ def _object_page(request: Request, user: Principal, jid: str, object_id: int, er
 
 
 @post("/j/{jid:str}/ledger/objects/{object_id:int}", opt={"role": "editor"})
-async def object_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str], object_id: Number) -> Response:
+async def object_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str],
+                      object_id: Number) -> Response:
     form = await request.form()
     data = {k: str(form.get(k, ""))[:1000] for k in OBJECT_FIELDS if k in form and k != "registered_on"}
     try:
@@ -135,10 +138,12 @@ async def import_post(request: Request, user: NamedDependency[Principal], jid: F
         message = err.message if isinstance(err, StoreError) else "导入数据无法解析, 请重新上传文件"
         errors = [RowError(e["row"], e["field"], e["message"]) for e in err.extra.get("errors", [])] \
             if isinstance(err, StoreError) and err.extra.get("errors") else [RowError(None, "file", message)]
-        return page("ledger_import.html", 422, **_context(request, jid), user=user, preview=None, errors=errors, payload="")
+        return page("ledger_import.html", 422, **_context(request, jid), user=user, preview=None, errors=errors,
+                    payload="")
     status = 422 if preview.errors else 200
     return page("ledger_import.html", status, **_context(request, jid), user=user, preview=preview,
-                errors=preview.errors, payload="" if preview.errors else json.dumps(rows, ensure_ascii=False, default=str))
+                errors=preview.errors,
+                payload="" if preview.errors else json.dumps(rows, ensure_ascii=False, default=str))
 
 
 # --- patrol records
@@ -184,13 +189,16 @@ async def patrol_save(request: Request, user: NamedDependency[Principal], jid: F
         if form.get("problem_type") and not findings:
             raise Invalid("立案须填写发现的问题", field="finding")
         photos = [p for p in form.get("photos", "").split() if p]
-        patrollers = [p for p in form.get("patrollers", "").replace("，", ",").replace("、", ",").split(",") if p.strip()]
+        patrollers = [p for p in form.get("patrollers", "").replace("，", ",").replace("、", ",").split(",")
+                      if p.strip()]
         record, _ = _ledger(request).ledger.record_patrol(jid, PatrolInput(
             unit=form.get("unit", ""), activity=form.get("activity", "patrol"), patrolled_at=at, patrollers=patrollers,
-            signed_by=form.get("signed_by", ""), objects=objects, findings=findings, photos=photos), f"admin:{user.name}")
+            signed_by=form.get("signed_by", ""), objects=objects, findings=findings, photos=photos),
+            f"admin:{user.name}")
     except StoreError as err:
-        errors = {k.replace("findings[0].", "").replace("problem_type", "problem_type").replace("description", "finding")
-                  .replace("object_id", "finding_object"): v for k, v in _field_errors(err).items()}
+        errors = {k.replace("findings[0].", "").replace("problem_type", "problem_type")
+                  .replace("description", "finding").replace("object_id", "finding_object"): v
+                  for k, v in _field_errors(err).items()}
         return _patrols_page(request, user, jid, None, None, None, 1, form, errors, err.status)
     return Redirect(f"/admin/j/{jid}/patrols?saved={record.id}")
 
@@ -208,14 +216,16 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
     if status:
         rows = [r for r in rows if r["status"] == status]
     charts = {"levels": bar_chart(f"各层级频次义务 ({p.label})", [f"第{lv['level']}级" for lv in result["levels"]],
-                                  {STATUS_LABELS[s]: [lv[s] for lv in result["levels"]] for s in CHART_ORDER}, stacked=True)}
+                                  {STATUS_LABELS[s]: [lv[s] for lv in result["levels"]] for s in CHART_ORDER},
+                                  stacked=True)}
     trend = service.trend(jid, p, TREND_PERIODS, unit=unit or None)
     charts["trend"] = bar_chart("近期各期完成率 (%)", [t["period"] for t in trend],
-                                {"已完成 %": [None if t["met_rate"] is None else round(100 * t["met_rate"], 1) for t in trend]},
+                                {"已完成 %": [None if t["met_rate"] is None else round(100 * t["met_rate"], 1)
+                                            for t in trend]},
                                 height=260)
-    return page("ledger_cadences.html", **_context(request, jid), user=user, r=result, period=p, rows=rows[:DASHBOARD_ROWS],
-                total_rows=len(rows), unit=unit or "", status=status or "", charts=charts, status_labels=STATUS_LABELS,
-                cadences={c["id"]: c for c in result["cadences"]}, trend=trend)
+    return page("ledger_cadences.html", **_context(request, jid), user=user, r=result, period=p,
+                rows=rows[:DASHBOARD_ROWS], total_rows=len(rows), unit=unit or "", status=status or "", charts=charts,
+                status_labels=STATUS_LABELS, cadences={c["id"]: c for c in result["cadences"]}, trend=trend)
 
 
 @get("/j/{jid:str}/patrol-summary.xlsx", sync_to_thread=True, opt={"role": "viewer"})

@@ -166,7 +166,8 @@ class LedgerController(Controller):
     def create_object(self, request: Request, jid: FromPath[str], data: JSONBody[ObjectBody]) -> Response:
         ledger = ledger_services(request.app).ledger
         obj = ledger.create_object(jid, data.model_dump(exclude={"actor"}), data.actor)
-        return Response(object_json(obj), status_code=201, headers={"Location": f"/v1/jurisdictions/{jid}/objects/{obj.id}"})
+        return Response(object_json(obj), status_code=201,
+                        headers={"Location": f"/v1/jurisdictions/{jid}/objects/{obj.id}"})
 
     @get("/objects/{object_id:int}", sync_to_thread=True)
     def get_object(self, request: Request, jid: FromPath[str], object_id: ObjectId) -> dict:
@@ -178,7 +179,8 @@ class LedgerController(Controller):
         return out
 
     @patch("/objects/{object_id:int}", sync_to_thread=True)
-    def update_object(self, request: Request, jid: FromPath[str], object_id: ObjectId, data: JSONBody[ObjectPatch]) -> dict:
+    def update_object(self, request: Request, jid: FromPath[str], object_id: ObjectId,
+                      data: JSONBody[ObjectPatch]) -> dict:
         ledger = ledger_services(request.app).ledger
         changes = data.model_dump(exclude={"actor", "reason"}, exclude_unset=True)
         return object_json(ledger.update_object(jid, object_id, changes, data.actor, data.reason))
@@ -187,7 +189,8 @@ class LedgerController(Controller):
     async def import_objects(self, request: Request, jid: FromPath[str],
                        actor: Annotated[str, QueryParameter(min_length=1, max_length=128)],
                        filename: Annotated[str, QueryParameter(max_length=200)] = "objects.csv",
-                       confirm: Annotated[bool, QueryParameter(description="false: 只预览; true: 无错误时保存")] = False) -> Response:
+                       confirm: Annotated[bool, QueryParameter(
+                           description="false: 只预览; true: 无错误时保存")] = False) -> Response:
         """The request body is a CSV file (or .xlsx with filename=….xlsx): a preview per row; with confirm=true it is
         saved, only when no row has an error."""
         ledger = ledger_services(request.app).ledger
@@ -201,7 +204,8 @@ class LedgerController(Controller):
     @post("/patrols", sync_to_thread=True)
     def create_patrol(self, request: Request, api_key: NamedDependency[ApiKey], jid: FromPath[str],
                       data: JSONBody[PatrolBody],
-                      idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None) -> Response:
+                      idempotency_key: Annotated[str | None, HeaderParameter(
+                          name="Idempotency-Key", max_length=200)] = None) -> Response:
         ledger = ledger_services(request.app).ledger
         record, created = ledger.record_patrol(jid, data.patrol(), f"apikey:{api_key.prefix}", idempotency_key)
         assert record.id is not None  # stored: it has its id

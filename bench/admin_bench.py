@@ -53,12 +53,14 @@ def seed(database_url: str, per_jurisdiction: int) -> dict[str, int]:
             made[jid] = made.get(jid, 0) + 1
             if i % 5 == 0 and record.status != "closed":  # some cases closed, as in real life
                 cases.transition(record.id, CLOSE, now=now)
-    while any(sweep(cases, now).values()):  # settle the deadlines now, so the server's sweeper stays idle while measured
+    # settle the deadlines now, so the server's sweeper stays idle while measured
+    while any(sweep(cases, now).values()):
         pass
     drafts = {jid: policies.create_draft(jid, "bench").number for jid in ("hefei", "weiyang")}
     with Session(engine) as session:  # a year of draft saves in the audit log (the audit page pages through them)
         session.add_all(AuditEntry(actor=f"editor{i % 7}", action="draft_updated", jurisdiction=jid,
-                                   version_number=drafts[jid], detail={"revision": i}, at=now - timedelta(minutes=i * 100))
+                                   version_number=drafts[jid], detail={"revision": i},
+                                   at=now - timedelta(minutes=i * 100))
                         for i, jid in zip(range(AUDIT_ROWS), itertools.cycle(drafts)))
         session.commit()
     create_user(engine, "bench", PASSWORD, True, {}, "bench")
@@ -82,7 +84,8 @@ def pages(drafts: dict[str, int], ids: list[str]) -> dict[str, str]:
     hefei = f"/admin/j/hefei/v/{drafts['hefei']}"  # the draft editors on 1,649 units
     out.update({"units page hefei": f"{hefei}/units", "units children of the city": f"{hefei}/units/children?parent=hf",
                 "units children of a township": f"{hefei}/units/children?parent=hf-l3c-01",
-                "units search (pinyin)": f"{hefei}/units/search?q=baohe", "unit form": f"{hefei}/units/form?id=hf-l4-0001",
+                "units search (pinyin)": f"{hefei}/units/search?q=baohe",
+                "unit form": f"{hefei}/units/form?id=hf-l4-0001",
                 "departments hefei": f"{hefei}/departments", "workflows hefei": f"{hefei}/workflows"})
     weiyang = f"/admin/j/weiyang/v/{drafts['weiyang']}"  # #14 items 5 and 6: bulk types (102 rows), tables
     out.update({"bulk types weiyang": f"{weiyang}/types/bulk",

@@ -158,7 +158,8 @@ def main() -> None:
             k = r["soak"]
             print(f"soak {label}: route alone p99 {k['route_alone']['p99_ms']} ms, beside intake "
                   f"{k['route_beside_intake']['p99_ms']} ms (×{k['p99_ratio']}); intake "
-                  f"{k['intake_beside_route']['requests_per_second']} cases/s p99 {k['intake_beside_route']['p99_ms']} ms")
+                  f"{k['intake_beside_route']['requests_per_second']} cases/s "
+                  f"p99 {k['intake_beside_route']['p99_ms']} ms")
 
 
 if __name__ == "__main__":

@@ -60,11 +60,13 @@ def intake(policies, n: int) -> dict:
     t0 = time.perf_counter()
     for i in range(n):
         ledger.record_patrol(JID, PatrolInput(unit=units[i % len(units)], patrolled_at=NOW - timedelta(minutes=i),
-                                              patrollers=["网格员"], signed_by="网格员"), "bench", f"bench-{i}", now=NOW)
+                                              patrollers=["网格员"], signed_by="网格员"),
+                             "bench", f"bench-{i}", now=NOW)
     patrols = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for start in range(0, n, BATCH):
-        ledger.record_patrols(JID, [(PatrolInput(unit=units[i % len(units)], patrolled_at=NOW - timedelta(days=1, minutes=i),
+        ledger.record_patrols(JID, [(PatrolInput(unit=units[i % len(units)],
+                                                 patrolled_at=NOW - timedelta(days=1, minutes=i),
                                                  patrollers=["网格员"], signed_by="网格员"), f"batch-{i}")
                                     for i in range(start, min(n, start + BATCH))], "bench", now=NOW)
     batched = n / (time.perf_counter() - t0)
@@ -82,7 +84,8 @@ def http_intake(base: str, key: str, n: int) -> float:
     with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": key}) as client:
         t0 = time.perf_counter()
         for i in range(n):
-            answer = client.post(f"/v1/jurisdictions/{JID}/patrols", headers={"Idempotency-Key": uuid.uuid4().hex}, json={
+            answer = client.post(f"/v1/jurisdictions/{JID}/patrols",
+                                 headers={"Idempotency-Key": uuid.uuid4().hex}, json={
                 "unit": units[i % 3], "patrolled_at": (NOW - timedelta(days=400, minutes=i)).isoformat(),
                 "patrollers": ["网格员"], "signed_by": "网格员"})
             assert answer.status_code == 201, answer.text
@@ -120,8 +123,9 @@ def run(url: str, sources: int, months: int, intake_n: int, pages: bool) -> dict
     month, quarter = Period.parse("2026-11"), Period.parse("2026-Q3" if months >= 6 else "2026-Q4")
     with Session(policies.engine) as session:
         start, end = date(2026, 11, 1), date(2026, 12, 1)
-        out["baseline_count_month_s"], _ = timed(lambda: session.exec(select(func.count()).select_from(PatrolRecord).where(
-            PatrolRecord.jurisdiction == JID, PatrolRecord.day >= start, PatrolRecord.day < end)).one())
+        out["baseline_count_month_s"], _ = timed(lambda: session.exec(
+            select(func.count()).select_from(PatrolRecord).where(
+                PatrolRecord.jurisdiction == JID, PatrolRecord.day >= start, PatrolRecord.day < end)).one())
     out["compliance_month_s"], result = timed(lambda: service.compliance(JID, month, NOW))
     out["compliance_month_levels"] = result["levels"]
     out["compliance_quarter_s"], _ = timed(lambda: service.compliance(JID, quarter, NOW))
@@ -152,7 +156,8 @@ def main() -> None:
               "sources": args.sources, "months": args.months, "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("sqlite", "both"):
-            report["backends"]["sqlite"] = run(f"sqlite:///{tmp}/ledger.db", args.sources, args.months, args.intake, True)
+            report["backends"]["sqlite"] = run(f"sqlite:///{tmp}/ledger.db", args.sources, args.months, args.intake,
+                                               True)
             args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         if args.backend in ("postgresql", "both"):
             if not args.pg_url:

@@ -205,7 +205,8 @@ def db_growth(s: Server) -> dict:
     """Database growth for one published version that renames one unit (draft, PATCH, publish)."""
     before = s.db_used_bytes()
     _publish_one_change(s, 0)
-    return {"db_total_mb": round(before / 2**20, 2), "growth_per_version_kb": round((s.db_used_bytes() - before) / 1024, 1)}
+    return {"db_total_mb": round(before / 2**20, 2),
+            "growth_per_version_kb": round((s.db_used_bytes() - before) / 1024, 1)}
 
 
 def rss_after_publishes(s: Server, publishes: int = 10) -> dict:
@@ -243,7 +244,8 @@ def _pages(s: Server, number: int) -> dict[str, str]:
     n = s.notes
     base = f"/admin/j/{JID}/v/{number}"
     return {"version list": f"/admin/j/{JID}", "editor": base, "verify": f"{base}/verify",
-            "unit tree": f"{base}/units", "unit tree: the top unit's children": f"{base}/units/children?parent={n['root']}",
+            "unit tree": f"{base}/units",
+            "unit tree: the top unit's children": f"{base}/units/children?parent={n['root']}",
             "unit tree: a township's children": f"{base}/units/children?parent={n['town']}",
             "unit tree: page 2": f"{base}/units/children?parent={n['town']}&page=2",
             "unit form": f"{base}/units/form?id={n['units'][0]}",

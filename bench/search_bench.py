@@ -16,8 +16,10 @@ from policy.catalog import search_score  # noqa: E402
 from policy.search import UnitIndex  # noqa: E402
 from tests.test_search_index import _tree  # noqa: E402
 
-QUERIES = ["东风", "dongfeng", "df", "d", "村", "shequ", "zzz", "c-07-t047-v01247", "第9网格", "v0124", "重庆路", "xihu"]
-UNKNOWN = ["c-07-t047-v1247", "c_07-t047-v01247", "东风西湖村社区第6网", "completely-unrelated", "dongfengxihu", "东风西糊村"]
+QUERIES = ["东风", "dongfeng", "df", "d", "村", "shequ", "zzz", "c-07-t047-v01247", "第9网格", "v0124", "重庆路",
+           "xihu"]
+UNKNOWN = ["c-07-t047-v1247", "c_07-t047-v01247", "东风西湖村社区第6网", "completely-unrelated", "dongfengxihu",
+           "东风西糊村"]
 
 
 def timed(fn, *args) -> float:
@@ -41,7 +43,8 @@ def main() -> None:
     search = {q: statistics.median(timed(index.search, q, 50) for _ in range(5)) for q in QUERIES}
     close = {q: statistics.median(timed(index.close_matches, q, 3) for _ in range(5)) for q in UNKNOWN}
     sample = list(names.items())[:20_000]
-    scan = timed(lambda: [search_score("dongfeng", uid, name, fuzzy=False) for uid, name in sample]) * len(names) / 20_000
+    scan = (timed(lambda: [search_score("dongfeng", uid, name, fuzzy=False) for uid, name in sample])
+            * len(names) / 20_000)
     result = {"units": len(names), "build_fresh_s": round(fresh, 2), "build_reusing_pinyin_s": round(reused, 2),
               "search_ms": {q: round(v, 2) for q, v in search.items()},
               "close_matches_ms": {q: round(v, 2) for q, v in close.items()},

@@ -1,4 +1,5 @@
-"""`gridpolicy cadences` and `gridpolicy ledger …`: cadence compliance, object import, the monthly summary, simulation."""
+"""`gridpolicy cadences` and `gridpolicy ledger …`: cadence compliance, object import, the monthly summary,
+simulation."""
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ def _period(text: Optional[str]):
 @app.command("cadences")
 def cadences(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-11, 2026-Q3 …; 默认本月")] = None,
              unit: Annotated[Optional[str], typer.Option(help="只看此网格及其下级")] = None,
-             status: Annotated[Optional[str], typer.Option(help="只列此状态: met, at_risk, missed, open, pending")] = None,
+             status: Annotated[Optional[str], typer.Option(
+                 help="只列此状态: met, at_risk, missed, open, pending")] = None,
              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """巡查/检查频次: 每个网格、每项频次要求的应完成次数、已记录次数与状态 (已完成/有风险/未完成)。"""
     from store.cadences import STATUS_LABELS, CadenceService  # noqa: PLC0415
@@ -45,19 +47,23 @@ def cadences(jid: str, period: Annotated[Optional[str], typer.Option(help="2026-
     names = {c["id"]: c for c in result["cadences"]}
     typer.echo(f"{result['name']} {p.label} 频次完成情况 (截至 {result['as_of'][:16]})")
     for lv in result["levels"]:
-        typer.echo(f"  第{lv['level']}级 {lv['name']}: " + "  ".join(f"{label} {lv[k]}" for k, label in STATUS_LABELS.items()))
+        typer.echo(f"  第{lv['level']}级 {lv['name']}: "
+                   + "  ".join(f"{label} {lv[k]}" for k, label in STATUS_LABELS.items()))
     typer.echo(f"\n{'网格':<18} {'频次要求':<36} {'应完成':>6} {'已记录':>6}  状态")
     for r in rows:
         c = names[r["cadence"]]
         what = f"{c['name'][:24]} ({c['times']}次/{c['per_label']})"
         objects = f" · {r['objects']} 个对象" if r["objects"] else ""
-        typer.echo(f"{r['unit_name'][:18]:<18} {what:<36} {r['required']:>6} {r['recorded']:>6}  {r['status_label']}{objects}")
+        typer.echo(f"{r['unit_name'][:18]:<18} {what:<36} {r['required']:>6} {r['recorded']:>6}  "
+                   f"{r['status_label']}{objects}")
 
 
 @ledger_app.command("import")
-def import_objects(jid: str, file: Path, confirm: Annotated[bool, typer.Option("--confirm", help="无错误时保存")] = False,
+def import_objects(jid: str, file: Path,
+                   confirm: Annotated[bool, typer.Option("--confirm", help="无错误时保存")] = False,
                    actor: Annotated[str, typer.Option(help="导入人")] = "cli") -> None:
-    """导入监管对象 (CSV 或 .xlsx; 列: 名称,网格,类型,类别,分类理由,许可证号,地址,经度,纬度,建档日期): 先预览, --confirm 保存。"""
+    """导入监管对象 (CSV 或 .xlsx; 列: 名称,网格,类型,类别,分类理由,许可证号,地址,经度,纬度,建档日期): \
+先预览, --confirm 保存。"""
     from store.errors import StoreError  # noqa: PLC0415
     from store.ledger import LedgerService, read_table  # noqa: PLC0415
     if not file.is_file():
@@ -72,7 +78,8 @@ def import_objects(jid: str, file: Path, confirm: Annotated[bool, typer.Option("
         _fail([f"{file}: {e}" for e in preview.errors] + [f"共 {len(preview.errors)} 处错误, 未保存任何对象"])
     typer.echo(f"{preview.rows} 行: 新增 {len(preview.added)}, 更新 {len(preview.updated)}, 不变 {preview.unchanged}")
     for u in preview.updated[:20]:
-        typer.echo(f"  更新 #{u['id']} {u['name']}: " + "; ".join(f"{k} {a} → {b}" for k, (a, b) in u["changes"].items()))
+        typer.echo(f"  更新 #{u['id']} {u['name']}: "
+                   + "; ".join(f"{k} {a} → {b}" for k, (a, b) in u["changes"].items()))
     if confirm:
         ledger.apply_import(jid, rows, actor)
         typer.echo("已保存")

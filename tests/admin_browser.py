@@ -130,7 +130,8 @@ def admin_http(server: str, jid: str) -> Iterator[tuple[httpx.Client, str]]:
 
 def htmx_idle(page: Page) -> None:
     """htmx attaches triggers to swapped-in content while it settles; typing before then is lost."""
-    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')")
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')")
 
 
 @functools.cache

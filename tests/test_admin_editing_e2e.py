@@ -162,7 +162,8 @@ def test_departments_editor(browser, server):
                         {"部门名称": "克拉玛依区生态环境分局"})
     existing.get_by_role("radio", name="原文出处").check()
     _refused_then_saved(page, "departments-ecology_bureau", "quote", {"原文引文": "文件里没有这句话"}, "找不到",
-                        {"原文引文": "并向市生态环境局克区分局或相关承担生态环境保护职责的部门报告"}, "edit_departments")
+                        {"原文引文": "并向市生态环境局克区分局或相关承担生态环境保护职责的部门报告"},
+                        "edit_departments")
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator("#departments-water_bureau").get_by_role("button", name="删除").click()
     expect(page.locator("#departments-water_bureau")).to_have_count(0)  # the page reloads without it

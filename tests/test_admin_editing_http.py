@@ -26,9 +26,9 @@ VALID = {  # a form each editor accepts; examples override some of its fields
     ("deductions", "late_report"): {"trigger": "late_report", "points": "2", "max_points": ""},
 }
 FIELDS = sorted({name for form in VALID.values() for name in form} | {"seed", "clause", "quote"})
-values = st.one_of(st.text(max_size=40), st.sampled_from(["", "1", "2", "3", "0", "7", "-1", "2.5", "inf", "P3D", "PT0S",
-                                                          "on", "up", "level", "source", "assumption", "kmy", "kmy-l2-2",
-                                                          "natural", "working", "days", "working_days", "ecology_bureau"]))
+values = st.one_of(st.text(max_size=40), st.sampled_from([
+    "", "1", "2", "3", "0", "7", "-1", "2.5", "inf", "P3D", "PT0S", "on", "up", "level", "source", "assumption", "kmy",
+    "kmy-l2-2", "natural", "working", "days", "working_days", "ecology_bureau"]))
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,12 @@ def seeded(tmp_path_factory):
     policies = open_policy_store(url)
     cases = CaseService(policies)
     now = utcnow()
-    made = [cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-01"), "intake", now=now - timedelta(days=3)),
+    made = [cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-01"), "intake",
+                         now=now - timedelta(days=3)),
             cases.create("karamay", Case(problem_type="waste.medical.wastewater", unit="kmy-l3-02"), "intake",
                          now=now - timedelta(days=2)),
-            cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-02"), "intake", now=now - timedelta(days=1))]
+            cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-02"), "intake",
+                         now=now - timedelta(days=1))]
     cases.transition(made[2].id, Transition("close", "王网格员", "劝阻有效, 已整改"), now=now)
     assert sweep(cases, now)["escalated"] == 2  # the two open cases missed their 2-hour report step
     policies.engine.dispose()
@@ -123,7 +125,8 @@ def test_cases_dashboard_counts_list_and_timeline(browser, seeded):
     expect(totals.locator("[data-count=overdue]")).to_have_text("2")
     expect(totals.locator("[data-count=closed]")).to_have_text("1")
     # both open cases were escalated from level 2 to level 1; the closed one stayed at level 2
-    expect(page.locator("#cases-by-level tr[data-level='1'] td")).to_have_text(["第1级 一级网格(区政府)", "2", "2", "0"])
+    expect(page.locator("#cases-by-level tr[data-level='1'] td")).to_have_text(
+        ["第1级 一级网格(区政府)", "2", "2", "0"])
     expect(page.locator("#cases-by-level tr[data-level='2'] td").nth(3)).to_have_text("1")
     expect(page.locator("#cases-chart svg")).to_contain_text("受理")
     shot(page, "cases-dashboard")

@@ -105,7 +105,8 @@ def test_publish_shows_diff_impact_pinned_and_enforces_four_eyes_at_1366(browser
     # rollback: a reason and a confirmation, both checked by the server too
     reviewer.locator("#version-1 summary").click()
     reviewer.get_by_label("回滚原因 (必填)").fill("三级网格尚未配备处置力量")
-    reviewer.locator("#version-1 form").evaluate("f => f.querySelectorAll('[required]').forEach(e => e.required = false)")
+    reviewer.locator("#version-1 form").evaluate(
+        "f => f.querySelectorAll('[required]').forEach(e => e.required = false)")
     reviewer.get_by_role("button", name="确认回滚到 v1").click()
     expect(reviewer.locator("#rollback-error")).to_contain_text("确认回滚")
     expect(reviewer.locator("#version-2")).to_contain_text("生效中")

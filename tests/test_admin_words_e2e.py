@@ -163,7 +163,8 @@ def test_times_are_beijing_time(browser, server, width):
     shown = first.locator("td").nth(1).inner_text()
     engine = make_engine(url)
     with engine.connect() as conn:
-        created = conn.execute(CaseRecord.__table__.select().where(CaseRecord.__table__.c.id == case_id)).one().created_at
+        created = conn.execute(
+            CaseRecord.__table__.select().where(CaseRecord.__table__.c.id == case_id)).one().created_at
     engine.dispose()
     expected = (created if created.tzinfo else created.replace(tzinfo=timezone.utc)).astimezone(TIME_ZONE)
     assert shown == expected.strftime("%Y-%m-%d %H:%M"), (shown, created)
@@ -256,7 +257,8 @@ def test_layout_phone_and_laptop(browser, server):
     laptop.get_by_role("button", name="基于生效版本新建草稿").click()  # a draft: its rows have 编辑 buttons
     expect(laptop).to_have_url(re.compile(r"/admin/j/panjin/v/\d+$"))
     for locator in (laptop.locator("td.level").first, laptop.get_by_role("button", name="编辑").first):
-        box = locator.evaluate("e => [e.getBoundingClientRect().height, parseFloat(getComputedStyle(e).lineHeight) || 20]")
+        box = locator.evaluate(
+            "e => [e.getBoundingClientRect().height, parseFloat(getComputedStyle(e).lineHeight) || 20]")
         assert box[0] < 2 * box[1] + 12, box
     # the favicon is served
     assert laptop.request.get(base + "/admin/static/favicon.svg").status == 200

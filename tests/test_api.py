@@ -62,7 +62,8 @@ def test_route_returns_the_engine_decision_with_version(client):
     response = client.post("/v1/route", json=route_body(), headers=client.key_headers)
     assert response.status_code == 200
     decision = response.json()
-    assert decision["handler"]["level"] == 2 and decision["policy_version"] == client.get("/health").json()["versions"]["karamay"]
+    assert (decision["handler"]["level"] == 2
+            and decision["policy_version"] == client.get("/health").json()["versions"]["karamay"])
     assert {"jurisdiction", "problem_type", "handler", "first_action", "actions", "deadlines",
             "escalation_path", "trace"} <= set(decision)
 
@@ -115,7 +116,8 @@ def test_the_key_is_checked_before_anything_is_looked_up_and_the_schema_says_whi
     assert client.post("/v1/route", json=route_body(), headers=client.key_headers).status_code == 403  # at once
     schema = client.get("/schema/openapi.json").json()
     assert schema["components"]["securitySchemes"]["apiKey"] == {
-        "type": "apiKey", "name": "X-API-Key", "in": "header", "description": "接入系统的 API key (gridpolicy apikey create)"}
+        "type": "apiKey", "name": "X-API-Key", "in": "header",
+        "description": "接入系统的 API key (gridpolicy apikey create)"}
     keyed = {(path, method) for path, item in schema["paths"].items() for method, op in item.items()
              if op.get("security") == [{"apiKey": []}]}
     assert {("/v1/route", "post"), ("/v1/cases", "post"), ("/v1/cases/{case_id}", "get"),
@@ -143,7 +145,8 @@ def test_case_lifecycle_with_reopen_and_409(client):
     case = client.post("/v1/cases", json=route_body(), headers=client.key_headers).json()
     assert case["status"] == "report"
     cid = case["id"]
-    wrong = client.post(f"/v1/cases/{cid}/transitions", json={"action": "fail", "actor": "网格员"}, headers=client.key_headers)
+    wrong = client.post(f"/v1/cases/{cid}/transitions", json={"action": "fail", "actor": "网格员"},
+                        headers=client.key_headers)
     assert wrong.status_code == 409 and "complete" in [a for a in wrong.json()["allowed"]]
     for action, status in [("complete", "dispose"), ("complete", "recheck"), ("fail", "dispose"),
                            ("complete", "recheck"), ("complete", "closed")]:
@@ -159,7 +162,8 @@ def test_case_lifecycle_with_reopen_and_409(client):
 
 
 def test_corrected_on_site_closes_at_intake(client):
-    case = client.post("/v1/cases", json=route_body(facts={"corrected_on_site": True}), headers=client.key_headers).json()
+    case = client.post("/v1/cases", json=route_body(facts={"corrected_on_site": True}),
+                       headers=client.key_headers).json()
     assert case["status"] == "closed" and case["decision"]["first_action"] == "record_close"
 
 
@@ -170,10 +174,13 @@ def test_draft_edit_needs_if_match_and_detects_lost_updates(client):
     number, etag, document = draft.json()["number"], draft.headers["etag"], draft.json()["document"]
     document["problem_types"][0]["level"] = 1
     url = f"/v1/jurisdictions/karamay/versions/{number}"
-    assert client.put(url, json={"author": "编辑甲", "document": document}, headers=client.key_headers).status_code == 428
-    first = client.put(url, json={"author": "编辑甲", "document": document}, headers={**client.key_headers, "If-Match": etag})
+    assert client.put(url, json={"author": "编辑甲", "document": document},
+                      headers=client.key_headers).status_code == 428
+    first = client.put(url, json={"author": "编辑甲", "document": document},
+                       headers={**client.key_headers, "If-Match": etag})
     assert first.status_code == 200
-    stale = client.put(url, json={"author": "编辑乙", "document": document}, headers={**client.key_headers, "If-Match": etag})
+    stale = client.put(url, json={"author": "编辑乙", "document": document},
+                       headers={**client.key_headers, "If-Match": etag})
     assert stale.status_code == 412 and "他人修改" in stale.json()["detail"]
     document["problem_types"][0]["level"] = 9
     invalid = client.put(url, json={"author": "编辑甲", "document": document},
@@ -182,7 +189,8 @@ def test_draft_edit_needs_if_match_and_detects_lost_updates(client):
 
 
 def test_publish_switches_routing_and_rollback_restores(client):
-    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
+    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"},
+                        headers=client.key_headers)
     number, document = draft.json()["number"], draft.json()["document"]
     document["problem_types"][0]["level"] = 1
     saved = client.put(f"/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
@@ -335,7 +343,8 @@ def test_api_key_checks_compare_in_constant_time_even_for_unknown_prefixes(clien
 
 
 def test_four_eyes_and_rollback_reason_over_http(client):
-    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
+    draft = client.post("/v1/jurisdictions/karamay/drafts", json={"actor": "编辑", "note": "x"},
+                        headers=client.key_headers)
     number, document = draft.json()["number"], draft.json()["document"]
     document["publishing"] = {"four_eyes": True}
     client.put(f"/v1/jurisdictions/karamay/versions/{number}", json={"author": "编辑", "document": document},
@@ -344,8 +353,8 @@ def test_four_eyes_and_rollback_reason_over_http(client):
                       headers=client.key_headers)
     assert own.status_code == 403 and own.headers["content-type"].startswith("application/problem+json")
     assert "四眼原则" in own.json()["detail"]
-    other = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish", json={"actor": "审核人", "note": "四眼"},
-                        headers=client.key_headers)
+    other = client.post(f"/v1/jurisdictions/karamay/versions/{number}/publish",
+                        json={"actor": "审核人", "note": "四眼"}, headers=client.key_headers)
     assert other.status_code == 200
     no_reason = client.post("/v1/jurisdictions/karamay/versions/1/rollback", json={"actor": "审核人", "note": ""},
                             headers=client.key_headers)

@@ -134,14 +134,16 @@ def test_karamay_quarter_boundaries_holiday_and_a_unit_without_cases(services):
     assert [(e["case"], e["action"], e["step"]) for e in item["events"]] == [(b.id, "overdue", "report")]
 
 
-# --- hand-computed: 宁家坪镇 篇一 五(三)「建立村级网格考核制度。按年度12分计,实行倒扣分制,每季度通报公布网格考核计分情况」:
+# --- hand-computed: 宁家坪镇 篇一 五(三)
+# 「建立村级网格考核制度。按年度12分计,实行倒扣分制,每季度通报公布网格考核计分情况」:
 # the 12 points score the village grids (scoring.level 4), year to date; the town is not charged with them
 def test_ningjiaping_scores_the_villages_from_the_start_of_the_year_not_the_town(services):
     cases, assessment = services
     straw = "air.area.straw_burning"
     facts = {"persuasion_failed": True}
     # found by the county although the township should have: the township is not scored by the village scheme
-    cases.create("ningjiaping", Case(problem_type=straw, unit="nj-youxian", facts=facts), "县巡查", now=cst(2026, 2, 10, 9))
+    cases.create("ningjiaping", Case(problem_type=straw, unit="nj-youxian", facts=facts), "县巡查",
+                 now=cst(2026, 2, 10, 9))
     # found by the village, which lets its first (patrol) step run over: a late report, -0.5 to the village
     cases.create("ningjiaping", Case(problem_type=straw, unit="nj-village-1", facts=facts), "村网格员",
                  now=cst(2026, 3, 2, 9))
@@ -152,7 +154,8 @@ def test_ningjiaping_scores_the_villages_from_the_start_of_the_year_not_the_town
     assert q1["nj-village-1"]["score"] == 11.5
     assert [d["id"] for d in q1["nj-village-1"]["deductions"]] == ["late_report"]
     q3 = assessment.assess("ningjiaping", Period.parse("2026-Q3"), level=4)
-    assert q3["score_window"]["label"] == "2026-01-01 至 2026-09-30" and [u["unit"] for u in q3["units"]] == ["nj-village-1"]
+    assert (q3["score_window"]["label"] == "2026-01-01 至 2026-09-30"
+            and [u["unit"] for u in q3["units"]] == ["nj-village-1"])
     assert q3["units"][0]["score"] == 11.5 and q3["units"][0]["indicators"]["received"] == 0  # Q3 only
     assert by_unit(assessment.assess("ningjiaping", Period.parse("2027-Q1")))["nj-village-1"]["score"] == 12.0
 
@@ -163,7 +166,8 @@ def test_pian09_a_late_major_case_is_deducted_not_vetoed(services):
     cases, assessment = services
     code = "agri.livestock.farming_pollution"
     major = cases.create("pian09", Case(problem_type=code, unit="p09-village-01",
-                                        facts={"major": True, "persuasion_failed": True}), "村网格员", now=cst(2026, 3, 2, 9))
+                                        facts={"major": True, "persuasion_failed": True}), "村网格员",
+                         now=cst(2026, 3, 2, 9))
     for hour in (10, 11):  # patrol, report → dispose (5 working days)
         major = cases.transition(major.id, Transition("complete", "网格员"), now=cst(2026, 3, 2, hour))
     assert major.status == "dispose"
@@ -221,7 +225,8 @@ def test_scores_stay_in_bounds_and_deductions_sum_to_the_loss(scoring, counts):
         assert result["score"] == pytest.approx(scoring.total - result["loss"])
     for item in result["deductions"]:
         rule = next(d for d in scoring.deductions if d.id == item["id"])
-        assert item["count"] == counts[f"t:{rule.trigger}"] and (rule.max_points is None or item["points"] <= rule.max_points)
+        assert (item["count"] == counts[f"t:{rule.trigger}"]
+                and (rule.max_points is None or item["points"] <= rule.max_points))
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])

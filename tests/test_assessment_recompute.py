@@ -11,8 +11,8 @@ from sqlmodel import Session
 
 from engine.router import Case
 from policy.models import TRIGGERS, PeriodKind
-from store.assessment import (EVENT, RECORD, TRIGGER_RULES, UNASSIGNED, case_rules, AssessmentService, Period, StepRoles,
-                              score_window)
+from store.assessment import (EVENT, RECORD, TRIGGER_RULES, UNASSIGNED, case_rules, AssessmentService, Period,
+                              StepRoles, score_window)
 from store.cases import CaseService, Transition
 from store.errors import Invalid
 from store.sweeper import sweep
@@ -20,7 +20,8 @@ from store.tables import CaseEvent, CaseRecord
 from store.versions import open_policy_store
 from tests.test_assessment import by_unit, cst
 
-MEDICAL = "waste.medical.disposal"  # Karamay: handled by the level-2 grid; report PT2H → dispose P5D (working) → recheck
+# Karamay: handled by the level-2 grid; report PT2H → dispose P5D (working) → recheck
+MEDICAL = "waste.medical.disposal"
 DUST = "air.dust.general"  # Hefei: handled by the district (level 2); platform or no_platform workflow
 Q3 = Period.parse("2026-Q3")
 
@@ -57,7 +58,8 @@ def test_every_trigger_has_one_rule_and_its_condition_and_grouped_counts_agree(s
     a = karamay(cases, "kmy-l3-01", cst(2026, 7, 6, 9), facts={"major": True})
     sweep(cases, cst(2026, 7, 6, 11, 30))
     walk(cases, a.id, ("complete", cst(2026, 7, 6, 12)),
-         (Transition("extend", "处置人", "复杂", approved_by="包抓领导", extend_by=timedelta(days=1)), cst(2026, 7, 7, 9)),
+         (Transition("extend", "处置人", "复杂", approved_by="包抓领导", extend_by=timedelta(days=1)),
+          cst(2026, 7, 7, 9)),
          (Transition("return", "职能部门", "非本部门职责"), cst(2026, 7, 7, 10)), ("complete", cst(2026, 7, 7, 11)),
          ("fail", cst(2026, 7, 7, 12)), ("complete", cst(2026, 7, 7, 13)), ("complete", cst(2026, 7, 7, 14)))
     # B: found by the district (level 1) in kmy-l3-02's area; its disposal at kmy-l2-1 runs late
@@ -118,7 +120,8 @@ def test_roles_come_from_the_case_s_own_workflow(services):
 def test_a_return_or_an_escalation_ends_a_disposal_unfinished(services):
     cases, assessment = services
     r = karamay(cases, "kmy-l3-01", cst(2026, 7, 6, 9))
-    walk(cases, r.id, ("complete", cst(2026, 7, 6, 10)), (Transition("return", "职能部门", "非本部门职责"), cst(2026, 7, 7, 10)),
+    walk(cases, r.id, ("complete", cst(2026, 7, 6, 10)),
+         (Transition("return", "职能部门", "非本部门职责"), cst(2026, 7, 7, 10)),
          ("complete", cst(2026, 7, 8, 10)), ("complete", cst(2026, 7, 8, 11)))
     m = karamay(cases, "kmy-l3-02", cst(2026, 7, 6, 9))
     m = walk(cases, m.id, ("complete", cst(2026, 7, 6, 10)), ("escalate", cst(2026, 7, 7, 10)))
@@ -146,7 +149,8 @@ def test_an_escalated_case_is_due_once_and_its_late_disposal_is_timed(services):
     assert sweep(cases, cst(2026, 7, 13, 11))["escalated"] == 1  # new disposal clock at kmy, due 20 July 11:00
     walk(cases, x.id, ("complete", cst(2026, 7, 15, 10)), ("complete", cst(2026, 7, 15, 11)))
     y = karamay(cases, "kmy-l3-04", cst(2026, 7, 6, 9))
-    walk(cases, y.id, ("complete", cst(2026, 7, 6, 10)), ("complete", cst(2026, 7, 7, 10)), ("complete", cst(2026, 7, 7, 11)))
+    walk(cases, y.id, ("complete", cst(2026, 7, 6, 10)), ("complete", cst(2026, 7, 7, 10)),
+         ("complete", cst(2026, 7, 7, 11)))
     result = assessment.assess("karamay", Q3)
     # both of x's disposal deadlines fell in Q3: it is due once, at the grid holding it at the last one (kmy)
     assert ind(result, "kmy")["due"] == 1 and ind(result, "kmy")["closed_due"] == 1

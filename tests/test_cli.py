@@ -110,7 +110,8 @@ def test_units_import_replaces_placeholders_or_changes_nothing(policy_dir, tmp_p
     assert result.returncode == 0, result.stderr
     shown = json.loads(run("show", "karamay", "--json", env=env).stdout)
     assert shown["unit_count"] == 85
-    decision = json.loads(run("route", "karamay", "--type", "医疗废物处置", "--unit", "真实村8", "--json", env=env).stdout)
+    decision = json.loads(run("route", "karamay", "--type", "医疗废物处置", "--unit", "真实村8", "--json",
+                              env=env).stdout)
     assert decision["handler"]["unit_name"] == "真实街道1"
 
 

@@ -51,7 +51,8 @@ def test_a_major_deadline_rule_is_routed_drawn_and_verified_alike(compiled_with)
         assert [(e.level, e.rule) for e in decision.escalation_path] == path
 
     edges = {(e["from"], e["to"], e["rule"]): e for e in escalation_edges(compiled)}
-    assert set(edges) == {(2, 1, "major_deadline_to_district"), (3, 2, "deadline_escalate"), (2, 1, "deadline_escalate")}
+    assert set(edges) == {(2, 1, "major_deadline_to_district"), (3, 2, "deadline_escalate"),
+                          (2, 1, "deadline_escalate")}
     assert edges[2, 1, "major_deadline_to_district"]["when"] == {"major": True}
     drawn = [e for e in escalation_graph(compiled)["edges"] if e["rule"] == "major_deadline_to_district"]
     assert drawn and all(e["condition"] == "重大或区域性问题" for e in drawn)  # the condition in words

@@ -21,8 +21,9 @@ def routers(bundled):
 
 def route(routers, jid, problem_type, unit=None, level=None, involved=(), **facts):
     """The decision in its JSON form, as `POST /v1/route` answers it."""
-    return routers[jid].route(Case(problem_type=problem_type, unit=unit, found_at_level=level,
-                                   units_involved=list(involved), facts=facts, reported_at=WHEN)).model_dump(mode="json")
+    return routers[jid].route(Case(
+        problem_type=problem_type, unit=unit, found_at_level=level, units_involved=list(involved), facts=facts,
+        reported_at=WHEN)).model_dump(mode="json")
 
 
 def kinds(d) -> list[str]:
@@ -72,7 +73,8 @@ def test_ningjiaping_joint_enforcement_only_when_the_leader_orders_it(routers):
 
 
 def test_ningjiaping_assists_the_upper_grid_with_enterprise_cases(routers):
-    """三(一)(4)「协助上级网格完成对环境违法案件的调查取证及处理工作」: the town reports and assists, it does not handle."""
+    """三(一)(4)「协助上级网格完成对环境违法案件的调查取证及处理工作」: the town reports and assists,
+    it does not handle."""
     d = route(routers, "ningjiaping", "industry.pollution.production", "nj-ningjiaping")
     assert kinds(d) == ["report", "assist"] and d["first_action"] == "report"
     report, assist = d["actions"]
@@ -156,7 +158,8 @@ def test_weiyang_street_reports_to_the_upper_grid_and_departments_at_once(router
     d = route(routers, "weiyang", "air.dust.construction_site", "wy-l3-01", beyond_authority=True)
     reports = [a for a in d["actions"] if a["kind"] == "report" and a["by"]["level"] == 3]
     assert reports[0]["to"]["level"] == 2 and not reports[0]["parallel"]
-    assert all(a["parallel"] for a in reports[1:]) and {a["to"]["kind"] for a in reports[1:]} == {"department", "leader"}
+    assert (all(a["parallel"] for a in reports[1:])
+            and {a["to"]["kind"] for a in reports[1:]} == {"department", "leader"})
 
 
 # --- 合肥 五(一)3, 六(一)3, 六(二), 五(四)2 vs 六(一)1, 六(一)7–8 ---------------------------------------------
@@ -168,7 +171,8 @@ def test_hefei_types_go_to_the_department_whose_duty_covers_them(routers, bundle
     note = field(bundled, "hefei", "air.dust.general", "departments")
     assert note.status == ASSUMED and "管理职责" in note.note
     receiving = {dep for t in bundled["hefei"].policy.problem_types for dep in t.departments}
-    assert len(receiving) >= 8 and any("environment" not in t.departments for t in bundled["hefei"].policy.problem_types)
+    assert (len(receiving) >= 8
+            and any("environment" not in t.departments for t in bundled["hefei"].policy.problem_types))
 
 
 def test_hefei_without_platform_the_finding_grid_handles_within_its_time_limit(routers):
@@ -185,7 +189,8 @@ def test_hefei_without_platform_the_finding_grid_handles_within_its_time_limit(r
 
 def test_hefei_grid_officer_persuades_and_reports_at_the_same_time(routers, bundled):
     """五(四)2「告知问题单位和个人立即整改,同时迅速将环境违法行为或环境污染问题通过数字化城市管理环境监管系统平台…反馈上报」;
-    六(一)1「将现场无法告知或不听劝阻的问题上报数字化城市管理环境监管系统平台」 files a case only when persuasion fails."""
+    六(一)1「将现场无法告知或不听劝阻的问题上报数字化城市管理环境监管系统平台」
+    files a case only when persuasion fails."""
     d = route(routers, "hefei", "扬尘", "hf-l4-0001")
     assert kinds(d) == ["persuade", "report"] and d["actions"][1]["parallel"]
     assert "dispatch" not in kinds(d)
@@ -211,7 +216,8 @@ def test_panjin_beyond_authority_is_transferred_to_the_competent_body(routers):
     """四(四)2「对不属于本级本部门管辖的,要及时依法移交、移送,并配合相关单位进行调查」"""
     d = route(routers, "panjin", "industry.pollution.production", "pj-l3-01", beyond_authority=True)
     transfer, assist = [a for a in d["actions"] if a["kind"] in ("transfer", "assist")]
-    assert transfer["to"]["kind"] == "competent_body" and assist["parallel"] and assist["to"]["kind"] == "competent_body"
+    assert (transfer["to"]["kind"] == "competent_body"
+            and assist["parallel"] and assist["to"]["kind"] == "competent_body")
     assert "dispatch" not in kinds(d) and "dispose" not in kinds(d)
     crime = route(routers, "panjin", "industry.pollution.production", "pj-l3-01", beyond_authority=True,
                   suspected_crime=True)
@@ -221,7 +227,8 @@ def test_panjin_beyond_authority_is_transferred_to_the_competent_body(routers):
 
 @pytest.mark.parametrize("code, department, quote", [
     ("waste.solid.construction_waste", {"housing_construction"}, "配合相关部门查处私堆乱放违法行为"),
-    ("waste.hazardous.hazardous_chemicals", {"public_security", "transport", "port"}, "负责危险化学品和放射性物品公共安全管理"),
+    ("waste.hazardous.hazardous_chemicals", {"public_security", "transport", "port"},
+     "负责危险化学品和放射性物品公共安全管理"),
     ("water.river.pollution", {"water"}, "负责河道清淤及水环境治理"),
     ("agri.rural.straw_utilization", {"agriculture"}, "指导和管理秸秆等农业废弃物综合利用"),
 ])

@@ -159,7 +159,8 @@ def test_boundaries_belong_to_a_version_are_copied_to_drafts_and_diffed(client):
     publish_lattice(policies)
     active = policies.active_version(JID)
     draft = policies.create_draft(JID, "编辑")
-    assert stored(policies.engine, JID, draft.number).content_hash == stored(policies.engine, JID, active.number).content_hash
+    assert (stored(policies.engine, JID, draft.number).content_hash
+            == stored(policies.engine, JID, active.number).content_hash)
     collection, _ = lattice(policies.build(draft).units, origin=(117.0, 31.7))  # moved north
     collection["features"] = collection["features"][:-1]
     assert import_boundaries(policies, JID, draft.number, collection, "编辑").ok
@@ -180,14 +181,18 @@ def test_bad_geojson_is_listed_and_nothing_is_saved(client):
     cases = {
         "{not json": "不是有效的 JSON",
         json.dumps({"type": "Feature"}): "FeatureCollection",
-        json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": square}]}): "缺少 properties.id",
-        json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "kmy-l3-01"}, "geometry": bowtie}]}): "自相交",
-        json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "nowhere"}, "geometry": square}]}): "不是本版本的网格单元",
+        json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {}, "geometry": square}]}): "缺少 properties.id",
+        json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"id": "kmy-l3-01"}, "geometry": bowtie}]}): "自相交",
+        json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"id": "nowhere"}, "geometry": square}]}): "不是本版本的网格单元",
         json.dumps({"type": "FeatureCollection", "features": [
             {"type": "Feature", "properties": {"id": "kmy-l3-01"}, "geometry": square},
             {"type": "Feature", "properties": {"id": "kmy-l3-02"}, "geometry": square}]}): "重叠",
         json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "kmy-l3-01"},
-                    "geometry": {"type": "Polygon", "coordinates": [[[31, 117], [31, 200], [32, 200], [31, 117]]]}}]}): "超出经纬度范围",
+                    "geometry": {"type": "Polygon", "coordinates": [[[31, 117], [31, 200], [32, 200], [31, 117]]]}}]}):
+            "超出经纬度范围",
     }
     for text, message in cases.items():
         preview = import_boundaries(policies, JID, draft.number, text, "编辑")

@@ -47,11 +47,13 @@ def patrol(unit="pj-l3-01", at=NOON, **extra) -> PatrolInput:
 # --- objects
 def test_object_keeps_class_who_when_why_and_its_history(ledger):
     obj = ledger.create_object("panjin", SOURCE, "张科长")
-    assert (obj.kind, obj.source_class, obj.classed_by, obj.class_reason) == ("pollution_source", "C", "张科长", "省控源")
+    assert (obj.kind, obj.source_class, obj.classed_by, obj.class_reason) == (
+        "pollution_source", "C", "张科长", "省控源")
     with pytest.raises(Invalid, match="定类须说明理由"):
         ledger.update_object("panjin", obj.id, {"source_class": "B"}, "李科长")
     changed = ledger.update_object("panjin", obj.id, {"source_class": "B"}, "李科长", "三年内无环境违法, 降为常规管理")
-    assert (changed.source_class, changed.classed_by, changed.class_reason) == ("B", "李科长", "三年内无环境违法, 降为常规管理")
+    assert (changed.source_class, changed.classed_by, changed.class_reason) == (
+        "B", "李科长", "三年内无环境违法, 降为常规管理")
     history = ledger.history("panjin", obj.id)
     assert [h.action for h in history] == ["created", "updated"]
     assert history[1].changes["source_class"] == ["C", "B"] and history[1].actor == "李科长"
@@ -76,7 +78,8 @@ def test_a_class_where_the_policy_defines_none_is_refused(ledger):
     """Karamay's text defines no A/B/C classes (only Panjin's 附件1 一 does)."""
     with pytest.raises(Invalid, match="辖区 karamay 的规则未定义污染源类别"):
         ledger.create_object("karamay", {**SOURCE, "unit": "kmy-l3-01"}, "t")
-    assert ledger.create_object("karamay", {**SOURCE, "unit": "kmy-l3-01", "source_class": ""}, "t").source_class is None
+    assert ledger.create_object("karamay", {**SOURCE, "unit": "kmy-l3-01", "source_class": ""},
+                                "t").source_class is None
 
 
 def test_search_by_pinyin_initials_grid_kind_and_class(ledger):
@@ -131,9 +134,11 @@ def test_import_previews_and_saves_only_a_clean_file(ledger):
         ledger.apply_import("panjin", bad, "t")
     assert count(ledger.engine, SupervisedObject) == 1
     good = read_table(_csv("甲厂,pj-l3-01,污染源,A,小型守法,X1,,2026-01-01",
-                           "辽河化工有限公司,pj-l3-01,污染源,B,整改到位,91211100MA0001,盘山县化工园区1号,2026-01-01"), "o.csv")
+                           "辽河化工有限公司,pj-l3-01,污染源,B,整改到位,91211100MA0001,盘山县化工园区1号,2026-01-01"),
+                      "o.csv")
     preview = ledger.preview_import("panjin", good)
-    assert not preview.errors and len(preview.added) == 1 and preview.updated[0]["changes"]["source_class"] == ["C", "B"]
+    assert (not preview.errors and len(preview.added) == 1
+            and preview.updated[0]["changes"]["source_class"] == ["C", "B"])
     ledger.apply_import("panjin", good, "导入员")
     total, rows = ledger.search_objects("panjin")
     assert total == 2 and {o.source_class for o in rows} == {"A", "B"}
@@ -229,7 +234,8 @@ def test_a_case_found_at_an_object_takes_its_grid_and_class(ledger):
     assert record.unit == "pj-l3-01" and record.facts["enterprise_class"] == "C"
     assert ledger.open_case("panjin", Case(problem_type="工业生产企业排污"), obj.id, "app", "k").id == record.id
     with pytest.raises(Invalid, match="与监管对象 #1 台账中的类别 'C' 不符"):
-        ledger.open_case("panjin", Case(problem_type="工业生产企业排污", facts={"enterprise_class": "A"}), obj.id, "app")
+        ledger.open_case("panjin", Case(problem_type="工业生产企业排污", facts={"enterprise_class": "A"}), obj.id,
+                         "app")
     with pytest.raises(NotFound):
         ledger.open_case("panjin", Case(problem_type="工业生产企业排污"), 999, "app")
     assert count(ledger.engine, CaseRecord) == 1 and count(ledger.engine, CaseLink) == 1
@@ -275,8 +281,10 @@ def test_village_patrols_twice_a_month_and_the_summary(ledger):
     village = next(u.id for u in ledger.policies.router("pian02").units.values() if u.level == 4)
     later = NOON + timedelta(days=60)
     for day in (date(2026, 10, 5), date(2026, 11, 3), date(2026, 11, 17)):
-        ledger.record_patrol("pian02", patrol(village, datetime(day.year, day.month, day.day, 9, tzinfo=CST)), "app", now=later)
-    ledger.record_patrol("pian02", patrol(village, datetime(2026, 10, 30, 9, tzinfo=CST), activity="summary"), "app", now=later)
+        ledger.record_patrol("pian02", patrol(village, datetime(day.year, day.month, day.day, 9, tzinfo=CST)), "app",
+                             now=later)
+    ledger.record_patrol("pian02", patrol(village, datetime(2026, 10, 30, 9, tzinfo=CST), activity="summary"), "app",
+                         now=later)
     service = CadenceService(ledger.policies)
     december = datetime(2026, 12, 1, 8, tzinfo=CST)
     rows = lambda label: {r["cadence"]: r for r in service.compliance("pian02", Period.parse(label), december)["rows"]  # noqa: E731
@@ -294,9 +302,9 @@ ASSUMED = "测试方案: 原文未给出每项扣分"
 
 
 def test_missed_cadences_are_deductions_the_assessment_explains(ledger):
-    """篇二 四(二): "每月不少两次的巡查监管 … 每月底前由主任负责上报本月巡查记录汇总表到乡政府备案" — a scheme that prices
-    a missed obligation (cadence_missed) and a summary not filed (summary_late) counts them per village grid and
-    explains them by obligation, like case deductions."""
+    """篇二 四(二): "每月不少两次的巡查监管 … 每月底前由主任负责上报本月巡查记录汇总表到乡政府备案" — a
+    scheme that prices a missed obligation (cadence_missed) and a summary not filed (summary_late) counts them per
+    village grid and explains them by obligation, like case deductions."""
     policies = ledger.policies
     village = next(u.id for u in policies.router("pian02").units.values() if u.level == 4)
     draft = policies.create_draft("pian02", "t")
@@ -352,8 +360,10 @@ def test_tallies_kept_by_intake_equal_a_recount_of_random_histories(ledger, hist
     start = date(2025, 12, 1)
     items = []
     for grid, day, activity, picks in history:
-        at = datetime(start.year, start.month, start.day, 8, tzinfo=CST) + timedelta(days=day, minutes=next(PATROL_MINUTES))
-        items.append((patrol(grids[grid], at, activity=activity, objects=sorted({objects[grid][i] for i in picks})), None))
+        at = (datetime(start.year, start.month, start.day, 8, tzinfo=CST)
+              + timedelta(days=day, minutes=next(PATROL_MINUTES)))
+        items.append((patrol(grids[grid], at, activity=activity, objects=sorted({objects[grid][i] for i in picks})),
+                      None))
     for i in range(0, len(items), batch):
         ledger.record_patrols("panjin", items[i:i + batch], "app", now=datetime(2027, 3, 1, tzinfo=CST))
     with Session(ledger.engine) as session:
@@ -364,10 +374,12 @@ def test_tallies_kept_by_intake_equal_a_recount_of_random_histories(ledger, hist
                                .where(PatrolRecord.jurisdiction == "panjin")).all()
         checked = session.exec(select(PatrolObject.object_id, PatrolRecord.activity, PatrolObject.day).join(
             PatrolRecord, PatrolRecord.id == PatrolObject.patrol_id)).all()
-    first, last = (None if lo is None else start + timedelta(days=lo)), (None if hi is None else start + timedelta(days=hi))
+    first, last = ((None if lo is None else start + timedelta(days=lo)),
+                   (None if hi is None else start + timedelta(days=hi)))
     unit = None if grid is None else grids[grid]
     assert ledger.search_patrols("panjin", unit, first, last)[0] == sum(
-        1 for _, u, _, d in records if unit in (None, u) and (first is None or d >= first) and (last is None or d < last))
+        1 for _, u, _, d in records
+        if unit in (None, u) and (first is None or d >= first) and (last is None or d < last))
     plan = [(c, buckets_in(c.per.value, date(2025, 12, 1), date(2027, 2, 1))) for c in router.jur.policy.cadences]
     now = datetime(2025, 12, 1, tzinfo=CST) + timedelta(days=moment)
     obligations, _ = CadenceService(ledger.policies).evaluate("panjin", plan, now)
@@ -404,7 +416,8 @@ def test_abc_classes_set_each_objects_inspection_frequency(ledger):
     c = ledger.create_object("panjin", SOURCE, "t")
     a = ledger.create_object("panjin", {**SOURCE, "identifier": "A1", "source_class": "A", "name": "小厂"}, "t")
     ledger.record_patrol("panjin", patrol(objects=[a.id]), "app", now=NOON)
-    result = CadenceService(ledger.policies).compliance("panjin", Period.parse("2026-Q4"), datetime(2027, 1, 2, tzinfo=CST))
+    result = CadenceService(ledger.policies).compliance("panjin", Period.parse("2026-Q4"),
+                                                        datetime(2027, 1, 2, tzinfo=CST))
     by_cadence = {r["cadence"]: r for r in result["rows"] if r["objects"]}
     assert by_cadence["source_inspection_c"]["status"] == "missed"  # C: every quarter, not inspected in Q4
     assert by_cadence["source_inspection_a"]["status"] == "met" and "source_inspection_b" not in by_cadence
@@ -455,11 +468,13 @@ def test_http_objects_patrols_cases_and_cadences(client):
     created = client.post("/v1/jurisdictions/panjin/objects", json={**SOURCE, "actor": "张科长"})
     assert created.status_code == 201, created.text
     oid = created.json()["id"]
-    bad = client.post("/v1/jurisdictions/panjin/objects", json={**SOURCE, "identifier": "Z", "source_class": "Q", "actor": "x"})
+    bad = client.post("/v1/jurisdictions/panjin/objects",
+                      json={**SOURCE, "identifier": "Z", "source_class": "Q", "actor": "x"})
     assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
     assert bad.json()["errors"][0]["field"] == "source_class"
     body = {"unit": "pj-l3-01", "patrolled_at": "2026-11-03T09:00:00", "patrollers": ["王五"], "signed_by": "王五",
-            "objects": [oid], "findings": [{"description": "废水外排", "object_id": oid, "problem_type": "工业生产企业排污"}]}
+            "objects": [oid],
+            "findings": [{"description": "废水外排", "object_id": oid, "problem_type": "工业生产企业排污"}]}
     first = client.post("/v1/jurisdictions/panjin/patrols", json=body, headers={"Idempotency-Key": "p-1"})
     assert first.status_code == 201 and first.json()["objects"][0]["id"] == oid
     replay = client.post("/v1/jurisdictions/panjin/patrols", json=body, headers={"Idempotency-Key": "p-1"})
@@ -468,9 +483,12 @@ def test_http_objects_patrols_cases_and_cadences(client):
     assert duplicate.status_code == 409 and "重复提交" in duplicate.json()["detail"]
     future = client.post("/v1/jurisdictions/panjin/patrols", json={**body, "patrolled_at": "2999-01-01T09:00:00"})
     assert future.status_code == 422 and future.json()["field"] == "patrolled_at"
-    case = client.post("/v1/cases", json={"jurisdiction": "panjin", "problem_type": "工业生产企业排污", "object_id": oid})
-    assert case.status_code == 201 and case.json()["facts"]["enterprise_class"] == "C" and case.json()["unit"] == "pj-l3-01"
-    missing = client.post("/v1/cases", json={"jurisdiction": "panjin", "problem_type": "工业生产企业排污", "object_id": 999})
+    case = client.post("/v1/cases",
+                       json={"jurisdiction": "panjin", "problem_type": "工业生产企业排污", "object_id": oid})
+    assert (case.status_code == 201 and case.json()["facts"]["enterprise_class"] == "C"
+            and case.json()["unit"] == "pj-l3-01")
+    missing = client.post("/v1/cases",
+                          json={"jurisdiction": "panjin", "problem_type": "工业生产企业排污", "object_id": 999})
     assert missing.status_code == 404 and missing.json()["field"] == "object_id"
     detail = client.get(f"/v1/jurisdictions/panjin/objects/{oid}").json()
     assert detail["patrols"]["total"] == 1 and detail["history"][0]["action"] == "created"
@@ -497,10 +515,11 @@ def test_http_patrol_batch(client):
     assert saved.status_code == 200, saved.text
     assert (saved.json()["created"], saved.json()["existing"]) == (3, 0)
     retried = client.post("/v1/jurisdictions/panjin/patrols/batch", json={"patrols": patrols[:2]}).json()
-    assert retried["existing"] == 2 and [p["id"] for p in retried["patrols"]] == [p["id"] for p in saved.json()["patrols"][:2]]
+    assert (retried["existing"] == 2
+            and [p["id"] for p in retried["patrols"]] == [p["id"] for p in saved.json()["patrols"][:2]])
     bad = client.post("/v1/jurisdictions/panjin/patrols/batch",
-                      json={"patrols": [{**item, "patrolled_at": "2026-11-03T08:00:00"}, {**item, "unit": "x",
-                                                                                          "patrolled_at": "2026-11-03T08:30:00"}]})
+                      json={"patrols": [{**item, "patrolled_at": "2026-11-03T08:00:00"},
+                                        {**item, "unit": "x", "patrolled_at": "2026-11-03T08:30:00"}]})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "patrols[1].unit"
     assert client.get("/v1/jurisdictions/panjin/patrols").json()["total"] == 3
     too_many = client.post("/v1/jurisdictions/panjin/patrols/batch", json={"patrols": [patrols[0]] * 501})

@@ -51,7 +51,8 @@ def test_objects_search_class_change_and_import(browser, server, tmp_path):
     shot(page, "ledger-object")
 
     bad = tmp_path / "bad.csv"
-    bad.write_text("名称,网格,类型,类别,分类理由,许可证号\n甲厂,pj-l3-02,污染源,E,,X1\n乙厂,没有的网格,污染源,,,X2\n", encoding="utf-8")
+    bad.write_text("名称,网格,类型,类别,分类理由,许可证号\n"
+                   "甲厂,pj-l3-02,污染源,E,,X1\n乙厂,没有的网格,污染源,,,X2\n", encoding="utf-8")
     page.goto(server + "/admin/j/panjin/ledger/import")
     page.get_by_label("文件").set_input_files(str(bad))
     page.get_by_role("button", name="预览").click()

@@ -63,7 +63,8 @@ def test_health_and_routing_answer_while_intakes_wait_for_the_database(server):
     before = _count(base, auth)
     with ThreadPoolExecutor(6) as pool:
         with write_lock(path):
-            intakes = [pool.submit(httpx.post, f"{base}/v1/cases", json=CASE, headers=auth, timeout=60) for _ in range(6)]
+            intakes = [pool.submit(httpx.post, f"{base}/v1/cases", json=CASE, headers=auth, timeout=60)
+                       for _ in range(6)]
             time.sleep(1)  # the intakes reach the server and wait for the lock
             health = httpx.get(f"{base}/health", timeout=WRITE_WAIT)
             routed = httpx.post(f"{base}/v1/route", json=CASE, headers=auth, timeout=WRITE_WAIT)

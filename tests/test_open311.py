@@ -11,7 +11,8 @@ from store.apikeys import create_key
 
 # Field lists from the GeoReport v2 specification's response tables (the XML is schemaless but fixed).
 SERVICE_FIELDS = {"service_code", "service_name", "description", "metadata", "type", "keywords", "group"}
-ATTRIBUTE_FIELDS = {"variable", "code", "datatype", "required", "datatype_description", "order", "description", "values"}
+ATTRIBUTE_FIELDS = {"variable", "code", "datatype", "required", "datatype_description", "order", "description",
+                    "values"}
 REQUEST_FIELDS = {"service_request_id", "status", "status_notes", "service_name", "service_code", "description",
                   "agency_responsible", "service_notice", "requested_datetime", "updated_datetime",
                   "expected_datetime", "address", "address_id", "zipcode", "lat", "long", "media_url"}
@@ -80,11 +81,13 @@ def test_post_request_then_query_it(client):
     assert keyed.findtext("request/description") == "医院后门倾倒医疗废物"
     assert request.findtext("agency_responsible") == "市生态环境局克拉玛依区分局"
     import re
-    assert re.match(W3C, request.findtext("expected_datetime")) and re.match(W3C, request.findtext("requested_datetime"))
+    assert (re.match(W3C, request.findtext("expected_datetime"))
+            and re.match(W3C, request.findtext("requested_datetime")))
     listed = client.get("/open311/v2/karamay/requests.json", params={"status": "open"}).json()
     assert [r["service_request_id"] for r in listed] == [int(request_id)]
     assert client.get("/open311/v2/karamay/requests.json", params={"status": "closed"}).json() == []
-    assert client.get("/open311/v2/karamay/requests.json", params={"service_code": "waste.medical.wastewater"}).json() == []
+    assert client.get("/open311/v2/karamay/requests.json",
+                      params={"service_code": "waste.medical.wastewater"}).json() == []
 
 
 def test_corrected_on_site_request_is_closed(client):

@@ -87,7 +87,8 @@ def test_a_field_source_is_checked_against_its_own_quote_and_the_seed(policy_dir
     data["problem_types"][0]["fields"] = {"level": {"source": {"seed": "003_e40382d56c17d7bc.txt", "clause": "五",
                                                                "quote": "这句话不在原文里"}}}
     data["scoring"]["deductions"][1]["fields"] = {"points": {"source": {
-        "seed": "003_e40382d56c17d7bc.txt", "clause": "五", "quote": "对于未开展巡查、未发现、未上报等落实环境网格化工作不力的"}}}
+        "seed": "003_e40382d56c17d7bc.txt", "clause": "五",
+        "quote": "对于未开展巡查、未发现、未上报等落实环境网格化工作不力的"}}}
     policy_dir.write(data)
     with pytest.raises(PolicyError) as info:
         Loader(policy_dir.root).build("karamay")

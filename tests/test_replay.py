@@ -28,8 +28,10 @@ def _draft_with_level(cases: CaseService, code: str, level: int):
 
 def test_replay_lists_exactly_the_cases_routed_differently(cases):
     now = utcnow()
-    recent = cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-01"), "intake", now=now - timedelta(days=2))
-    other = cases.create("karamay", Case(problem_type="waste.medical.wastewater", unit="kmy-l3-01"), "intake", now=now - timedelta(days=1))
+    recent = cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-01"), "intake",
+                          now=now - timedelta(days=2))
+    other = cases.create("karamay", Case(problem_type="waste.medical.wastewater", unit="kmy-l3-01"), "intake",
+                         now=now - timedelta(days=1))
     cases.create("karamay", Case(problem_type=MEDICAL, unit="kmy-l3-01"), "intake", now=now - timedelta(days=45))
     cases.create("panjin", Case(problem_type=MEDICAL, unit=next(iter(cases.policies.router("panjin").units))),
                  "intake", now=now - timedelta(days=1))
@@ -49,7 +51,8 @@ def test_replay_lists_exactly_the_cases_routed_differently(cases):
     capped = replay_version(cases.policies, draft, days=60, cap=1, now=now)
     assert (capped.in_window, capped.replayed, capped.capped) == (3, 1, True)
     assert capped.differences == []  # the newest case alone: its type is unchanged
-    assert [d.case_id for d in replay_version(cases.policies, draft, days=60, cap=2, now=now).differences] == [recent.id]
+    assert ([d.case_id for d in replay_version(cases.policies, draft, days=60, cap=2, now=now).differences]
+            == [recent.id])
 
 
 def test_replay_leaves_the_active_engine_working(cases):

@@ -156,7 +156,8 @@ def test_an_evicted_router_keeps_working_until_its_holder_lets_go(policy_dir):
 
 # --- one item over the API: a small request at any size (item endpoints with If-Match)
 def _draft(client) -> tuple[str, str]:
-    draft = client.post("/v1/jurisdictions/hefei/drafts", json={"actor": "编辑", "note": "x"}, headers=client.key_headers)
+    draft = client.post("/v1/jurisdictions/hefei/drafts", json={"actor": "编辑", "note": "x"},
+                        headers=client.key_headers)
     return f"/v1/jurisdictions/hefei/versions/{draft.json()['number']}", draft.headers["etag"]
 
 
@@ -179,7 +180,8 @@ def test_patching_one_placeholder_names_only_that_unit(client):
 def test_patch_errors_name_the_field_and_change_nothing(client):
     url, etag = _draft(client)
     headers = {**client.key_headers, "If-Match": etag}
-    wrong_parent = client.patch(f"{url}/units/hf-luyang", json={"author": "编辑", "parent": "hf-luyang"}, headers=headers)
+    wrong_parent = client.patch(f"{url}/units/hf-luyang", json={"author": "编辑", "parent": "hf-luyang"},
+                                headers=headers)
     assert wrong_parent.status_code == 422
     assert wrong_parent.headers["content-type"].startswith("application/problem+json")
     assert wrong_parent.json()["field"] == "parent"
@@ -197,8 +199,8 @@ def test_patching_a_problem_type(client):
     headers = {**client.key_headers, "If-Match": etag}
     bad = client.patch(f"{url}/types/{code}", json={"author": "编辑", "level": 5}, headers=headers)
     assert bad.status_code == 422 and bad.json()["field"] == "level"
-    changed = client.patch(f"{url}/types/{code}", json={"author": "编辑", "level": 1, "assumption": "测试: 改由市级处置"},
-                           headers=headers)
+    changed = client.patch(f"{url}/types/{code}",
+                           json={"author": "编辑", "level": 1, "assumption": "测试: 改由市级处置"}, headers=headers)
     assert changed.status_code == 200
     after = client.get(url).json()["document"]["problem_types"][0]
     assert after["level"] == 1 and after["assumption"] == "测试: 改由市级处置" and after["source"] is None
@@ -268,7 +270,8 @@ def test_a_head_edit_gets_the_full_checks_verdict(small_tree, data):
         "level": st.integers(0, 7), "departments": st.sampled_from([[], ["no_such_department"]]),
         "persuade_first": st.booleans()}), label="change")
     levels = data.draw(st.booleans(), label="drop a level")  # a change the units depend on: they are checked again
-    changed = {**document, "problem_types": [ptype if i == index else t for i, t in enumerate(document["problem_types"])]}
+    changed = {**document,
+               "problem_types": [ptype if i == index else t for i, t in enumerate(document["problem_types"])]}
     if levels:
         changed["levels"] = changed["levels"][:-1]
     full = _verdict(lambda: build_jurisdiction(changed, catalog, ["草稿"]))

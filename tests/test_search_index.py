@@ -30,8 +30,8 @@ def _tree(size: int) -> dict[str, tuple[str, int, str | None]]:
         units[uid] = (f"{rng.choice(WORDS)}{rng.choice(['镇', '街道', '乡'])}", 3, towns[i][:4])
     for i in range(size - len(units)):
         town = towns[i % 400]
-        units[f"{town}-v{i:05d}"] = (f"{rng.choice(WORDS)}{rng.choice(WORDS)}村{'社区' if i % 3 else ''}第{i % 9 + 1}网格",
-                                     4, town)
+        units[f"{town}-v{i:05d}"] = (
+            f"{rng.choice(WORDS)}{rng.choice(WORDS)}村{'社区' if i % 3 else ''}第{i % 9 + 1}网格", 4, town)
     return units
 
 

@@ -97,7 +97,8 @@ def test_signing_in_again_drops_the_old_session(live):
 
 
 def test_a_role_change_renews_the_session_id(live):
-    with httpx.Client(base_url=live["base"], timeout=30) as viewer, httpx.Client(base_url=live["base"], timeout=30) as admin:
+    with (httpx.Client(base_url=live["base"], timeout=30) as viewer,
+          httpx.Client(base_url=live["base"], timeout=30) as admin):
         before = _sign_in(viewer, "viewer").cookies["gp_admin"]
         _sign_in(admin, "admin")
         uid = _uid(live, "viewer")

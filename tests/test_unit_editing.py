@@ -14,7 +14,8 @@ from store.versions import document_of
 
 
 def _units(document: dict) -> dict:
-    return {uid: u.model_dump(exclude={"placeholder"}) for uid, u in expand_units(Policy.model_validate(document)).items()}
+    return {uid: u.model_dump(exclude={"placeholder"})
+            for uid, u in expand_units(Policy.model_validate(document)).items()}
 
 
 @settings(max_examples=40, deadline=None)

@@ -134,7 +134,8 @@ def test_quote_not_in_seed(policy_dir):
     data = policy_dir.read()
     data["problem_types"][0]["source"]["quote"] = "医疗废物由区长亲自处置"
     policy_dir.write(data)
-    assert only(errors_for(policy_dir), "引文在 003_e40382d56c17d7bc.txt 中找不到").path == "problem_types[0].source.quote"
+    assert only(errors_for(policy_dir),
+                "引文在 003_e40382d56c17d7bc.txt 中找不到").path == "problem_types[0].source.quote"
 
 
 def test_unknown_field(policy_dir):

@@ -39,8 +39,8 @@ def receiver():
 
 
 def subscribe(client, url: str, kinds=()) -> dict:
-    response = client.post(f"/v1/jurisdictions/{JID}/webhooks", json={"url": url, "kinds": list(kinds), "actor": "集成"},
-                           headers=client.headers_)
+    response = client.post(f"/v1/jurisdictions/{JID}/webhooks",
+                           json={"url": url, "kinds": list(kinds), "actor": "集成"}, headers=client.headers_)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -184,7 +184,8 @@ def test_the_pull_feed_pages_with_a_stable_cursor(client):
             break
     assert [int(e["data"]["cursor"]) for e in seen] == sorted(int(e["data"]["cursor"]) for e in seen)
     assert len(seen) == len(events_of(client.engine)) == 12
-    assert client.get("/v1/events", params={"jurisdiction": JID, "after": after}, headers=client.headers_).json()["items"] == []
+    assert client.get("/v1/events", params={"jurisdiction": JID, "after": after},
+                      headers=client.headers_).json()["items"] == []
     new_cases(client, 1)
     fresh = client.get("/v1/events", params={"jurisdiction": JID, "after": after}, headers=client.headers_).json()
     assert [e["type"] for e in fresh["items"]] == ["case.created", "case.entered", "case.completed"]

@@ -34,7 +34,8 @@ def test_billion_laughs_is_refused(tmp_path):
 
 
 def test_deep_nesting_is_refused(tmp_path):
-    assert "嵌套超过" in _refused(tmp_path, "a:\n" + "".join("  " * i + f"- k{i}:\n" for i in range(1, 200)) + "  " * 200 + "- x\n")
+    assert "嵌套超过" in _refused(
+        tmp_path, "a:\n" + "".join("  " * i + f"- k{i}:\n" for i in range(1, 200)) + "  " * 200 + "- x\n")
     assert "YAML" in _refused(tmp_path, "[" * 100_000 + "]" * 100_000)
 
 
@@ -44,7 +45,8 @@ def test_a_huge_file_is_refused(tmp_path):
 
 def test_aliases_within_reason_still_load(tmp_path):
     path = tmp_path / "ok.yaml"
-    path.write_text("q: &q {seed: s, clause: c}\nitems:\n" + "".join(f"  - {{id: i{i}, source: *q}}\n" for i in range(500)))
+    path.write_text("q: &q {seed: s, clause: c}\nitems:\n"
+                    + "".join(f"  - {{id: i{i}, source: *q}}\n" for i in range(500)))
     assert len(load_yaml(path, OriginMap())["items"]) == 500
 
 
