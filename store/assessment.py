@@ -165,7 +165,8 @@ class StepRoles:
 
     def sql(self, role: str, step, workflow=RECORD.workflow) -> ColumnElement:
         """`step` (a column) has `role` in the case's `workflow` (a column)."""
-        return or_(false(), *(and_(workflow == w, step.in_(sorted(ids))) for w, ids in sorted(self.steps[role].items())))
+        return or_(false(), *(and_(workflow == w, step.in_(sorted(ids)))
+                              for w, ids in sorted(self.steps[role].items())))
 
 
 @dataclass(frozen=True)
@@ -506,8 +507,9 @@ class AssessmentService:
         _rank(units)
         ind, counts = indicators(None)
         score = self._score(scoring, counts)
-        unassigned = ({"unit": None, "name": UNASSIGNED, "indicators": ind, "rates": rates(ind), "deductions": score["deductions"],
-                       "deducted": score["deducted"]} if any(ind.values()) or score["deducted"] else None)
+        unassigned = ({"unit": None, "name": UNASSIGNED, "indicators": ind, "rates": rates(ind),
+                       "deductions": score["deductions"], "deducted": score["deducted"]}
+                      if any(ind.values()) or score["deducted"] else None)
         return {
             "jurisdiction": jid, "name": policy.name, "policy_version": router.compiled.version,
             "period": period.as_dict(), "score_window": window.as_dict(),
@@ -591,7 +593,8 @@ class AssessmentService:
                                     EVENT.at < period.end, rule.condition(roles))
                              .order_by(EVENT.at, EVENT.id).limit(limit))
                     events = [{"event": r.id, "case": r.case_id, "at": r.at.astimezone(CST).isoformat(),
-                               "action": r.action, "step": r.from_status, "note": r.note, "problem_type": r.problem_type}
+                               "action": r.action, "step": r.from_status, "note": r.note,
+                               "problem_type": r.problem_type}
                               for r in session.execute(query)]
                 out.append({"id": item.id, "name": item.name, "trigger": item.trigger,
                             "trigger_label": TRIGGERS[item.trigger], "points_each": item.points,

@@ -21,7 +21,8 @@ def workbook(result: dict) -> bytes:
     rate_names = [result["rate_labels"][k] for k in rate_keys]
     sections: list[dict] = []
     documents = result.get("documents", {})
-    _sheet(sections, "排名", ["层级", "排名", "网格单元", "名称", "得分", "扣分", "一票否决", "自评", "上级评价", *ind_names, *rate_names],
+    _sheet(sections, "排名", ["层级", "排名", "网格单元", "名称", "得分", "扣分", "一票否决", "自评", "上级评价",
+                              *ind_names, *rate_names],
            [[u["level"], u["rank"], u["unit"], u["name"], u["score"], u["loss"], ", ".join(u["vetoed"]),
              u["records"].get("self", {}).get("score"), u["records"].get("upper", {}).get("score"),
              *[u["indicators"][k] for k in ind_keys], *[u["rates"][k] for k in rate_keys]]
@@ -47,8 +48,11 @@ def workbook(result: dict) -> bytes:
     scheme = result["scheme"]
     if scheme:
         _sheet(sections, "考核方案", ["项目", "名称", "分值/触发", "依据"],
-               [["方案", scheme["scheme_label"], f"{scheme['total']:g} 分 / {label(scheme['period'], 'period')}", _provenance(scheme["provenance"], documents)]]
-               + [["扣分项", d["name"], f"{d['points']:g} 分/次 · {d['trigger_label']}", _provenance(d["provenance"], documents)]
+               [["方案", scheme["scheme_label"], f"{scheme['total']:g} 分 / {label(scheme['period'], 'period')}",
+                 _provenance(scheme["provenance"], documents)]]
+               + [["扣分项", d["name"], f"{d['points']:g} 分/次 · {d['trigger_label']}",
+                   _provenance(d["provenance"], documents)]
                   for d in scheme["deductions"]]
-               + [["一票否决", v["name"], v["trigger_label"], _provenance(v["provenance"], documents)] for v in scheme["vetoes"]])
+               + [["一票否决", v["name"], v["trigger_label"], _provenance(v["provenance"], documents)]
+                  for v in scheme["vetoes"]])
     return xlsx.workbook(sections)

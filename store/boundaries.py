@@ -98,7 +98,8 @@ def check(text: str | bytes | dict, units: dict) -> Preview:
     except (ValueError, UnicodeDecodeError) as err:
         preview.errors.append(f"不是有效的 JSON: {err} — invalid JSON")
         return preview
-    if not isinstance(data, dict) or data.get("type") != "FeatureCollection" or not isinstance(data.get("features"), list):
+    if (not isinstance(data, dict) or data.get("type") != "FeatureCollection"
+            or not isinstance(data.get("features"), list)):
         preview.errors.append("须为 GeoJSON FeatureCollection (type 与 features) — expected a FeatureCollection")
         return preview
     geoms, ids, features = [], [], []
@@ -151,7 +152,8 @@ def _overlaps(geoms: list, levels: list[int], ids: list[str]) -> list[tuple[str,
     if not pairs:
         return []
     a_idx, b_idx = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    areas = shapely.area(shapely.intersection(np.array(geoms, dtype=object)[a_idx], np.array(geoms, dtype=object)[b_idx]))
+    areas = shapely.area(shapely.intersection(np.array(geoms, dtype=object)[a_idx],
+                                              np.array(geoms, dtype=object)[b_idx]))
     return [(ids[a], ids[b]) for (a, b), area in zip(pairs, areas) if area > OVERLAP_TOLERANCE]
 
 

@@ -102,7 +102,8 @@ class CadenceService:
                 for cadence, bucket, rows in counted for unit, oid, recorded, status in rows], objects
 
     def _counted(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime, units: set[str] | None
-                 ) -> tuple[list[tuple[Cadence, Bucket, list[tuple[str, int | None, int, str]]]], dict[int, tuple[str, str]]]:
+                 ) -> tuple[list[tuple[Cadence, Bucket, list[tuple[str, int | None, int, str]]]],
+                            dict[int, tuple[str, str]]]:
         """Per cadence and period of `plan`: (unit, object id, recorded, status) of each subject; the objects."""
         router = self.policies.router(jid)
         by_level: dict[int | None, list[str]] = defaultdict(list)
@@ -146,7 +147,8 @@ class CadenceService:
         classes = {c.source_class for c, _ in plan if c.source_class}
         kinds = {c.object_kind for c, _ in plan if c.object_kind}
         o = SupervisedObject
-        query = select(col(o.id), col(o.name), col(o.unit), col(o.source_class), col(o.kind), col(o.registered_on)).where(
+        query = select(col(o.id), col(o.name), col(o.unit), col(o.source_class), col(o.kind),
+                       col(o.registered_on)).where(
             col(o.jurisdiction) == jid, col(o.source_class).in_(classes) | col(o.kind).in_(kinds))
         return [tuple(row) for row in session.execute(query) if units is None or row[2] in units]
 
@@ -186,9 +188,11 @@ class CadenceService:
         return {
             "jurisdiction": jid, "name": policy.name, "period": period.as_dict(), "as_of": now.isoformat(),
             "status_labels": STATUS_LABELS,
-            "cadences": [{"id": c.id, "name": c.name, "activity": c.activity, "activity_label": ACTIVITY_LABELS[c.activity],
-                          "level": c.level, "source_class": c.source_class, "object_kind": c.object_kind, "times": c.times, "per": c.per.value,
-                          "per_label": PERIOD_LABELS[c.per.value], "periods": [[b[0].isoformat(), b[1].isoformat()] for b in buckets],
+            "cadences": [{"id": c.id, "name": c.name, "activity": c.activity,
+                          "activity_label": ACTIVITY_LABELS[c.activity], "level": c.level,
+                          "source_class": c.source_class, "object_kind": c.object_kind, "times": c.times,
+                          "per": c.per.value, "per_label": PERIOD_LABELS[c.per.value],
+                          "periods": [[b[0].isoformat(), b[1].isoformat()] for b in buckets],
                           "provenance": c.provenance, "obligations": dict(per_cadence[c.id])} for c, buckets in plan],
             "levels": [{"level": n, "name": level_names.get(n, ""), **{s: levels[n][s] for s in STATUS_LABELS},
                         "total": sum(levels[n].values())} for n in sorted(levels)],
@@ -266,9 +270,10 @@ class CadenceService:
         cadences = {c.id: c for c in router.jur.policy.cadences}
         with UnitOfWork(self.engine) as uow:
             session = uow.session
-            stored = {(c, start, subject): (oid, status, recorded) for oid, c, start, subject, status, recorded in session.execute(
-                select(t.c.id, t.c.cadence, t.c.period_start, t.c.subject, t.c.status, t.c.recorded).where(
-                    t.c.jurisdiction == jid, t.c.period_start >= since))}
+            stored = {(c, start, subject): (oid, status, recorded)
+                      for oid, c, start, subject, status, recorded in session.execute(
+                          select(t.c.id, t.c.cadence, t.c.period_start, t.c.subject, t.c.status, t.c.recorded).where(
+                              t.c.jurisdiction == jid, t.c.period_start >= since))}
             new, changed, notify = [], [], []
             for ob in obligations:
                 old = stored.get((ob.cadence.id, ob.bucket[0], ob.subject))
@@ -283,7 +288,8 @@ class CadenceService:
                     notify.append((ob, old[0] if old else None))
             if changed:
                 session.execute(update(t).where(t.c.id == bindparam("row_id")).values(
-                    status=bindparam("status"), recorded=bindparam("recorded"), changed_at=bindparam("changed_at")), changed)
+                    status=bindparam("status"), recorded=bindparam("recorded"),
+                    changed_at=bindparam("changed_at")), changed)
             ids = {}
             for i in range(0, len(new), 5000):
                 part = new[i:i + 5000]
@@ -297,9 +303,12 @@ class CadenceService:
             for ob, oid in notify:
                 unit = router.units[ob.unit]
                 what = f"监管对象 #{ob.object_id} " if ob.object_id else ""
-                rows.append({"obligation_id": oid or ids[id(ob)], "case_id": None, "kind": f"cadence_{ob.status}", "at": now,
-                             "recipient": f"第{unit.level}级网格 {unit.name}" + (" / 包抓领导" if ob.status == "missed" else ""),
-                             "message": f"{what}{cadences[ob.cadence.id].name}: {ob.bucket[0]}–{ob.bucket[1] - timedelta(days=1)} "
+                rows.append({"obligation_id": oid or ids[id(ob)], "case_id": None, "kind": f"cadence_{ob.status}",
+                             "at": now,
+                             "recipient": f"第{unit.level}级网格 {unit.name}"
+                                          + (" / 包抓领导" if ob.status == "missed" else ""),
+                             "message": f"{what}{cadences[ob.cadence.id].name}: "
+                                        f"{ob.bucket[0]}–{ob.bucket[1] - timedelta(days=1)} "
                                         f"应 {ob.required} 次, 已 {ob.recorded} 次 ({STATUS_LABELS[ob.status]})"})
                 counts[f"notified_{ob.status}"] += 1
             for i in range(0, len(rows), 5000):

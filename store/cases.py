@@ -261,7 +261,8 @@ class CaseService:
         router = self._router_for(record)
         allowed = self.allowed_actions(record, router)
         if t.action not in allowed:
-            raise Conflict(f"当前状态 '{record.status}' 不允许动作 '{t.action}'; 允许: {', '.join(allowed) or '无 (已结案)'}",
+            raise Conflict(f"当前状态 '{record.status}' 不允许动作 '{t.action}'; "
+                           f"允许: {', '.join(allowed) or '无 (已结案)'}",
                            field="action", allowed=allowed)
         getattr(self, f"_do_{t.action}")(session, router, record, t, now)
         record.updated_at = now

@@ -160,7 +160,8 @@ class LedgerService:
             value = str(data.get("source_class") or "").strip().upper() or None
             classes = self._classes(router)
             if value is not None and not classes:
-                errors.append(RowError(row, "source_class", f"辖区 {router.jur.id} 的规则未定义污染源类别, 不能填写类别 '{value}'"))
+                errors.append(RowError(row, "source_class",
+                                       f"辖区 {router.jur.id} 的规则未定义污染源类别, 不能填写类别 '{value}'"))
             elif value is not None and value not in classes:
                 errors.append(RowError(row, "source_class", f"类别 '{value}' 未在规则中定义; 可用: "
                                                             + "、".join(f"{k} ({v})" for k, v in classes.items())))
@@ -231,7 +232,8 @@ class LedgerService:
                                  reason=clean.get("class_reason") or ""))
         return obj
 
-    def update_object(self, jid: str, object_id: int, data: dict[str, Any], actor: str, reason: str = "") -> SupervisedObject:
+    def update_object(self, jid: str, object_id: int, data: dict[str, Any], actor: str,
+                      reason: str = "") -> SupervisedObject:
         router = self.policies.router(jid)
         clean, errors = self.check_object(router, {k: v for k, v in data.items() if k in OBJECT_FIELDS}, partial=True)
         errors = [e for e in errors if e.field != "class_reason"]  # asked for below, only when the class changes
@@ -297,7 +299,8 @@ class LedgerService:
         return None if root.parent is None else _below(router, root.id)
 
     def search_objects(self, jid: str, q: str | None = None, unit: str | None = None, kind: str | None = None,
-                       source_class: str | None = None, limit: int = PAGE, offset: int = 0) -> tuple[int, list[SupervisedObject]]:
+                       source_class: str | None = None, limit: int = PAGE,
+                       offset: int = 0) -> tuple[int, list[SupervisedObject]]:
         """By name, pinyin, initials or licence number; in a grid (and the grids below it); by kind and class
         (`-` = not classed)."""
         router = self.policies.router(jid)
@@ -413,7 +416,8 @@ class LedgerService:
         try:
             return self.record_patrols(jid, [(p, idempotency_key)], actor, now)[0]
         except Invalid as err:  # one record: its errors without the batch's `patrols[0].` prefix
-            raise _invalid([RowError(None, e.field.removeprefix("patrols[0]."), e.message) for e in _errors(err)]) from None
+            raise _invalid([RowError(None, e.field.removeprefix("patrols[0]."), e.message)
+                            for e in _errors(err)]) from None
         except Conflict as err:
             raise Conflict(err.message, field=(err.field or "").removeprefix("patrols[0].")) from None
 
@@ -475,7 +479,8 @@ class LedgerService:
                                     field=f"patrols[{i}]")
                 t = PatrolRecord
                 if session.exec(select(t.id).where(t.jurisdiction == jid, t.unit == r.unit, t.activity == r.activity,
-                                                   t.patrolled_at == r.patrolled_at, t.signed_by == r.signed_by)).first():
+                                                   t.patrolled_at == r.patrolled_at,
+                                                   t.signed_by == r.signed_by)).first():
                     return Conflict(self._duplicate(p).message, field=f"patrols[{i}].patrolled_at")
         return Conflict("巡查记录与已有记录冲突", field="patrols")
 
@@ -492,14 +497,16 @@ class LedgerService:
                                                      + "、".join(f"{v} ({k})" for k, v in ACTIVITY_LABELS.items())))
         at = as_cst(p.patrolled_at)
         if at > now + CLOCK_SKEW:
-            errors.append(RowError(None, "patrolled_at", f"巡查时间 {at.astimezone(CST):%Y-%m-%d %H:%M} 晚于当前时间, 不能登记未来的巡查"))
+            errors.append(RowError(None, "patrolled_at",
+                                   f"巡查时间 {at.astimezone(CST):%Y-%m-%d %H:%M} 晚于当前时间, 不能登记未来的巡查"))
         patrollers = [x.strip() for x in p.patrollers if x and x.strip()]
         if not patrollers:
             errors.append(RowError(None, "patrollers", "须填写巡查人"))
         if not p.signed_by.strip():
             errors.append(RowError(None, "signed_by", "须有签字人 (谁巡查谁签字谁负责)"))
         elif patrollers and p.signed_by.strip() not in patrollers:
-            errors.append(RowError(None, "signed_by", f"签字人 '{p.signed_by}' 不是本次巡查人 ({'、'.join(patrollers)}): 谁巡查谁签字谁负责"))
+            errors.append(RowError(None, "signed_by", f"签字人 '{p.signed_by}' 不是本次巡查人 "
+                                                      f"({'、'.join(patrollers)}): 谁巡查谁签字谁负责"))
         for i, url in enumerate(p.photos):
             if not (url.startswith("https://") or url.startswith("http://")) or len(url) > 1000:
                 errors.append(RowError(None, f"photos[{i}]", f"照片地址须为 http(s) 网址: '{url[:80]}'"))
@@ -516,9 +523,11 @@ class LedgerService:
                 if obj is None or obj.jurisdiction != jid:
                     errors.append(RowError(None, name, f"监管对象 #{oid} 不在辖区 {jid} 的台账中"))
                 elif below is not None and unit is not None and obj.unit not in below:
-                    errors.append(RowError(None, name, f"监管对象 #{oid} {obj.name} 属于网格 {obj.unit}, 不在巡查网格 {unit.id} 内"))
+                    errors.append(RowError(None, name, f"监管对象 #{oid} {obj.name} 属于网格 {obj.unit}, "
+                                                       f"不在巡查网格 {unit.id} 内"))
                 elif obj.registered_on > day:
-                    errors.append(RowError(None, name, f"巡查日期 {day} 早于监管对象 #{oid} {obj.name} 的建档日期 {obj.registered_on}"))
+                    errors.append(RowError(None, name, f"巡查日期 {day} 早于监管对象 #{oid} {obj.name} "
+                                                       f"的建档日期 {obj.registered_on}"))
         for i, f in enumerate(p.findings):
             if not f.description.strip():
                 errors.append(RowError(None, f"findings[{i}].description", "发现问题须有描述"))
@@ -532,8 +541,8 @@ class LedgerService:
                                        "problem_type": f.problem_type} for f in p.findings],
                             idempotency_key=key, created_by=actor, created_at=now)
 
-    def _open_finding_cases(self, session: Session, router: PolicyRouter, jid: str, record: PatrolRecord, p: PatrolInput,
-                            actor: str, now: datetime, item: str = "") -> None:
+    def _open_finding_cases(self, session: Session, router: PolicyRouter, jid: str, record: PatrolRecord,
+                            p: PatrolInput, actor: str, now: datetime, item: str = "") -> None:
         findings = list(record.findings)
         for i, f in enumerate(p.findings):
             if not f.problem_type:
@@ -563,12 +572,14 @@ class LedgerService:
             if record is None or record.jurisdiction != jid:
                 raise NotFound(f"巡查记录 #{patrol_id} 不在辖区 {jid}", field="patrol_id")
             objects = session.exec(select(SupervisedObject).join(
-                PatrolObject, col(PatrolObject.object_id) == SupervisedObject.id).where(PatrolObject.patrol_id == patrol_id)
+                PatrolObject, col(PatrolObject.object_id) == SupervisedObject.id)
+                .where(PatrolObject.patrol_id == patrol_id)
                 .order_by(col(SupervisedObject.id))).all()
             return record, list(objects)
 
     def search_patrols(self, jid: str, unit: str | None = None, start: date | None = None, end: date | None = None,
-                       object_id: int | None = None, limit: int = PAGE, offset: int = 0) -> tuple[int, list[PatrolRecord]]:
+                       object_id: int | None = None, limit: int = PAGE,
+                       offset: int = 0) -> tuple[int, list[PatrolRecord]]:
         """Newest first; `unit` includes the grids below it; [start, end) days. The total comes from the tallies
         (an object's few records are counted directly)."""
         query = select(PatrolRecord).where(PatrolRecord.jurisdiction == jid)
@@ -580,7 +591,8 @@ class LedgerService:
         if end:
             query = query.where(PatrolRecord.day < end)
         if object_id:
-            query = query.where(col(PatrolRecord.id).in_(select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
+            query = query.where(col(PatrolRecord.id).in_(
+                select(PatrolObject.patrol_id).where(PatrolObject.object_id == object_id)))
         with Session(reader(self.engine)) as session:
             if object_id:
                 total = session.exec(select(func.count()).select_from(query.subquery())).one()
@@ -613,11 +625,13 @@ class LedgerService:
         obj = self.get_object(jid, object_id)
         return self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
                                  request_hash=request_hash, report=report,
-                                 also=lambda session, record: session.add(CaseLink(case_id=row_id(record), object_id=obj.id)))
+                                 also=lambda session, record: session.add(
+                                     CaseLink(case_id=row_id(record), object_id=obj.id)))
 
     def case_links(self, case_ids: list[int]) -> dict[int, CaseLink]:
         with Session(reader(self.engine)) as session:
-            return {link.case_id: link for link in session.exec(select(CaseLink).where(col(CaseLink.case_id).in_(case_ids)))}
+            return {link.case_id: link
+                    for link in session.exec(select(CaseLink).where(col(CaseLink.case_id).in_(case_ids)))}
 
 
 def _same_patrols(records: list[PatrolRecord]) -> list[int]:
@@ -656,7 +670,8 @@ def case_at_object(case: Case, obj: SupervisedObject | None) -> Case:
     cls = obj.source_class or "none"
     typed = case.facts.get("enterprise_class")
     if typed is not None and typed != cls:
-        raise Invalid(f"enterprise_class '{typed}' 与监管对象 #{obj.id} 台账中的类别 '{cls}' 不符; 类别以台账为准, 无需填写",
+        raise Invalid(f"enterprise_class '{typed}' 与监管对象 #{obj.id} 台账中的类别 '{cls}' 不符; "
+                      "类别以台账为准, 无需填写",
                       field="facts.enterprise_class")
     return case.model_copy(update={"unit": obj.unit, "facts": {**case.facts, "enterprise_class": cls}})
 

@@ -10,7 +10,8 @@ from store.assessment import Period
 from store.cadences import CadenceService, period_days
 from store.ledger import CST, LedgerService
 
-HEADERS = ["序号", "巡查日期", "时间", "网格", "巡查内容", "巡查人", "检查对象", "发现问题", "处理情况", "签字人", "现场照片"]
+HEADERS = ["序号", "巡查日期", "时间", "网格", "巡查内容", "巡查人", "检查对象", "发现问题", "处理情况", "签字人",
+           "现场照片"]
 
 
 def patrol_summary(ledger: LedgerService, cadences: CadenceService, jid: str, period: Period,
@@ -24,7 +25,8 @@ def patrol_summary(ledger: LedgerService, cadences: CadenceService, jid: str, pe
         handled = "; ".join(f"已立案 #{f['case_id']}" if f.get("case_id") else "现场处理" for f in record.findings)
         rows.append([n, record.day.isoformat(), f"{local:%H:%M}", router.units[record.unit].name,
                      ACTIVITY_LABELS.get(record.activity, record.activity), "、".join(record.patrollers),
-                     "、".join(o.name for o in objects), "; ".join(f["description"] for f in record.findings) or "未发现问题",
+                     "、".join(o.name for o in objects),
+                     "; ".join(f["description"] for f in record.findings) or "未发现问题",
                      handled, record.signed_by, "\n".join(record.photos)])
     last_day = end - timedelta(days=1)
     title = f"{top.name} {start.year}年{start.month}月巡查记录汇总表" if period.kind == "month" else \
@@ -38,6 +40,7 @@ def patrol_summary(ledger: LedgerService, cadences: CadenceService, jid: str, pe
              r["recorded"], r["status_label"]] for r in result["rows"]]
     return xlsx.workbook([
         {"title": "巡查记录汇总表", "caption": title, "headers": HEADERS, "rows": rows, "footer": footer},
-        {"title": "频次完成情况", "caption": f"{top.name} {period.label} 巡查频次完成情况 (截至 {result['as_of'][:10]})",
+        {"title": "频次完成情况",
+         "caption": f"{top.name} {period.label} 巡查频次完成情况 (截至 {result['as_of'][:10]})",
          "headers": ["网格", "层级", "频次要求", "频次", "监管对象数", "应完成", "已完成", "状态"], "rows": done},
     ])

@@ -72,8 +72,8 @@ class ReplayReport:
         return sum(1 for d in self.differences if d.new is None)
 
 
-def replay(policies: PolicyStore, jurisdiction: str, router: PolicyRouter, days: int = DEFAULT_DAYS, cap: int = REPLAY_CAP,
-           now: datetime | None = None) -> ReplayReport:
+def replay(policies: PolicyStore, jurisdiction: str, router: PolicyRouter, days: int = DEFAULT_DAYS,
+           cap: int = REPLAY_CAP, now: datetime | None = None) -> ReplayReport:
     """Route the newest `cap` cases created in the last `days` days with `router`, each as reported
     (same type, unit, facts and report time), and keep those whose outcome differs from the stored one."""
     since = (now or utcnow()) - timedelta(days=days)

@@ -113,7 +113,8 @@ class RenewingSessionBackend(ServerSideSessionBackend):
     async def store_in_message(self, scope_session: ScopeSession, message: Message,
                                connection: ASGIConnection) -> None:
         loaded = connection.scope.get(_LOADED)
-        if isinstance(loaded, str) and loaded and ScopeState.from_scope(connection.scope).session_id is Empty:  # cleared: drop the old id
+        # cleared: drop the old id
+        if isinstance(loaded, str) and loaded and ScopeState.from_scope(connection.scope).session_id is Empty:
             await self.delete(loaded, store=self.config.get_store_from_app(connection.scope["app"]))
         # an empty session is not stored: anonymous visits leave no rows and no id to plant
         await super().store_in_message(scope_session or Empty, message, connection)

@@ -28,7 +28,8 @@ DILIGENCE = {"diligent": (0.6, 1.0), "average": (0.3, 0.7), "lax": (0.1, 0.25)}
 DAILY_RATE = {"diligent": 0.95, "average": 0.7, "lax": 0.2}  # chance of a patrol on a given day (--daily)
 CLASS_WEIGHTS = {"A": 0.5, "B": 0.35, "C": 0.15}
 KIND_WEIGHTS = {"pollution_source": 0.6, "risk_source": 0.08, "livestock_farm": 0.1, "medical": 0.05,
-                "auto_repair": 0.1, "water_source": 0.02, "construction_project": 0.03, "trial_production_project": 0.02}
+                "auto_repair": 0.1, "water_source": 0.02, "construction_project": 0.03,
+                "trial_production_project": 0.02}
 CHUNK = 5000
 
 
@@ -53,7 +54,8 @@ def simulate_ledger(policies: PolicyStore, jid: str, sources: int, start: date, 
         for cadence in policy.cadences:
             per_object = cadence.source_class is not None or cadence.object_kind is not None
             subjects = ([(unit, [oid]) for oid, unit, cls, kind in objects
-                         if cadence.source_class in (None, cls) and cadence.object_kind in (None, kind)] if per_object else
+                         if cadence.source_class in (None, cls) and cadence.object_kind in (None, kind)]
+                        if per_object else
                         [(u.id, None) for u in router.units.values() if cadence.level in (None, u.level)])
             activity = "source_inspection" if per_object and cadence.activity in INSPECTING else cadence.activity
             for b_start, b_end in _buckets(cadence.per.value, start, last):
@@ -86,7 +88,8 @@ def _objects(session: Session, rng: random.Random, jid: str, grids: list[str], n
     now = utcnow()
     for i in range(n):
         kind = rng.choices(kinds, weights)[0]
-        cls = rng.choices(classes, [CLASS_WEIGHTS.get(c, 0.1) for c in classes])[0] if classes and kind == "pollution_source" else None
+        cls = (rng.choices(classes, [CLASS_WEIGHTS.get(c, 0.1) for c in classes])[0]
+               if classes and kind == "pollution_source" else None)
         name = f"模拟{OBJECT_KINDS[kind]}{i + 1:05d}"
         identifier = f"SIM{jid[:6].upper()}{i + 1:07d}"
         rows.append({"jurisdiction": jid, "unit": grids[rng.randrange(len(grids))], "name": name, "kind": kind,
@@ -98,7 +101,8 @@ def _objects(session: Session, rng: random.Random, jid: str, grids: list[str], n
     out: list[tuple[int, str, str | None, str]] = []
     for chunk in range(0, len(rows), CHUNK):
         part = rows[chunk:chunk + CHUNK]
-        ids = session.execute(insert(SupervisedObject).returning(col(SupervisedObject.id), sort_by_parameter_order=True),
+        ids = session.execute(insert(SupervisedObject).returning(col(SupervisedObject.id),
+                                                                 sort_by_parameter_order=True),
                               part).scalars().all()
         session.execute(insert(ObjectChange), [{"object_id": oid, "at": now, "actor": "模拟", "action": "imported",
                                                 "changes": {"name": [None, r["name"]]}, "reason": ""}

@@ -61,7 +61,8 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
         counts["overdue"] += 1
         if cases.escalate_overdue(session, record, clock, now):
             counts["escalated"] += 1
-            _notify(session, record, "escalated", f"案件 {record.id} 升级至第{record.handler_level}级网格, 通报包抓领导")
+            _notify(session, record, "escalated",
+                    f"案件 {record.id} 升级至第{record.handler_level}级网格, 通报包抓领导")
     else:
         clock.next_check_at = (start + span * 0.75 if clock.warned_75_at is None else due)
 

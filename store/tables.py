@@ -301,7 +301,8 @@ class PatrolRecord(SQLModel, table=True):
     day: date  # the patrol's calendar day in China time: cadence periods count by it
     patrollers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     signed_by: str = Field(max_length=128)
-    findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # with case ids
+    # with case ids
+    findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     photos: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     idempotency_key: str | None = Field(default=None, max_length=200)
     created_by: str = Field(max_length=128)

@@ -95,7 +95,8 @@ PERIOD_SQL = {
                       "ELSE date({d}, 'start of month', '+15 days') END",
         "month": "date({d}, 'start of month')",
         "quarter": "date({d}, 'start of month', '-' || ((CAST(strftime('%m', {d}) AS INTEGER) - 1) % 3) || ' months')",
-        "half_year": "date({d}, 'start of month', '-' || ((CAST(strftime('%m', {d}) AS INTEGER) - 1) % 6) || ' months')",
+        "half_year":
+            "date({d}, 'start of month', '-' || ((CAST(strftime('%m', {d}) AS INTEGER) - 1) % 6) || ' months')",
         "year": "date({d}, 'start of year')",
     },
     "postgresql": {
@@ -120,10 +121,12 @@ def _recount_sql(dialect: str, jid: str | None) -> list[str]:
     for per, expr in PERIOD_SQL[dialect].items():
         for of_object, subject, source, day in (
                 (False, "p.unit", "patrol_record p", "p.day"),
-                (True, "'object:' || o.object_id", "patrol_object o JOIN patrol_record p ON p.id = o.patrol_id", "o.day")):
+                (True, "'object:' || o.object_id", "patrol_object o JOIN patrol_record p ON p.id = o.patrol_id",
+                 "o.day")):
             start = expr.format(d=day)
             out.append(f"SELECT p.jurisdiction, '{per}', {'TRUE' if of_object else 'FALSE'}, {start}, p.activity, "
-                       f"{subject}, count(*) FROM {source} {where} GROUP BY p.jurisdiction, {start}, p.activity, {subject}")
+                       f"{subject}, count(*) FROM {source} {where} "
+                       f"GROUP BY p.jurisdiction, {start}, p.activity, {subject}")
     return out
 
 

@@ -104,7 +104,8 @@ def check_secret(secret: str) -> str:
     except ValueError:
         size = 0
     if not secret.startswith("whsec_") or not 24 <= size <= 64:
-        raise Invalid("secret 须为 whsec_ 开头、24–64 字节的 base64 密钥 (留空则自动生成) — invalid secret", field="secret")
+        raise Invalid("secret 须为 whsec_ 开头、24–64 字节的 base64 密钥 (留空则自动生成) — invalid secret",
+                      field="secret")
     return secret
 
 
@@ -146,7 +147,8 @@ def subscribe(engine: Engine, jid: str, url: str, kinds: list[str], actor: str, 
 def subscriptions(engine: Engine, jid: str) -> list[WebhookSubscription]:
     with Session(reader(engine)) as session:
         return list(session.exec(select(WebhookSubscription).where(
-            WebhookSubscription.jurisdiction == jid, col(WebhookSubscription.active)).order_by(col(WebhookSubscription.id))))
+            WebhookSubscription.jurisdiction == jid, col(WebhookSubscription.active))
+            .order_by(col(WebhookSubscription.id))))
 
 
 def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
@@ -169,13 +171,15 @@ def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
 def fan_out(session: Session, events: list[OutboxEvent]) -> None:
     """One pending delivery per event and matching subscription (inside the sequencer's transaction)."""
     subs = session.exec(select(WebhookSubscription).where(
-        col(WebhookSubscription.active), col(WebhookSubscription.jurisdiction).in_({e.jurisdiction for e in events}))).all()
+        col(WebhookSubscription.active),
+        col(WebhookSubscription.jurisdiction).in_({e.jurisdiction for e in events}))).all()
     now = utcnow()
     for event in events:
         assert event.id is not None and event.seq is not None  # stored and numbered by the sequencer
         due = min(as_utc(event.at), now)  # due from the event on; the 24-hour retry window counts from it too
         for sub in subs:
-            if sub.id is not None and sub.jurisdiction == event.jurisdiction and (not sub.kinds or event.kind in sub.kinds):
+            if (sub.id is not None and sub.jurisdiction == event.jurisdiction
+                    and (not sub.kinds or event.kind in sub.kinds)):
                 session.add(WebhookDelivery(subscription_id=sub.id, event_id=event.id, case_id=event.case_id,
                                             seq=event.seq, created_at=due, next_attempt_at=due))
 
@@ -258,7 +262,8 @@ def _record(session: Session, item: Claimed, status: int | None, error: str, now
     """The outcome of one try, kept only while this worker still holds the lease. `now` is the round's time (the
     retry schedule counts from it; tests pass a later one to let hours pass)."""
     delivery = session.get(WebhookDelivery, item.delivery_id)
-    if delivery is None or delivery.status != PENDING or delivery.lease_until is None or as_utc(delivery.lease_until) != item.lease:
+    if (delivery is None or delivery.status != PENDING or delivery.lease_until is None
+            or as_utc(delivery.lease_until) != item.lease):
         return "failed" if error else "delivered"  # the lease ran out and another worker took over
     delivery.attempts += 1
     delivery.last_status, delivery.last_error, delivery.lease_until = status, error, None
@@ -282,7 +287,8 @@ def failures(engine: Engine, jid: str, limit: int = 200) -> list[dict[str, Any]]
              .join(WebhookSubscription, col(WebhookSubscription.id) == WebhookDelivery.subscription_id)
              .join(OutboxEvent, col(OutboxEvent.id) == WebhookDelivery.event_id)
              .where(WebhookSubscription.jurisdiction == jid,
-                    (WebhookDelivery.status == DEAD) | ((WebhookDelivery.status == PENDING) & (WebhookDelivery.attempts > 0)))
+                    (WebhookDelivery.status == DEAD)
+                    | ((WebhookDelivery.status == PENDING) & (WebhookDelivery.attempts > 0)))
              .order_by(col(WebhookDelivery.id).desc()).limit(limit))
     with Session(reader(engine)) as session:
         return [{"delivery": d, "url": url, "kind": kind} for d, url, kind in session.exec(query)]
