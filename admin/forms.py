@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import typing
+from datetime import datetime
 from functools import cache
 from typing import Annotated, Any
 
@@ -180,6 +181,39 @@ class WebhookForm(FormModel):
     description: str = text("说明", 200, required=False)
 
 
+def _object_ids(value: Any) -> Any:
+    parts = [p for p in str(value).replace("，", ",").replace(" ", ",").split(",") if p]
+    if not all(p.isascii() and p.isdigit() and len(p) < 10 for p in parts):
+        raise ValueError(f"对象编号须为数字, 以逗号分隔: '{value}'")
+    return [int(p) for p in parts]
+
+
+ObjectIds = Annotated[list[int], BeforeValidator(_object_ids)]
+
+
+class PatrolForm(FormModel):
+    """A patrol record (巡查记录); its finding, if any, opens a case of `problem_type`. The ledger checks the unit,
+    the activity and the objects."""
+    unit: str = Field("", max_length=200)
+    activity: str = Field("patrol", max_length=32)
+    patrolled_at: datetime = Field(title="巡查时间")
+    patrollers: Annotated[list[str], BeforeValidator(lambda value: [p.strip() for p in re.split(r"[,，、]", str(value))
+                                                                    if p.strip()])] = Field([], title="巡查人员")
+    signed_by: str = Field("", max_length=200)
+    objects: ObjectIds = Field([], title="检查对象")
+    finding_object: ObjectIds = Field([], title="问题所属对象")
+    problem_type: Annotated[str | None, BeforeValidator(blank_is_none)] = Field(None, max_length=200)
+    finding: str = Field("", title="发现的问题", max_length=2000, validate_default=True)
+    photos: Annotated[list[str], BeforeValidator(lambda value: str(value).split())] = Field([], title="照片")
+
+    @field_validator("finding")
+    @classmethod
+    def _case_needs_finding(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.data.get("problem_type"):
+            raise ValueError("立案须填写发现的问题")
+        return value
+
+
 def provenance(data: FormMultiDict, prefix: str = "") -> tuple[type[FormModel], str]:
     """The provenance part of a form: a `source` (seed, clause, quote) or an `assumption` note, as the admin chose
     with the `prov` radio."""
@@ -250,6 +284,8 @@ def _message(model: type[BaseModel], name: str, error: ErrorDetails) -> str:
     if kind == "literal_error" and field is not None:
         options = typing.get_args(field.annotation)
         return f"{label}须为 {', '.join(map(str, options))} 之一"
+    if kind.startswith("datetime_"):
+        return f"{label} '{shown}' 格式不正确 (如 2026-03-01T09:30)"
     if kind == "string_type":  # a field sent more than once
         return f"{label}只能填写一个值"
     message = error["msg"].removeprefix("Value error, ")

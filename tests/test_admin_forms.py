@@ -10,8 +10,8 @@ from litestar.datastructures import FormMultiDict
 
 from admin.common import FormInvalid
 from admin.editing import DeductionForm, RuleForm, StepForm, TypeForm, UnitForm
-from admin.forms import (BoundaryForm, CaseForm, LoginForm, NewId, PinForm, PublishForm, RollbackForm, WebhookForm,
-                         provenance, read)
+from admin.forms import (BoundaryForm, CaseForm, LoginForm, NewId, PatrolForm, PinForm, PublishForm, RollbackForm,
+                         WebhookForm, provenance, read)
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -67,7 +67,7 @@ def test_a_new_id_must_be_new():
 
 
 MODELS = (TypeForm, DeductionForm, RuleForm, UnitForm, StepForm, LoginForm, PublishForm, RollbackForm, CaseForm,
-          PinForm, BoundaryForm, WebhookForm)
+          PinForm, BoundaryForm, WebhookForm, PatrolForm)
 
 
 @settings(deadline=None)
@@ -75,9 +75,11 @@ MODELS = (TypeForm, DeductionForm, RuleForm, UnitForm, StepForm, LoginForm, Publ
                                         "name", "priority", "mode", "target", "applies", "parent", "actor",
                                         "d_duration", "d_unit", "password", "note", "accept", "revision", "reason",
                                         "confirm", "jurisdiction", "problem_type", "unit", "enterprise_class",
-                                        "fact_major", "clause", "geojson", "action", "url", "kinds", "description"]),
+                                        "fact_major", "clause", "geojson", "action", "url", "kinds", "description",
+                                        "patrolled_at", "objects", "finding", "photos", "patrollers"]),
                        st.one_of(st.text(max_size=30), st.lists(st.text(max_size=5), min_size=2, max_size=3),
-                                 st.sampled_from(["1", "3", "on", "days", "hours", "up", "A", "none", "x" * 2001]))))
+                                 st.sampled_from(["1", "3", "on", "days", "hours", "up", "A", "none", "x" * 2001,
+                                                  "2026-11-20T09:30", "1, 2", "１"]))))
 def test_any_submission_is_read_or_refused_in_chinese(form):
     data = FormMultiDict([(k, v) for k, values in form.items() for v in (values if isinstance(values, list) else [values])])
     for model in MODELS:

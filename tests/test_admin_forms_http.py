@@ -3,6 +3,7 @@ models (admin/forms.py), like the editors: a bad value gets a Chinese message ne
 Real server, real HTTP."""
 from __future__ import annotations
 
+import html
 import re
 
 import httpx
@@ -116,3 +117,18 @@ def test_boundaries_and_webhooks_name_the_missing_field(client):
     answer = http.post("/admin/j/karamay/webhooks", data={"url": " ", "kinds": "case.created"})
     assert answer.status_code == 422 and "接收地址不能为空 (未保存)" in answer.text
     assert "/webhooks/1/delete" not in answer.text  # no subscription stored
+
+
+def test_a_patrol_record_names_the_field_it_cannot_read(client):
+    http, _ = client
+    patrol = {"unit": "pj-l3-01", "activity": "patrol", "patrolled_at": "2026-11-20T09:30", "patrollers": "王五",
+              "signed_by": "王五"}
+    total = re.search(r"共 (\d+) 条", http.get("/admin/j/panjin/patrols").text).group(1)
+    for form, field, message in [({"objects": "1, x"}, "objects", "对象编号须为数字, 以逗号分隔: '1, x'"),
+                                 ({"patrolled_at": "昨天"}, "patrolled_at", "巡查时间 '昨天' 格式不正确"),
+                                 ({"problem_type": "工业生产企业排污"}, "finding", "立案须填写发现的问题")]:
+        answer = http.post("/admin/j/panjin/patrols", data={**patrol, **form})
+        assert answer.status_code == 422
+        found = re.search(rf'id="p-{field}"[^>]*>\s*<br><span class="error" role="alert">([^<]*)<', answer.text)
+        assert found and message in html.unescape(found.group(1)), answer.text[:500]
+        assert re.search(r"共 (\d+) 条", answer.text).group(1) == total  # nothing recorded
