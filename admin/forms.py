@@ -194,15 +194,16 @@ ObjectIds = Annotated[list[int], BeforeValidator(_object_ids)]
 class PatrolForm(FormModel):
     """A patrol record (巡查记录); its finding, if any, opens a case of `problem_type`. The ledger checks the unit,
     the activity and the objects."""
-    unit: str = Field("", max_length=200)
-    activity: str = Field("patrol", max_length=32)
+    unit: str = Field("", title="网格", max_length=200)
+    activity: str = Field("patrol", title="巡查类型", max_length=32)
     patrolled_at: datetime = Field(title="巡查时间")
     patrollers: Annotated[list[str], BeforeValidator(lambda value: [p.strip() for p in re.split(r"[,，、]", str(value))
                                                                     if p.strip()])] = Field([], title="巡查人员")
-    signed_by: str = Field("", max_length=200)
+    signed_by: str = Field("", title="签字人", max_length=200)
     objects: ObjectIds = Field([], title="检查对象")
     finding_object: ObjectIds = Field([], title="问题所属对象")
-    problem_type: Annotated[str | None, BeforeValidator(blank_is_none)] = Field(None, max_length=200)
+    problem_type: Annotated[str | None, BeforeValidator(blank_is_none)] = Field(None, title="立案问题类型",
+                                                                                max_length=200)
     finding: str = Field("", title="发现的问题", max_length=2000, validate_default=True)
     photos: Annotated[list[str], BeforeValidator(lambda value: str(value).split())] = Field([], title="照片")
 
