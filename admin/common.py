@@ -23,10 +23,14 @@ from markupsafe import Markup, escape
 from policy import words
 from policy.models import TRIGGERS
 
+from store.assessment import AssessmentService
+from store.boundaries import Locators
+from store.cases import CaseService
 from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.sessions import renew_session
 from store.users import ROLE_LABELS, Principal, principal
 from store.tables import MAX_ID
+from store.versions import PolicyStore
 
 HERE = Path(__file__).resolve().parent
 SESSION_HOURS = 8
@@ -38,7 +42,17 @@ class LoginRequired(Exception):
     """No valid session: pages redirect to the sign-in form."""
 
 
-def services(request: ASGIConnection):
+@dataclass
+class Services:
+    """The service objects a request works with, built once per app (`api.app.create_app`) for the API and the
+    admin alike."""
+    policies: PolicyStore
+    cases: CaseService
+    assessment: AssessmentService
+    locators: Locators
+
+
+def services(request: ASGIConnection) -> Services:
     return request.app.state.services
 
 
@@ -177,11 +191,14 @@ def field_errors(err: Invalid, prefix: str, fields: tuple[str, ...], aliases: di
     return out or {"general": words.chinese(err.message)}
 
 
-def form_revision(form: Any) -> int:
+def revision_number(value: Any) -> int:
     """The draft revision a form was built from; anything but a number counts as 0, which never matches, so the
     save is refused as stale (412) rather than failing."""
-    revision = str(form.get("revision", ""))
-    return int(revision) if revision.isdigit() else 0
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else 0
+
+
+def form_revision(form: Any) -> int:
+    return revision_number(form.get("revision", ""))
 
 
 async def uploaded(form: Any, default_name: str) -> tuple[bytes, str]:

@@ -526,7 +526,8 @@ def unit_search(request: Request, user: NamedDependency[Principal], jid: FromPat
 
 
 def _ancestors(units: dict, uid: str) -> list[str]:
-    chain, cur = [], units[uid].parent
+    chain: list[str] = []
+    cur = units[uid].parent
     while cur in units and len(chain) < 8:
         chain.append(units[cur].name)
         cur = units[cur].parent
@@ -565,7 +566,7 @@ def _import_units(ctx: Editing, data: FormMultiDict, raw: bytes, name: str) -> R
     """Reading, checking and saving the rows: seconds of CPU and a wait for the write lock, off the event loop."""
     version = ctx.version(write=True)
     replace = data.get("mode") == "replace"
-    shown = dict(name=name, mode="replace" if replace else "merge")
+    shown: dict[str, Any] = dict(name=name, mode="replace" if replace else "merge")
     if not raw.strip():
         return _import_result(ctx, version, errors=["请选择 CSV 或 .xlsx 文件 (表头 id,name,level,parent)"], **shown)
     try:
@@ -652,7 +653,7 @@ def departments_page(request: Request, user: NamedDependency[Principal], jid: Fr
     ctx = Editing(request, user, jid, number)
     version = ctx.version()
     items = [_department_item(ctx, version, d["id"]) for d in ctx.head(version)["departments"]]
-    blank = {"id": "", "name": "", "duties": [], "source": None, "assumption": ""}
+    blank: dict[str, Any] = {"id": "", "name": "", "duties": [], "source": None, "assumption": ""}
     return page("edit_departments.html", **ctx.context(version, items=items, blank=blank))
 
 

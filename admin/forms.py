@@ -3,17 +3,25 @@ the submitted form by one function, their validation errors turned into a Chines
 another."""
 from __future__ import annotations
 
+import re
 import typing
+from datetime import datetime
 from functools import cache
 from typing import Annotated, Any
 
 from annotated_types import Ge, Gt, Le
-from litestar.datastructures import FormMultiDict
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from litestar.datastructures import FormMultiDict, UploadFile
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 from pydantic_core import ErrorDetails
 
-from admin.common import FormInvalid
+from admin.common import FormInvalid, revision_number
+from policy.facts import CASE_FACTS, ENUM_FACTS
 from policy.models import SLUG
+from store.users import MAX_PASSWORD
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def blank_is_none(value: Any) -> Any:
@@ -23,6 +31,10 @@ def blank_is_none(value: Any) -> Any:
 Checkbox = Annotated[bool, BeforeValidator(lambda value: value == "on")]  # an unticked box is not sent at all
 Lines = Annotated[list[str], BeforeValidator(lambda value: [line.strip() for line in str(value).splitlines()
                                                             if line.strip()])]
+
+
+Revision = Annotated[int, BeforeValidator(revision_number)]
+Many = BeforeValidator(lambda value: value if isinstance(value, list) else [value])  # one value is sent bare
 
 
 def text(title: str, limit: int, required: bool = True) -> Any:
@@ -65,6 +77,142 @@ class AssumptionForm(FormModel):
 
     def document(self) -> dict:
         return {"source": None, "assumption": self.assumption}
+
+
+class LoginForm(FormModel):
+    model_config = ConfigDict(str_strip_whitespace=False)  # a password is taken as typed
+    name: Annotated[str, StringConstraints(strip_whitespace=True)] = text("用户名", 200)
+    password: str = Field(title="密码", min_length=1, max_length=MAX_PASSWORD)
+
+
+class PublishForm(FormModel):
+    """Publishing a draft, first accepting the new outcomes of the pinned cases ticked (at the draft's revision)."""
+    note: str = text("变更说明", 2000)
+    accept: Annotated[list[Annotated[str, Field(max_length=200)]], Many] = Field([], title="接受的测试用例",
+                                                                              max_length=500)
+    revision: Revision = 0
+
+
+class RollbackForm(FormModel):
+    reason: str = text("回滚原因", 2000)
+    confirm: Checkbox = Field(False, title="确认回滚", validate_default=True)  # an unticked box is not sent
+
+    @field_validator("confirm")
+    @classmethod
+    def _confirmed(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("请勾选“确认回滚”后再提交")
+        return value
+
+
+class JurisdictionForm(FormModel):
+    jurisdiction: str = text("辖区", 64)
+
+
+ENTERPRISE_CLASSES = ENUM_FACTS["enterprise_class"][1]
+
+
+class CaseForm(JurisdictionForm):
+    """The simulator's case: a problem type as typed (code, name or pinyin), a unit and the facts: the ticked
+    `fact_*` boxes and the enterprise class."""
+    problem_type: str = text("问题类型", 200)
+    unit: Annotated[str | None, BeforeValidator(blank_is_none)] = Field(None, title="发现网格", max_length=200)
+    enterprise_class: Annotated[str | None, BeforeValidator(blank_is_none)] = Field(
+        None, title=ENUM_FACTS["enterprise_class"][0])
+    ticked: list[str] = []  # the CASE_FACTS whose box is ticked
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ticked(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**data, "ticked": [name for name in CASE_FACTS if data.get(f"fact_{name}") == "on"]}
+        return data
+
+    @field_validator("enterprise_class")
+    @classmethod
+    def _known_class(cls, value: str | None) -> str | None:
+        if value is not None and value not in ENTERPRISE_CLASSES:
+            raise ValueError(f"{ENUM_FACTS['enterprise_class'][0]}须为 {', '.join(ENTERPRISE_CLASSES)} 之一")
+        return value
+
+    def facts(self) -> dict[str, bool | str]:
+        facts: dict[str, bool | str] = dict.fromkeys(self.ticked, True)
+        if self.enterprise_class is not None:
+            facts["enterprise_class"] = self.enterprise_class
+        return facts
+
+
+NO_CLAUSE = "请选择用例依据的条款原文"
+
+
+class PinForm(CaseForm):
+    """A simulated case saved as a pinned test case: its name and the quoted clause it rests on (an index into the
+    clauses the decision followed)."""
+    name: str = text("用例名称", 200)
+    clause: int = Field(title="依据的条款原文", ge=0, le=10_000)
+
+    @field_validator("clause", mode="before")
+    @classmethod
+    def _chosen(cls, value: Any) -> Any:
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+            raise ValueError(NO_CLAUSE)
+        return value
+
+
+class BoundaryForm(FormModel):
+    """GeoJSON boundaries: an uploaded file, or (on confirming a preview) the same text sent back."""
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    file: Annotated[UploadFile | None, BeforeValidator(lambda value: value if isinstance(value, UploadFile) else None)
+                    ] = Field(None, title="GeoJSON 文件")
+    geojson: str = ""
+    action: str = ""
+    revision: Revision = 0
+
+    async def content(self) -> bytes:
+        content = await self.file.read() if self.file is not None else self.geojson.encode()
+        if not content.strip():
+            raise FormInvalid({"file": "请选择 GeoJSON 文件"})
+        return content
+
+
+class WebhookForm(FormModel):
+    url: str = text("接收地址", 2000)
+    kinds: Annotated[list[Annotated[str, Field(max_length=64)]], Many] = Field([], title="事件", max_length=50)
+    description: str = text("说明", 200, required=False)
+
+
+def _object_ids(value: Any) -> Any:
+    parts = [p for p in str(value).replace("，", ",").replace(" ", ",").split(",") if p]
+    if not all(p.isascii() and p.isdigit() and len(p) < 10 for p in parts):
+        raise ValueError(f"对象编号须为数字, 以逗号分隔: '{value}'")
+    return [int(p) for p in parts]
+
+
+ObjectIds = Annotated[list[int], BeforeValidator(_object_ids)]
+
+
+class PatrolForm(FormModel):
+    """A patrol record (巡查记录); its finding, if any, opens a case of `problem_type`. The ledger checks the unit,
+    the activity and the objects."""
+    unit: str = Field("", title="网格", max_length=200)
+    activity: str = Field("patrol", title="巡查类型", max_length=32)
+    patrolled_at: datetime = Field(title="巡查时间")
+    patrollers: Annotated[list[str], BeforeValidator(lambda value: [p.strip() for p in re.split(r"[,，、]", str(value))
+                                                                    if p.strip()])] = Field([], title="巡查人员")
+    signed_by: str = Field("", title="签字人", max_length=200)
+    objects: ObjectIds = Field([], title="检查对象")
+    finding_object: ObjectIds = Field([], title="问题所属对象")
+    problem_type: Annotated[str | None, BeforeValidator(blank_is_none)] = Field(None, title="立案问题类型",
+                                                                                max_length=200)
+    finding: str = Field("", title="发现的问题", max_length=2000, validate_default=True)
+    photos: Annotated[list[str], BeforeValidator(lambda value: str(value).split())] = Field([], title="照片")
+
+    @field_validator("finding")
+    @classmethod
+    def _case_needs_finding(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.data.get("problem_type"):
+            raise ValueError("立案须填写发现的问题")
+        return value
 
 
 def provenance(data: FormMultiDict, prefix: str = "") -> tuple[type[FormModel], str]:
@@ -137,4 +285,9 @@ def _message(model: type[BaseModel], name: str, error: ErrorDetails) -> str:
     if kind == "literal_error" and field is not None:
         options = typing.get_args(field.annotation)
         return f"{label}须为 {', '.join(map(str, options))} 之一"
-    return error["msg"].removeprefix("Value error, ")
+    if kind.startswith("datetime_"):
+        return f"{label} '{shown}' 格式不正确 (如 2026-03-01T09:30)"
+    if kind == "string_type":  # a field sent more than once
+        return f"{label}只能填写一个值"
+    message = error["msg"].removeprefix("Value error, ")
+    return message if CJK.search(message) else f"{label}无效: {message}"

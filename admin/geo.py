@@ -6,7 +6,6 @@ import asyncio
 import math
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.plugins.htmx import ClientRedirect
@@ -14,7 +13,8 @@ from litestar.response import Redirect, Template
 from shapely.geometry import shape
 from sqlmodel import Session, col, select
 
-from admin.common import Number, form_revision, page, services
+from admin.common import FormInvalid, Number, page, services
+from admin.forms import BoundaryForm, WebhookForm, read
 from store import boundaries, webhooks
 from store.cases import CLOSED
 from store.db import reader
@@ -95,12 +95,13 @@ async def boundaries_upload(request: Request, user: NamedDependency[Principal], 
                             number: Number) -> Response:
     """A preview (matched units, unmatched or overlapping features, errors); saved only on a confirmed clean one."""
     policies = services(request).policies
-    data = await request.form()
-    upload = data.get("file")
-    text = await upload.read() if isinstance(upload, UploadFile) else str(data.get("geojson") or "").encode()
-    if not text.strip():
-        return page("geo_boundaries_result.html", 422, jid=jid, number=number, errors=["请选择 GeoJSON 文件"])
-    apply = data.get("action") == "apply"
+    try:
+        (asked,) = read(await request.form(), (BoundaryForm, ""))
+        text = await asked.content()
+    except FormInvalid as err:
+        return page("geo_boundaries_result.html", 422, jid=jid, number=number, errors=list(err.errors.values()),
+                    error_fields=("file",), field_errors={"file": err.errors.get("file", "")})
+    apply = asked.action == "apply"
     try:
         preview = boundaries.import_boundaries(policies, jid, number, text, user.name, apply=apply)
     except StoreError as err:
@@ -111,7 +112,7 @@ async def boundaries_upload(request: Request, user: NamedDependency[Principal], 
     if apply:
         return ClientRedirect(f"/admin/j/{jid}/v/{number}/boundaries")
     return page("geo_boundaries_result.html", jid=jid, number=number, preview=preview, geojson=text.decode("utf-8"),
-                revision=form_revision(data))
+                revision=asked.revision)
 
 
 # --- webhooks
@@ -132,12 +133,13 @@ def webhooks_page(request: Request, user: NamedDependency[Principal], jid: FromP
 @post("/j/{jid:str}/webhooks", opt={"role": "publisher"})
 async def webhooks_create(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Response:
     data = await request.form()
-    url, kinds = str(data.get("url") or ""), [str(k) for k in data.getall("kinds", [])]
-    description = str(data.get("description") or "")
-    form = {"url": url, "kinds": kinds, "description": description}
-    try:  # the ping waits on the network, not on the event loop
-        sub = await asyncio.to_thread(webhooks.subscribe, services(request).policies.engine, jid, url, kinds,
-                                      user.name, None, description[:200])
+    form = {"url": str(data.get("url") or ""), "kinds": [str(k) for k in data.getall("kinds", [])],
+            "description": str(data.get("description") or "")}  # shown again as sent
+    try:
+        (asked,) = read(data, (WebhookForm, ""))
+        # the ping waits on the network, not on the event loop
+        sub = await asyncio.to_thread(webhooks.subscribe, services(request).policies.engine, jid, asked.url,
+                                      asked.kinds, user.name, None, asked.description)
     except StoreError as err:
         return _webhooks_page(request, user, jid, 422, err.message, form)
     page_ = _webhooks_page(request, user, jid)

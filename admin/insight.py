@@ -62,8 +62,8 @@ def impact(request: HTMXRequest, user: NamedDependency[Principal], jid: FromPath
     s = services(request).policies
     version = s.get_version(jid, number)
     report = replay_version(s, version, parse_days(days))
-    context = dict(user=user, jid=jid, version=version, impact=report, days=report.days)
-    return page("insight_impact.html" if request.htmx else "insight_impact_page.html", **context)
+    return page("insight_impact.html" if request.htmx else "insight_impact_page.html", user=user, jid=jid,
+                version=version, impact=report, days=report.days)
 
 
 # --- compare: the chart, every section as a table, and the same tables as an .xlsx workbook

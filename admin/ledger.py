@@ -13,7 +13,8 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 
 from admin.charts import bar_chart
-from admin.common import Number, is_htmx, jurisdiction_redirect, page, services
+from admin.common import FormInvalid, Number, is_htmx, jurisdiction_redirect, page, services
+from admin.forms import PatrolForm, read
 from api.ledger import current_period, ledger_services
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
 from store.cadences import STATUS_LABELS
@@ -167,38 +168,23 @@ def _patrols_page(request, user, jid, unit, start, end, page_no, form: dict, err
                 editable=user.can(jid, "editor"), now=datetime.now(CST).strftime("%Y-%m-%dT%H:%M"))
 
 
-def _ids(text: str, field: str) -> list[int]:
-    parts = [p for p in text.replace("，", ",").replace(" ", ",").split(",") if p]
-    if not all(p.isdigit() and len(p) < 10 for p in parts):
-        raise Invalid(f"对象编号须为数字, 以逗号分隔: '{text}'", field=field)
-    return [int(p) for p in parts]
-
-
 @post("/j/{jid:str}/patrols", opt={"role": "editor"})
 async def patrol_save(request: Request, user: NamedDependency[Principal], jid: FromPath[str]) -> Response:
-    form = {k: str(v)[:2000] for k, v in (await request.form()).items()}
+    data = await request.form()
+    form = {k: str(v)[:2000] for k, v in data.items()}  # shown again as sent
     try:
-        try:
-            at = datetime.fromisoformat(form.get("patrolled_at", ""))
-        except ValueError:
-            raise Invalid(f"巡查时间 '{form.get('patrolled_at', '')}' 格式不正确", field="patrolled_at") from None
-        objects = _ids(form.get("objects", ""), "objects")
-        finding_object = _ids(form.get("finding_object", ""), "finding_object")
-        findings = [Finding(form["finding"].strip(), finding_object[0] if finding_object else None,
-                            form.get("problem_type") or None)] if form.get("finding", "").strip() else []
-        if form.get("problem_type") and not findings:
-            raise Invalid("立案须填写发现的问题", field="finding")
-        photos = [p for p in form.get("photos", "").split() if p]
-        patrollers = [p for p in form.get("patrollers", "").replace("，", ",").replace("、", ",").split(",")
-                      if p.strip()]
+        (patrol,) = read(data, (PatrolForm, ""))
+        findings = [Finding(patrol.finding, patrol.finding_object[0] if patrol.finding_object else None,
+                            patrol.problem_type)] if patrol.finding else []
         record, _ = _ledger(request).ledger.record_patrol(jid, PatrolInput(
-            unit=form.get("unit", ""), activity=form.get("activity", "patrol"), patrolled_at=at, patrollers=patrollers,
-            signed_by=form.get("signed_by", ""), objects=objects, findings=findings, photos=photos),
+            unit=patrol.unit, activity=patrol.activity, patrolled_at=patrol.patrolled_at, patrollers=patrol.patrollers,
+            signed_by=patrol.signed_by, objects=patrol.objects, findings=findings, photos=patrol.photos),
             f"admin:{user.name}")
+    except FormInvalid as err:
+        return _patrols_page(request, user, jid, None, None, None, 1, form, err.errors, err.status)
     except StoreError as err:
-        errors = {k.replace("findings[0].", "").replace("problem_type", "problem_type")
-                  .replace("description", "finding").replace("object_id", "finding_object"): v
-                  for k, v in _field_errors(err).items()}
+        errors = {k.replace("findings[0].", "").replace("description", "finding")
+                  .replace("object_id", "finding_object"): v for k, v in _field_errors(err).items()}
         return _patrols_page(request, user, jid, None, None, None, 1, form, errors, err.status)
     return Redirect(f"/admin/j/{jid}/patrols?saved={record.id}")
 

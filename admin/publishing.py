@@ -2,22 +2,27 @@
 version, the pinned cases, the four-eyes rule), rollback with a reason, and the simulator's "保存为测试用例"."""
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.response import Template
 
-from admin.common import Refused, attempt, page, require, services
+from admin.common import FormInvalid, Refused, attempt, page, require, services
+from admin.forms import NO_CLAUSE, JurisdictionForm, PinForm, read
 from engine.pinned import FIELD_LABELS, observed, show
 from engine.router import Case, RoutingError
 from policy import words
 from policy.diff import diff
-from policy.facts import CASE_FACTS, ENUM_FACTS
-from store.errors import Invalid, NotFound
+from store.errors import NotFound
 from store.tables import PolicyVersion
 from store.users import Principal
 
 # What the history on a jurisdiction's page lists, with the audit action codes they are stored under.
 HISTORY_ACTIONS = {"published": "发布", "rolled_back": "回滚", "pinned_accepted": "接受测试用例新结果"}
+# the simulator's and the pin form's fields with a message slot (`err-sim-…`, `err-pin-…`)
+CASE_FIELDS = ("jurisdiction", "problem_type", "unit", "enterprise_class")
+PIN_FIELDS = ("name", "clause")
 
 
 def verify_context(request: Request, user: Principal, version: PolicyVersion) -> dict:
@@ -64,61 +69,46 @@ def pin_context(request: Request, user: Principal, jid: str, decision) -> dict:
 async def pin_case(request: Request, user: NamedDependency[Principal]) -> Template:
     """Save the simulator's inputs and the active version's decision as a pinned case of the newest draft."""
     form = await request.form()
-    jid = str(form.get("jurisdiction", ""))[:64]
+    (where,) = read(form, (JurisdictionForm, ""))  # whose role is checked before the rest of the form is read
+    jid = where.jurisdiction
     require(user, jid, "editor")
     s = services(request).policies
     draft = latest_draft(request, jid)
     if draft is None:
         raise NotFound(f"辖区 {jid} 没有草稿; 请先新建草稿再保存测试用例", field="draft")
-    facts = {k: v for k, v in simulated_facts(form).items() if v != "none"}
-    unit = str(form.get("unit", "")).strip()[:200] or None
-    name = str(form.get("name", "")).strip()[:200]
     try:
+        (asked,) = read(form, (PinForm, ""))
+        facts = {k: v for k, v in asked.facts().items() if v != "none"}
         router = s.router(jid)
-        decision = router.route(Case(problem_type=str(form.get("problem_type", ""))[:200] or " ", unit=unit,
-                                     facts=facts))
-        unit_id = router.resolve_unit(unit).id if unit else None
+        decision = router.route(Case(problem_type=asked.problem_type, unit=asked.unit, facts=facts))
+        unit_id = router.resolve_unit(asked.unit).id if asked.unit else None
+        clauses = _clauses(decision)
+        if asked.clause >= len(clauses):
+            raise FormInvalid({"clause": NO_CLAUSE})
+    except FormInvalid as err:
+        return _pin_result(422, field_errors=err.errors, error="请修正表单中标出的问题")
     except RoutingError as err:
-        return page("_pin_result.html", 422, error=str(err))
-    clauses = _clauses(decision)
-    choice = str(form.get("clause", ""))
-    if not name:
-        return page("_pin_result.html", 422, error="请填写用例名称")
-    if not choice.isdigit() or int(choice) >= len(clauses):
-        return page("_pin_result.html", 422, error="请选择用例依据的条款原文")
-    case = {"name": name, "clause": clauses[int(choice)],
+        return _pin_result(422, error=str(err))
+    case = {"name": asked.name, "clause": clauses[asked.clause],
             "given": {"problem_type": decision.problem_type.code, "unit": unit_id, "facts": facts},
             "expect": observed(decision).model_dump(mode="json")}
     document = s.document(draft)
-    document["tests"] = [t for t in document.get("tests", []) if t["name"] != name] + [case]
+    document["tests"] = [t for t in document.get("tests", []) if t["name"] != asked.name] + [case]
     saved = attempt(lambda: s.update_draft(jid, draft.number, document, draft.revision, user.name,
-                                           action="pinned_case_saved", case=name))
+                                           action="pinned_case_saved", case=asked.name))
     if isinstance(saved, Refused):
-        return page("_pin_result.html", saved.status, error="; ".join(saved.errors.values()))
-    return page("_pin_result.html", jid=jid, version=saved, name=name, count=len(document["tests"]))
+        return _pin_result(saved.status, error="; ".join(saved.errors.values()))
+    return _pin_result(200, jid=jid, version=saved, name=asked.name, count=len(document["tests"]))
 
 
-def simulated_facts(form) -> dict[str, bool | str]:
-    """The simulator form's facts: the checked boxes and the enterprise class."""
-    facts: dict[str, bool | str] = {name: True for name in CASE_FACTS if form.get(f"fact_{name}") == "on"}
-    if form.get("enterprise_class") in ENUM_FACTS["enterprise_class"][1]:
-        facts["enterprise_class"] = str(form.get("enterprise_class"))
-    return facts
+def _pin_result(status: int, **context: Any) -> Template:
+    """The outcome of saving a pinned case; messages about the pin form's fields next to them (out of band)."""
+    return page("_pin_result.html", status, error_fields=PIN_FIELDS, **context)
 
 
 def shown(value, field: str) -> str:
     """A pinned case's expected or actual value for people: the first action in words."""
     return words.label(value, "action") if field == "first_action" and value else show(value)
-
-
-def rollback_reason(form) -> str:
-    """A rollback asks for a reason and an explicit confirmation (refused with a message otherwise)."""
-    reason = str(form.get("reason", "")).strip()[:2000]
-    if not reason:
-        raise Invalid("回滚须填写原因", field="reason")
-    if form.get("confirm") != "on":
-        raise Invalid("请勾选“确认回滚”后再提交", field="confirm")
-    return reason
 
 
 ROUTES = [pin_case]

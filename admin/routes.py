@@ -36,12 +36,13 @@ from policy.facts import CASE_FACTS, ENUM_FACTS
 from store.errors import Forbidden, Invalid, PreconditionFailed, StoreError
 from store.tables import PolicyVersion
 from store.sessions import DatabaseStore, RenewingSessionConfig, renew_session
-from store.users import MAX_PASSWORD, ROLE_LABELS, Principal, TooManyAttempts, shared_secret, sign_in
+from store.users import ROLE_LABELS, Principal, TooManyAttempts, shared_secret, sign_in
 
 from admin import assessment, audit, bulk, editing, geo, insight, ledger, provenance, publishing, users
-from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, LoginRequired, Number, Refused, attempt,
-                          bad_request, csrf_error, current_user, dom_id, form_revision, login_redirect, page,
-                          register_words, role_guard, services, session_data, store_error)
+from admin.common import (HERE, MAX_ID, SESSION_HOURS, SESSION_STORE, FormInvalid, LoginRequired, Number, Refused,
+                          attempt, bad_request, csrf_error, current_user, dom_id, login_redirect, page, register_words,
+                          role_guard, services, session_data, store_error)
+from admin.forms import CaseForm, LoginForm, PublishForm, RollbackForm, read
 
 
 # --- sign-in
@@ -53,16 +54,18 @@ def login_form(request: Request) -> Template:
 @post("/login")
 async def login(request: Request) -> Response:
     form = await request.form()
-    name = str(form.get("name", ""))[:64]
     try:
-        user = await sync_to_thread(sign_in, services(request).policies.engine, name,  # argon2: ~0.1 s of CPU
-                                    str(form.get("password", ""))[:MAX_PASSWORD],
-                                    request.client.host if request.client else "")
+        (signing,) = read(form, (LoginForm, ""))
+    except FormInvalid as err:
+        return page("login.html", 422, errors=err.errors, name=str(form.get("name", ""))[:200])
+    try:
+        user = await sync_to_thread(sign_in, services(request).policies.engine, signing.name,  # argon2: ~0.1 s of CPU
+                                    signing.password, request.client.host if request.client else "")
     except TooManyAttempts as err:
-        return Template("login.html", context={"error": err.message, "name": name}, status_code=429,
+        return Template("login.html", context={"error": err.message, "name": signing.name}, status_code=429,
                         headers={"Retry-After": str(err.retry_after)})
     if user is None:
-        return page("login.html", 401, error="用户名或密码错误", name=name)
+        return page("login.html", 401, error="用户名或密码错误", name=signing.name)
     renew_session(request, session_data(user))  # a fresh session id on every sign-in: no fixation
     return Redirect("/admin/")
 
@@ -152,16 +155,18 @@ def verify_page(request: Request, user: NamedDependency[Principal], jid: FromPat
 async def publish(request: Request, user: NamedDependency[Principal], jid: FromPath[str], number: Number) -> Response:
     """Publish, first accepting the new outcomes of the pinned cases the publisher ticked (each audited)."""
     form = await request.form()
-    note = str(form.get("note", ""))[:2000]
-    accepted = [str(name)[:200] for name in form.getall("accept", [])][:500]
     s = services(request).policies
 
-    done = await sync_to_thread(attempt, lambda: s.publish(jid, number, user.name, note, accepted, form_revision(form)),
-                                lambda err: {err.field or "general": err.message},
+    def publish_() -> PolicyVersion:
+        (asked,) = read(form, (PublishForm, ""))
+        return s.publish(jid, number, user.name, asked.note, asked.accept, asked.revision)
+
+    done = await sync_to_thread(attempt, publish_, lambda err: {err.field or "general": err.message},
                                 lambda err: isinstance(err, (Invalid, PreconditionFailed, Forbidden)))
-    if isinstance(done, Refused):
+    if isinstance(done, Refused):  # the form shown again as it was sent
         return await sync_to_thread(_verify_page, request, user, jid, s.get_version(jid, number), done.status,
-                                    note=note, note_error=done.errors.get("note"), accepted=accepted,
+                                    note=str(form.get("note", ""))[:2000], note_error=done.errors.get("note"),
+                                    accepted=[str(name) for name in form.getall("accept", [])][:500],
                                     publish_error=next((m for f, m in done.errors.items() if f != "note"), None))
     return Redirect(f"/admin/j/{jid}")
 
@@ -171,10 +176,15 @@ async def rollback(request: Request, user: NamedDependency[Principal], jid: From
     """Rollback asks for a reason and a confirmation; the reason goes to the audit log and the history."""
     form = await request.form()
     s = services(request).policies
-    done = await sync_to_thread(attempt, lambda: s.rollback(jid, number, user.name, publishing.rollback_reason(form)))
+
+    def rollback_() -> PolicyVersion:
+        (asked,) = read(form, (RollbackForm, ""))
+        return s.rollback(jid, number, user.name, asked.reason)
+
+    done = await sync_to_thread(attempt, rollback_)
     if isinstance(done, Refused):
         return await sync_to_thread(_jurisdiction_page, request, user, jid, done.status,
-                                    rollback_error=done.errors["general"], rollback_number=number)
+                                    rollback_errors=done.errors, rollback_number=number)
     return Redirect(f"/admin/j/{jid}?rolled_back={number}")
 
 
@@ -217,18 +227,21 @@ def _type_code(names: dict[str, str], text: str) -> str:
 async def simulate(request: Request, user: NamedDependency[Principal]) -> Template:
     form = await request.form()
     s = services(request).policies
-    jid = str(form.get("jurisdiction", ""))[:64]
     try:
-        typed = str(form.get("problem_type", ""))[:200]
-        case = Case(problem_type=_type_code(s.router(jid).jur.type_names, typed) or " ",
-                    unit=str(form.get("unit", "")).strip()[:200] or None, facts=publishing.simulated_facts(form))
+        (asked,) = read(form, (CaseForm, ""))
+        jid = asked.jurisdiction
+        case = Case(problem_type=_type_code(s.router(jid).jur.type_names, asked.problem_type), unit=asked.unit,
+                    facts=asked.facts())
         decision = s.router(jid).route(case)
+    except FormInvalid as err:
+        return page("_decision.html", 422, error="请修正表单中标出的问题", field_errors=err.errors,
+                    error_fields=publishing.CASE_FIELDS)
     except RoutingError as err:
-        return page("_decision.html", 422, error=str(err))
+        return page("_decision.html", 422, error=str(err), error_fields=publishing.CASE_FIELDS)
     active = s.active_version(jid)
     label = f"v{active.number} (已发布)" if active.content_hash == decision.policy_version else None
     return page("_decision.html", decision=decision, version_label=label, jid=jid, form=form,
-                **publishing.pin_context(request, user, jid, decision))
+                error_fields=publishing.CASE_FIELDS, **publishing.pin_context(request, user, jid, decision))
 
 
 # --- compare

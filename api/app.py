@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -32,6 +31,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import OperationalError
 
+from admin.common import Services, services as services_of
 from admin.routes import admin_parts
 from api import events, ledger, open311
 from api.guards import API_KEY_HEADER, KEYED, input_guard, read_deadline, security_headers
@@ -126,14 +126,6 @@ def _operational_error(request: Request, exc: OperationalError) -> Response:
 def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unexpected error", exc_info=exc)
     return problem(500, "服务器内部错误 Internal error", "服务器内部错误, 已记录日志")
-
-
-@dataclass
-class Services:
-    policies: PolicyStore
-    cases: CaseService
-    assessment: AssessmentService
-    locators: Locators
 
 
 # --- request bodies
@@ -244,10 +236,6 @@ VersionNumber = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services
 
 
 def _api_key(request: Request) -> ApiKey:
@@ -606,7 +594,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
                                      components=Components(security_schemes={"apiKey": SecurityScheme(
                                          type="apiKey", name=API_KEY_HEADER, security_scheme_in="header",
                                          description="接入系统的 API key (gridpolicy apikey create)")})),
-        dependencies={"services": Provide(_services, sync_to_thread=False),
+        dependencies={"services": Provide(services_of, sync_to_thread=False),
                       "api_key": Provide(_api_key, sync_to_thread=False)},
         request_max_body_size=MAX_BODY,
         guards=[input_guard],

@@ -292,8 +292,8 @@ def _report(form: dict, located: bool) -> Report:
         return Report.model_validate(fields)
     except ValidationError as err:
         first = err.errors()[0]
-        where = {"location": "lat/long", "reporter": "email/phone", "attachments": "media_url"}.get(first["loc"][0],
-                                                                                                  first["loc"][0])
+        field = str(first["loc"][0])
+        where = {"location": "lat/long", "reporter": "email/phone", "attachments": "media_url"}.get(field, field)
         raise Open311Error(400, f"{where} 无效: {first['msg']}") from None
 
 

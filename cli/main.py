@@ -7,7 +7,7 @@ import shutil
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ user_app = typer.Typer(help="管理后台用户 admin users", no_args_is_help=Tr
 app.add_typer(user_app, name="user")
 
 
-def _fail(lines: list[str], code: int = 1) -> None:
+def _fail(lines: list[str], code: int = 1) -> NoReturn:
     for line in lines:
         typer.echo(line, err=True)
     raise typer.Exit(code)
@@ -323,7 +323,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     # A starting worker compiles every jurisdiction, busy for longer than the supervisor's default 5 s liveness
     # ping on a loaded machine: it would be killed and restarted over and over.
     # uvloop and httptools: the event loop and HTTP parser in C (a third less CPU per answer than asyncio and h11)
-    options = {"factory": True, "host": host, "port": port, "workers": workers, "log_level": "info",
+    options: dict[str, Any] = {"factory": True, "host": host, "port": port, "workers": workers, "log_level": "info",
                "timeout_worker_healthcheck": 120, "loop": "uvloop", "http": "httptools", "access_log": access_log}
     if workers == 1:
         uvicorn.run("api.app:create_app", **options)
@@ -362,8 +362,9 @@ def apikey_create(
     if bool(jurisdiction) == all_:
         _fail(["须指定 --jurisdiction ID (可重复) 或 --all 之一"], 2)
     _require_known(jurisdiction)
-    key = create_key(_engine(), [] if all_ else list(jurisdiction), label, actor="cli")
-    typer.echo(f"已创建, 范围: {'全部辖区' if all_ else ', '.join(jurisdiction)}。请妥善保存, 不会再次显示:")
+    scope = [] if all_ else list(jurisdiction or [])
+    key = create_key(_engine(), scope, label, actor="cli")
+    typer.echo(f"已创建, 范围: {'全部辖区' if all_ else ', '.join(scope)}。请妥善保存, 不会再次显示:")
     typer.echo(key)
 
 
@@ -405,11 +406,12 @@ def user_create(
     _require_known(jurisdiction)
     password = (sys.stdin.readline().rstrip("\n") if password_stdin
                 else typer.prompt("密码", hide_input=True, confirmation_prompt="再次输入密码"))
+    roles = {j: role for j in jurisdiction or []} if role else {}
     try:
-        create_user(_engine(), name, password, superuser, {j: role for j in jurisdiction or []}, actor="cli")
+        create_user(_engine(), name, password, superuser, roles, actor="cli")
     except StoreError as err:
         _fail([err.message])
-    typer.echo(f"已创建用户 {name}: {'超级管理员' if superuser else role + ' @ ' + ', '.join(jurisdiction)}。"
+    typer.echo(f"已创建用户 {name}: {'超级管理员' if superuser else f'{role} @ ' + ', '.join(jurisdiction or [])}。"
                "登录 http://127.0.0.1:8000/admin")
 
 

@@ -23,7 +23,7 @@ _ALWAYS = {"kind": "case"}  # every asserted fact carries it; an empty condition
 
 
 def _condition(cond: Condition | None) -> dict:
-    terms = [_ALWAYS] + [{name: value} for name, value in sorted((cond.tests if cond else {}).items())]
+    terms: list[dict] = [_ALWAYS] + [{name: value} for name, value in sorted((cond.tests if cond else {}).items())]
     if cond is not None and cond.any:
         terms.append({"$or": [{"$and": [_ALWAYS] + [{k: v} for k, v in sorted(group.items())]}
                               for group in cond.any]})

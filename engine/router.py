@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -72,6 +73,13 @@ def entry_of(found_level: int, handler_level: int) -> str:
     return "below" if found_level > handler_level else "at" if found_level == handler_level else "above"
 
 
+def type_level(ptype: ProblemType) -> int:
+    """The level handling a problem type: set in every validated policy (policy.validate refuses a type without)."""
+    if ptype.level is None:
+        raise ValueError(f"问题类型 {ptype.code} 没有处置层级 — the policy was not validated")
+    return ptype.level
+
+
 def type_features(ptype: ProblemType) -> dict:
     return {"persuade_first": ptype.persuade_first, "assist_only": ptype.assist_only,
             "has_department": bool(ptype.departments),
@@ -95,7 +103,7 @@ def evaluate(compiled: CompiledPolicy, facts: dict) -> Evaluation:
                 result.handler_level = facts["found_level"]
             elif change.level is not None:
                 result.handler_level = change.level
-            else:
+            elif change.up is not None:  # exactly one of to, level and up is set (HandlerChange)
                 result.handler_level = max(1, result.handler_level - change.up)
         result.actions.extend((rule, action) for action in rule.then.actions)
         if rule.then.stop:
@@ -141,9 +149,10 @@ class PolicyRouter:
     def _trace_entries(self) -> dict[str, dict]:
         """Trace lines are fixed per rule: built once, copied into each decision."""
         policy = self.jur.policy
-        entries = {f"{TYPE_PREFIX}{t.code}": {"rule": f"{TYPE_PREFIX}{t.code}",
-                                               "name": f"问题类型 {self._names[t.code]} 由第{t.level}级网格处置",
-                                               "source": t.provenance} for t in policy.problem_types}
+        entries: dict[str, dict[str, Any]] = {
+            f"{TYPE_PREFIX}{t.code}": {"rule": f"{TYPE_PREFIX}{t.code}",
+                                       "name": f"问题类型 {self._names[t.code]} 由第{t.level}级网格处置",
+                                       "source": t.provenance} for t in policy.problem_types}
         entries.update({r.id: {"rule": r.id, "name": r.name, "priority": r.priority, "source": r.provenance}
                         for r in policy.rules})
         entries.update({f"{WORKFLOW_PREFIX}{w.id}": {"rule": f"{WORKFLOW_PREFIX}{w.id}", "name": w.name,
@@ -212,12 +221,13 @@ class PolicyRouter:
         ancestor = self.common_ancestor(involved) if len(involved) > 1 else None
         facts = DEFAULT_FACTS | case.facts | self._features[ptype.code] | {
             "problem_type": ptype.code,
-            "entry": entry_of(found_level, ptype.level),
-            "cross_boundary": bool(ancestor is not None and ancestor.level < ptype.level),
+            "entry": entry_of(found_level, type_level(ptype)),
+            "cross_boundary": bool(ancestor is not None and ancestor.level < type_level(ptype)),
             "found_level": found_level,
         }
         ev = evaluate(self.compiled, facts)
         anchor = found or (involved[0] if involved else None)
+        handler_unit: Unit | None
         if ev.to_common_ancestor and ancestor is not None and ancestor.level < ev.handler_level:
             handler_level, handler_unit = ancestor.level, ancestor
         else:
@@ -428,8 +438,8 @@ def escalation_hop(compiled: CompiledPolicy, level: int, facts: dict) -> Hop | N
         fired = evaluate(compiled, DEFAULT_FACTS | facts | {"deadline_missed": True, "handler_level": level,
                                                              "entry": "at", "cross_boundary": False,
                                                              "found_level": level}).fired
-        rule = next((r for r in fired if escalation_target(r, level) is not None), None)
-        compiled.escalation_cache[key] = Hop(rule, level, escalation_target(rule, level)) if rule else None
+        hop = next(((r, to) for r in fired if (to := escalation_target(r, level)) is not None), None)
+        compiled.escalation_cache[key] = Hop(hop[0], level, hop[1]) if hop else None
     return compiled.escalation_cache[key]
 
 

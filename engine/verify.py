@@ -7,11 +7,14 @@ types table is checked separately.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.compiler import TYPE_PREFIX, CompiledPolicy, default_facts
-from engine.router import entry_of, escalation_chain, escalation_hop, evaluate, type_features
+from engine.router import entry_of, escalation_chain, escalation_hop, evaluate, type_features, type_level
 from policy.facts import BOOLEAN_FACTS, DERIVED_FACTS, ENUM_FACTS
+from policy.models import ProblemType
 
 
 @dataclass
@@ -40,16 +43,17 @@ def _fact_space(compiled: CompiledPolicy) -> list[str]:
             if (f in BOOLEAN_FACTS and f not in DERIVED_FACTS) or f == "enterprise_class"]
 
 
-def combinations(compiled: CompiledPolicy, ptype) -> itertools.product:
+def combinations(compiled: CompiledPolicy, ptype: ProblemType) -> Iterator[tuple[int, dict]]:
     levels = [lv.number for lv in compiled.jurisdiction.policy.levels]
     names = _fact_space(compiled)
     domains = [list(ENUM_FACTS[n][1]) if n in ENUM_FACTS else [False, True] for n in names]
-    cross = [False, True] if ptype.level > 1 else [False]
+    level = type_level(ptype)
+    cross = [False, True] if level > 1 else [False]
     for found_level in levels:
         for crossing in cross:
             for values in itertools.product(*domains):
                 facts = default_facts() | dict(zip(names, values)) | type_features(ptype) | {
-                    "problem_type": ptype.code, "entry": entry_of(found_level, ptype.level),
+                    "problem_type": ptype.code, "entry": entry_of(found_level, level),
                     "cross_boundary": crossing, "found_level": found_level}
                 yield found_level, facts
 
@@ -64,7 +68,7 @@ def verify(compiled: CompiledPolicy) -> VerifyReport:
             report.gaps.append(f"问题类型 {ptype.code} 在类型表中命中 {fired}, 应恰好命中自身 — type table gap")
     fired_ever: set[str] = set()
     applied_ever: set[str] = set()
-    profiles: dict[tuple, object] = {}
+    profiles: dict[tuple, ProblemType] = {}
     for ptype in jur.policy.problem_types:
         profile = (ptype.level, ptype.persuade_first, ptype.assist_only, len(ptype.departments) > 1,
                    bool(ptype.departments))
@@ -164,12 +168,12 @@ def coverage_matrix(compiled: CompiledPolicy) -> list[dict]:
     jur = compiled.jurisdiction
     rows = []
     for ptype in jur.policy.problem_types:
-        row = {"code": ptype.code, "name": jur.type_name(ptype.code), "level": ptype.level,
-               "departments": list(ptype.departments), "entries": {}}
+        row: dict[str, Any] = {"code": ptype.code, "name": jur.type_name(ptype.code), "level": ptype.level,
+                               "departments": list(ptype.departments), "entries": {}}
         for lv in jur.policy.levels:
             facts = default_facts() | type_features(ptype) | {
-                "problem_type": ptype.code, "entry": entry_of(lv.number, ptype.level), "cross_boundary": False,
-                "found_level": lv.number}
+                "problem_type": ptype.code, "entry": entry_of(lv.number, type_level(ptype)),
+                "cross_boundary": False, "found_level": lv.number}
             ev = evaluate(compiled, facts)
             row["entries"][lv.number] = {"handler_level": ev.handler_level,
                                          "first_action": ev.actions[0][1].kind.value if ev.actions else None}

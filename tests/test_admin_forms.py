@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from litestar.datastructures import FormMultiDict
 
 from admin.common import FormInvalid
 from admin.editing import DeductionForm, RuleForm, StepForm, TypeForm, UnitForm
-from admin.forms import NewId, provenance, read
+from admin.forms import (BoundaryForm, CaseForm, LoginForm, NewId, PatrolForm, PinForm, PublishForm, RollbackForm,
+                         WebhookForm, provenance, read)
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -65,16 +66,42 @@ def test_a_new_id_must_be_new():
     assert err.value.errors == {"id": "职能部门编号 water 已存在"}
 
 
+MODELS = (TypeForm, DeductionForm, RuleForm, UnitForm, StepForm, LoginForm, PublishForm, RollbackForm, CaseForm,
+          PinForm, BoundaryForm, WebhookForm, PatrolForm)
+
+
+@settings(deadline=None)
 @given(st.dictionaries(st.sampled_from(["level", "departments", "persuade_first", "trigger", "points", "max_points",
                                         "name", "priority", "mode", "target", "applies", "parent", "actor",
-                                        "d_duration", "d_unit"]),
-                       st.one_of(st.text(max_size=30), st.sampled_from(["1", "3", "on", "days", "hours", "up"]))))
+                                        "d_duration", "d_unit", "password", "note", "accept", "revision", "reason",
+                                        "confirm", "jurisdiction", "problem_type", "unit", "enterprise_class",
+                                        "fact_major", "clause", "geojson", "action", "url", "kinds", "description",
+                                        "patrolled_at", "objects", "finding", "photos", "patrollers"]),
+                       st.one_of(st.text(max_size=30), st.lists(st.text(max_size=5), min_size=2, max_size=3),
+                                 st.sampled_from(["1", "3", "on", "days", "hours", "up", "A", "none", "x" * 2001,
+                                                  "2026-11-20T09:30", "1, 2", "１"]))))
 def test_any_submission_is_read_or_refused_in_chinese(form):
-    for model in (TypeForm, DeductionForm, RuleForm, UnitForm, StepForm):
+    data = FormMultiDict([(k, v) for k, values in form.items()
+                          for v in (values if isinstance(values, list) else [values])])
+    for model in MODELS:
         try:
-            (value,) = read(FormMultiDict(form), (model, ""))
+            (value,) = read(data, (model, ""))
         except FormInvalid as err:
             assert set(err.errors) <= set(model.model_fields) and all(map(CJK.search, err.errors.values()))
         else:
             if isinstance(value, StepForm):
                 assert value.deadline()["duration"].startswith("P")
+            if isinstance(value, CaseForm):
+                assert set(value.facts()) <= {"major", "enterprise_class"}
+
+
+def test_the_simulated_case_reads_its_facts_and_a_revision_is_a_number_or_stale():
+    (case,) = read(FormMultiDict({"jurisdiction": "karamay", "problem_type": " 扬尘 ", "unit": " ", "fact_major": "on",
+                                  "fact_suspected_crime": "off", "fact_unknown": "on", "enterprise_class": "B"}),
+                   (CaseForm, ""))
+    assert (case.problem_type, case.unit, case.facts()) == ("扬尘", None, {"major": True, "enterprise_class": "B"})
+    for given_, read_ in (("7", 7), ("7x", 0), ("²", 0), ("", 0)):
+        (publish,) = read(FormMultiDict({"note": "说明", "revision": given_, "accept": "用例"}), (PublishForm, ""))
+        assert (publish.revision, publish.accept) == (read_, ["用例"])
+    (signing,) = read(FormMultiDict({"name": " admin ", "password": " pass word "}), (LoginForm, ""))
+    assert (signing.name, signing.password) == ("admin", " pass word ")  # a password is taken as typed

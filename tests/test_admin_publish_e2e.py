@@ -108,7 +108,7 @@ def test_publish_shows_diff_impact_pinned_and_enforces_four_eyes_at_1366(browser
     reviewer.locator("#version-1 form").evaluate(
         "f => f.querySelectorAll('[required]').forEach(e => e.required = false)")
     reviewer.get_by_role("button", name="确认回滚到 v1").click()
-    expect(reviewer.locator("#rollback-error")).to_contain_text("确认回滚")
+    expect(reviewer.locator("#err-rollback-1-confirm")).to_contain_text("确认回滚")
     expect(reviewer.locator("#version-2")).to_contain_text("生效中")
     reviewer.get_by_label("回滚原因 (必填)").fill("三级网格尚未配备处置力量")
     reviewer.locator("#version-1").get_by_label("确认回滚", exact=False).check()
