@@ -117,7 +117,8 @@ def _operational_error(request: Request, exc: OperationalError) -> Response:
     """SQLite's write lock stayed taken beyond WRITE_WAIT_SECONDS (the transaction rolled back): refuse, do not hang."""
     if "database is locked" not in str(exc.orig):
         return _unexpected(request, exc)
-    response = problem(503, "服务繁忙 Service unavailable", f"数据库写入等待超过 {WRITE_WAIT_SECONDS:g} 秒, 未保存任何内容, "
+    response = problem(503, "服务繁忙 Service unavailable",
+                       f"数据库写入等待超过 {WRITE_WAIT_SECONDS:g} 秒, 未保存任何内容, "
                        "请稍后重试 — the database stayed locked; nothing was written, retry later")
     response.headers["Retry-After"] = "1"
     return response
@@ -132,7 +133,8 @@ def _unexpected(_: Request, exc: Exception) -> Response:
 # the facts an intake system may report, as the schema states them (engine.router.Case checks the same)
 FACTS_SCHEMA: Any = {"properties": {**{name: Schema(type=OpenAPIType.BOOLEAN, description=label)
                                   for name, label in CASE_FACTS.items()},
-                               "enterprise_class": Schema(type=OpenAPIType.STRING, enum=list(ENUM_FACTS["enterprise_class"][1]),
+                               "enterprise_class": Schema(type=OpenAPIType.STRING,
+                                                          enum=list(ENUM_FACTS["enterprise_class"][1]),
                                                           description=ENUM_FACTS["enterprise_class"][0])},
                 "additional_properties": False}
 
@@ -321,7 +323,8 @@ def version_diff(services: NamedDependency[Services], jid: FromPath[str],
                  to: Annotated[int, QueryParameter(ge=1, le=MAX_ID)]) -> dict:
     policies = services.policies
     old, new = policies.get_version(jid, from_), policies.get_version(jid, to)
-    return {"jurisdiction": jid, "from": from_, "to": to, **diff(policies.build(old).policy, policies.build(new).policy),
+    return {"jurisdiction": jid, "from": from_, "to": to,
+            **diff(policies.build(old).policy, policies.build(new).policy),
             "boundaries": boundaries_diff(policies.engine, jid, from_, to)}
 
 
@@ -339,11 +342,13 @@ def compare_jurisdictions(services: NamedDependency[Services], ids: Annotated[st
 def create_draft(services: NamedDependency[Services], jid: FromPath[str], data: JSONBody[PublishRequest],
                  ) -> Response[VersionOut]:
     v = services.policies.create_draft(jid, data.actor)
-    return Response(VersionOut.of(v, services.policies.document(v)), status_code=201, headers={"ETag": f'"{v.revision}"'})
+    return Response(VersionOut.of(v, services.policies.document(v)), status_code=201,
+                    headers={"ETag": f'"{v.revision}"'})
 
 
 @put("/v1/jurisdictions/{jid:str}/versions/{number:int}", sync_to_thread=True, **KEYED)
-def update_draft(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, data: JSONBody[DraftUpdate],
+def update_draft(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber,
+                 data: JSONBody[DraftUpdate],
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
     v = services.policies.update_draft(jid, number, data.document, _revision(if_match), data.author)
     return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
@@ -351,13 +356,15 @@ def update_draft(services: NamedDependency[Services], jid: FromPath[str], number
 
 def _revision(if_match: str | None) -> int:
     if not if_match or not if_match.strip('"').isdigit():
-        raise PreconditionRequired("修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改", field="If-Match")
+        raise PreconditionRequired("修改草稿须带 If-Match 请求头 (GET 得到的 ETag), 以免覆盖他人的修改",
+                                   field="If-Match")
     return int(if_match.strip('"'))
 
 
 @patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/units/{unit_id:str}", sync_to_thread=True, **KEYED)
 def patch_unit(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, unit_id: FromPath[str],
-               data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
+               data: JSONBody[UnitPatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+               ) -> Response[VersionOut]:
     """One grid unit of a draft changed, whatever the draft's size (a placeholder becomes a named unit of its own)."""
     def change(edit: DraftEdit) -> str:
         return edit.put_unit(merge_item(edit.unit(unit_id), {**data.values(), "placeholder": False}))
@@ -367,7 +374,8 @@ def patch_unit(services: NamedDependency[Services], jid: FromPath[str], number: 
 
 @patch("/v1/jurisdictions/{jid:str}/versions/{number:int}/types/{code:str}", sync_to_thread=True, **KEYED)
 def patch_type(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, code: FromPath[str],
-               data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
+               data: JSONBody[TypePatch], if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+               ) -> Response[VersionOut]:
     """One problem type of a draft changed: its handling level, departments, persuade-first, name or provenance."""
     def change(document: DraftEdit) -> str:
         types = document["problem_types"]
@@ -387,14 +395,16 @@ def _change_item(services: NamedDependency[Services], jid: str, number: int, dat
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=True, status_code=200, **KEYED)
-def publish(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishBody]) -> VersionOut:
+def publish(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber,
+            data: JSONBody[PublishBody]) -> VersionOut:
     """Refused (403) under the four-eyes rule when the actor last edited the draft; refused (422) while pinned
     cases would change, unless each is named in `accept` (with the draft's `revision`)."""
     return VersionOut.of(services.policies.publish(jid, number, data.actor, data.note, data.accept, data.revision))
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/rollback", sync_to_thread=True, status_code=200, **KEYED)
-def rollback(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber, data: JSONBody[PublishRequest]) -> VersionOut:
+def rollback(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber,
+             data: JSONBody[PublishRequest]) -> VersionOut:
     return VersionOut.of(services.policies.rollback(jid, number, data.actor, data.note))
 
 
@@ -411,7 +421,8 @@ async def route(services: NamedDependency[Services], api_key: NamedDependency[Ap
 
 
 @post("/v1/cases", sync_to_thread=True, **KEYED)
-def create_case(request: Request, services: NamedDependency[Services], api_key: NamedDependency[ApiKey], data: JSONBody[CaseRequest],
+def create_case(request: Request, services: NamedDependency[Services], api_key: NamedDependency[ApiKey],
+                data: JSONBody[CaseRequest],
                 idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
                 ) -> Response[CaseOut]:
     key = in_scope(api_key, data.jurisdiction)
@@ -440,7 +451,8 @@ def get_case(services: NamedDependency[Services], api_key: NamedDependency[ApiKe
 
 
 @get("/v1/cases", sync_to_thread=True, **KEYED)
-def list_cases(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], jurisdiction: FromQuery[str], unit: FromQuery[str | None] = None,
+def list_cases(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], jurisdiction: FromQuery[str],
+               unit: FromQuery[str | None] = None,
                status: FromQuery[str | None] = None, overdue: FromQuery[bool | None] = None,
                limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
                offset: Annotated[int, QueryParameter(ge=0, le=MAX_ID)] = 0) -> CasePage:
@@ -450,7 +462,8 @@ def list_cases(services: NamedDependency[Services], api_key: NamedDependency[Api
 
 
 @post("/v1/cases/{case_id:int}/transitions", sync_to_thread=True, status_code=200, **KEYED)
-def transition(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], case_id: CaseId, data: JSONBody[TransitionRequest]) -> CaseOut:
+def transition(services: NamedDependency[Services], api_key: NamedDependency[ApiKey], case_id: CaseId,
+               data: JSONBody[TransitionRequest]) -> CaseOut:
     record, _, _ = services.cases.get(case_id)
     in_scope(api_key, record.jurisdiction)
     if data.facts is not None:
@@ -467,32 +480,40 @@ LevelQuery = Annotated[int | None, QueryParameter(ge=1, le=6)]
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment", sync_to_thread=True, **KEYED)
-def assessment(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None) -> Assessment:
+def assessment(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None,
+               level: LevelQuery = None) -> Assessment:
     return Assessment.model_validate(services.assessment.assess(jid, services.assessment.period(jid, period), level))
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment.xlsx", sync_to_thread=True, **KEYED)
-def assessment_xlsx(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None) -> Response:
+def assessment_xlsx(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None,
+                    level: LevelQuery = None) -> Response:
     p = services.assessment.period(jid, period)
     return Response(workbook(services.assessment.assess(jid, p, level)), media_type=XLSX_MEDIA_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="assessment-{jid}-{p.label}.xlsx"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment/trend", sync_to_thread=True, **KEYED)
-def assessment_trend(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None, level: LevelQuery = None,
+def assessment_trend(services: NamedDependency[Services], jid: FromPath[str], period: PeriodQuery = None,
+                     level: LevelQuery = None,
                      count: Annotated[int, QueryParameter(ge=1, le=24)] = 6) -> list[TrendPoint]:
-    return [TrendPoint.model_validate(p) for p in services.assessment.trend(jid, services.assessment.period(jid, period), count, level)]
+    periods = services.assessment.trend(jid, services.assessment.period(jid, period), count, level)
+    return [TrendPoint.model_validate(p) for p in periods]
 
 
 @get("/v1/jurisdictions/{jid:str}/assessment/units/{unit:str}", sync_to_thread=True, **KEYED)
-def assessment_unit(services: NamedDependency[Services], jid: FromPath[str], unit: FromPath[str], period: PeriodQuery = None,
+def assessment_unit(services: NamedDependency[Services], jid: FromPath[str], unit: FromPath[str],
+                    period: PeriodQuery = None,
                     deduction: Annotated[str | None, QueryParameter(max_length=64)] = None) -> UnitExplanation:
-    return UnitExplanation.model_validate(services.assessment.explain(jid, services.assessment.period(jid, period), unit, deduction))
+    explanation = services.assessment.explain(jid, services.assessment.period(jid, period), unit, deduction)
+    return UnitExplanation.model_validate(explanation)
 
 
 @post("/v1/jurisdictions/{jid:str}/assessment/records", sync_to_thread=True, **KEYED)
-def assessment_record(services: NamedDependency[Services], jid: FromPath[str], data: JSONBody[AssessmentRecordRequest]) -> Response[AssessmentRecordOut]:
-    row = services.assessment.record(jid, Period.parse(data.period), data.unit, data.kind, data.score, data.author, data.note)
+def assessment_record(services: NamedDependency[Services], jid: FromPath[str],
+                      data: JSONBody[AssessmentRecordRequest]) -> Response[AssessmentRecordOut]:
+    row = services.assessment.record(jid, Period.parse(data.period), data.unit, data.kind, data.score, data.author,
+                                     data.note)
     return Response(AssessmentRecordOut.model_validate(row.model_dump()), status_code=201)
 
 

@@ -152,7 +152,8 @@ def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -
             return render("discovery", {"changeset": CHANGESET, "contact": "网格化环境监管平台管理员",
                                         "key_service": "gridpolicy apikey create --jurisdiction " + jid,
                                         "endpoints": [{"specification": SPEC, "url": base, "changeset": CHANGESET,
-                                                       "type": "production", "formats": ["text/xml", "application/json"]}]},
+                                                       "type": "production",
+                                                       "formats": ["text/xml", "application/json"]}]},
                           fmt)
         if stem == "services":
             return render("services", [_service(router, t.code) for t in router.jur.policy.problem_types], fmt)
