@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
-from sqlmodel import Session, delete, func, select
+from sqlmodel import Session, col, delete, func, select
 
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
@@ -22,7 +22,7 @@ from policy.models import CalendarKind, Workflow, WorkflowStep
 from store.db import GroupCommit, UnitOfWork, transaction
 from store import outbox  # noqa: F401  (its session hook writes each event's outbox row in the same transaction)
 from store.errors import Conflict, Invalid, NotFound
-from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, utcnow
+from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, row_id, utcnow
 from store.versions import PolicyStore
 
 CLOSED = "closed"
@@ -153,8 +153,8 @@ class CaseService:
         done, after = 0, 0
         while True:
             with UnitOfWork(self.engine) as uow:
-                rows = uow.session.exec(select(CaseRecord).where(CaseRecord.id > after)
-                                        .order_by(CaseRecord.id).limit(batch)).all()
+                rows = uow.session.exec(select(CaseRecord).where(col(CaseRecord.id) > after)
+                                        .order_by(col(CaseRecord.id)).limit(batch)).all()
                 for record in rows:
                     if not record.stored_decision.get("compact"):
                         router = self._router_for(record)
@@ -162,7 +162,7 @@ class CaseService:
                         done += 1
             if len(rows) < batch:
                 return done
-            after = rows[-1].id
+            after = row_id(rows[-1])
 
     # --- reading
     def get(self, case_id: int) -> tuple[CaseRecord, list[CaseEvent], list[CaseClock]]:
@@ -170,8 +170,10 @@ class CaseService:
             record = session.get(CaseRecord, case_id)
             if record is None:
                 raise NotFound(f"案件 {case_id} 不存在", field="id")
-            events = session.exec(select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)).all()
-            clocks = session.exec(select(CaseClock).where(CaseClock.case_id == case_id).order_by(CaseClock.id)).all()
+            events = session.exec(select(CaseEvent).where(CaseEvent.case_id == case_id)
+                                  .order_by(col(CaseEvent.id))).all()
+            clocks = session.exec(select(CaseClock).where(CaseClock.case_id == case_id)
+                                  .order_by(col(CaseClock.id))).all()
             return record, list(events), list(clocks)
 
     def search(self, jurisdiction: str | None = None, unit: str | None = None, status: str | None = None,
@@ -182,9 +184,9 @@ class CaseService:
         """`status` is a workflow step, `closed`, or `open` (any step but closed)."""
         query = select(CaseRecord)
         if ids is not None:
-            query = query.where(CaseRecord.id.in_(ids))
+            query = query.where(col(CaseRecord.id).in_(ids))
         if problem_types is not None:
-            query = query.where(CaseRecord.problem_type.in_(problem_types))
+            query = query.where(col(CaseRecord.problem_type).in_(problem_types))
         if created_from is not None:
             query = query.where(CaseRecord.created_at >= created_from)
         if created_to is not None:
@@ -203,12 +205,13 @@ class CaseService:
             query = query.where(CaseRecord.overdue == overdue)
         with Session(self.policies.reader) as session:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
-            rows = session.exec(query.order_by(CaseRecord.id.desc()).offset(offset).limit(limit)).all()
+            rows = session.exec(query.order_by(col(CaseRecord.id).desc()).offset(offset).limit(limit)).all()
             return total, list(rows)
 
     def open_counts(self) -> dict[str, dict[str, int]]:
         """Per jurisdiction: cases not closed, and how many of those are overdue."""
-        query = (select(CaseRecord.jurisdiction, func.count(), func.sum(sql_case((CaseRecord.overdue, 1), else_=0)))
+        overdue_count = func.sum(sql_case((col(CaseRecord.overdue), 1), else_=0))
+        query = (select(CaseRecord.jurisdiction, func.count(), overdue_count)
                  .where(CaseRecord.status != CLOSED).group_by(CaseRecord.jurisdiction))
         with Session(self.policies.reader) as session:
             return {jid: {"open": total, "overdue": int(overdue or 0)} for jid, total, overdue in session.exec(query)}
@@ -217,12 +220,19 @@ class CaseService:
         """The case's problem type and workflow steps named as the version that routed it names them."""
         router = self._router_for(record)
         workflow = self._workflow(router, record.workflow)
-        return CaseNames(router.compiled.types_by_code[record.problem_type].name,
+        return CaseNames(router.compiled.types_by_code[record.problem_type].name or record.problem_type,
                          {step.id: step.name for step in workflow.steps} if workflow else {})
 
     # --- the state machine
     def _workflow(self, router: PolicyRouter, workflow_id: str | None) -> Workflow | None:
         return router.compiled.workflows_by_id[workflow_id] if workflow_id else None
+
+    def _steps(self, router: PolicyRouter, record: CaseRecord) -> list[WorkflowStep]:
+        """The steps of an open case's workflow (a case without one is closed at intake)."""
+        workflow = self._workflow(router, record.workflow)
+        if workflow is None:
+            raise Conflict(f"案件 {record.id} 没有处置流程 — the case has no workflow", field="action")
+        return workflow.steps
 
     def _router_for(self, record: CaseRecord) -> PolicyRouter:
         return self.policies.router(record.jurisdiction, record.policy_version)
@@ -231,9 +241,8 @@ class CaseService:
         if record.status == CLOSED:
             return []
         router = router or self._router_for(record)
-        workflow = self._workflow(router, record.workflow)
-        steps = [s.id for s in workflow.steps]
-        step = workflow.steps[steps.index(record.status)]
+        steps = self._steps(router, record)
+        step = steps[[s.id for s in steps].index(record.status)]
         allowed = ["complete", "return", "extend", "reroute"]
         if step.on_failure:
             allowed.append("fail")
@@ -285,18 +294,16 @@ class CaseService:
         return True
 
     def _step(self, router: PolicyRouter, record: CaseRecord, step_id: str) -> WorkflowStep:
-        workflow = self._workflow(router, record.workflow)
-        return next(s for s in workflow.steps if s.id == step_id)
+        return next(s for s in self._steps(router, record) if s.id == step_id)
 
     def _do_complete(self, session, router, record, t: Transition, now) -> None:
-        workflow = self._workflow(router, record.workflow)
-        ids = [s.id for s in workflow.steps]
+        steps = self._steps(router, record)
         _stop_clocks(record, now)
-        position = ids.index(record.status)
-        if position == len(ids) - 1:
+        position = [s.id for s in steps].index(record.status)
+        if position == len(steps) - 1:
             self._close(session, record, t, now)
         else:
-            self._enter(session, router, record, workflow.steps[position + 1], t.actor, now, t.note, "completed")
+            self._enter(session, router, record, steps[position + 1], t.actor, now, t.note, "completed")
 
     def _do_close(self, session, router, record, t: Transition, now) -> None:
         if not t.note.strip():
@@ -312,6 +319,8 @@ class CaseService:
     def _do_fail(self, session, router, record, t: Transition, now) -> None:
         """Verification failed: back to the step the policy names; a new clock cycle, old ones kept."""
         step = self._step(router, record, record.status)
+        if step.on_failure is None:
+            raise Conflict(f"步骤 {step.id} 没有核查不通过时的去向 — the step has no on_failure", field="action")
         _stop_clocks(record, now)
         record.cycle += 1
         self._enter(session, router, record, self._step(router, record, step.on_failure), t.actor, now,
@@ -330,6 +339,8 @@ class CaseService:
         if not t.approved_by or t.extend_by is None or t.extend_by <= timedelta(0):
             raise Invalid("延期须有审批人 approved_by 和正的延期时长 extend_by (如 P2D)", field="approved_by")
         clock = open_clock(record)
+        if clock is None:
+            raise Conflict("案件没有正在计时的步骤, 无法延期 — no running clock to extend", field="action")
         old_due = as_utc(clock.due_at)
         clock.due_at = router.calendar.add(old_due, t.extend_by, CalendarKind(clock.calendar))
         clock.warned_50_at = clock.warned_75_at = None
@@ -381,7 +392,9 @@ class CaseService:
 
     @staticmethod
     def _event(session, record, actor, action, from_status, to_status, at, note="", data=None) -> None:
-        session.add(CaseEvent(record=record, at=at, actor=actor, action=action, unit=record.handler_unit,
+        # case_id comes from `record` at the flush (a case of a batch has no id yet)
+        session.add(CaseEvent(record=record, at=at, actor=actor, action=action,  # type: ignore[call-arg]
+                              unit=record.handler_unit,
                               level=record.handler_level,
                               from_status=from_status, to_status=to_status, note=note, data=data or {}))
 
@@ -406,7 +419,7 @@ def start_clock(router: PolicyRouter, record: CaseRecord, step: WorkflowStep, no
     """A fresh deadline clock for `step`, held by the case's current grid; returns (and records) the due time."""
     due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
     record.due_at = due
-    record.clocks.append(CaseClock(cycle=record.cycle, step=step.id, unit=record.handler_unit,
+    record.clocks.append(CaseClock(cycle=record.cycle,  # type: ignore[call-arg]  # case_id: from `record` step=step.id, unit=record.handler_unit,
                                    calendar=step.deadline.calendar.value, started_at=now, due_at=due,
                                    next_check_at=_threshold(now, due, 0.5)))
     return due
@@ -414,7 +427,7 @@ def start_clock(router: PolicyRouter, record: CaseRecord, step: WorkflowStep, no
 
 def _departments(session: Session, record: CaseRecord, decision: Decision) -> None:
     for dept in set(decision.department_ids):
-        session.add(CaseDepartment(record=record, department=dept))
+        session.add(CaseDepartment(record=record, department=dept))  # type: ignore[call-arg]  # case_id: from `record`
 
 
 def _threshold(start: datetime, due: datetime, fraction: float) -> datetime:
@@ -427,10 +440,12 @@ def escalate(session: Session, router: PolicyRouter, record: CaseRecord, actor: 
     nxt = next((hop for hop in path if hop.level < record.handler_level), None)
     if nxt is None:
         return False
-    old = {"level": record.handler_level, "unit": record.handler_unit}
+    old_level, old_unit = record.handler_level, record.handler_unit
     record.handler_level, record.handler_unit = nxt.level, nxt.unit
-    session.add(CaseEvent(record=record, at=now, actor=actor, action="escalated", unit=old["unit"], level=old["level"],
+    session.add(CaseEvent(record=record, at=now, actor=actor, action="escalated",  # type: ignore[call-arg]  # case_id: from `record`
+                          unit=old_unit, level=old_level,
                           from_status=record.status,
                           to_status=record.status, note=note,
-                          data={"from": old, "to": {"level": nxt.level, "unit": nxt.unit}, "rule": nxt.rule}))
+                          data={"from": {"level": old_level, "unit": old_unit},
+                                "to": {"level": nxt.level, "unit": nxt.unit}, "rule": nxt.rule}))
     return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy.orm import selectinload
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from store.cases import CaseService, as_utc, open_clocks
 from store.db import transaction
@@ -27,9 +27,10 @@ def sweep(cases: CaseService, now: datetime | None = None, batch: int = 200) -> 
 
     def work(session: Session) -> dict[str, int]:
         counts = new_counts()
-        due = (select(CaseClock.case_id).where(CaseClock.stopped_at.is_(None), CaseClock.next_check_at <= now)
-               .order_by(CaseClock.next_check_at).limit(batch))
-        claimed = session.exec(select(CaseRecord).where(CaseRecord.id.in_(due)).order_by(CaseRecord.id)
+        due = (select(col(CaseClock.case_id)).where(col(CaseClock.stopped_at).is_(None),
+                                                     col(CaseClock.next_check_at) <= now)
+               .order_by(col(CaseClock.next_check_at)).limit(batch))
+        claimed = session.exec(select(CaseRecord).where(col(CaseRecord.id).in_(due)).order_by(col(CaseRecord.id))
                                .options(selectinload(CaseRecord.clocks)).with_for_update(skip_locked=True)).all()
         for record in claimed:
             for clock in open_clocks(record):
