@@ -419,7 +419,8 @@ def start_clock(router: PolicyRouter, record: CaseRecord, step: WorkflowStep, no
     """A fresh deadline clock for `step`, held by the case's current grid; returns (and records) the due time."""
     due = router.calendar.add(now, step.deadline.duration, step.deadline.calendar)
     record.due_at = due
-    record.clocks.append(CaseClock(cycle=record.cycle,  # type: ignore[call-arg]  # case_id: from `record` step=step.id, unit=record.handler_unit,
+    record.clocks.append(CaseClock(cycle=record.cycle,  # type: ignore[call-arg]  # case_id: from `record`
+                                   step=step.id, unit=record.handler_unit,
                                    calendar=step.deadline.calendar.value, started_at=now, due_at=due,
                                    next_check_at=_threshold(now, due, 0.5)))
     return due
