@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,8 @@ def check_rows(rows: list[tuple[int, dict[str, str]]], levels: list[int] | None 
             issues += _placement(line, level, parent, levels, known, given)
         if len(issues) == before:
             lines[uid] = line
-            units.append({"id": uid, "name": name, "level": level, "parent": parent})
+            # one string per parent id, not one per row naming it (~11 MB at 200,000 rows)
+            units.append({"id": uid, "name": name, "level": level, "parent": parent and sys.intern(parent)})
     return Rows(units, lines, issues)
 
 
