@@ -4,7 +4,8 @@ and GET /health. Writes bench/scale_results.json.
 
 Sizes: 20k (1 / 20 / 400 / 19,579 units) by default; `--big` adds 200k (1 / 100 / 2,000 / 197,899, minutes).
 The tree is generated as a CSV and imported as named units (`gridpolicy units import` is timed on it too; the
-document's stated unit counts, which a scaled tree contradicts, are dropped first).
+document's stated unit counts, which a scaled tree contradicts, are dropped first; its baseline is a tree of Hefei's
+size). `--writes` measures the write path's targets only: the units import and one-item PATCHes.
 
 Each measure is a function taking a `Server` and returning a dict, so more can be added (MEASURES).
 """
@@ -14,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -41,6 +41,7 @@ from tests.scaled import scaled_document, scaled_units_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"20k": (1, 20, 400, 19579), "200k": (1, 100, 2000, 197899)}
+HEFEI_TREE = (1, 12, 120, 1516)  # as many units as Hefei's own 1,649: the units import's baseline
 JID = "hefei"
 
 
@@ -234,6 +235,7 @@ def start_to_healthy(s: Server) -> dict:
 
 MEASURES: list[Callable[[Server], dict]] = [health, version_list, one_item_edit, db_growth, rss_after_publishes,
                                             idle_cpu, start_to_healthy]
+WRITE_MEASURES: list[Callable[[Server], dict]] = [health, one_item_edit]  # `--writes`: the write path's targets only
 
 
 # --- the read path (#17): admin pages, unknown units, a start; each size names its units in `Server.notes`
@@ -335,21 +337,24 @@ READ_MEASURES: list[Callable[[Server], dict]] = [health, version_list, admin_pag
 def units_import(scratch: Path, counts: tuple[int, ...]) -> dict:
     """`gridpolicy units import hefei scaled.csv` into a copy of the rules (stated counts dropped): time and RSS."""
     rules = scratch / "jurisdictions"
-    shutil.copytree(ROOT / "jurisdictions", rules)
-    data = yaml.safe_load((rules / f"{JID}.yaml").read_text(encoding="utf-8"))
-    for level in data["levels"]:
-        level["unit_counts"] = []
-    (rules / f"{JID}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    csv_path = scratch / "scaled.units.csv"
+    if not rules.exists():
+        shutil.copytree(ROOT / "jurisdictions", rules)
+        data = yaml.safe_load((rules / f"{JID}.yaml").read_text(encoding="utf-8"))
+        for level in data["levels"]:
+            level["unit_counts"] = []
+        (rules / f"{JID}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    csv_path = scratch / f"scaled-{sum(counts)}.units.csv"
     csv_path.write_text(scaled_units_csv(counts), encoding="utf-8")
     env = {**os.environ, "GRIDPOLICY_JURISDICTIONS": str(rules)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak = scratch / "import.maxrss"
+    # GNU time reports the command's own peak: getrusage's peak of this process's children also counts this process
+    # (the fork's copy before the exec: a child running `pass` "peaks" at this process's size)
     began = time.perf_counter()
-    cli(ROOT, env, "units", "import", JID, str(csv_path))
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), sys.executable, "-c", "from cli.main import app; app()",
+                    "units", "import", JID, str(csv_path)], cwd=ROOT, env=env, check=True, capture_output=True)
     seconds = time.perf_counter() - began
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"units": sum(counts), "seconds": round(seconds, 2),
-            "max_rss_mb": round(peak / 1024, 1) if peak > before else "≤ an earlier child's peak"}
+            "max_rss_mb": round(int(peak.read_text().split()[-1]) / 1024, 1)}
 
 
 # the units the read measures use: Hefei's own, and those of scaled_units_csv
@@ -406,9 +411,10 @@ def run(sizes: list[str], measures: list[Callable[[Server], dict]]) -> dict:
         try:
             server.key = cli(ROOT, env, "apikey", "create", "--all").stdout.strip().splitlines()[-1]
             _admin_user(scratch)
-            print(f"  {size}: units import", flush=True)
-            entry = {"units_import": units_import(scratch, SIZES[size])}
-            print(f"    {entry['units_import']}", flush=True)
+            print(f"  {size}: units import (first a tree of Hefei's size, the baseline)", flush=True)
+            entry = {"units_import_baseline": units_import(scratch, HEFEI_TREE),
+                     "units_import": units_import(scratch, SIZES[size])}
+            print(f"    {entry['units_import_baseline']}\n    {entry['units_import']}", flush=True)
             server.start()
             print(f"  {size}: baseline at Hefei's own size", flush=True)
             server.notes.update(units=[f"hf-l4-{n:04d}" for n in range(1, 8)], **HEFEI_NOTES)
@@ -430,14 +436,19 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="also 200,000 units (takes minutes)")
     parser.add_argument("--only", choices=["20k", "200k"], help="one size only")
     parser.add_argument("--reads", action="store_true", help="the read path only (admin pages, unknown units, a start)")
+    parser.add_argument("--writes", action="store_true",
+                        help="the write path's targets only (units import, one-item PATCH; bench/scale_write_results.json)")
     args = parser.parse_args()
+    if args.writes and args.out == parser.get_default("out"):
+        args.out = ROOT / "bench" / "scale_write_results.json"
     sizes = [args.only] if args.only else ["20k", "200k"] if args.big else ["20k"]
     report = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "load_average": os.getloadavg()},
               "setup": "gridpolicy serve, 1 worker, SQLite; Hefei with scaled named units; baseline: Hefei's own "
                        "1,649 units in the same run",
-              "results": run(sizes, READ_MEASURES if args.reads else MEASURES + READ_MEASURES)}
+              "results": run(sizes, READ_MEASURES if args.reads else WRITE_MEASURES if args.writes
+                             else MEASURES + READ_MEASURES)}
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.write_text(json.dumps({**previous, **report}, indent=2, ensure_ascii=False) + "\n")
 

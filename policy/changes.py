@@ -10,7 +10,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from policy import chunks
 from policy.errors import PolicyError
-from policy.loader import Jurisdiction, build_jurisdiction, checked_jurisdiction, issue_from_pydantic, seed_text
+from policy.loader import (ChangedJurisdiction, Jurisdiction, build_jurisdiction, checked, issue_from_pydantic,
+                           seed_text, type_names)
 from policy.models import Policy, Unit
 from policy.validate import validate_head_change, validate_unit_change
 from policy.yamlio import OriginMap
@@ -28,7 +29,8 @@ def _invalid(errors: list[Any], prefix: tuple, data: dict, label: str) -> Policy
 def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str) -> tuple[Jurisdiction, dict[str, list[dict]]]:
     """`jur` with the named unit `raw["id"]` replaced by `raw`, or added after the named units (a placeholder's id
     then names just that placeholder); with the chunks (hash -> units) it has and `jur` has not. PolicyError
-    lists what a full build of the changed document would."""
+    lists what a full build of the changed document would. A replaced unit shares the rest with `jur`
+    (ChangedJurisdiction): nothing the size of the whole is copied, dumped or walked."""
     index = jur.positions.get(str(raw.get("id")))
     added = index is None
     try:
@@ -36,10 +38,9 @@ def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str) -> tuple[Juris
     except ValidationError as exc:
         raise _invalid(exc.errors(), ("units", len(jur.policy.units) if index is None else index), {}, label) from None
     uid = unit.id
-    named = list(jur.policy.units)
     ends = list(jur.chunk_ends)
     if index is None:
-        named.append(unit)
+        named = [*jur.policy.units, unit]
         units = {u.id: u for u in named}  # named units first, then the placeholders: as expand_units orders them
         units.update((k, v) for k, v in jur.units.items() if k not in units)
         first = len(ends) - 1 if ends else 0  # the last chunk is split again with the new unit
@@ -47,23 +48,22 @@ def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str) -> tuple[Juris
         ends[first:] = [start + end for end in chunks.ends([u.id for u in named[start:]])]
         positions = {**jur.positions, uid: len(named) - 1}
     else:
-        named[index] = unit
-        units = dict(jur.units)
-        units[uid] = unit
         first = bisect_right(ends, index)  # the unit's chunk: its id and so the boundaries stay
         positions = jur.positions
+    fields: dict[str, Any] = {"files": [label], "catalog": jur.catalog, "type_names": jur.type_names,
+                              "head_hash": jur.head_hash, "content_hash": "", "unit_chunks": []}  # hashed below
+    built = (Jurisdiction(jur.head.model_copy(update={"units": named}), units=units, **fields) if index is None
+             else ChangedJurisdiction.of(jur, index, unit, jur.head, **fields))
     fresh: dict[str, list[dict]] = {}
     hashes = []
     for k in range(first, len(ends) if added else first + 1):
-        run = _UNITS.dump_python(named[(ends[k - 1] if k else 0):ends[k]], mode="json")
+        run = _UNITS.dump_python(built.named(ends[k - 1] if k else 0, ends[k]), mode="json")
         hashes.append(chunks.chunk_hash(run))
         fresh[hashes[-1]] = run
-    unit_chunks = jur.unit_chunks[:first] + hashes + ([] if added else jur.unit_chunks[first + 1:])
-    policy = jur.policy.model_copy(update={"units": named})
-    changed = checked_jurisdiction(
-        policy, jur.catalog, [label], chunks.content_hash(jur.head_hash, unit_chunks), jur.head_hash, unit_chunks,
-        lambda new: validate_unit_change(new, uid, jur.units.get(uid), added, label, seed_text), units,
-        known={"positions": positions, "chunk_ends": ends})
+    built.unit_chunks = jur.unit_chunks[:first] + hashes + ([] if added else jur.unit_chunks[first + 1:])
+    built.content_hash = chunks.content_hash(jur.head_hash, built.unit_chunks)
+    changed = checked(built, lambda new: validate_unit_change(new, uid, jur.units.get(uid), added, label, seed_text),
+                      known={"positions": positions, "chunk_ends": ends})
     return changed, fresh
 
 
@@ -75,12 +75,12 @@ def with_head(jur: Jurisdiction, head: dict[str, Any], label: str) -> Jurisdicti
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise _invalid(exc.errors(), (), data, label) from None
-    if any(getattr(policy, name) != getattr(jur.policy, name) for name in UNIT_CONTEXT):
+    if any(getattr(policy, name) != getattr(jur.head, name) for name in UNIT_CONTEXT):
         return build_jurisdiction({**head, "units": [u.model_dump(mode="json") for u in jur.policy.units]},
                                   jur.catalog, [label])
     head_hash = chunks.head_hash(policy.model_dump(mode="json"))
-    return checked_jurisdiction(
-        policy.model_copy(update={"units": jur.policy.units}), jur.catalog, [label],
-        chunks.content_hash(head_hash, jur.unit_chunks), head_hash, jur.unit_chunks,
-        lambda new: validate_head_change(new, label, seed_text), jur.units,
-        known={"positions": jur.positions, "chunk_ends": jur.chunk_ends})
+    return checked(jur.with_head(policy, files=[label], catalog=jur.catalog, type_names=type_names(policy, jur.catalog),
+                                 content_hash=chunks.content_hash(head_hash, jur.unit_chunks), head_hash=head_hash,
+                                 unit_chunks=jur.unit_chunks),
+                   lambda new: validate_head_change(new, label, seed_text),
+                   known={"positions": jur.positions, "chunk_ends": jur.chunk_ends})

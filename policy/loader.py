@@ -56,7 +56,7 @@ class Jurisdiction:
     """A resolved, validated policy plus everything derived from it."""
     policy: Policy
     files: list[str]
-    units: dict[str, Unit]
+    units: Mapping[str, Unit]  # a dict, or a ReplacedUnits view (ChangedJurisdiction)
     catalog: Catalog
     content_hash: str
     type_names: dict[str, str] = field(default_factory=dict)
@@ -65,7 +65,20 @@ class Jurisdiction:
 
     @property
     def id(self) -> str:
-        return self.policy.id
+        return self.head.id
+
+    @property
+    def head(self) -> Policy:
+        """The policy for its fields but the named units (which a ChangedJurisdiction's lacks: use `named`)."""
+        return self.policy
+
+    def named(self, start: int, end: int) -> list[Unit]:
+        """The named units policy.units[start:end]."""
+        return self.policy.units[start:end]
+
+    def with_head(self, head: Policy, **fields: Any) -> Jurisdiction:
+        """This build's units under another head (`fields`: the rest of the Jurisdiction), shared, not copied."""
+        return Jurisdiction(head.model_copy(update={"units": self.policy.units}), units=self.units, **fields)
 
     def type_name(self, code: str) -> str:
         return self.type_names[code]
@@ -106,6 +119,85 @@ class Jurisdiction:
     def unit_index(self) -> UnitIndex:
         """The units' search index, built on first use (Python 3.11's cached_property builds it once under a lock)."""
         return UnitIndex.of(self.id, {uid: unit.name for uid, unit in self.units.items()})
+
+
+class ReplacedUnits(Mapping[str, Unit]):
+    """A build's units with some replaced, sharing the build's dict: looked up without copying it; iterated through
+    a dict made on first need (in the same order: a replaced unit keeps its place)."""
+
+    def __init__(self, base: Mapping[str, Unit], replaced: dict[str, Unit]):
+        self.base, self.replaced = base, replaced
+
+    def __getitem__(self, uid: str) -> Unit:
+        unit = self.replaced.get(uid)
+        return self.base[uid] if unit is None else unit
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self.base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        return iter(self.flat)
+
+    def keys(self):
+        return self.flat.keys()
+
+    def values(self):
+        return self.flat.values()
+
+    def items(self):
+        return self.flat.items()
+
+    @cached_property
+    def flat(self) -> dict[str, Unit]:
+        units = dict(self.base)
+        units.update(self.replaced)
+        return units
+
+
+class ChangedJurisdiction(Jurisdiction):
+    """A build with some named units replaced (copy-on-write): it shares the unit list and dict of the build it
+    was changed from, so a one-unit change copies neither (nor does the garbage collector walk new copies of
+    them); `policy` (with its units) is assembled on first use, e.g. by a publish or a whole document's dump."""
+    LIMIT = 256  # replaced units carried from change to change: the list and dict are copied once per 256 changes
+    units: ReplacedUnits
+
+    def __init__(self, head: Policy, shared: list[Unit], base: Mapping[str, Unit], replaced: dict[int, Unit],
+                 files: list[str], catalog: Catalog, content_hash: str, type_names: dict[str, str], head_hash: str,
+                 unit_chunks: list[str]):
+        # its units are in `shared` and `replaced`: a head holding stale ones would be misread
+        self._head = head.model_copy(update={"units": []}) if head.units else head
+        self.shared, self.replaced = shared, replaced
+        self.units = ReplacedUnits(base, {unit.id: unit for unit in replaced.values()})
+        self.files, self.catalog, self.content_hash, self.type_names = files, catalog, content_hash, type_names
+        self.head_hash, self.unit_chunks = head_hash, unit_chunks
+
+    @classmethod
+    def of(cls, jur: Jurisdiction, index: int, unit: Unit, head: Policy, **fields: Any) -> ChangedJurisdiction:
+        """`jur` with its named unit `index` replaced by `unit` and its head by `head` (`fields`: the rest)."""
+        if isinstance(jur, ChangedJurisdiction) and len(jur.replaced) < cls.LIMIT:
+            return cls(head, jur.shared, jur.units.base, {**jur.replaced, index: unit}, **fields)
+        units = jur.units.flat if isinstance(jur.units, ReplacedUnits) else jur.units
+        return cls(head, jur.policy.units, units, {index: unit}, **fields)
+
+    @property
+    def head(self) -> Policy:
+        return self._head
+
+    def named(self, start: int, end: int) -> list[Unit]:
+        return [self.replaced.get(i) or self.shared[i] for i in range(start, end)]
+
+    def with_head(self, head: Policy, **fields: Any) -> Jurisdiction:
+        return ChangedJurisdiction(head, self.shared, self.units.base, self.replaced, **fields)
+
+    @cached_property
+    def policy(self) -> Policy:  # type: ignore[override]
+        units = list(self.shared)
+        for index, unit in self.replaced.items():
+            units[index] = unit
+        return self._head.model_copy(update={"units": units})
 
 
 @dataclass
@@ -302,10 +394,18 @@ def checked_jurisdiction(policy: Policy, catalog: Catalog, files: list[str], con
                          units: dict[str, Unit] | None = None, known: dict[str, Any] | None = None) -> Jurisdiction:
     """The Jurisdiction of a policy, or PolicyError with what `check` finds; `known`: derived values (cached
     properties) carried over from the version it changes."""
-    names = {t.code: t.name or (catalog.types[t.code].name if t.code in catalog.types else t.code)
-             for t in policy.problem_types}
-    jur = Jurisdiction(policy, files, expand_units(policy) if units is None else units, catalog, content_hash, names,
-                       head_hash, unit_chunks)
+    return checked(Jurisdiction(policy, files, expand_units(policy) if units is None else units, catalog,
+                                content_hash, type_names(policy, catalog), head_hash, unit_chunks), check, known)
+
+
+def type_names(policy: Policy, catalog: Catalog) -> dict[str, str]:
+    return {t.code: t.name or (catalog.types[t.code].name if t.code in catalog.types else t.code)
+            for t in policy.problem_types}
+
+
+def checked(jur: Jurisdiction, check: Callable[[Jurisdiction], list[PolicyIssue]],
+            known: dict[str, Any] | None = None) -> Jurisdiction:
+    """`jur` (with `known` derived values, see checked_jurisdiction), or PolicyError with what `check` finds."""
     jur.__dict__.update(known or {})
     issues = check(jur)
     if issues:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ def check_rows(rows: list[tuple[int, dict[str, str]]], levels: list[int] | None 
     issues: list[RowIssue] = []
     units: list[dict] = []
     lines: dict[str, int] = {}
-    given = {str(r.get("id") or "").strip(): r for _, r in rows}
+    given = {str(r.get("id") or "").strip(): r for _, r in rows} if levels is not None and known is not None else {}
     for line, row in rows:
         uid, name = str(row.get("id") or "").strip(), str(row.get("name") or "").strip()
         level_text, parent = str(row.get("level") or "").strip(), str(row.get("parent") or "").strip() or None
@@ -67,7 +68,8 @@ def check_rows(rows: list[tuple[int, dict[str, str]]], levels: list[int] | None 
             issues += _placement(line, level, parent, levels, known, given)
         if len(issues) == before:
             lines[uid] = line
-            units.append({"id": uid, "name": name, "level": level, "parent": parent})
+            # one string per parent id, not one per row naming it (~11 MB at 200,000 rows)
+            units.append({"id": uid, "name": name, "level": level, "parent": parent and sys.intern(parent)})
     return Rows(units, lines, issues)
 
 
@@ -105,28 +107,33 @@ def grouped(issues: list[RowIssue], labels: dict[str, str] = COLUMN_LABELS, firs
 def parse_units_csv(text: str, name: str, origins: OriginMap | None = None) -> list[dict]:
     """A jurisdiction's units file (header id,name,level,parent), its rows checked as an upload's are: every problem
     by line and column, as a PolicyError. Real unit names replace placeholders."""
-    try:
-        table = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    try:  # each row read straight into its dict: no table of lists beside them
+        header = next(reader, None)
+        rows = [(line, dict(zip(COLUMNS, row)))  # a short row's missing columns read as empty
+                for line, row in enumerate(reader, start=2) if any(row)]
     except csv.Error as exc:
         raise PolicyError([PolicyIssue(file=name, message=f"无法读取 CSV cannot read CSV: {exc}")]) from None
-    if not table or tuple(table[0][:len(COLUMNS)]) != COLUMNS:
+    if header is None or tuple(header[:len(COLUMNS)]) != COLUMNS:
         raise PolicyError([PolicyIssue(file=name, line=1, message=(
             f"表头须为 {','.join(COLUMNS)} — the header must be {','.join(COLUMNS)}"))])
-    checked = check_rows([(line, dict(zip(COLUMNS, row + [""] * len(COLUMNS))))
-                          for line, row in enumerate(table[1:], start=2) if any(row)])
+    checked = check_rows(rows)
+    del rows
     if checked.issues:
         raise PolicyError([PolicyIssue(file=name, line=i.line, path=i.column or "", message=i.message)
                            for i in checked.issues])
-    units = imported(checked.units, Path(name).name)
+    units, lines = imported(checked.units, Path(name).name), checked.lines
+    del checked  # the rows as checked, now copied into units
     if origins is not None:
         for unit in units:
-            origins.record(unit, Origin(name, checked.lines[unit["id"]]))
+            origins.record(unit, Origin(name, lines[unit["id"]]))
     return units
 
 
 def imported(units: list[dict], source: str) -> list[dict]:
     """Rows as units of a document, each an assumption naming the file it came from."""
-    return [{**u, "assumption": f"由 {source} 导入的网格单元 (imported unit)"} for u in units]
+    note = f"由 {source} 导入的网格单元 (imported unit)"  # one string shared by every row
+    return [{**u, "assumption": note} for u in units]
 
 
 def overlay_units(data: dict, units: list[dict]) -> int:

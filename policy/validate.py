@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from policy.errors import PolicyIssue, format_path
@@ -48,7 +49,7 @@ SeedText = Callable[[str], "str | None"]  # a seed's text by file name, normalis
 
 class _Checker:
     def __init__(self, jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str, seed_text: SeedText):
-        self.jur, self.policy, self.data, self.origins = jur, jur.policy, data, origins
+        self.jur, self.policy, self.data, self.origins = jur, jur.head, data, origins  # head: a change's units are looked up
         self.default_file = default_file
         self.seed_text = seed_text
         self.issues: list[PolicyIssue] = []
@@ -64,10 +65,12 @@ class _Checker:
             self.add(loc, f"{what}层级 {level} 不存在; 本辖区层级为 {self.levels} — level {level} is not declared")
 
     def duplicates(self, field: str, key: str) -> None:
-        counts = Counter(getattr(item, key) for item in getattr(self.policy, field))
-        if len(counts) == len(getattr(self.policy, field)):
+        items = getattr(self.policy, field)
+        keys = [getattr(item, key) for item in items]
+        if len(set(keys)) == len(keys):  # the usual case, counted only when some key repeats
             return
-        for i, item in enumerate(getattr(self.policy, field)):
+        counts = Counter(keys)
+        for i, item in enumerate(items):
             if counts[getattr(item, key)] > 1:
                 self.add((field, i, key), f"重复的 {key} '{getattr(item, key)}' — duplicate {key}")
 
@@ -156,7 +159,7 @@ class _Checker:
         rooted: set[str] = set()  # units whose parent chain ends: a chain reaching one ends too
         for uid in units:  # a parent chain that comes back to a unit on it is a cycle
             seen, cur = [uid], units[uid].parent
-            while cur in units and cur not in rooted and cur not in seen:
+            while cur is not None and cur in units and cur not in rooted and cur not in seen:
                 seen.append(cur)
                 cur = units[cur].parent
             if cur in seen:
@@ -340,9 +343,9 @@ def _items(policy: Policy, units: bool) -> Iterator[tuple[tuple, Provenanced]]:
             yield from ((("units", i), unit) for i, unit in enumerate(policy.units))
 
 
-def _ancestors(units: dict[str, Unit], uid: str | None, limit: int) -> Iterator[str]:
+def _ancestors(units: Mapping[str, Unit], uid: str | None, limit: int) -> Iterator[str]:
     """`uid` and its parents upwards (at most `limit`: a chain may be a cycle)."""
-    while uid in units and limit > 0:
+    while uid is not None and uid in units and limit > 0:
         yield uid
         uid, limit = units[uid].parent, limit - 1
 

@@ -57,7 +57,7 @@ def document_of(jur: Jurisdiction) -> dict:
 
 def head_of(jur: Jurisdiction) -> dict:
     """The stored head of a build: its document with no units (the key keeps its place)."""
-    return jur.policy.model_copy(update={"units": []}).model_dump(mode="json")
+    return jur.head.model_copy(update={"units": []}).model_dump(mode="json")
 
 
 def stored_document(session: Session, document: dict) -> dict[str, Any]:
@@ -85,7 +85,7 @@ class DraftEdit(dict):
     def put_unit(self, unit: dict) -> str:
         """Change (or add) the named unit `unit["id"]`; returns its path (units[i])."""
         self.changed = unit
-        return f"units[{self.built.positions.get(unit.get('id'), len(self.built.policy.units))}]"
+        return f"units[{self.built.positions.get(unit.get('id'), len(self.built.positions))}]"  # new: appended
 
 
 def merge_item(item: dict, values: dict) -> dict:
@@ -515,7 +515,7 @@ class PolicyStore:
         version = self.get_version(jid, number)
         if version.status != "draft":
             raise Conflict(f"v{number} 不是草稿, 无需发布; 回滚请用 rollback", field="number")
-        if self.build(version).policy.publishing.four_eyes and self.last_editor(jid, number) == publisher:
+        if self.build(version).head.publishing.four_eyes and self.last_editor(jid, number) == publisher:
             raise Forbidden(f"四眼原则: 你是草稿 v{number} 的最后编辑人, 须由另一位发布人审核发布 — four-eyes rule: "
                             "the draft's last editor cannot publish it", field="publisher")
         if accept:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from datetime import datetime, timedelta, timezone
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -15,7 +16,7 @@ from engine.registry import Budget, EngineRegistry, build_size
 from engine.router import Case
 from policy.changes import with_head, with_unit
 from policy.errors import PolicyError
-from policy.loader import Loader, build_jurisdiction
+from policy.loader import ChangedJurisdiction, Loader, build_jurisdiction
 from store.cases import CaseService, Transition
 from store.errors import Invalid
 from store.tables import UnitChunk
@@ -259,6 +260,42 @@ def test_a_single_unit_edit_gets_the_full_checks_verdict(small_tree, data):
         changed["units"].append(unit)
     full = _verdict(lambda: build_jurisdiction(changed, catalog, ["草稿"]))
     assert _verdict(lambda: with_unit(built, unit, "草稿")[0]) == full
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_edits_one_after_another_share_the_units_and_get_the_full_builds_verdict(small_tree, data):
+    """Unit and head edits chained as PATCHes chain them (each on the last one's build, which copies no unit list
+    or dict: ChangedJurisdiction), folded into a new copy every LIMIT (here 2) edits: each verdict, each policy
+    and each document are a full build's of the same document."""
+    catalog, document, built = small_tree
+    ids = sorted(built.positions)
+    with patch.object(ChangedJurisdiction, "LIMIT", 2):
+        for step in range(data.draw(st.integers(1, 6), label="edits")):
+            unit_edit = data.draw(st.booleans(), label=f"{step}: a unit")
+            if unit_edit:
+                uid = data.draw(st.sampled_from(ids), label=f"{step}: unit")
+                unit = built.units[uid].model_dump(mode="json") | data.draw(st.fixed_dictionaries({}, optional={
+                    "name": st.sampled_from(["改名后的网格", "  "]), "parent": st.sampled_from(ids)}),
+                    label=f"{step}: change")
+                changed = {**document, "units": [unit if u["id"] == uid else u for u in document["units"]]}
+                edit = lambda jur=built, unit=unit: with_unit(jur, unit, "草稿")[0]  # noqa: E731
+            else:
+                ptype = document["problem_types"][0] | {"persuade_first": data.draw(st.booleans(), label=f"{step}")}
+                changed = {**document, "problem_types": [ptype, *document["problem_types"][1:]]}
+                edit = lambda jur=built, changed=changed: with_head(  # noqa: E731
+                    jur, {k: v for k, v in changed.items() if k != "units"}, "草稿")
+            full = _verdict(lambda: build_jurisdiction(changed, catalog, ["草稿"]))
+            assert _verdict(edit) == full
+            if full[0] == "accepted":
+                before, built, document = built, edit(), changed
+                whole = build_jurisdiction(changed, catalog, ["草稿"])
+                assert built.policy == whole.policy and document_of(built) == document_of(whole)
+                if isinstance(before, ChangedJurisdiction) and (len(before.replaced) < 2 or not unit_edit):
+                    assert isinstance(built, ChangedJurisdiction)  # not folded into a copy yet: nothing copied
+                    assert built.shared is before.shared and built.units.base is before.units.base
+                elif unit_edit:  # the first edit, or a fold: the list (then copied) is shared
+                    assert isinstance(built, ChangedJurisdiction) and built.shared is before.policy.units
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
