@@ -115,7 +115,7 @@ def _request_json(request: Request, record: CaseRecord, router: PolicyRouter, pr
         "service_notice": _notice(decision), "requested_datetime": _w3(record.created_at),
         "updated_datetime": _w3(record.updated_at),
         "expected_datetime": _w3(datetime.fromisoformat(handling)) if handling else None,
-        "address": router.units[record.unit].name if record.unit in router.units else "",
+        "address": router.units[record.unit].name if record.unit is not None and record.unit in router.units else "",
         "address_id": record.unit or "", "zipcode": "",
         "lat": "", "long": "", "media_url": "",
     }

@@ -350,8 +350,9 @@ def units_import(scratch: Path, counts: tuple[int, ...]) -> dict:
     # GNU time reports the command's own peak: getrusage's peak of this process's children also counts this process
     # (the fork's copy before the exec: a child running `pass` "peaks" at this process's size)
     began = time.perf_counter()
-    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), sys.executable, "-c", "from cli.main import app; app()",
-                    "units", "import", JID, str(csv_path)], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), sys.executable, "-c",
+                    "from cli.main import app; app()", "units", "import", JID, str(csv_path)],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
     seconds = time.perf_counter() - began
     return {"units": sum(counts), "seconds": round(seconds, 2),
             "max_rss_mb": round(int(peak.read_text().split()[-1]) / 1024, 1)}
@@ -437,7 +438,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["20k", "200k"], help="one size only")
     parser.add_argument("--reads", action="store_true", help="the read path only (admin pages, unknown units, a start)")
     parser.add_argument("--writes", action="store_true",
-                        help="the write path's targets only (units import, one-item PATCH; bench/scale_write_results.json)")
+                        help="the write path's targets only (units import, one-item PATCH; "
+                             "bench/scale_write_results.json)")
     args = parser.parse_args()
     if args.writes and args.out == parser.get_default("out"):
         args.out = ROOT / "bench" / "scale_write_results.json"

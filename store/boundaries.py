@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,7 +91,7 @@ def _feature_id(feature: dict) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
-def check(text: str | bytes | dict, units: dict) -> Preview:
+def check(text: str | bytes | dict, units: Mapping[str, Any]) -> Preview:
     """Parse a GeoJSON FeatureCollection against a version's units (`units`: id → policy Unit)."""
     preview = Preview()
     try:
@@ -222,7 +223,7 @@ class Locator:
     (deepest level first). A bucket wholly inside one lowest unit answers at once; any other lookup is one
     vectorised point-in-polygon test on its bucket's prepared polygons: no Point object or tree query per lookup."""
 
-    def __init__(self, collection: dict, units: dict):
+    def __init__(self, collection: dict, units: Mapping[str, Any]):
         features = [f for f in collection["features"] if f["properties"]["id"] in units]
         self.ids = [f["properties"]["id"] for f in features]
         self.geoms = np.array([shape(f["geometry"]) for f in features], dtype=object)

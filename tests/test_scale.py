@@ -285,7 +285,7 @@ def test_edits_one_after_another_share_the_units_and_get_the_full_builds_verdict
                 changed = {**document, "problem_types": [ptype, *document["problem_types"][1:]]}
                 edit = lambda jur=built, changed=changed: with_head(  # noqa: E731
                     jur, {k: v for k, v in changed.items() if k != "units"}, "草稿")
-            full = _verdict(lambda: build_jurisdiction(changed, catalog, ["草稿"]))
+            full = _verdict(lambda changed=changed: build_jurisdiction(changed, catalog, ["草稿"]))
             assert _verdict(edit) == full
             if full[0] == "accepted":
                 before, built, document = built, edit(), changed
