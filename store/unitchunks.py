@@ -2,7 +2,7 @@
 (how units are split and hashed: policy/chunks.py)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, text
@@ -69,7 +69,7 @@ def collect(session: Session, candidates: Iterable[str]) -> int:
 
 def load(session: Session, hashes: list[str]) -> list[dict[str, Any]]:
     """The units of the chunks, in order (fresh dicts the caller may change)."""
-    found: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, Sequence[dict[str, Any]]] = {}
     for batch in _batches(list(set(hashes))):
         found.update(session.exec(select(UnitChunk.hash, UnitChunk.units).where(col(UnitChunk.hash).in_(batch))).all())
     if len(found) < len(set(hashes)):

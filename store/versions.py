@@ -38,7 +38,7 @@ BUILDERS = ThreadPoolExecutor(2, thread_name_prefix="gridpolicy-build")
 EDIT_ACTIONS = ("draft_created", "draft_updated", "bulk_types_updated", "types_imported", "units_imported")
 
 # listings and lookups read a version's metadata only: its document is read when a build or an editor needs it
-METADATA = (defer(col(PolicyVersion.head)), defer(col(PolicyVersion.unit_chunks)))
+METADATA = (defer(col(PolicyVersion.head)), defer(col(PolicyVersion.unit_chunks)))  # type: ignore[arg-type]  # sqlmodel's col() is typed for scalars
 
 
 def versions_where(*where: Any):
@@ -85,7 +85,7 @@ class DraftEdit(dict):
     def put_unit(self, unit: dict) -> str:
         """Change (or add) the named unit `unit["id"]`; returns its path (units[i])."""
         self.changed = unit
-        return f"units[{self.built.positions.get(unit.get('id'), len(self.built.positions))}]"  # new: appended
+        return f"units[{self.built.positions.get(unit['id'], len(self.built.positions))}]"  # new: appended
 
 
 def merge_item(item: dict, values: dict) -> dict:
@@ -100,7 +100,7 @@ def merge_item(item: dict, values: dict) -> dict:
 def _rehashed(session: Session, jid: str) -> set[str]:
     """The jurisdiction's versions' content hashes as computed now (policy/chunks.py): a version stored before
     content hashes were built from chunks keeps the hash it was published with."""
-    return {chunks.content_hash(chunks.head_hash(head), unit_chunks) for head, unit_chunks in session.exec(
+    return {chunks.content_hash(chunks.head_hash(dict(head)), list(unit_chunks)) for head, unit_chunks in session.exec(
         select(PolicyVersion.head, PolicyVersion.unit_chunks).where(PolicyVersion.jurisdiction == jid))}
 
 
@@ -130,6 +130,7 @@ class PolicyStore:
             new = future is None
             if new:
                 future = self._jobs[key] = BUILDERS.submit(work)
+        assert future is not None  # found, or submitted just now
         if new:
             future.add_done_callback(partial(self._done, key))
         return future
@@ -348,15 +349,16 @@ class PolicyStore:
     def _stored(self, version: PolicyVersion) -> tuple[dict[str, Any], list[str]]:
         """The version's document and the hashes of its unit chunks."""
         with Session(self.reader) as session:
-            head, hashes = session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
-                                        .where(PolicyVersion.id == version.id)).one()
+            stored_head, stored_hashes = session.exec(select(PolicyVersion.head, PolicyVersion.unit_chunks)
+                                                      .where(PolicyVersion.id == version.id)).one()
+            head, hashes = dict(stored_head), list(stored_hashes)
             head["units"] = unitchunks.load(session, hashes)
         return head, hashes
 
     def head(self, version: PolicyVersion) -> dict[str, Any]:
         """The version's document without its units (cheap at any number of units)."""
         with Session(self.reader) as session:
-            head = session.exec(select(PolicyVersion.head).where(PolicyVersion.id == version.id)).one()
+            head = dict(session.exec(select(PolicyVersion.head).where(PolicyVersion.id == version.id)).one())
         del head["units"]
         return head
 
@@ -411,8 +413,8 @@ class PolicyStore:
             columns = stored(session)
             result = session.exec(
                 update(PolicyVersion)
-                .where(PolicyVersion.jurisdiction == jid, PolicyVersion.number == number,
-                       PolicyVersion.status == "draft", PolicyVersion.revision == revision)
+                .where(col(PolicyVersion.jurisdiction) == jid, col(PolicyVersion.number) == number,
+                       col(PolicyVersion.status) == "draft", col(PolicyVersion.revision) == revision)
                 .values(content_hash=jur.content_hash, revision=revision + 1, **columns))
             if result.rowcount != 1:
                 current = session.exec(versions_where(
@@ -435,7 +437,7 @@ class PolicyStore:
         with Session(self.reader) as session:
             actor = session.exec(select(AuditEntry.actor).where(
                 AuditEntry.jurisdiction == jid, AuditEntry.version_number == number,
-                AuditEntry.action.in_(EDIT_ACTIONS)).order_by(AuditEntry.id.desc())).first()
+                col(AuditEntry.action).in_(EDIT_ACTIONS)).order_by(col(AuditEntry.id).desc())).first()
         return actor or self.get_version(jid, number).author
 
     def pinned_results(self, version: PolicyVersion) -> list[PinnedResult]:
@@ -453,17 +455,18 @@ class PolicyStore:
         """The named pinned cases expect what the draft now decides (a revision-checked draft save, audited per
         case as `pinned_accepted` with the old and new expectation)."""
         version = self.get_version(jid, number)
-        changed = {r.case.name: r for r in self.pinned_results(version) if not r.passed and r.actual is not None}
+        changed = {r.case.name: (r.case.expect, r.actual) for r in self.pinned_results(version)
+                   if not r.passed and r.actual is not None}
         unknown = [n for n in names if n not in changed]
         if unknown:
             raise Invalid(f"没有结果改变的固定测试用例 “{'、'.join(unknown)}” — no such changed pinned case",
                           field="accept")
         document = self.document(version)
         document["tests"] = [
-            {**case, "expect": changed[case["name"]].actual.model_dump(mode="json")} if case["name"] in names else case
+            {**case, "expect": changed[case["name"]][1].model_dump(mode="json")} if case["name"] in names else case
             for case in document.get("tests", [])]
-        accepted = [{"name": n, "from": changed[n].case.expect.model_dump(mode="json"),
-                     "to": changed[n].actual.model_dump(mode="json")} for n in names]
+        accepted = [{"name": n, "from": changed[n][0].model_dump(mode="json"),
+                     "to": changed[n][1].model_dump(mode="json")} for n in names]
         return self.update_draft(jid, number, document, revision, actor, action="pinned_accepted", accepted=accepted)
 
     def change_draft(self, jid: str, number: int, revision: int, author: str,
@@ -538,7 +541,7 @@ class PolicyStore:
         with UnitOfWork(self.engine) as uow:
             session = uow.session
             changed = session.exec(update(PolicyVersion).where(
-                PolicyVersion.id == version.id, PolicyVersion.status == "draft").values(
+                col(PolicyVersion.id) == version.id, col(PolicyVersion.status) == "draft").values(
                 status="published", published_at=utcnow(), published_by=publisher, note=note)).rowcount
             if changed != 1:
                 raise Conflict(f"v{number} 已被他人发布", field="number")
@@ -564,13 +567,13 @@ class PolicyStore:
 
     @staticmethod
     def _activate(session: Session, jid: str, number: int) -> None:
-        session.exec(update(PolicyVersion).where(PolicyVersion.jurisdiction == jid).values(active=False))
-        session.exec(update(PolicyVersion).where(PolicyVersion.jurisdiction == jid,
-                                                 PolicyVersion.number == number).values(active=True))
+        session.exec(update(PolicyVersion).where(col(PolicyVersion.jurisdiction) == jid).values(active=False))
+        session.exec(update(PolicyVersion).where(col(PolicyVersion.jurisdiction) == jid,
+                                                 col(PolicyVersion.number) == number).values(active=True))
 
     def audit_log(self, jid: str | None = None, limit: int = 100) -> list[AuditEntry]:
         with Session(self.reader) as session:
-            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
             if jid:
                 query = query.where(AuditEntry.jurisdiction == jid)
             return list(session.exec(query).all())
