@@ -18,7 +18,8 @@ CASE_FACTS: dict[str, str] = {
 
 # Facts with a fixed set of values.
 ENUM_FACTS: dict[str, tuple[str, dict[str, str]]] = {
-    "enterprise_class": ("污染源监管类别", {"none": "未分类", "A": "A类(简化管理)", "B": "B类(常规管理)", "C": "C类(强化管理)"}),
+    "enterprise_class": ("污染源监管类别", {
+        "none": "未分类", "A": "A类(简化管理)", "B": "B类(常规管理)", "C": "C类(强化管理)"}),
     "entry": ("发现层级相对处置层级", {"below": "下级网格发现", "at": "处置层级发现", "above": "上级网格发现"}),
 }
 

@@ -284,7 +284,8 @@ class Loader:
         for file in files:
             part = load_yaml(file, self.origins)
             if not isinstance(part, dict):
-                raise PolicyError([PolicyIssue(file=str(file), message="顶层须为映射 — the top level must be a mapping")])
+                raise PolicyError([PolicyIssue(
+                    file=str(file), message="顶层须为映射 — the top level must be a mapping")])
             for key, value in part.items():
                 if key in data and isinstance(data[key], list) and isinstance(value, list):
                     data[key] = data[key] + value  # a folder may split one list over several files
@@ -304,7 +305,8 @@ class Loader:
             return doc.data, doc.files
         if parent in chain + (jid,):
             cycle = " → ".join(chain + (jid, parent))
-            raise PolicyError([PolicyIssue(file=doc.files[0], path="extends", message=f"extends 形成循环 cycle: {cycle}")])
+            raise PolicyError([PolicyIssue(
+                file=doc.files[0], path="extends", message=f"extends 形成循环 cycle: {cycle}")])
         if parent not in self.raw:
             raise PolicyError([PolicyIssue(file=doc.files[0], path="extends", message=(
                 f"extends 引用了不存在的辖区或模板 '{parent}'; 可用 valid: {', '.join(sorted(self.raw))}"))])
@@ -349,7 +351,8 @@ class Loader:
         """The jurisdiction built and validated; without its content hash unless `hashed` (a check only)."""
         data, files = self._resolve_raw(jid)
         data = dict(data)
-        files = self._overlay_tests(jid, data) + files + self._overlay_units_csv(jid, data)  # the policy file stays last
+        # the policy file stays last
+        files = self._overlay_tests(jid, data) + files + self._overlay_units_csv(jid, data)
         if self.catalog is None:
             raise PolicyError(self.issues)
         return build_jurisdiction(data, self.catalog, files, self.origins, None if hashed else ("", []))

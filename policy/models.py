@@ -287,8 +287,8 @@ PERIOD_LABELS = {"day": "日", "week": "周", "half_month": "半月", "month": "
 
 # What a cadence asks for; a patrol record (store/ledger.py) names the activity it fulfils.
 ACTIVITY_LABELS = {"patrol": "巡查", "leader_contact": "领导包抓联系", "leader_inspection": "领导实地督查",
-                   "source_inspection": "污染源检查", "report": "报告/申报", "meeting": "会议", "assessment": "考核评价",
-                   "feedback": "反馈交流", "summary": "巡查记录汇总表报送"}
+                   "source_inspection": "污染源检查", "report": "报告/申报", "meeting": "会议",
+                   "assessment": "考核评价", "feedback": "反馈交流", "summary": "巡查记录汇总表报送"}
 
 # The kinds of supervised objects a ledger holds (监管对象台账); a cadence may apply to each object of a kind.
 OBJECT_KINDS = {"pollution_source": "污染源", "risk_source": "环境风险源", "water_source": "饮用水水源地",

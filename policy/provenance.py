@@ -30,7 +30,8 @@ KIND_LABELS = {
     "Scoring": "评分",
 }
 FIELD_LABELS = {
-    "count": "网格数", "level": "层级", "departments": "职能部门", "persuade_first": "先行劝阻", "assist_only": "只报告并协助", "duration": "时限",
+    "count": "网格数", "level": "层级", "departments": "职能部门", "persuade_first": "先行劝阻",
+    "assist_only": "只报告并协助", "duration": "时限",
     "times": "次数", "per": "周期", "points": "分值", "trigger": "扣分触发事件", "max_points": "扣分上限",
     "at_least": "否决次数", "total": "总分",
 }

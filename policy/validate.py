@@ -49,7 +49,8 @@ SeedText = Callable[[str], "str | None"]  # a seed's text by file name, normalis
 
 class _Checker:
     def __init__(self, jur: "Jurisdiction", data: dict, origins: OriginMap, default_file: str, seed_text: SeedText):
-        self.jur, self.policy, self.data, self.origins = jur, jur.head, data, origins  # head: a change's units are looked up
+        # head: a change's units are looked up
+        self.jur, self.policy, self.data, self.origins = jur, jur.head, data, origins
         self.default_file = default_file
         self.seed_text = seed_text
         self.issues: list[PolicyIssue] = []
@@ -163,7 +164,8 @@ class _Checker:
                 seen.append(cur)
                 cur = units[cur].parent
             if cur in seen:
-                self.add(("units", named.get(uid, 0), "parent"), f"网格单元上下级形成循环 cycle: {' → '.join(seen + [cur])}")
+                self.add(("units", named.get(uid, 0), "parent"),
+                         f"网格单元上下级形成循环 cycle: {' → '.join(seen + [cur])}")
                 break
             rooted.update(seen)
 
@@ -176,7 +178,8 @@ class _Checker:
             if stated is not None and counts[level.number] != stated:
                 self.add(("levels", i, "unit_counts"), (
                     f"第{level.number}级声明 {stated} 个网格, 实有 {counts[level.number]} 个 "
-                    f"— the stated count contradicts the units ({'placeholders' if level.number in group_levels else 'named'})"))
+                    f"— the stated count contradicts the units "
+                    f"({'placeholders' if level.number in group_levels else 'named'})"))
             if counts[level.number] == 0:
                 self.add(("levels", i), f"第{level.number}级没有任何网格单元 — a level needs at least one unit")
 
@@ -229,7 +232,8 @@ class _Checker:
     def check_workflows(self) -> None:
         defaults = [w.id for w in self.policy.workflows if w.when is None]
         if self.policy.workflows and len(defaults) != 1:
-            self.add(("workflows",), f"须恰好有一个无 when 条件的默认流程, 实有 {len(defaults)} 个 — need one default workflow")
+            self.add(("workflows",),
+                     f"须恰好有一个无 when 条件的默认流程, 实有 {len(defaults)} 个 — need one default workflow")
         for i, workflow in enumerate(self.policy.workflows):
             ids = [s.id for s in workflow.steps]
             for j, step in enumerate(workflow.steps):
@@ -244,7 +248,8 @@ class _Checker:
         for i, cadence in enumerate(self.policy.cadences):
             self.level_ok(("cadences", i, "level"), cadence.level, "频次")
             if cadence.source_class and cadence.source_class not in classes:
-                self.add(("cadences", i, "source_class"), f"污染源类别 '{cadence.source_class}' 未声明 — undeclared class")
+                self.add(("cadences", i, "source_class"),
+                         f"污染源类别 '{cadence.source_class}' 未声明 — undeclared class")
 
     def check_scoring(self) -> None:
         scoring = self.policy.scoring
@@ -316,7 +321,8 @@ class _Checker:
             own = name in item.fields
             shown = show_value(value)
             self.add(loc + (("fields", name, "source", "quote") if own else (name,)), (
-                f"{FIELD_LABELS.get(name, name)} {shown} 不在引文中 (\u201c{source.quote[:40]}\u201d): 原文未给出此数时, "
+                f"{FIELD_LABELS.get(name, name)} {shown} 不在引文中 (\u201c{source.quote[:40]}\u201d): "
+                "原文未给出此数时, "
                 f"请写 fields: {{{name}: {{assumption: 理由}}}} — the {name} {shown} is not in its quote; "
                 f"a number the text does not give is an assumption"))
 

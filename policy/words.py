@@ -44,8 +44,8 @@ AUDIT_ACTION_LABELS = {
     "user_created": "创建用户", "role_set": "设置角色", "role_removed": "移除角色", "password_reset": "重置密码",
     "apikey_created": "创建 API 密钥", "apikey_revoked": "吊销 API 密钥", "webhook_subscribed": "订阅事件推送",
     "webhook_unsubscribed": "取消事件推送", "webhook_redelivered": "重投事件推送",
-    "pinned_accepted": "接受测试用例新结果", "pinned_case_saved": "保存测试用例", "bulk_types_updated": "批量修改问题类型",
-    "types_imported": "导入问题类型表", "units_imported": "导入网格单元"}
+    "pinned_accepted": "接受测试用例新结果", "pinned_case_saved": "保存测试用例",
+    "bulk_types_updated": "批量修改问题类型", "types_imported": "导入问题类型表", "units_imported": "导入网格单元"}
 AUDIT_DETAIL_LABELS = {
     "note": "说明", "reason": "理由", "from_version": "基于版本", "revision": "修订", "content_hash": "内容摘要",
     "user": "用户", "role": "角色", "superuser": "超级管理员", "roles": "角色", "prefix": "密钥前缀",
@@ -58,7 +58,8 @@ DURATION_UNITS = {"hours": ("小时", 3600, "natural"), "days": ("天", 86400, "
 VOCABULARIES: dict[str, Mapping[str, str]] = {
     "action": ACTION_LABELS, "event": CASE_EVENT_LABELS, "trigger": TRIGGERS, "period": PERIOD_LABELS,
     "activity": ACTIVITY_LABELS, "object_kind": OBJECT_KINDS, "calendar": CALENDAR_LABELS,
-    "state": CASE_STATE_LABELS, "scheme": SCHEME_LABELS, "version": VERSION_STATUS_LABELS, "audit": AUDIT_ACTION_LABELS, "audit_detail": AUDIT_DETAIL_LABELS, "fact": {**BOOLEAN_FACTS, **{k: v[0] for k, v in ENUM_FACTS.items()}},
+    "state": CASE_STATE_LABELS, "scheme": SCHEME_LABELS, "version": VERSION_STATUS_LABELS, "audit": AUDIT_ACTION_LABELS,
+    "audit_detail": AUDIT_DETAIL_LABELS, "fact": {**BOOLEAN_FACTS, **{k: v[0] for k, v in ENUM_FACTS.items()}},
 }
 
 
@@ -77,7 +78,7 @@ def chinese(message: str) -> str:
 
 
 def local_time(moment: datetime | str | None, labelled: bool = True, seconds: bool = False) -> str:
-    """A stored time (UTC; naive values from SQLite are UTC) as Beijing time to the minute: '2026-11-28 17:30 北京时间'."""
+    """A stored time (UTC; naive values from SQLite are UTC) as Beijing time to the minute: '2026-11-28 17:30 北京时间'."""  # noqa: E501
     if moment is None or moment == "":
         return "—"
     if isinstance(moment, str):
