@@ -78,7 +78,8 @@ def chinese(message: str) -> str:
 
 
 def local_time(moment: datetime | str | None, labelled: bool = True, seconds: bool = False) -> str:
-    """A stored time (UTC; naive values from SQLite are UTC) as Beijing time to the minute: '2026-11-28 17:30 北京时间'."""  # noqa: E501
+    """A stored time (UTC; naive values from SQLite are UTC) as Beijing time to the minute:
+    '2026-11-28 17:30 北京时间'."""
     if moment is None or moment == "":
         return "—"
     if isinstance(moment, str):
