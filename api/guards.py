@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from pydantic import TypeAdapter, ValidationError
@@ -226,7 +227,7 @@ def read_deadline(app: ASGIApp) -> ASGIApp:
     handler runs on past the budget the client gets a 503 problem+json at once (the handler's late answer is
     dropped; a read changes nothing, so nothing is half done)."""
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in READS:
+        if scope["type"] != ScopeType.HTTP or scope.get("method") not in READS:
             await app(scope, receive, send)
             return
         started = refused = False

@@ -242,13 +242,14 @@ class CaseService:
             return []
         router = router or self._router_for(record)
         steps = self._steps(router, record)
-        step = steps[[s.id for s in steps].index(record.status)]
+        ids = [s.id for s in steps]
+        step = steps[ids.index(record.status)]
         allowed = ["complete", "return", "extend", "reroute"]
         if step.on_failure:
             allowed.append("fail")
         if record.stored_decision["escalation_path"] and record.handler_level > 1:  # a list in both stored forms
             allowed.append("escalate")
-        if record.status in (steps[0], steps[-1]):
+        if record.status in (ids[0], ids[-1]):
             allowed.append("close")
         return allowed
 
