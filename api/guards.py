@@ -26,9 +26,9 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from pydantic import TypeAdapter, ValidationError
 
-from store.apikeys import authenticate, in_scope
+from store.apikeys import authenticate, authenticate_cached, in_scope
 from store.budget import READ_SECONDS, RETRY_AFTER, read_budget
-from store.errors import StoreError
+from store.errors import NotFound, StoreError
 from store.tables import MAX_ID
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -183,12 +183,21 @@ API_KEY_HEADER = "X-API-Key"
 API_KEY_SECURITY: dict[str, list[str]] = {"apiKey": []}  # the OpenAPI security requirement of the keyed endpoints
 
 
-def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """The request's API key must be valid, and cover the `jid` of the path if there is one (a jurisdiction named
-    in the body or by a case is checked by the handler with `in_scope`). The handler receives it as `api_key`."""
-    key = authenticate(connection.app.state.services.policies.engine, connection.headers.get(API_KEY_HEADER))
-    if "jid" in connection.path_params:
-        in_scope(key, connection.path_params["jid"])
+async def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """The request's API key must be valid, and cover the `jid` of the path if there is one, which must exist (a
+    jurisdiction named in the body or by a case is checked by the handler with `in_scope`). The handler receives
+    the key as `api_key`. What this worker knows is checked on the loop; only a read of the database goes to a
+    thread."""
+    policies = connection.app.state.services.policies
+    header = connection.headers.get(API_KEY_HEADER)
+    key = authenticate_cached(policies.engine, header)
+    if key is None:
+        key = await asyncio.to_thread(authenticate, policies.engine, header)
+    jid = connection.path_params.get("jid")
+    if jid is not None:
+        in_scope(key, jid)
+        if not policies.serves(jid) and not await asyncio.to_thread(policies.exists, jid):
+            raise NotFound(f"未知辖区 unknown jurisdiction '{jid}'", field="jid")
     connection.state.api_key = key
 
 

@@ -65,13 +65,27 @@ def authorize(engine: Engine, key: str | None, jurisdiction: str | None) -> ApiK
 
 def authenticate(engine: Engine, key: str | None) -> ApiKey:
     """The key's record if it is valid and not revoked; else Forbidden."""
+    prefix = _prefix(key)
+    return _checked(key, _cached(engine, prefix) or _read(engine, prefix))
+
+
+def authenticate_cached(engine: Engine, key: str | None) -> ApiKey | None:
+    """As `authenticate`, without reading the database: None when this worker has not read the key lately (so an
+    event loop can check a known key in place and leave the read to a thread)."""
+    record = _cached(engine, _prefix(key))
+    return None if record is None else _checked(key, record)
+
+
+def _prefix(key: str | None) -> str:
     if not key:
         raise Forbidden("缺少 API key (请求头 X-API-Key)", field="X-API-Key")
     parts = key.split("_")
-    prefix = parts[1] if len(parts) >= 3 and parts[0] == "gp" else ""
-    record = _record(engine, prefix)
+    return parts[1] if len(parts) >= 3 and parts[0] == "gp" else ""
+
+
+def _checked(key: str | None, record: ApiKey | None) -> ApiKey:
     # always one constant-time comparison, so an unknown prefix answers no faster than a wrong secret
-    matches = hmac.compare_digest(record.secret_hash if record else _UNKNOWN, _digest(key))
+    matches = hmac.compare_digest(record.secret_hash if record else _UNKNOWN, _digest(key or ""))
     if record is None or record.revoked_at is not None or not matches:
         raise Forbidden("API key 无效或已吊销", field="X-API-Key")
     return record
@@ -83,16 +97,18 @@ def in_scope(record: ApiKey, jurisdiction: str | None) -> ApiKey:
         raise Forbidden(f"此 API key 无权访问辖区 '{jurisdiction}'", field="jurisdiction")
     return record
 
-def _record(engine: Engine, prefix: str) -> ApiKey | None:
-    """The stored key with this prefix, from the cache when read lately. Unknown prefixes are not cached, so
-    guessing fills no memory."""
-    slot = (str(engine.url), prefix)
+def _cached(engine: Engine, prefix: str) -> ApiKey | None:
+    """The stored key with this prefix if it was read within KEY_CACHE_SECONDS."""
     with _known_lock:
-        record = _known.get(slot)
-    if record is None:
-        with Session(reader(engine)) as session:  # never wait for a writer
-            record = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
-        if record is not None:
-            with _known_lock:
-                _known[slot] = record
+        return _known.get((str(engine.url), prefix))
+
+
+def _read(engine: Engine, prefix: str) -> ApiKey | None:
+    """The stored key with this prefix, kept for the cache. Unknown prefixes are not cached, so guessing fills no
+    memory."""
+    with Session(reader(engine)) as session:  # never wait for a writer
+        record = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if record is not None:
+        with _known_lock:
+            _known[(str(engine.url), prefix)] = record
     return record

@@ -326,6 +326,16 @@ class PolicyStore:
         return version
 
     # --- reading
+    def serves(self, jid: str) -> bool:
+        """Whether `jid` has an active version, as this worker last read (no read now)."""
+        return jid in self._wanted
+
+    def exists(self, jid: str) -> bool:
+        """Whether any version of `jid` is stored (a read: drafts of a jurisdiction not yet published count)."""
+        with Session(self.reader) as session:
+            return session.exec(select(PolicyVersion.id).where(PolicyVersion.jurisdiction == jid).limit(1)
+                                ).first() is not None
+
     def list_versions(self, jid: str) -> list[PolicyVersion]:
         with Session(self.reader) as session:
             versions = session.exec(versions_where(PolicyVersion.jurisdiction == jid)

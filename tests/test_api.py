@@ -98,6 +98,19 @@ def test_api_keys_are_required_and_scoped(client):
     assert client.get("/v1/jurisdictions").status_code == 200  # read-only policy endpoints are public
 
 
+def test_a_keyed_path_naming_an_unknown_jurisdiction_is_404(client):
+    """Found by schemathesis: with a key for every jurisdiction, `GET /v1/jurisdictions/<unknown>/patrols` listed
+    nothing with a 200, as if the jurisdiction existed. Every keyed path with a `jid` answers 404 for one that does
+    not (and a key scoped elsewhere still gets its 403 first, so scope is not probed through it)."""
+    for path in ("/v1/jurisdictions/nowhere-at-all/patrols", "/v1/jurisdictions/nowhere-at-all/objects",
+                 "/v1/jurisdictions/nowhere-at-all/cadences", "/v1/jurisdictions/nowhere-at-all/assessment"):
+        answer = client.get(path, headers=client.key_headers)
+        assert answer.status_code == 404, (path, answer.text)
+        assert answer.json()["field"] == "jid" and "nowhere-at-all" in answer.json()["detail"]
+        assert client.get(path, headers={"X-API-Key": client.keys["other"]}).status_code == 403
+    assert client.get("/v1/jurisdictions/panjin/patrols", headers=client.key_headers).status_code == 200
+
+
 def test_the_key_is_checked_before_anything_is_looked_up_and_the_schema_says_which_need_one(client):
     """One guard checks the key for every keyed endpoint (#15 §4): without a valid key a case that does not exist
     is a 403 like one that does (no probing case numbers), and a key out of scope for the path's jurisdiction is
