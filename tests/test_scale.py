@@ -361,6 +361,19 @@ def test_check_while_typing_hashes_no_chunk_and_refuses_what_saving_refuses(scal
     assert hashed  # saving hashes the chunk it stores
 
 
+def test_indexing_a_version_prepares_its_first_edit(scaled, monkeypatch):
+    """The background step that indexes a version (after a start or a publish) also finds where its chunks end: the
+    first check or PATCH of a new draft does not walk every unit's id (~0.3 s at 200,000 units)."""
+    from policy import chunks
+    scaled.unit_index(scaled.build(scaled.active_version("hefei")))  # waits for the builder's indexing
+    walked = []
+    real = chunks.ends
+    monkeypatch.setattr(chunks, "ends", lambda ids: walked.append(len(ids)) or real(ids))
+    draft = scaled.create_draft("hefei", "编辑")
+    scaled.check_change("hefei", draft.number, lambda edit: edit.put_unit({**edit.unit("s4-7"), "name": "改名"}))
+    assert walked == []
+
+
 def test_chunks_no_version_lists_are_deleted(scaled):
     """A draft saved again leaves its previous revision's own chunks unused: they go, shared ones stay."""
     draft = scaled.create_draft("hefei", "编辑")
