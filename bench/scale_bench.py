@@ -307,7 +307,7 @@ def admin_pages(s: Server, repeats: int = 20) -> dict:
 
 def unknown_unit(s: Server, n: int = 20) -> dict:
     """POST /v1/route naming a unit that does not exist: the 422 with close matches, on one connection as an intake
-    system keeps it (a new httpx client per request, as `health` uses, costs ~100 ms of the client's own setup here)."""
+    system keeps it (a new httpx client per request, as `health` uses, measures mostly the client's own setup)."""
     body = {"jurisdiction": JID, "problem_type": s.notes["type"], "unit": s.notes["units"][2] + "x"}
     times = []
     with httpx.Client(base_url=s.url, headers=s.headers, timeout=60) as client:
