@@ -10,7 +10,6 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.plugins.htmx import ClientRedirect
 from litestar.response import Redirect, Template
-from shapely.geometry import shape
 from sqlmodel import Session, col, select
 
 from admin.common import FormInvalid, Number, page, services
@@ -56,6 +55,7 @@ def grid_map(request: Request, jid: str) -> dict:
     if row is None:
         return {"version": version, "units": [], "cases": [], "height": 0}
     units = policies.build(version).units
+    from shapely.geometry import shape  # noqa: PLC0415 - loaded on the first map (see store/boundaries.py:check)
     shapes = [(f["properties"]["id"], shape(f["geometry"])) for f in row.geojson["features"]
               if f["properties"]["id"] in units]
     xs = [g.bounds for _, g in shapes]

@@ -26,11 +26,14 @@ def _invalid(errors: list[Any], prefix: tuple, data: dict, label: str) -> Policy
                         for err in errors])
 
 
-def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str) -> tuple[Jurisdiction, dict[str, list[dict]]]:
+def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str, hashed: bool = True
+              ) -> tuple[Jurisdiction, dict[str, list[dict]]]:
     """`jur` with the named unit `raw["id"]` replaced by `raw`, or added after the named units (a placeholder's id
     then names just that placeholder); with the chunks (hash -> units) it has and `jur` has not. PolicyError
     lists what a full build of the changed document would. A replaced unit shares the rest with `jur`
-    (ChangedJurisdiction): nothing the size of the whole is copied, dumped or walked."""
+    (ChangedJurisdiction): nothing the size of the whole is copied, dumped or walked. A check that stores nothing
+    (`hashed=False`) dumps and hashes no chunk (up to 1,024 units: most of its time); the result then has no content
+    hash and no chunks."""
     index = jur.positions.get(str(raw.get("id")))
     added = index is None
     try:
@@ -55,13 +58,14 @@ def with_unit(jur: Jurisdiction, raw: dict[str, Any], label: str) -> tuple[Juris
     built = (Jurisdiction(jur.head.model_copy(update={"units": named}), units=units, **fields) if index is None
              else ChangedJurisdiction.of(jur, index, unit, jur.head, **fields))
     fresh: dict[str, list[dict]] = {}
-    hashes = []
-    for k in range(first, len(ends) if added else first + 1):
-        run = _UNITS.dump_python(built.named(ends[k - 1] if k else 0, ends[k]), mode="json")
-        hashes.append(chunks.chunk_hash(run))
-        fresh[hashes[-1]] = run
-    built.unit_chunks = jur.unit_chunks[:first] + hashes + ([] if added else jur.unit_chunks[first + 1:])
-    built.content_hash = chunks.content_hash(jur.head_hash, built.unit_chunks)
+    if hashed:
+        hashes = []
+        for k in range(first, len(ends) if added else first + 1):
+            run = _UNITS.dump_python(built.named(ends[k - 1] if k else 0, ends[k]), mode="json")
+            hashes.append(chunks.chunk_hash(run))
+            fresh[hashes[-1]] = run
+        built.unit_chunks = jur.unit_chunks[:first] + hashes + ([] if added else jur.unit_chunks[first + 1:])
+        built.content_hash = chunks.content_hash(jur.head_hash, built.unit_chunks)
     changed = checked(built, lambda new: validate_unit_change(new, uid, jur.units.get(uid), added, label, seed_text),
                       known={"positions": positions, "chunk_ends": ends})
     return changed, fresh

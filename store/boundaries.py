@@ -16,10 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import coordTransform
-import numpy as np
-import shapely
-from shapely.geometry import shape
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, select
@@ -58,6 +54,7 @@ def to_wgs84(lon: float, lat: float, coord_system: str | None) -> tuple[float, f
                       field="location.coord_system", valid=sorted(set(COORD_SYSTEMS)))
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise Invalid(f"经纬度超出范围: 经度 {lon}, 纬度 {lat} — longitude/latitude out of range", field="location")
+    import coordTransform  # noqa: PLC0415 - it loads numpy: see check
     if system == "gcj02":
         lon, lat = coordTransform.gcj02_to_wgs84(lon, lat)
     elif system == "bd09":
@@ -93,6 +90,7 @@ def _feature_id(feature: dict) -> str | None:
 
 def check(text: str | bytes | dict, units: Mapping[str, Any]) -> Preview:
     """Parse a GeoJSON FeatureCollection against a version's units (`units`: id → policy Unit)."""
+    import shapely  # noqa: PLC0415 - shapely and numpy (~0.6 s of imports) load on the first boundary use
     preview = Preview()
     try:
         data = json.loads(text) if isinstance(text, (str, bytes)) else text
@@ -111,7 +109,7 @@ def check(text: str | bytes | dict, units: Mapping[str, Any]) -> Preview:
             preview.errors.append(f"{where}: 缺少 properties.id (网格单元 id) — missing unit id")
             continue
         try:
-            geom = shape(feature["geometry"])
+            geom = shapely.geometry.shape(feature["geometry"])
         except Exception as err:  # noqa: BLE001 - shapely raises several types for malformed geometry
             preview.errors.append(f"{where}: 几何无效 ({err.__class__.__name__}: {err}) — bad geometry")
             continue
@@ -145,6 +143,8 @@ def check(text: str | bytes | dict, units: Mapping[str, Any]) -> Preview:
 
 
 def _overlaps(geoms: list, levels: list[int], ids: list[str]) -> list[tuple[str, str]]:
+    import numpy as np  # noqa: PLC0415 - see check
+    import shapely  # noqa: PLC0415
     if not geoms:
         return []
     tree = shapely.STRtree(geoms)
@@ -224,9 +224,11 @@ class Locator:
     vectorised point-in-polygon test on its bucket's prepared polygons: no Point object or tree query per lookup."""
 
     def __init__(self, collection: dict, units: Mapping[str, Any]):
+        import numpy as np  # noqa: PLC0415 - see check
+        import shapely  # noqa: PLC0415
         features = [f for f in collection["features"] if f["properties"]["id"] in units]
         self.ids = [f["properties"]["id"] for f in features]
-        self.geoms = np.array([shape(f["geometry"]) for f in features], dtype=object)
+        self.geoms = np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object)
         shapely.prepare(self.geoms)
         self.levels = np.array([units[u].level for u in self.ids])
         self.names = {u: units[u].name for u in self.ids}
@@ -253,6 +255,8 @@ class Locator:
             self.buckets[cell_of[start]] = self.ids[found[0]] if interior[start] else (self.geoms[found], found)
 
     def locate(self, lon: float, lat: float) -> str:
+        import numpy as np  # noqa: PLC0415 - see check
+        import shapely  # noqa: PLC0415
         bx, by = int((lon - self.x0) / self.dx), int((lat - self.y0) / self.dy)
         bucket = None
         if 0 <= bx <= self.n and 0 <= by <= self.n:

@@ -17,10 +17,9 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import JSON, Column, Index, and_, exists
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
@@ -33,6 +32,9 @@ from store.errors import Invalid, NotFound
 from store.outbox import KINDS, OutboxEvent, local, message, notify, sequence
 from store.tables import utcnow
 from store.versions import audit
+
+if TYPE_CHECKING:  # httpx is imported on the first send: a server start does not need it
+    import httpx
 
 RETRY_FOR = timedelta(hours=24)
 RETRY_BASE = float(os.environ.get("GRIDPOLICY_WEBHOOK_RETRY_BASE", "5"))  # seconds before the first retry
@@ -128,6 +130,7 @@ def subscribe(engine: Engine, jid: str, url: str, kinds: list[str], actor: str, 
     sub = WebhookSubscription(jurisdiction=jid, url=url, kinds=kinds, secret=secret, description=description,
                               created_by=actor)
     ping = {"type": "webhook.ping", "timestamp": local(utcnow()), "data": {"jurisdiction": jid}}
+    import httpx  # noqa: PLC0415 - see the module's imports
     with client or httpx.Client(timeout=TIMEOUT) as http:
         try:
             answer = _post(http, sub, f"ping_{secrets.token_hex(8)}", ping)
@@ -240,6 +243,7 @@ def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
     counts = {"delivered": 0, "failed": 0, "dead": 0}
     if not claimed:
         return counts
+    import httpx  # noqa: PLC0415 - see the module's imports
     with client or httpx.Client(timeout=TIMEOUT, limits=httpx.Limits(max_connections=SENDERS)) as http, \
             ThreadPoolExecutor(SENDERS) as pool:
         results = list(pool.map(lambda c: _send(http, c), claimed))
@@ -251,6 +255,7 @@ def deliver_due(engine: Engine, now: datetime | None = None, limit: int = 100,
 
 def _send(http: httpx.Client, item: Claimed) -> tuple[int | None, str]:
     """One try: (HTTP status, error or "")."""
+    import httpx  # noqa: PLC0415 - see the module's imports
     try:
         answer = _post(http, item.subscription, f"evt_{item.event_id}", item.payload)
     except httpx.HTTPError as err:
