@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
+from functools import lru_cache
 
 from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -77,13 +78,18 @@ def add(session: Session | Connection, counts: Tallies) -> None:
     the same order)."""
     if not counts:
         return
-    t = table_of(PatrolTally)
-    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
-    stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
+    stmt = _upsert((session.get_bind() if isinstance(session, Session) else session).dialect.name)
     rows = [dict(zip(KEY, key), n=n) for key, n in sorted(counts.items())]
     for i in range(0, len(rows), CHUNK):
         session.execute(stmt, rows[i:i + CHUNK])
+
+
+@lru_cache(maxsize=2)
+def _upsert(dialect: str):
+    """The tallies' upsert statement (built once: building it cost more than running it for one record)."""
+    t = table_of(PatrolTally)
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+    return stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
 
 
 # The start of a day's period of each kind, in each dialect's SQL ({d}: the day column).
