@@ -464,7 +464,7 @@ class LedgerService:
         records with their checked objects, finding cases and tallies (Core inserts: a record per request)."""
         t, connection = table_of(PatrolRecord), session.connection()  # Core on the connection: no ORM per row
         keys = [key for _, _, key in items if key]
-        stored = dict(connection.execute(select(t.c.idempotency_key, t.c.id).where(
+        stored: dict[str, int] = dict(connection.execute(select(t.c.idempotency_key, t.c.id).where(
             t.c.jurisdiction == jid, t.c.idempotency_key.in_(keys))).all()) if keys else {}
         fresh = [(i, p, values) for i, p, values in checked if values["idempotency_key"] not in stored]
         twins = _same_patrols([values for _, _, values in fresh])
@@ -476,7 +476,7 @@ class LedgerService:
             links += self._open_finding_cases(session, jid, values, p, objects, actor, now, f"patrols[{i}].")
         try:
             ids = connection.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True),
-                                  [values for _, _, values in fresh]).scalars().all() if fresh else []
+                                     [values for _, _, values in fresh]).scalars().all() if fresh else []
         except IntegrityError:
             raise self._conflict(jid, fresh) from None
         records = [PatrolRecord(id=pid, **values) for pid, (_, _, values) in zip(ids, fresh)]
@@ -488,8 +488,9 @@ class LedgerService:
                    for link in values["findings"] if link.get("case_id")}
         if links:
             connection.execute(insert(table_of(CaseLink)), [{**link, "patrol_id": by_case[link["case_id"]]}
-                                                        for link in links])
-        tallies.add(connection, tallies.of_records((r, dict.fromkeys(p.objects)) for r, (_, p, _) in zip(records, fresh)))
+                                                           for link in links])
+        tallies.add(connection, tallies.of_records((r, dict.fromkeys(p.objects))
+                                                   for r, (_, p, _) in zip(records, fresh)))
         replayed = {row_id(r): r for r in session.exec(select(PatrolRecord).where(
             col(PatrolRecord.id).in_(list(stored.values()))))} if stored else {}
         made = iter(records)

@@ -565,3 +565,18 @@ def test_trend_agrees_with_each_periods_compliance(ledger):
     for t in trend:
         levels = service.compliance("pian02", Period.parse(t["period"]), now)["levels"]
         assert t["total"] == sum(lv["total"] for lv in levels) and t["met"] == sum(lv["met"] for lv in levels)
+
+
+def test_a_chart_of_the_same_figures_is_drawn_once(monkeypatch):
+    """The cadence dashboard's charts (issue #12: its pages under 200 ms): pygal takes tens of milliseconds to draw
+    one, so the same figures (a dashboard reloaded between patrols) are drawn once."""
+    import pygal  # noqa: PLC0415
+    from admin.charts import bar_chart  # noqa: PLC0415
+    drawn = []
+    real = pygal.Bar.render
+    monkeypatch.setattr(pygal.Bar, "render", lambda self, **kw: drawn.append(1) or real(self, **kw))
+    first = bar_chart("近期各期完成率 (测试)", ["2026-10", "2026-11"], {"已完成 %": [50.0, 75.5]})
+    again = bar_chart("近期各期完成率 (测试)", ["2026-10", "2026-11"], {"已完成 %": [50.0, 75.5]})
+    other = bar_chart("近期各期完成率 (测试)", ["2026-10", "2026-11"], {"已完成 %": [50.0, 80.0]})
+    assert first.startswith("<svg") and first == again and first != other
+    assert len(drawn) == 2
