@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import column, func, insert, table, text
+from sqlalchemy import bindparam, column, func, insert, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -43,6 +43,11 @@ MAX_IMPORT_ROWS = 50_000
 CLASS_REASON = "定类须说明理由 (诚信守法情况、日常监管状况、对周围环境影响程度)"
 PAGE = 50
 OBJECT_SEARCH = table("object_search", column("rowid"))  # SQLite's trigram index of search keys (migration 0013)
+# patrol intake's statements, built once (building them cost as much as running them for one record)
+_PATROLS = table_of(PatrolRecord)
+BY_KEYS = select(_PATROLS.c.idempotency_key, _PATROLS.c.id).where(
+    _PATROLS.c.jurisdiction == bindparam("jid"), _PATROLS.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+INSERT_PATROLS = insert(_PATROLS).returning(_PATROLS.c.id, sort_by_parameter_order=True)
 
 
 @dataclass
@@ -462,10 +467,9 @@ class LedgerService:
                        now: datetime) -> list[tuple[PatrolRecord, bool]]:
         """Inside the write transaction: replays by key (read here, so a concurrent retry is seen), then the new
         records with their checked objects, finding cases and tallies (Core inserts: a record per request)."""
-        t, connection = table_of(PatrolRecord), session.connection()  # Core on the connection: no ORM per row
+        connection = session.connection()  # Core on the connection: no ORM per row
         keys = [key for _, _, key in items if key]
-        stored: dict[str, int] = dict(connection.execute(select(t.c.idempotency_key, t.c.id).where(
-            t.c.jurisdiction == jid, t.c.idempotency_key.in_(keys))).all()) if keys else {}
+        stored: dict[str, int] = dict(connection.execute(BY_KEYS, {"jid": jid, "keys": keys}).all()) if keys else {}
         fresh = [(i, p, values) for i, p, values in checked if values["idempotency_key"] not in stored]
         twins = _same_patrols([values for _, _, values in fresh])
         if twins:
@@ -475,8 +479,8 @@ class LedgerService:
         for i, p, values in fresh:
             links += self._open_finding_cases(session, jid, values, p, objects, actor, now, f"patrols[{i}].")
         try:
-            ids = connection.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True),
-                                     [values for _, _, values in fresh]).scalars().all() if fresh else []
+            rows = [values for _, _, values in fresh]
+            ids = connection.execute(INSERT_PATROLS, rows).scalars().all() if rows else []
         except IntegrityError:
             raise self._conflict(jid, fresh) from None
         records = [PatrolRecord(id=pid, **values) for pid, (_, _, values) in zip(ids, fresh)]
