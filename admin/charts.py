@@ -2,13 +2,10 @@
 imported by the first chart, not by a server's start."""
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from functools import cache, lru_cache
+from typing import Any
 
 from markupsafe import Markup
-
-if TYPE_CHECKING:
-    import pygal
 
 
 @cache
@@ -21,27 +18,31 @@ def _style() -> Any:
                  colors=("#1f4e79", "#f0a500", "#17663a", "#b00020", "#6b7280", "#7a5a00", "#4b8bbe", "#9c27b0"))
 
 
-def _svg(chart: pygal.graph.graph.Graph, categories: list[str], series: dict[str, list[float | None]]) -> Markup:
-    chart.x_labels = categories
-    for name, values in series.items():
-        chart.add(name, values)
-    # js=[] keeps pygal from linking its tooltip script from a CDN; <title> elements still give tooltips
-    return Markup(chart.render(disable_xml_declaration=True, is_unicode=True))
-
-
 def bar_chart(title: str, categories: list[str], series: dict[str, list[float | None]], stacked: bool = False,
               height: int = 320) -> Markup:
-    import pygal  # noqa: PLC0415
-
-    kind = pygal.StackedBar if stacked else pygal.Bar
-    return _svg(kind(title=title, style=_style(), js=[], height=height, width=900, legend_at_bottom=True,
-                     x_label_rotation=30 if len(categories) > 8 else 0, print_values=False),
-                categories, series)
+    return _svg("StackedBar" if stacked else "Bar", title, tuple(categories), _frozen(series), height)
 
 
 def line_chart(title: str, categories: list[str], series: dict[str, list[float | None]], height: int = 320) -> Markup:
+    return _svg("Line", title, tuple(categories), _frozen(series), height)
+
+
+def _frozen(series: dict[str, list[float | None]]) -> tuple[tuple[str, tuple[float | None, ...]], ...]:
+    return tuple((name, tuple(values)) for name, values in series.items())
+
+
+@lru_cache(maxsize=64)
+def _svg(kind: str, title: str, categories: tuple[str, ...], series: tuple[tuple[str, tuple[float | None, ...]], ...],
+         height: int) -> Markup:
+    """A chart's SVG, kept for the same figures: pygal takes tens of milliseconds to draw one, and a dashboard
+    reloaded between patrols shows the same ones."""
     import pygal  # noqa: PLC0415
 
-    return _svg(pygal.Line(title=title, style=_style(), js=[], height=height, width=900, legend_at_bottom=True,
-                           x_label_rotation=30 if len(categories) > 8 else 0, show_dots=len(categories) < 60),
-                categories, series)
+    options: dict[str, Any] = {"show_dots": len(categories) < 60} if kind == "Line" else {"print_values": False}
+    chart = getattr(pygal, kind)(title=title, style=_style(), js=[], height=height, width=900, legend_at_bottom=True,
+                                 x_label_rotation=30 if len(categories) > 8 else 0, **options)
+    chart.x_labels = list(categories)
+    for name, values in series:
+        chart.add(name, list(values))
+    # js=[] keeps pygal from linking its tooltip script from a CDN; <title> elements still give tooltips
+    return Markup(chart.render(disable_xml_declaration=True, is_unicode=True))

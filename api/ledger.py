@@ -207,9 +207,11 @@ class LedgerController(Controller):
                       idempotency_key: Annotated[str | None, HeaderParameter(
                           name="Idempotency-Key", max_length=200)] = None) -> Response:
         ledger = ledger_services(request.app).ledger
-        record, created = ledger.record_patrol(jid, data.patrol(), f"apikey:{api_key.prefix}", idempotency_key)
+        patrol = data.patrol()
+        record, created = ledger.record_patrol(jid, patrol, f"apikey:{api_key.prefix}", idempotency_key)
         assert record.id is not None  # stored: it has its id
-        _, objects = ledger.get_patrol(jid, record.id)
+        # the objects a new record checked (with those of its findings) are read back; a replay's are unknown here
+        objects = ledger.get_patrol(jid, record.id)[1] if patrol.objects or not created else []
         return Response(patrol_json(record, objects), status_code=201 if created else 200,
                         headers={"Location": f"/v1/jurisdictions/{jid}/patrols/{record.id}"})
 

@@ -1,6 +1,7 @@
 """`make bench` (ledger part): a Hefei-size supervision ledger — 1,649 grids, 20,000 supervised objects, a year of
 daily patrols (~600,000 records) — then the cadence compliance of a month and a quarter, patrol intake one record per
-transaction (store and HTTP), and the ledger's admin pages over real HTTP; into bench/ledger_results.json.
+transaction, one per call from 16 threads at once (they share commits) and in batches (store), one per request over HTTP
+from 1 and 16 connections, and the ledger's admin pages over real HTTP; into bench/ledger_results.json.
 
 Baselines measured in the same run (this machine's speed varies 2× with its load): a plain COUNT of the month's
 records, and case intake (CaseService.create, one case per transaction)."""
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -50,6 +52,7 @@ def timed(fn, repeats: int = 3) -> tuple[float, object]:
 
 
 BATCH = 500  # patrols per POST …/patrols/batch
+THREADS = 16  # concurrent one-record intakes (requests in flight at once)
 
 
 def intake(policies, n: int) -> dict:
@@ -63,6 +66,17 @@ def intake(policies, n: int) -> dict:
                                               patrollers=["网格员"], signed_by="网格员"),
                              "bench", f"bench-{i}", now=NOW)
     patrols = n / (time.perf_counter() - t0)
+
+    def post(first: int) -> None:  # one record per call, as concurrent requests make them: they share commits
+        for i in range(first, n, THREADS):
+            ledger.record_patrol(JID, PatrolInput(unit=units[i % len(units)],
+                                                  patrolled_at=NOW - timedelta(days=2, minutes=i),
+                                                  patrollers=["网格员"], signed_by="网格员"), "bench", f"together-{i}",
+                                 now=NOW)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(post, range(THREADS)))
+    together = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for start in range(0, n, BATCH):
         ledger.record_patrols(JID, [(PatrolInput(unit=units[i % len(units)],
@@ -75,21 +89,27 @@ def intake(policies, n: int) -> dict:
     t0 = time.perf_counter()
     for i in range(m):
         cases.create(JID, Case(problem_type=types[i % len(types)], unit=units[i % len(units)]), "bench", now=NOW)
-    return {"patrols_per_s": round(patrols), f"patrols_in_batches_of_{BATCH}_per_s": round(batched),
+    return {"patrols_per_s": round(patrols), f"patrols_from_{THREADS}_threads_per_s": round(together),
+            f"patrols_in_batches_of_{BATCH}_per_s": round(batched),
             "baseline_cases_per_s": round(m / (time.perf_counter() - t0))}
 
 
-def http_intake(base: str, key: str, n: int) -> float:
+def http_intake(base: str, key: str, n: int, connections: int, days_ago: int) -> float:
+    """POST …/patrols, one record per request, from `connections` keep-alive connections at once."""
     units = ["hf-l4-0001", "hf-l4-0002", "hf-l4-0003"]
-    with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": key}) as client:
-        t0 = time.perf_counter()
-        for i in range(n):
-            answer = client.post(f"/v1/jurisdictions/{JID}/patrols",
-                                 headers={"Idempotency-Key": uuid.uuid4().hex}, json={
-                "unit": units[i % 3], "patrolled_at": (NOW - timedelta(days=400, minutes=i)).isoformat(),
-                "patrollers": ["网格员"], "signed_by": "网格员"})
-            assert answer.status_code == 201, answer.text
-        return round(n / (time.perf_counter() - t0))
+
+    def post(first: int) -> None:
+        with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": key}) as client:
+            for i in range(first, n, connections):
+                answer = client.post(f"/v1/jurisdictions/{JID}/patrols",
+                                     headers={"Idempotency-Key": uuid.uuid4().hex}, json={
+                    "unit": units[i % 3], "patrolled_at": (NOW - timedelta(days=days_ago, minutes=i)).isoformat(),
+                    "patrollers": ["网格员"], "signed_by": "网格员"})
+                assert answer.status_code == 201, answer.text
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(post, range(connections)))
+    return round(n / (time.perf_counter() - t0))
 
 
 PAGES = {
@@ -105,10 +125,12 @@ PAGES = {
 }
 
 
-def page_times(url: str, key: str, http_n: int) -> tuple[int, dict]:
-    """Patrol intake over HTTP (records/s) and the ledger pages' times, with /health as the same-run baseline."""
+def page_times(url: str, key: str, http_n: int) -> tuple[dict, dict]:
+    """Patrol intake over HTTP (records/s, one connection and THREADS) and the ledger pages' times, with /health as
+    the same-run baseline."""
     with running_server(url) as base, httpx.Client(base_url=base, timeout=60) as client:
-        http = http_intake(base, key, http_n)
+        http = {"http_patrols_per_s": http_intake(base, key, http_n, 1, 400),
+                f"http_patrols_{THREADS}_connections_per_s": http_intake(base, key, http_n, THREADS, 500)}
         sign_in(client)
         return http, {name: measure(client, path, 20) for name, path in PAGES.items()}
 
@@ -136,7 +158,8 @@ def run(url: str, sources: int, months: int, intake_n: int, pages: bool) -> dict
         from store.apikeys import create_key  # noqa: PLC0415
         key = create_key(policies.engine, [], "bench", "bench")
         create_user(policies.engine, "bench", PASSWORD, True, {}, "bench")
-        out["intake"]["http_patrols_per_s"], out["pages"] = page_times(url, key, max(100, intake_n // 4))
+        http, out["pages"] = page_times(url, key, max(100, intake_n // 4))
+        out["intake"].update(http)
     policies.engine.dispose()
     return out
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import column, func, table, text
+from sqlalchemy import bindparam, column, func, insert, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -27,7 +27,7 @@ from store.db import UnitOfWork, reader
 from store import tallies
 from store.errors import Conflict, Invalid, NotFound
 from store.tables import (CaseLink, CaseRecord, ObjectChange, PatrolObject, PatrolRecord, SupervisedObject, row_id,
-                          utcnow)
+                          table_of, utcnow)
 from store.versions import PolicyStore
 
 CST = timezone(timedelta(hours=8))  # a patrol's day is its calendar day in China
@@ -43,6 +43,11 @@ MAX_IMPORT_ROWS = 50_000
 CLASS_REASON = "定类须说明理由 (诚信守法情况、日常监管状况、对周围环境影响程度)"
 PAGE = 50
 OBJECT_SEARCH = table("object_search", column("rowid"))  # SQLite's trigram index of search keys (migration 0013)
+# patrol intake's statements, built once (building them cost as much as running them for one record)
+_PATROLS = table_of(PatrolRecord)
+BY_KEYS = select(_PATROLS.c.idempotency_key, _PATROLS.c.id).where(
+    _PATROLS.c.jurisdiction == bindparam("jid"), _PATROLS.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+INSERT_PATROLS = insert(_PATROLS).returning(_PATROLS.c.id, sort_by_parameter_order=True)
 
 
 @dataclass
@@ -424,43 +429,76 @@ class LedgerService:
     def record_patrols(self, jid: str, items: list[tuple[PatrolInput, str | None]], actor: str,
                        now: datetime | None = None) -> list[tuple[PatrolRecord, bool]]:
         """Store patrol records (each with its own optional Idempotency-Key) in one transaction: all or none.
-        Errors name the item (`patrols[i].field`); a record whose key was seen returns the first one, not created."""
+        Errors name the item (`patrols[i].field`); a record whose key was seen returns the first one, not created.
+        Checked before the write; written in a transaction shared with concurrent intakes (GroupCommit)."""
         now = now or utcnow()
         router = self.policies.router(jid)
         keys = [k for _, k in items if k]
         if len(set(keys)) < len(keys):
             raise Invalid("同一批次中 Idempotency-Key 重复", field="patrols")
-        seen = self._patrols_by_keys(jid, keys)
-        out: list[tuple[PatrolRecord, bool] | None] = [(seen[k], False) if k in seen else None for _, k in items]
-        with UnitOfWork(self.engine) as uow:
-            session = uow.session
-            errors: list[RowError] = []
-            fresh: list[tuple[int, PatrolInput, PatrolRecord]] = []
-            for i, (p, key) in enumerate(items):
-                if out[i] is not None:
-                    continue
-                try:
-                    fresh.append((i, p, self._check_patrol(session, router, jid, p, actor, key, now)))
-                except Invalid as err:
-                    errors += [RowError(None, f"patrols[{i}].{e.field}", e.message) for e in _errors(err)]
-            if errors:
-                raise _invalid(errors)
-            twins = _same_patrols([r for _, _, r in fresh])
-            if twins:
-                i, p, _ = fresh[twins[0]]
-                raise Conflict(self._duplicate(p).message + " (同一批次)", field=f"patrols[{i}].patrolled_at")
-            session.add_all(r for _, _, r in fresh)
+        objects = self._checked_objects(jid, [p for p, _ in items])
+        errors: dict[int, list[RowError]] = {}
+        checked: list[tuple[int, PatrolInput, dict[str, Any]]] = []
+        for i, (p, key) in enumerate(items):
             try:
-                session.flush()
-            except IntegrityError:
-                raise self._conflict(jid, fresh) from None
-            for i, p, record in fresh:
-                session.add_all(PatrolObject(patrol_id=row_id(record), object_id=oid, day=record.day)
-                                for oid in dict.fromkeys(p.objects))
-                self._open_finding_cases(session, router, jid, record, p, actor, now, f"patrols[{i}].")
-                out[i] = (record, True)
-            tallies.add(session, tallies.of_records((r, dict.fromkeys(p.objects)) for _, p, r in fresh))
-        return [o for o in out if o is not None]
+                checked.append((i, p, self._check_patrol(objects, router, jid, p, actor, key, now)))
+            except Invalid as err:
+                errors[i] = [RowError(None, f"patrols[{i}].{e.field}", e.message) for e in _errors(err)]
+        if errors:  # an item whose key was stored is a replay: the first record, not checked again
+            seen = self._patrols_by_keys(jid, [k for i, (_, k) in enumerate(items) if k and i in errors])
+            left = [e for i, errs in errors.items() if items[i][1] not in seen for e in errs]
+            if left:
+                raise _invalid(left)
+        return self.cases.intakes.run(lambda session: self._write_patrols(
+            session, router, jid, [(i, p, key) for i, (p, key) in enumerate(items)], checked, objects, actor, now))
+
+    def _checked_objects(self, jid: str, patrols: list[PatrolInput]) -> dict[int, SupervisedObject]:
+        """The objects the patrols name (checked, or found at), in one read."""
+        wanted = {oid for p in patrols for oid in [*p.objects, *(f.object_id for f in p.findings)] if oid}
+        if not wanted:
+            return {}
+        with Session(reader(self.engine)) as session:
+            return {row_id(o): o for o in session.exec(select(SupervisedObject).where(
+                SupervisedObject.jurisdiction == jid, col(SupervisedObject.id).in_(wanted)))}
+
+    def _write_patrols(self, session: Session, router: PolicyRouter, jid: str,
+                       items: list[tuple[int, PatrolInput, str | None]], checked: list[tuple[int, PatrolInput, dict]],
+                       objects: dict[int, SupervisedObject], actor: str,
+                       now: datetime) -> list[tuple[PatrolRecord, bool]]:
+        """Inside the write transaction: replays by key (read here, so a concurrent retry is seen), then the new
+        records with their checked objects, finding cases and tallies (Core inserts: a record per request)."""
+        connection = session.connection()  # Core on the connection: no ORM per row
+        keys = [key for _, _, key in items if key]
+        stored: dict[str, int] = dict(connection.execute(BY_KEYS, {"jid": jid, "keys": keys}).all()) if keys else {}
+        fresh = [(i, p, values) for i, p, values in checked if values["idempotency_key"] not in stored]
+        twins = _same_patrols([values for _, _, values in fresh])
+        if twins:
+            i, p, _ = fresh[twins[0]]
+            raise Conflict(self._duplicate(p).message + " (同一批次)", field=f"patrols[{i}].patrolled_at")
+        links: list[dict[str, Any]] = []
+        for i, p, values in fresh:
+            links += self._open_finding_cases(session, jid, values, p, objects, actor, now, f"patrols[{i}].")
+        try:
+            rows = [values for _, _, values in fresh]
+            ids = connection.execute(INSERT_PATROLS, rows).scalars().all() if rows else []
+        except IntegrityError:
+            raise self._conflict(jid, fresh) from None
+        records = [PatrolRecord(id=pid, **values) for pid, (_, _, values) in zip(ids, fresh)]
+        checks = [{"patrol_id": row_id(r), "object_id": oid, "day": r.day}
+                  for r, (_, p, _) in zip(records, fresh) for oid in dict.fromkeys(p.objects)]
+        if checks:
+            connection.execute(insert(table_of(PatrolObject)), checks)
+        by_case = {link["case_id"]: record.id for record, (_, _, values) in zip(records, fresh)
+                   for link in values["findings"] if link.get("case_id")}
+        if links:
+            connection.execute(insert(table_of(CaseLink)), [{**link, "patrol_id": by_case[link["case_id"]]}
+                                                           for link in links])
+        tallies.add(connection, tallies.of_records((r, dict.fromkeys(p.objects))
+                                                   for r, (_, p, _) in zip(records, fresh)))
+        replayed = {row_id(r): r for r in session.exec(select(PatrolRecord).where(
+            col(PatrolRecord.id).in_(list(stored.values()))))} if stored else {}
+        made = iter(records)
+        return [(replayed[stored[key]], False) if key in stored else (next(made), True) for _, _, key in items]
 
     def _patrols_by_keys(self, jid: str, keys: list[str]) -> dict[str, PatrolRecord]:
         if not keys:
@@ -469,23 +507,24 @@ class LedgerService:
             return {r.idempotency_key or "": r for r in session.exec(select(PatrolRecord).where(
                 PatrolRecord.jurisdiction == jid, col(PatrolRecord.idempotency_key).in_(keys)))}
 
-    def _conflict(self, jid: str, fresh: list[tuple[int, PatrolInput, PatrolRecord]]) -> Conflict:
+    def _conflict(self, jid: str, fresh: list[tuple[int, PatrolInput, dict[str, Any]]]) -> Conflict:
         """After a unique violation: the item already stored (a concurrent retry's key, or the same patrol)."""
-        by_key = self._patrols_by_keys(jid, [r.idempotency_key for _, _, r in fresh if r.idempotency_key])
+        by_key = self._patrols_by_keys(jid, [r["idempotency_key"] for _, _, r in fresh if r["idempotency_key"]])
         with Session(reader(self.engine)) as session:
             for i, p, r in fresh:
-                if r.idempotency_key in by_key:
-                    return Conflict(f"Idempotency-Key '{r.idempotency_key}' 已由并发请求使用, 请重试以取回记录",
+                if r["idempotency_key"] in by_key:
+                    return Conflict(f"Idempotency-Key '{r['idempotency_key']}' 已由并发请求使用, 请重试以取回记录",
                                     field=f"patrols[{i}]")
                 t = PatrolRecord
-                if session.exec(select(t.id).where(t.jurisdiction == jid, t.unit == r.unit, t.activity == r.activity,
-                                                   t.patrolled_at == r.patrolled_at,
-                                                   t.signed_by == r.signed_by)).first():
+                if session.exec(select(t.id).where(t.jurisdiction == jid, t.unit == r["unit"],
+                                                   t.activity == r["activity"], t.patrolled_at == r["patrolled_at"],
+                                                   t.signed_by == r["signed_by"])).first():
                     return Conflict(self._duplicate(p).message, field=f"patrols[{i}].patrolled_at")
         return Conflict("巡查记录与已有记录冲突", field="patrols")
 
-    def _check_patrol(self, session: Session, router: PolicyRouter, jid: str, p: PatrolInput, actor: str,
-                      key: str | None, now: datetime) -> PatrolRecord:
+    def _check_patrol(self, objects: dict[int, SupervisedObject], router: PolicyRouter, jid: str, p: PatrolInput,
+                      actor: str, key: str | None, now: datetime) -> dict[str, Any]:
+        """The patrol_record row of a patrol, or Invalid with every error."""
         errors: list[RowError] = []
         unit = None
         try:
@@ -512,8 +551,6 @@ class LedgerService:
                 errors.append(RowError(None, f"photos[{i}]", f"照片地址须为 http(s) 网址: '{url[:80]}'"))
         day = at.astimezone(CST).date()
         wanted = set(p.objects) | {f.object_id for f in p.findings if f.object_id}
-        objects = {o.id: o for o in session.exec(select(SupervisedObject).where(col(SupervisedObject.id).in_(wanted)))
-                   } if wanted else {}
         below = None if unit is None or not wanted else self.subtree(router, unit.id)
         for name, ids in (("objects", p.objects), ("findings.object_id", [f.object_id for f in p.findings])):
             for oid in ids:
@@ -535,31 +572,33 @@ class LedgerService:
                 p.objects.append(f.object_id)  # the object a finding is about was checked
         if errors or unit is None:
             raise _invalid(errors)
-        return PatrolRecord(jurisdiction=jid, unit=unit.id, activity=p.activity, patrolled_at=at, day=day,
-                            patrollers=patrollers, signed_by=p.signed_by.strip(), photos=list(p.photos),
-                            findings=[{"description": f.description.strip(), "object_id": f.object_id,
-                                       "problem_type": f.problem_type} for f in p.findings],
-                            idempotency_key=key, created_by=actor, created_at=now)
+        return {"jurisdiction": jid, "unit": unit.id, "activity": p.activity, "patrolled_at": at, "day": day,
+                "patrollers": patrollers, "signed_by": p.signed_by.strip(), "photos": list(p.photos),
+                "findings": [{"description": f.description.strip(), "object_id": f.object_id,
+                              "problem_type": f.problem_type} for f in p.findings],
+                "idempotency_key": key, "created_by": actor, "created_at": now}
 
-    def _open_finding_cases(self, session: Session, router: PolicyRouter, jid: str, record: PatrolRecord,
-                            p: PatrolInput, actor: str, now: datetime, item: str = "") -> None:
-        findings = list(record.findings)
+    def _open_finding_cases(self, session: Session, jid: str, values: dict[str, Any], p: PatrolInput,
+                            objects: dict[int, SupervisedObject], actor: str, now: datetime,
+                            item: str = "") -> list[dict[str, Any]]:
+        """A case per finding with a problem type (its id goes into the record's finding); the case links to add
+        once the record has its id."""
+        links = []
         for i, f in enumerate(p.findings):
             if not f.problem_type:
                 continue
-            obj = session.get(SupervisedObject, f.object_id) if f.object_id else None
+            obj = objects.get(f.object_id) if f.object_id else None
             try:
-                case = case_at_object(Case(problem_type=f.problem_type, unit=obj.unit if obj else record.unit,
+                case = case_at_object(Case(problem_type=f.problem_type, unit=obj.unit if obj else values["unit"],
                                            facts=f.facts), obj)
                 case_record = self.cases.intake(session, jid, case, actor, now, description=f.description)
             except (Invalid, ValueError) as err:  # the unit of work rolls back
                 message = getattr(err, "message", None) or str(err).split("\n")[-1]
                 raise Invalid(f"发现问题 {i + 1}: {message}", field=f"{item}findings[{i}].problem_type") from None
             session.flush()
-            session.add(CaseLink(case_id=row_id(case_record), object_id=obj.id if obj else None, patrol_id=record.id))
-            findings[i] = {**findings[i], "case_id": case_record.id}
-        record.findings = findings
-        session.add(record)
+            values["findings"][i] = {**values["findings"][i], "case_id": row_id(case_record)}
+            links.append({"case_id": row_id(case_record), "object_id": obj.id if obj else None})
+        return links
 
     @staticmethod
     def _duplicate(p: PatrolInput) -> Conflict:
@@ -634,11 +673,11 @@ class LedgerService:
                     for link in session.exec(select(CaseLink).where(col(CaseLink.case_id).in_(case_ids)))}
 
 
-def _same_patrols(records: list[PatrolRecord]) -> list[int]:
+def _same_patrols(records: list[dict[str, Any]]) -> list[int]:
     """Indexes of records repeating an earlier one of the list (the unique patrol: grid, activity, time, signer)."""
     first: dict[tuple, int] = {}
     return [i for i, r in enumerate(records)
-            if first.setdefault((r.unit, r.activity, r.patrolled_at, r.signed_by), i) != i]
+            if first.setdefault((r["unit"], r["activity"], r["patrolled_at"], r["signed_by"]), i) != i]
 
 
 @lru_cache(maxsize=8)

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
+from typing import Any
+from functools import lru_cache
 
-from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy import String, and_, delete, func, or_, select, text, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
@@ -77,13 +79,18 @@ def add(session: Session | Connection, counts: Tallies) -> None:
     the same order)."""
     if not counts:
         return
-    t = table_of(PatrolTally)
-    dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
-    stmt = stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
+    stmt = _upsert((session.get_bind() if isinstance(session, Session) else session).dialect.name)
     rows = [dict(zip(KEY, key), n=n) for key, n in sorted(counts.items())]
     for i in range(0, len(rows), CHUNK):
         session.execute(stmt, rows[i:i + CHUNK])
+
+
+@lru_cache(maxsize=2)
+def _upsert(dialect: str):
+    """The tallies' upsert statement (built once: building it cost more than running it for one record)."""
+    t = table_of(PatrolTally)
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+    return stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
 
 
 # The start of a day's period of each kind, in each dialect's SQL ({d}: the day column).
@@ -154,15 +161,30 @@ def read(session: Session, jid: str, per: str, activities: tuple[str, ...], star
     """{(subject, period start): records} of the activities in the periods of kind `per` starting at `starts`:
     of objects, or of units (only `units` when given)."""
     t = table_of(PatrolTally).c
-    query = select(t.subject, t.period_start, t.n).where(
+    # the start as stored (SQLite: text), turned into a date once per period, not once per row
+    query = select(t.subject, type_coerce(t.period_start, String), t.n).where(
         t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.of_object == objects,
         t.period_start.in_(starts))
     if units is not None:
         query = query.where(t.subject.in_(units))
     out: dict[tuple[str, date], int] = defaultdict(int)
-    for subject, start, n in session.execute(query):  # several activities: their records add up
-        out[(subject, _as_date(start))] += n
+    days: dict[Any, date] = {}
+    for subject, start, n in session.execute(query).all():  # several activities: their records add up
+        day = days.get(start) or days.setdefault(start, _as_date(start))
+        out[(subject, day)] += n
     return out
+
+
+def reaching(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date], times: int,
+             units: list[str]) -> dict[date, int]:
+    """Per period start: how many of `units` have at least `times` records of the activities, counted in SQL."""
+    t = table_of(PatrolTally).c
+    per_unit = select(t.period_start, func.sum(t.n).label("n")).where(
+        t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.of_object.is_(False),
+        t.period_start.in_(starts), t.subject.in_(units)).group_by(t.subject, t.period_start).subquery()
+    query = select(per_unit.c.period_start, func.count()).where(per_unit.c.n >= times).group_by(
+        per_unit.c.period_start)
+    return {_as_date(start): n for start, n in session.execute(query)}
 
 
 def records(session: Session, jid: str, start: date | None, end: date | None, units: list[str] | None = None) -> int:

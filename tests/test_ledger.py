@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 from hypothesis import HealthCheck, given, settings, strategies as st
 from litestar.testing import TestClient
 from openpyxl import Workbook, load_workbook
@@ -22,6 +23,7 @@ from store.errors import Conflict, Invalid, NotFound
 from store.ledger import CST, Finding, LedgerService, PatrolInput, read_table
 from store.ledger_xlsx import patrol_summary
 from store.tallies import bucket_of
+from tests.test_transactions import queued_behind_a_leader
 from store.tables import (CadenceObligation, CaseLink, CaseRecord, Notification, ObjectChange, PatrolObject,
                           PatrolRecord, PatrolTally, SupervisedObject)
 
@@ -225,6 +227,32 @@ def test_a_batch_of_patrols_is_saved_whole_or_not_at_all(ledger):
         ledger.record_patrols("panjin", [(patrol(at=NOON - timedelta(hours=5)), None), (batch[0][0], "k-other")],
                               "app", now=NOON)
     assert stale.value.field == "patrols[1].patrolled_at" and count(ledger.engine, PatrolRecord) == 4
+
+
+def test_patrols_posted_together_share_one_commit_and_a_retry_gets_the_first(ledger):
+    """Issue #12 (patrol intake ≥500 records/s, one per request): patrols arriving while a write runs share the next
+    transaction, as case intake does; a retry with the same Idempotency-Key in that transaction gets the first
+    record, and a duplicate patrol is refused alone without taking the others with it."""
+    commits: list[int] = []
+    event.listen(ledger.engine, "commit", lambda _conn: commits.append(1))
+
+    def post(item):
+        return ledger.record_patrol("panjin", item[0], "app", item[1], now=NOON)
+    items = [(patrol(at=NOON - timedelta(minutes=n)), f"k-{n}") for n in range(8)]
+    outcomes = queued_behind_a_leader(ledger.cases.intakes, [*items, items[1]], post)
+    assert len(commits) == 1, outcomes  # one for the nine queued behind the leader (which wrote nothing)
+    assert all(outcomes[n][1] for n in (0, 2, 3, 4, 5, 6, 7))
+    assert outcomes[8][0].id == outcomes[1][0].id and {outcomes[8][1], outcomes[1][1]} == {True, False}  # either first
+    assert count(ledger.engine, PatrolRecord) == 8
+    outcomes = queued_behind_a_leader(ledger.cases.intakes, [
+        (patrol(at=NOON - timedelta(hours=1)), None), (patrol(), None), (patrol(at=NOON - timedelta(hours=2)), None)],
+        post)
+    assert isinstance(outcomes[1], Conflict) and "重复提交" in outcomes[1].message
+    assert outcomes[0][1] and outcomes[2][1] and count(ledger.engine, PatrolRecord) == 10
+    with Session(ledger.engine) as session:  # the refused write's tallies went with it
+        stored = Counter({(r.jurisdiction, r.per, r.of_object, r.period_start, r.activity, r.subject): r.n
+                          for r in session.exec(select(PatrolTally))})
+        assert stored == tallies.recount(session)
 
 
 def test_a_case_found_at_an_object_takes_its_grid_and_class(ledger):
@@ -537,3 +565,18 @@ def test_trend_agrees_with_each_periods_compliance(ledger):
     for t in trend:
         levels = service.compliance("pian02", Period.parse(t["period"]), now)["levels"]
         assert t["total"] == sum(lv["total"] for lv in levels) and t["met"] == sum(lv["met"] for lv in levels)
+
+
+def test_a_chart_of_the_same_figures_is_drawn_once(monkeypatch):
+    """The cadence dashboard's charts (issue #12: its pages under 200 ms): pygal takes tens of milliseconds to draw
+    one, so the same figures (a dashboard reloaded between patrols) are drawn once."""
+    import pygal  # noqa: PLC0415
+    from admin.charts import bar_chart  # noqa: PLC0415
+    drawn = []
+    real = pygal.Bar.render
+    monkeypatch.setattr(pygal.Bar, "render", lambda self, **kw: drawn.append(1) or real(self, **kw))
+    first = bar_chart("近期各期完成率 (测试)", ["2026-10", "2026-11"], {"已完成 %": [50.0, 75.5]})
+    again = bar_chart("近期各期完成率 (测试)", ["2026-10", "2026-11"], {"已完成 %": [50.0, 75.5]})
+    other = bar_chart("近期各期完成率 (测试)", ["2026-10", "2026-11"], {"已完成 %": [50.0, 80.0]})
+    assert first.startswith("<svg") and first == again and first != other
+    assert len(drawn) == 2

@@ -225,9 +225,10 @@ def test_a_transaction_aborted_by_a_deadlock_runs_again_then_gives_up_with_503(t
     engine.dispose()
 
 
-def queued_behind_a_leader(group, writes: list) -> dict:
+def queued_behind_a_leader(group, writes: list, submit=None) -> dict:
     """Runs `writes` (callables of a session) through `group` from threads, all queued behind a first write
-    that holds its transaction open until they wait: they then share one transaction. Returns n → outcome."""
+    that holds its transaction open until they wait: they then share one transaction. Returns n → outcome.
+    `submit(write)`: a service call that runs `write` through `group` itself."""
     running, release = threading.Event(), threading.Event()
 
     def hold(session):
@@ -238,7 +239,7 @@ def queued_behind_a_leader(group, writes: list) -> dict:
 
     def run(n: int, work) -> None:
         try:
-            outcomes[n] = group.run(work)
+            outcomes[n] = (submit if submit and n >= 0 else group.run)(work)
         except Exception as err:  # noqa: BLE001 - the test reads it
             outcomes[n] = err
     leader = threading.Thread(target=run, args=(-1, hold))
