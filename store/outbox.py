@@ -51,7 +51,7 @@ def local(moment: datetime | None) -> str | None:
 
 # called (from any thread) after a commit that wrote outbox rows: the delivery loop waits on these instead of polling
 _listeners: list[Callable[[], None]] = []
-_WROTE = "gridpolicy_outbox_written"
+WROTE = "gridpolicy_outbox_written"
 
 
 def listen(callback: Callable[[], None]) -> Callable[[], None]:
@@ -67,34 +67,41 @@ def notify() -> None:
 
 @event.listens_for(OrmSession, "after_commit")
 def _committed(session: OrmSession) -> None:
-    if session.info.pop(_WROTE, False):
+    if session.info.pop(WROTE, False):
         notify()
 
 
 @event.listens_for(OrmSession, "after_rollback")
 def _rolled_back(session: OrmSession) -> None:
-    session.info.pop(_WROTE, None)
+    session.info.pop(WROTE, None)
+
+
+def announced(obj: object) -> bool:
+    """Whether a new row adds an outbox row: each case event, and each warning."""
+    return isinstance(obj, CaseEvent) or (isinstance(obj, Notification) and obj.kind in WARNINGS)
+
+
+def outbox_values(obj: CaseEvent | Notification, record: CaseRecord) -> dict[str, Any]:
+    """The outbox row (but its case id) of an `announced` row: one definition for the session hook below and
+    store.bulk's inserts."""
+    if isinstance(obj, CaseEvent):
+        return {"jurisdiction": record.jurisdiction, "kind": f"case.{obj.action}", "at": obj.at,
+                "data": {"actor": obj.actor, "from_status": obj.from_status, "to_status": obj.to_status,
+                         "unit": obj.unit, "level": obj.level, "note": obj.note, "data": obj.data}}
+    return {"jurisdiction": record.jurisdiction, "kind": f"case.{obj.kind}", "at": obj.at,
+            "data": {"recipient": obj.recipient, "note": obj.message, "unit": record.handler_unit,
+                     "level": record.handler_level}}
 
 
 @event.listens_for(OrmSession, "before_flush")
 def _write_outbox(session: OrmSession, _context, _instances) -> None:
     for obj in list(session.new):
         if isinstance(obj, (CaseEvent, Notification)):
-            session.info[_WROTE] = True
-        if isinstance(obj, CaseEvent):
+            session.info[WROTE] = True
+        if announced(obj):
             record = obj.record or session.get(CaseRecord, obj.case_id)
-            assert record is not None  # an event belongs to a case
-            data = {"actor": obj.actor, "from_status": obj.from_status, "to_status": obj.to_status,
-                    "unit": obj.unit, "level": obj.level, "note": obj.note, "data": obj.data}
-            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction,  # type: ignore[call-arg]
-                                    kind=f"case.{obj.action}", at=obj.at, data=data))  # case_id: from `record`
-        elif isinstance(obj, Notification) and obj.kind in WARNINGS:
-            record = obj.record or session.get(CaseRecord, obj.case_id)
-            assert record is not None  # a warning belongs to a case
-            session.add(OutboxEvent(record=record, jurisdiction=record.jurisdiction,  # type: ignore[call-arg]
-                                    kind=f"case.{obj.kind}",  # case_id: from `record`
-                                    at=obj.at, data={"recipient": obj.recipient, "note": obj.message,
-                                                     "unit": record.handler_unit, "level": record.handler_level}))
+            assert record is not None  # an event or a warning belongs to a case
+            session.add(OutboxEvent(record=record, **outbox_values(obj, record)))  # case_id: from `record`
 
 
 def message(row: OutboxEvent) -> dict:
