@@ -33,14 +33,14 @@ def _columns(model: type[SQLModel]) -> list[tuple[str, str]]:
 COLUMNS = {model: _columns(model) for model in ORDER}
 
 
-def flush_new(session: Session, models: tuple[type[SQLModel], ...] = ORDER) -> None:
-    """Insert the session's new case rows (cases, departments, events, clocks, notifications: `models`) and their
-    outbox rows in this transaction; each object gets its id and stays in the session, persistent."""
-    # a row added by its case id alone is left to the ORM, whose hook finds the case for its outbox row
+def flush_new(session: Session) -> None:
+    """Insert the session's new case rows (cases, departments, events, clocks, notifications) and their outbox rows
+    in this transaction; each object gets its id and stays in the session, persistent."""
+    # in the order they were added (session.new keeps it; InstanceState.insert_order does not once a row has left
+    # it): the ids and the outbox follow the cases' histories. A row added by its case id alone is left to the ORM,
+    # whose hook finds the case for its outbox row.
     added = [obj for obj in session.new
-             if type(obj) in models and (type(obj) is CaseRecord or obj.__dict__.get("record") is not None)]
-    # in the order they were added: the ids (and the outbox) follow the cases' histories
-    added.sort(key=lambda obj: inspect(obj).insert_order)
+             if type(obj) in COLUMNS and (type(obj) is CaseRecord or obj.__dict__.get("record") is not None)]
     if not added:
         return
     connection = session.connection()

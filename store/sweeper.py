@@ -57,7 +57,7 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
         counts["warning_75"] += 1
     if clock.overdue_at is None and now >= due:
         if record.id is None:  # a case of the simulator's current batch: its number goes into the messages
-            flush_new(session, (CaseRecord,))  # its rows follow with the batch
+            flush_new(session)
         cases.mark_overdue(session, record, clock, now)
         _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
         counts["overdue"] += 1
