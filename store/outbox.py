@@ -12,13 +12,15 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, event, func, text
+from sqlalchemy import JSON, Column, Index, bindparam, event, func, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import defer
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, Relationship, Session, SQLModel, col, select
 
 from store.db import UnitOfWork, reader
-from store.tables import CST, CaseEvent, CaseRecord, Notification, utcnow
+from store.tables import CST, CaseEvent, CaseRecord, Notification, table_of, utcnow
 
 WARNINGS = ("warning_50", "warning_75")  # the other notifications repeat an event (overdue, escalated)
 KINDS = {"case.created": "受理", "case.entered": "进入步骤", "case.completed": "办结步骤", "case.closed": "结案",
@@ -119,16 +121,19 @@ def sequence(engine: Engine, fan_out=None) -> int:
         session = uow.session
         if engine.dialect.name == "postgresql":
             session.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
-        rows = list(session.exec(select(OutboxEvent).where(col(OutboxEvent.seq).is_(None))
-                                 .order_by(col(OutboxEvent.id)).limit(BATCH)).all())
+        # without their data (fan-out does not read it), numbered by one UPDATE statement: this runs for every round
+        # of a busy intake, and loading and flushing the rows through the ORM cost as much as the intakes' inserts
+        rows = list(session.exec(select(OutboxEvent).options(defer(OutboxEvent.data))  # type: ignore[arg-type]
+                                 .where(col(OutboxEvent.seq).is_(None)).order_by(col(OutboxEvent.id)).limit(BATCH)).all())
         if not rows:
             return 0
         top = session.exec(select(func.max(OutboxEvent.seq))).one() or 0
         for offset, row in enumerate(rows, 1):
-            row.seq = top + offset
-            session.add(row)
+            set_committed_value(row, "seq", top + offset)
+        table = table_of(OutboxEvent)
+        session.execute(update(table).where(table.c.id == bindparam("row_id")).values(seq=bindparam("number")),
+                        [{"row_id": row.id, "number": row.seq} for row in rows])
         if fan_out is not None:
-            session.flush()
             fan_out(session, rows)
         return len(rows)
 

@@ -1,4 +1,4 @@
-"""store.bulk.flush_new (intake's and the simulator's inserts) writes the rows the ORM's flush writes, outbox included."""
+"""store.bulk.flush_new (intake's and the simulator's inserts) writes the rows the ORM's flush writes, outbox too."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
