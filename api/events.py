@@ -23,6 +23,9 @@ from store.tables import MAX_ID, ApiKey
 log = logging.getLogger("gridpolicy")
 # the delivery loop's fallback poll when no commit in this process woke it (other processes' events, retries)
 DELIVERY_SECONDS = float(os.environ.get("GRIDPOLICY_DELIVERY_SECONDS", "5"))
+# woken by a commit, the loop waits this long before its round, so the commits of a busy intake share one round (each
+# round's numbering and claiming are write transactions, which took turns with intake's after every commit)
+GATHER_SECONDS = 0.05
 RowId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
@@ -142,6 +145,7 @@ async def delivery(app: Litestar):
             if not any(counts.values()):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), DELIVERY_SECONDS)
+                    await asyncio.sleep(GATHER_SECONDS)
 
     task = asyncio.create_task(loop())
     try:

@@ -178,10 +178,10 @@ class GroupCommit:
     up to `limit` of them. A database takes one SQLite writer at a time, and its commit and the ORM's flush cost
     more than a case's own rows, so under load this is most of the write throughput. Each `work(session)` must
     only add rows (check its input before): if the shared transaction fails, each runs again alone, so one bad
-    write never takes the others with it."""
+    write never takes the others with it. `flush(session)`, if given, writes what they added before the commit."""
 
-    def __init__(self, engine: Engine, limit: int = 64):
-        self.engine, self.limit = engine, limit
+    def __init__(self, engine: Engine, limit: int = 64, flush: Callable[[Session], None] | None = None):
+        self.engine, self.limit, self.flush = engine, limit, flush
         self._lock = threading.Lock()
         self._queue: list[_Write] = []
         self._leading = False
@@ -214,6 +214,8 @@ class GroupCommit:
         try:
             with UnitOfWork(self.engine) as uow:
                 values = [job.work(uow.session) for job in batch]
+                if self.flush is not None:
+                    self.flush(uow.session)
         except Exception as err:  # noqa: BLE001 - handed to the writes' own threads
             if len(batch) == 1:
                 batch[0].finish(error=err)

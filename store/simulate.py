@@ -1,7 +1,7 @@
 """A realistic, deterministic generator of case histories for tests, benchmarks and demos.
 
 Each case goes through CaseService's own state machine (intake, transitions, clocks, events) and the
-sweeper's own deadline check, in simulated time; many cases share one transaction for speed. The mix:
+sweeper's own deadline check, in simulated time; many cases share one transaction, and its inserts, for speed. The mix:
 mostly on time, some late (overdue → escalated by the policy), returned (回退), extended (延期),
 reopened after a failed verification (返工), found by an upper grid, corrected on the spot.
 """
@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from engine.router import Case
 from store.assessment import CST
+from store.bulk import flush_new
 from store.cases import CLOSED, CaseService, Transition, as_utc, open_clock
 from store.db import UnitOfWork, refresh_statistics
 from store.sweeper import check_clock, new_counts
@@ -73,6 +74,7 @@ class Simulator:
             with UnitOfWork(self.cases.engine) as uow:
                 for moment in moments[offset:offset + batch]:
                     self._one(uow.session, moment, end)
+                flush_new(uow.session)  # the batch's rows, a statement per table (as intake's)
             if progress:
                 progress(min(offset + batch, n_cases), n_cases)
         refresh_statistics(self.cases.engine)

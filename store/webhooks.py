@@ -223,6 +223,9 @@ def claim(engine: Engine, now: datetime, limit: int) -> list[Claimed]:
     if engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
     lease = now + LEASE
+    with Session(reader(engine)) as session:  # most rounds find nothing due: look without the write lock first
+        if session.exec(select(d.id).where(d.status == PENDING, d.next_attempt_at <= now).limit(1)).first() is None:
+            return []
     with UnitOfWork(engine) as uow:  # the subscriptions are used after the commit: it keeps them loaded
         claimed: list[Claimed] = []
         for delivery, sub, event in uow.session.exec(query).all():

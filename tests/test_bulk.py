@@ -1,0 +1,92 @@
+"""store.bulk.flush_new (intake's and the simulator's inserts) writes the rows the ORM's flush writes, outbox too."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlmodel import Session
+
+import store.simulate
+import store.sweeper
+from engine.router import Case
+from store.cases import CaseService
+from store.simulate import Mix, Simulator
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+CHILDREN = ("case_department", "case_event", "case_clock", "notification", "outbox_event")
+
+
+def _orm_flush(session: Session) -> None:
+    session.flush()
+
+
+def _history(cases: CaseService, after: int) -> dict[str, list[Any]]:
+    """The cases with id > `after` and their rows, ids replaced by the case's position and the row's place in its
+    case (what a different id sequence cannot change)."""
+    with cases.engine.connect() as connection:
+        ids = [row[0] for row in connection.execute(text("SELECT id FROM case_record WHERE id > :a ORDER BY id"),
+                                                    {"a": after})]
+        place = {case_id: n for n, case_id in enumerate(ids)}
+        out: dict[str, list[Any]] = {}
+        records = connection.execute(text("SELECT * FROM case_record WHERE id > :a ORDER BY id"), {"a": after})
+        out["case_record"] = [{k: v for k, v in row._mapping.items() if k != "id"} for row in records]
+        for table in CHILDREN:
+            order = "case_id, department" if table == "case_department" else "case_id, id"
+            rows = connection.execute(text(f"SELECT * FROM {table} WHERE case_id > :a ORDER BY {order}"), {"a": after})
+            out[table] = [_comparable(table, row._mapping, place) for row in rows]
+        return out
+
+
+def _comparable(table: str, row: Any, place: dict[int, int]) -> dict[str, Any]:
+    values = {k: v for k, v in row.items() if k not in ("id", "seq")}
+    case_id = values["case_id"]
+    values["case_id"] = place[case_id]
+    if table == "notification" or str(values.get("kind")).startswith("case.warning"):
+        del values["at"]  # a notification is stamped with the wall clock, not the simulated time
+    if table == "notification":
+        values["message"] = values["message"].replace(f"案件 {case_id} ", f"案件 #{place[case_id]} ")
+    return values
+
+
+@settings(max_examples=3, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), late=st.floats(0, 0.5), reopened=st.floats(0, 0.4), returned=st.floats(0, 0.4))
+def test_the_bulk_inserts_write_what_the_orm_flush_writes(cases, monkeypatch, seed, late, reopened, returned):
+    """The simulator's histories (intake, every transition, warnings, overdue, escalation) once through flush_new and
+    once through the ORM's flush and its outbox hook: the same rows, in the same order within each case."""
+    mix = Mix(late=late, reopened=reopened, returned=returned, extended=0.2, corrected_on_site=0.1)
+    histories = []
+    for flush in (None, _orm_flush):
+        with cases.engine.connect() as connection:
+            after = connection.execute(text("SELECT coalesce(max(id), 0) FROM case_record")).scalar()
+        with monkeypatch.context() as patch:
+            if flush is not None:
+                patch.setattr(store.simulate, "flush_new", flush)
+                patch.setattr(store.sweeper, "flush_new", flush)
+            Simulator(cases, "karamay", seed, mix).run(25, 30, START, batch=10)
+        histories.append(_history(cases, after))
+    bulk, orm = histories
+    assert len(bulk["case_record"]) == 25 and bulk["outbox_event"]
+    for table in ("case_record", *CHILDREN):
+        assert bulk[table] == orm[table], table
+
+
+def test_a_group_of_intakes_gets_ids_events_clocks_and_outbox_rows(cases):
+    """Concurrent intakes share one transaction (GroupCommit) and flush_new: each returned case carries its ids, and
+    each event has its outbox row."""
+    units = [f"kmy-l3-{n:02d}" for n in range(1, 10)]
+    with ThreadPoolExecutor(8) as pool:
+        records = list(pool.map(lambda unit: cases.create("karamay", Case(problem_type="医疗废物处置", unit=unit),
+                                                           "intake"), units * 3))
+    assert len({r.id for r in records}) == 27
+    for record, stored in zip(records, (cases.get(r.id) for r in records)):
+        assert [e.id for e in record.events] == [e.id for e in stored[1]] and len(stored[1]) == 2
+        assert [c.id for c in record.clocks] == [c.id for c in stored[2]] and len(stored[2]) == 1
+    with cases.engine.connect() as connection:
+        outbox = connection.execute(text("SELECT case_id, kind FROM outbox_event ORDER BY id")).all()
+    assert sorted(outbox) == sorted((r.id, kind) for r in records for kind in ("case.created", "case.entered"))
+
