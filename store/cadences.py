@@ -214,7 +214,8 @@ class CadenceService:
         # a grid cadence's settled periods are counted in SQL (met: records ≥ times; the others missed); the rest,
         # per subject
         settled = [(c, [b for b in buckets if now >= at(b[1])]) for c, buckets in plan if not _per_object(c)]
-        rest = [(c, [b for b in buckets if _per_object(c) or now < at(b[1])]) for c, buckets in plan]
+        rest = [(c, running) for c, buckets in plan
+                if (running := [b for b in buckets if _per_object(c) or now < at(b[1])])]  # no read for none
         counted = self._counted(jid, rest, now, units)[0]
         tally = [(c.id, bucket, Counter(status for _, _, _, status in rows)) for c, bucket, rows in counted]
         tally += [(c.id, bucket, statuses) for c, bucket, statuses in self._settled(jid, router, settled, units)]

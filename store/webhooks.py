@@ -214,17 +214,17 @@ def claim(engine: Engine, now: datetime, limit: int) -> list[Claimed]:
     first_in_line = ~exists().where(and_(col(earlier.subscription_id) == d.subscription_id,
                                          col(earlier.case_id) == d.case_id, col(earlier.status) == PENDING,
                                          col(earlier.seq) < d.seq))
+    due = and_(col(d.status) == PENDING, col(d.next_attempt_at) <= now)
     query = (select(d, WebhookSubscription, OutboxEvent)
              .join(WebhookSubscription, col(WebhookSubscription.id) == d.subscription_id)
              .join(OutboxEvent, col(OutboxEvent.id) == d.event_id)
-             .where(d.status == PENDING, d.next_attempt_at <= now,
-                    col(d.lease_until).is_(None) | (col(d.lease_until) < now), first_in_line)
+             .where(due, col(d.lease_until).is_(None) | (col(d.lease_until) < now), first_in_line)
              .order_by(col(d.seq)).limit(limit))
     if engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
     lease = now + LEASE
     with Session(reader(engine)) as session:  # most rounds find nothing due: look without the write lock first
-        if session.exec(select(d.id).where(d.status == PENDING, d.next_attempt_at <= now).limit(1)).first() is None:
+        if session.exec(select(d.id).where(due).limit(1)).first() is None:
             return []
     with UnitOfWork(engine) as uow:  # the subscriptions are used after the commit: it keeps them loaded
         claimed: list[Claimed] = []
