@@ -36,7 +36,7 @@ from admin.routes import admin_parts
 from api import events, ledger, open311
 from api.guards import API_KEY_HEADER, KEYED, input_guard, read_deadline, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
-from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, TrendPoint,
+from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, ModelResponse, TrendPoint,
                            UnitExplanation, VersionOut)
 from engine.decision import Decision
 from api.intake import Report, resolve
@@ -316,7 +316,7 @@ def versions(services: NamedDependency[Services], jid: FromPath[str]) -> list[Ve
 def version(services: NamedDependency[Services], jid: FromPath[str], number: VersionNumber) -> Response[VersionOut]:
     policies = services.policies
     v = policies.get_version(jid, number)
-    return Response(VersionOut.of(v, policies.document(v)), headers={"ETag": f'"{v.revision}"'})
+    return ModelResponse(VersionOut.of(v, policies.document(v)), headers={"ETag": f'"{v.revision}"'})
 
 
 @get("/v1/jurisdictions/{jid:str}/diff", sync_to_thread=True)
@@ -344,7 +344,7 @@ def compare_jurisdictions(services: NamedDependency[Services], ids: Annotated[st
 def create_draft(services: NamedDependency[Services], jid: FromPath[str], data: JSONBody[PublishRequest],
                  ) -> Response[VersionOut]:
     v = services.policies.create_draft(jid, data.actor)
-    return Response(VersionOut.of(v, services.policies.document(v)), status_code=201,
+    return ModelResponse(VersionOut.of(v, services.policies.document(v)), status_code=201,
                     headers={"ETag": f'"{v.revision}"'})
 
 
@@ -353,7 +353,7 @@ def update_draft(services: NamedDependency[Services], jid: FromPath[str], number
                  data: JSONBody[DraftUpdate],
                  if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None) -> Response[VersionOut]:
     v = services.policies.update_draft(jid, number, data.document, _revision(if_match), data.author)
-    return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
+    return ModelResponse(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
 def _revision(if_match: str | None) -> int:
@@ -393,7 +393,7 @@ def patch_type(services: NamedDependency[Services], jid: FromPath[str], number: 
 def _change_item(services: NamedDependency[Services], jid: str, number: int, data: ItemPatch, if_match: str | None,
                  change: Callable[[DraftEdit], str]) -> Response[VersionOut]:
     v = services.policies.change_draft(jid, number, _revision(if_match), data.author, change)
-    return Response(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
+    return ModelResponse(VersionOut.of(v), headers={"ETag": f'"{v.revision}"'})
 
 
 @post("/v1/jurisdictions/{jid:str}/versions/{number:int}/publish", sync_to_thread=True, status_code=200, **KEYED)
@@ -436,7 +436,7 @@ def create_case(request: Request, services: NamedDependency[Services], api_key: 
         if data.object_id else
         services.cases.create(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
                        description=data.description, request_hash=request_hash, report=report))
-    return Response(case_out(record, services, record.events, record.clocks), status_code=201,
+    return ModelResponse(case_out(record, services, record.events, record.clocks), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
 
 
@@ -516,7 +516,7 @@ def assessment_record(services: NamedDependency[Services], jid: FromPath[str],
                       data: JSONBody[AssessmentRecordRequest]) -> Response[AssessmentRecordOut]:
     row = services.assessment.record(jid, Period.parse(data.period), data.unit, data.kind, data.score, data.author,
                                      data.note)
-    return Response(AssessmentRecordOut.model_validate(row.model_dump()), status_code=201)
+    return ModelResponse(AssessmentRecordOut.model_validate(row.model_dump()), status_code=201)
 
 
 @get("/health", sync_to_thread=False)
@@ -620,6 +620,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         dependencies={"services": Provide(services_of, sync_to_thread=False),
                       "api_key": Provide(_api_key, sync_to_thread=False)},
         request_max_body_size=MAX_BODY,
+        response_class=ModelResponse,
         guards=[input_guard],
         before_send=[security_headers],
         middleware=[read_deadline],

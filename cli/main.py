@@ -324,9 +324,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
     typer.echo(f"管理后台: http://{host}:{port}/admin   创建第一个管理员: gridpolicy user create NAME --superuser")
     # A starting worker compiles every jurisdiction, busy for longer than the supervisor's default 5 s liveness
     # ping on a loaded machine: it would be killed and restarted over and over.
-    # uvloop and httptools: the event loop and HTTP parser in C (a third less CPU per answer than asyncio and h11)
+    # uvloop and httptools: the event loop and HTTP parser in C (a third less CPU per answer than asyncio and h11);
+    # the protocol sends an answer's head and body in one write (api/protocol.py)
     options: dict[str, Any] = {"factory": True, "host": host, "port": port, "workers": workers, "log_level": "info",
-               "timeout_worker_healthcheck": 120, "loop": "uvloop", "http": "httptools", "access_log": access_log}
+               "timeout_worker_healthcheck": 120, "loop": "uvloop", "http": "api.protocol:JoinedWritesProtocol",
+               "access_log": access_log}
     if workers == 1:
         uvicorn.run("api.app:create_app", **options)
         return
