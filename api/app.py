@@ -246,8 +246,6 @@ def _api_key(request: Request, services: NamedDependency[Services]) -> ApiKey:
     return request.state.api_key
 
 
-
-
 def case_out(record: CaseRecord, services: NamedDependency[Services], events=None, clocks=None) -> CaseOut:
     allowed = [AllowedAction(action=a, label=TRANSITION_LABELS[a]) for a in services.cases.allowed_actions(record)]
     return CaseOut.of(record, services.policies.decision(record.stored_decision), allowed, events, clocks)
