@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import insert, inspect
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import attributes
 from sqlmodel import Session, SQLModel
 
 from store.outbox import WROTE, OutboxEvent, announced, outbox_values
@@ -60,7 +60,7 @@ def new_row(model: type[M], **values: Any) -> M:
     object.__setattr__(obj, "__pydantic_fields_set__", set(columns))
     for key in relationships:
         if key in values:
-            setattr(obj, key, values[key])
+            attributes.set_attribute(obj, key, values[key])
     return obj
 
 
@@ -86,7 +86,7 @@ def _parameters(model: type[SQLModel], dialect: Dialect, rows: list[dict[str, An
     out: list[Any] = []
     for values in rows:
         params = [(process(values.get(key)) if process else values.get(key)) for key, _, process in columns]
-        out.append(params if positional else dict(zip([name for _, name, _ in columns], params)))
+        out.append(tuple(params) if positional else dict(zip([name for _, name, _ in columns], params)))
     return sql, out
 
 
@@ -118,7 +118,6 @@ def flush_new(session: Session) -> None:
     connection = session.connection()
     new: dict[type[SQLModel], list[Any]] = defaultdict(list)
     for obj in added:
-        session.expunge(obj)
         new[type(obj)].append(obj)
     ids = _next_ids(connection, {model: len(objs) for model, objs in new.items() if "id" in table_of(model).c})
     for model, objs in ids.items():
@@ -128,17 +127,15 @@ def flush_new(session: Session) -> None:
         if type(obj) is not CaseRecord:
             obj.__dict__["case_id"] = obj.__dict__["record"].id
     dialect = connection.dialect
-    cursor = connection.connection.cursor()  # the driver's executemany: one call per table, nothing set up per row
-    try:
-        for model in ORDER:
-            if new.get(model):
-                cursor.executemany(*_parameters(model, dialect, [obj.__dict__ for obj in new[model]]))
-        outbox = [{**outbox_values(obj, obj.record), "case_id": obj.case_id} for obj in added if announced(obj)]
-        if outbox:
-            cursor.executemany(*_parameters(OutboxEvent, dialect, outbox, with_id=False))
-            session.info[WROTE] = True
-    finally:
-        cursor.close()
-    for obj in added:
-        make_transient_to_detached(obj)
-    session.add_all(added)
+    # the driver's executemany of a statement compiled once (SQLAlchemy still wraps its errors: a duplicate
+    # Idempotency-Key is an IntegrityError)
+    for model in ORDER:
+        if new.get(model):
+            connection.exec_driver_sql(*_parameters(model, dialect, [obj.__dict__ for obj in new[model]]))
+    outbox = [{**outbox_values(obj, obj.record), "case_id": obj.case_id} for obj in added if announced(obj)]
+    if outbox:
+        connection.exec_driver_sql(*_parameters(OutboxEvent, dialect, outbox, with_id=False))
+        session.info[WROTE] = True
+    # pending → persistent as after the ORM's own flush (its bookkeeping, no cascades): identity map, nothing changed
+    # since the insert, and expunged again if the transaction rolls back
+    session._register_persistent({attributes.instance_state(obj) for obj in added})
