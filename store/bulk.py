@@ -65,28 +65,33 @@ def new_row(model: type[M], **values: Any) -> M:
 
 
 @functools.lru_cache(maxsize=32)
-def _insert(model: type[SQLModel], dialect: Dialect, with_id: bool) -> tuple[str, bool, list[tuple[str, str, Any]]]:
+def _insert(model: type[SQLModel], dialect: Dialect, with_id: bool) -> tuple[str, list[str], list[str] | None,
+                                                                           list[tuple[int, Any]]]:
     """The INSERT of a model's rows (every column; the id `with_id`, else the database's default) in the driver's own
-    terms, compiled once: its text, whether its parameters are positional, and (attribute, parameter, type processor)
-    of each column."""
+    terms, compiled once: its text, the attribute of each parameter in order, their names if the driver takes them
+    by name, and (position, type processor) of the parameters that have one."""
     table = table_of(model)
     by_column = {attr.columns[0].name: attr.key for attr in inspect(model).column_attrs}
     keys = [c.key for c in table.c if with_id or c.key != "id"]
     compiled = insert(table).compile(dialect=dialect, column_keys=keys)
     parameters = compiled.positiontup if compiled.positional else keys
-    columns = [(by_column[name], name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-               for name in parameters]
-    return compiled.string, compiled.positional, columns
+    processors = [(i, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+                  for i, name in enumerate(parameters)]
+    return (compiled.string, [by_column[name] for name in parameters], None if compiled.positional else parameters,
+            [(i, process) for i, process in processors if process is not None])
 
 
 def _parameters(model: type[SQLModel], dialect: Dialect, rows: list[dict[str, Any]],
                 with_id: bool = True) -> tuple[str, list[Any]]:
     """The statement and the driver's parameters of `rows` (column values by attribute)."""
-    sql, positional, columns = _insert(model, dialect, with_id)
+    sql, keys, names, processors = _insert(model, dialect, with_id)
     out: list[Any] = []
     for values in rows:
-        params = [(process(values.get(key)) if process else values.get(key)) for key, _, process in columns]
-        out.append(tuple(params) if positional else dict(zip([name for _, name, _ in columns], params)))
+        get = values.get
+        params = [get(key) for key in keys]
+        for i, process in processors:
+            params[i] = process(params[i])
+        out.append(tuple(params) if names is None else dict(zip(names, params)))
     return sql, out
 
 
