@@ -31,9 +31,10 @@ ORDER: tuple[type[SQLModel], ...] = (CaseRecord, CaseDepartment, CaseEvent, Case
 
 
 @functools.cache
-def _defaults(model: type[SQLModel]) -> tuple[dict[str, Any], list[tuple[str, Callable[[], Any]]]]:
+def _defaults(model: type[SQLModel]) -> tuple[dict[str, Any], list[tuple[str, Callable[..., Any]]]]:
     """A model's column defaults: the constant ones, and the factories called for each row."""
-    constant, factories = {}, []
+    constant: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[..., Any]]] = []
     for name, field in model.model_fields.items():
         if field.default_factory is not None:
             factories.append((name, field.default_factory))
@@ -55,7 +56,7 @@ def new_row(model: type[M], **values: Any) -> M:
     row.update(constant)
     for name, factory in factories:
         if name not in columns:
-            row[name] = factory()  # type: ignore[call-arg]  # a factory without arguments
+            row[name] = factory()  # these tables' factories take no arguments
     row.update(columns)
     object.__setattr__(obj, "__pydantic_fields_set__", set(columns))
     for key in relationships:
@@ -74,7 +75,7 @@ def _insert(model: type[SQLModel], dialect: Dialect, with_id: bool) -> tuple[str
     by_column = {attr.columns[0].name: attr.key for attr in inspect(model).column_attrs}
     keys = [c.key for c in table.c if with_id or c.key != "id"]
     compiled = insert(table).compile(dialect=dialect, column_keys=keys)
-    parameters = compiled.positiontup if compiled.positional else keys
+    parameters = list(compiled.positiontup or ()) if compiled.positional else keys
     processors = [(i, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
                   for i, name in enumerate(parameters)]
     return (compiled.string, [by_column[name] for name in parameters], None if compiled.positional else parameters,
