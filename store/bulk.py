@@ -1,36 +1,114 @@
-"""New cases written with one Core INSERT per table instead of the ORM's unit of work.
+"""New case rows made and inserted cheaply: `new_row` instead of a table model's constructor, and `flush_new` instead
+of the ORM's unit of work.
 
-Intake and the simulator build a case's rows as ORM objects through the one state machine (store/cases.py), but
-flushing them through the unit of work cost most of an intake's CPU (#10: history, dependency sorting and
-bookkeeping per object). `flush_new` inserts the session's new case rows instead, a table at a time in one
-statement each (RETURNING the ids), writes their outbox rows by the same definition as the session hook
-(store/outbox.py), and leaves the objects in the session as if loaded: later changes to them are ordinary
-ORM updates.
+Intake and the simulator build a case's rows as ORM objects through the one state machine (store/cases.py). A
+SQLModel table model's constructor sets each column through SQLAlchemy's instrumentation (~0.5 ms a row, #10);
+`new_row` fills the instance's `__dict__` as a load does. Flushing them through the unit of work, or even one Core
+INSERT per table, cost most of an intake's CPU (#10: history, dependency sorting, statement execution and result
+set-up per statement); `flush_new` numbers the session's new case rows itself (one statement) and inserts them with
+the driver's executemany, a statement per table compiled once, writes their outbox rows by the same definition as
+the session hook (store/outbox.py), and leaves the objects in the session as if loaded: later changes to them are
+ordinary ORM updates.
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import insert, inspect
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.orm import attributes
 from sqlmodel import Session, SQLModel
 
 from store.outbox import WROTE, OutboxEvent, announced, outbox_values
 from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, Notification, table_of
 
+M = TypeVar("M", bound=SQLModel)
 # parents first; the rows of any other table are left to the ORM's flush
 ORDER: tuple[type[SQLModel], ...] = (CaseRecord, CaseDepartment, CaseEvent, CaseClock, Notification)
 
 
-def _columns(model: type[SQLModel]) -> list[tuple[str, str]]:
-    """(attribute, column) of every column but an autoincremented id."""
-    mapper = inspect(model)
-    return [(attr.key, attr.columns[0].name) for attr in mapper.column_attrs
-            if not (attr.key == "id" and attr.columns[0].primary_key)]
+@functools.cache
+def _defaults(model: type[SQLModel]) -> tuple[dict[str, Any], list[tuple[str, Callable[..., Any]]]]:
+    """A model's column defaults: the constant ones, and the factories called for each row."""
+    constant: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[..., Any]]] = []
+    for name, field in model.model_fields.items():
+        if field.default_factory is not None:
+            factories.append((name, field.default_factory))
+        elif not field.is_required():
+            constant[name] = field.default  # None, a number or a string: shared safely
+    return constant, factories
 
 
-COLUMNS = {model: _columns(model) for model in ORDER}
+def new_row(model: type[M], **values: Any) -> M:
+    """A new, transient `model` row, as its constructor makes it (defaults, then `values`; no validation, as a table
+    model's constructor does none) but with the columns put in its `__dict__` as a load does: a row inserted by the
+    ORM's flush or by `flush_new` reads them there. Relationships are set through the instrumentation, so that their
+    back references (a case's `events` and `clocks`) follow and the ORM's flush sees them."""
+    obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]  # set by SQLAlchemy's mapping
+    relationships = model.__sqlmodel_relationships__  # type: ignore[attr-defined]
+    columns = {k: v for k, v in values.items() if k not in relationships}
+    constant, factories = _defaults(model)
+    row = obj.__dict__
+    row.update(constant)
+    for name, factory in factories:
+        if name not in columns:
+            row[name] = factory()  # these tables' factories take no arguments
+    row.update(columns)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(columns))
+    for key in relationships:
+        if key in values:
+            attributes.set_attribute(obj, key, values[key])
+    return obj
+
+
+@functools.lru_cache(maxsize=32)
+def _insert(model: type[SQLModel], dialect: Dialect, with_id: bool) -> tuple[str, list[str], list[str] | None,
+                                                                           list[tuple[int, Any]]]:
+    """The INSERT of a model's rows (every column; the id `with_id`, else the database's default) in the driver's own
+    terms, compiled once: its text, the attribute of each parameter in order, their names if the driver takes them
+    by name, and (position, type processor) of the parameters that have one."""
+    table = table_of(model)
+    by_column = {attr.columns[0].name: attr.key for attr in inspect(model).column_attrs}
+    keys = [c.key for c in table.c if with_id or c.key != "id"]
+    compiled = insert(table).compile(dialect=dialect, column_keys=keys)
+    parameters = list(compiled.positiontup or ()) if compiled.positional else keys
+    processors = [(i, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+                  for i, name in enumerate(parameters)]
+    return (compiled.string, [by_column[name] for name in parameters], None if compiled.positional else parameters,
+            [(i, process) for i, process in processors if process is not None])
+
+
+def _parameters(model: type[SQLModel], dialect: Dialect, rows: list[dict[str, Any]],
+                with_id: bool = True) -> tuple[str, list[Any]]:
+    """The statement and the driver's parameters of `rows` (column values by attribute)."""
+    sql, keys, names, processors = _insert(model, dialect, with_id)
+    out: list[Any] = []
+    for values in rows:
+        get = values.get
+        params = [get(key) for key in keys]
+        for i, process in processors:
+            params[i] = process(params[i])
+        out.append(tuple(params) if names is None else dict(zip(names, params)))
+    return sql, out
+
+
+def _next_ids(connection: Connection, wanted: dict[type[SQLModel], int]) -> dict[type[SQLModel], list[int]]:
+    """`n` new ids for each table, in one statement. SQLite: the write transaction (BEGIN IMMEDIATE) holds the
+    database's one write lock, so the ids after the largest are free, as its own rowid would take them. PostgreSQL:
+    from the table's sequence, as its default would."""
+    tables = [table_of(model).name for model in wanted]
+    if connection.dialect.name == "sqlite":
+        top = connection.exec_driver_sql(
+            "SELECT " + ", ".join(f"(SELECT coalesce(max(id), 0) FROM {t})" for t in tables)).one()
+        return {model: list(range(first + 1, first + n + 1)) for (model, n), first in zip(wanted.items(), top)}
+    got = connection.exec_driver_sql(
+        "SELECT " + ", ".join(f"array(SELECT nextval(pg_get_serial_sequence('{t}', 'id')) "
+                              f"FROM generate_series(1, {n}))" for t, n in zip(tables, wanted.values()))).one()
+    return {model: sorted(ids) for model, ids in zip(wanted, got)}
 
 
 def flush_new(session: Session) -> None:
@@ -40,36 +118,30 @@ def flush_new(session: Session) -> None:
     # it): the ids and the outbox follow the cases' histories. A row added by its case id alone is left to the ORM,
     # whose hook finds the case for its outbox row.
     added = [obj for obj in session.new
-             if type(obj) in COLUMNS and (type(obj) is CaseRecord or obj.__dict__.get("record") is not None)]
+             if type(obj) in ORDER and (type(obj) is CaseRecord or obj.__dict__.get("record") is not None)]
     if not added:
         return
     connection = session.connection()
     new: dict[type[SQLModel], list[Any]] = defaultdict(list)
     for obj in added:
-        session.expunge(obj)
         new[type(obj)].append(obj)
+    ids = _next_ids(connection, {model: len(objs) for model, objs in new.items() if "id" in table_of(model).c})
+    for model, objs in ids.items():
+        for obj, row_id in zip(new[model], objs, strict=True):
+            obj.__dict__["id"] = row_id  # every column is in the __dict__ (new_row, or a constructor): no events
+    for obj in added:
+        if type(obj) is not CaseRecord:
+            obj.__dict__["case_id"] = obj.__dict__["record"].id
+    dialect = connection.dialect
+    # the driver's executemany of a statement compiled once (SQLAlchemy still wraps its errors: a duplicate
+    # Idempotency-Key is an IntegrityError)
     for model in ORDER:
-        objs = new.get(model)
-        if not objs:
-            continue
-        table = table_of(model)
-        rows = []
-        for obj in objs:
-            if model is not CaseRecord:
-                obj.case_id = obj.__dict__["record"].id  # inserted above (or before): its id is set
-            values = obj.__dict__  # every column is set by the constructor: no attribute events
-            rows.append({column: values.get(key) for key, column in COLUMNS[model]})
-        if "id" in table.c:
-            ids = connection.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars()
-            for obj, row_id in zip(objs, ids, strict=True):
-                obj.id = row_id
-        else:
-            connection.execute(insert(table), rows)
+        if new.get(model):
+            connection.exec_driver_sql(*_parameters(model, dialect, [obj.__dict__ for obj in new[model]]))
     outbox = [{**outbox_values(obj, obj.record), "case_id": obj.case_id} for obj in added if announced(obj)]
     if outbox:
-        connection.execute(insert(table_of(OutboxEvent)), outbox)
+        connection.exec_driver_sql(*_parameters(OutboxEvent, dialect, outbox, with_id=False))
         session.info[WROTE] = True
-    for obj in added:
-        make_transient_to_detached(obj)
-    session.add_all(added)
-
+    # pending → persistent as after the ORM's own flush (its bookkeeping, no cascades): identity map, nothing changed
+    # since the insert, and expunged again if the transaction rolls back
+    session._register_persistent({attributes.instance_state(obj) for obj in added})

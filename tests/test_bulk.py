@@ -14,7 +14,9 @@ import store.simulate
 import store.sweeper
 from engine.router import Case
 from store.cases import CaseService
+from store.bulk import new_row
 from store.simulate import Mix, Simulator
+from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CHILDREN = ("case_department", "case_event", "case_clock", "notification", "outbox_event")
@@ -90,3 +92,37 @@ def test_a_group_of_intakes_gets_ids_events_clocks_and_outbox_rows(cases):
         outbox = connection.execute(text("SELECT case_id, kind FROM outbox_event ORDER BY id")).all()
     assert sorted(outbox) == sorted((r.id, kind) for r in records for kind in ("case.created", "case.entered"))
 
+
+
+TEXT = st.text(max_size=12)
+MOMENT = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(timezone.utc))
+
+
+@settings(max_examples=30)
+@given(actor=TEXT, note=st.one_of(st.none(), TEXT), at=st.one_of(st.none(), MOMENT),
+       data=st.one_of(st.none(), st.dictionaries(TEXT, st.integers(), max_size=3)), cycle=st.integers(1, 5))
+def test_new_row_makes_what_the_constructor_makes(actor, note, at, data, cycle):
+    """new_row (intake's and the simulator's rows, #10) gives the columns, defaults and set fields the SQLModel
+    constructor gives, and its relationships back-populate the case's collections as the constructor's do."""
+    given_event = {k: v for k, v in {"actor": actor, "action": "created", "note": note, "at": at, "data": data}.items()
+                   if v is not None}
+    shared = {"jurisdiction": "karamay", "policy_version": "v", "version_number": 1, "problem_type": "t",
+              "stored_decision": {}, "handler_level": 3, "status": "received", "reported_by": actor,
+              "created_at": START, "updated_at": START}
+    built = []
+    for make in (lambda model, **values: model(**values), new_row):
+        record = make(CaseRecord, **shared, events=[], clocks=[], attachments=[], cycle=cycle)
+        event = make(CaseEvent, record=record, **given_event)
+        clock = make(CaseClock, record=record, cycle=cycle, step="s", calendar="natural", started_at=START,
+                     due_at=START, next_check_at=START)
+        department = make(CaseDepartment, record=record, department="d")
+        assert record.events == [event] and event.record is record and department.record is record
+        record.clocks.append(clock)
+        assert clock.record is record
+        built.append([(row.model_dump(), row.model_fields_set) for row in (record, event, clock, department)])
+    by_constructor, by_new_row = built
+    for (dumped, fields), (dumped_new, fields_new) in zip(by_constructor, by_new_row):
+        # defaults made by a factory at construction: the same value but a moment apart
+        assert dumped.keys() == dumped_new.keys() and fields == fields_new
+        assert {k: v for k, v in dumped.items() if k != "at" or "at" in given_event} == \
+            {k: v for k, v in dumped_new.items() if k != "at" or "at" in given_event}
