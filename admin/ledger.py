@@ -196,7 +196,7 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
                   status: Annotated[str | None, QueryParameter(max_length=16)] = None) -> Template:
     service = _ledger(request).cadences
     p = current_period(period or None)
-    result = service.compliance(jid, p, unit=unit or None)
+    result, trend = service.dashboard(jid, p, TREND_PERIODS, unit=unit or None)
     rows = sorted(result["rows"], key=lambda r: (-["met", "pending", "open", "at_risk", "missed"].index(r["status"]),
                                                  r["level"], r["unit"]))
     if status:
@@ -204,7 +204,6 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
     charts = {"levels": bar_chart(f"各层级频次义务 ({p.label})", [f"第{lv['level']}级" for lv in result["levels"]],
                                   {STATUS_LABELS[s]: [lv[s] for lv in result["levels"]] for s in CHART_ORDER},
                                   stacked=True)}
-    trend = service.trend(jid, p, TREND_PERIODS, unit=unit or None)
     charts["trend"] = bar_chart("近期各期完成率 (%)", [t["period"] for t in trend],
                                 {"已完成 %": [None if t["met_rate"] is None else round(100 * t["met_rate"], 1)
                                             for t in trend]},

@@ -580,3 +580,52 @@ def test_a_chart_of_the_same_figures_is_drawn_once(monkeypatch):
     other = bar_chart("近期各期完成率 (测试)", ["2026-10", "2026-11"], {"已完成 %": [50.0, 80.0]})
     assert first.startswith("<svg") and first == again and first != other
     assert len(drawn) == 2
+
+
+def test_the_dashboard_keeps_settled_periods_but_never_shows_them_stale(ledger):
+    """Issue #12 (the cadence dashboard under 200 ms): the trend keeps the figures of settled periods, and counts a
+    period again after a back-dated patrol, a rebuild of the tallies, or a version with another cadence or other
+    units; the dashboard's compliance is the report's."""
+    policies, service = ledger.policies, CadenceService(ledger.policies)
+    village = next(u.id for u in policies.router("pian02").units.values() if u.level == 4)
+    now, november = datetime(2026, 11, 20, tzinfo=CST), Period.parse("2026-11")
+    counting: list[str] = []
+    counted: list[str] = []  # the settled periods the dashboard counted (not kept)
+    event.listen(ledger.engine, "before_cursor_execute",  # the settled periods' count (tallies.histogram)
+                 lambda _c, _cur, sql, *_: counting.append(sql) if "count(*)" in sql and "patrol_tally" in sql else 0)
+
+    def shown() -> list[dict]:
+        counting.clear()
+        report, trend = service.dashboard("pian02", november, 3, now)
+        counted[:] = counting
+        assert report == service.compliance("pian02", november, now)
+        fresh = CadenceService(policies)  # keeps nothing
+        assert trend == fresh.trend("pian02", november, 3, now) == service.trend("pian02", november, 3, now)
+        return trend
+
+    def september_patrols(*days: int) -> None:
+        ledger.record_patrols("pian02", [(patrol(village, datetime(2026, 9, d, 9, tzinfo=CST)), None) for d in days],
+                              "app", now=now)
+
+    september_patrols(2)
+    first = shown()
+    assert counted and shown() == first and not counted  # kept: the settled months are not counted again
+    september_patrols(9)  # back-dated: village_patrol (twice a month) is met in September now
+    assert shown()[0]["met"] == first[0]["met"] + 1 and counted
+    with Session(ledger.engine) as session:  # records written in bulk, then the tallies rebuilt (the simulator)
+        session.add(PatrolRecord(jurisdiction="pian02", unit=village, activity="summary", day=date(2026, 10, 30),
+                                 patrolled_at=datetime(2026, 10, 30, 9, tzinfo=CST), patrollers=["王五"],
+                                 signed_by="王五", created_by="t", created_at=now))
+        session.flush()
+        tallies.rebuild(session, "pian02")
+        session.commit()
+    assert shown()[1]["met"] == first[1]["met"] + 1  # October's summary filed
+    draft = policies.create_draft("pian02", "t")
+    document = policies.document(policies.get_version("pian02", draft.number))
+    patrols = next(c for c in document["cadences"] if c["id"] == "village_patrol")
+    patrols["times"], patrols["fields"] = 3, {"times": {"assumption": "测试: 每月三次"}}
+    document["unit_groups"][0]["generate"] = 2  # one more village
+    policies.update_draft("pian02", draft.number, document, draft.revision, "t")
+    policies.publish("pian02", draft.number, "t", "每月三次巡查, 两个行政村")
+    again = shown()
+    assert again[0]["met"] == first[0]["met"] and again[0]["total"] == first[0]["total"] + 2
