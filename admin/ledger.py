@@ -17,7 +17,7 @@ from admin.common import FormInvalid, Number, is_htmx, jurisdiction_redirect, pa
 from admin.forms import PatrolForm, read
 from api.ledger import current_period, ledger_services
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
-from store.cadences import STATUS_LABELS
+from store.cadences import RANK, STATUS_LABELS
 from store.errors import Invalid, StoreError
 from store.ledger import CST, IMPORT_COLUMNS, OBJECT_FIELDS, PAGE, Finding, PatrolInput, RowError, read_table
 from store.ledger_xlsx import patrol_summary
@@ -197,8 +197,7 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
     service = _ledger(request).cadences
     p = current_period(period or None)
     result, trend = service.dashboard(jid, p, TREND_PERIODS, unit=unit or None)
-    rows = sorted(result["rows"], key=lambda r: (-["met", "pending", "open", "at_risk", "missed"].index(r["status"]),
-                                                 r["level"], r["unit"]))
+    rows = sorted(result["rows"], key=lambda r: (-RANK[r["status"]], r["level"], r["unit"]))  # the worst first
     if status:
         rows = [r for r in rows if r["status"] == status]
     charts = {"levels": bar_chart(f"各层级频次义务 ({p.label})", [f"第{lv['level']}级" for lv in result["levels"]],

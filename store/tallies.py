@@ -178,8 +178,8 @@ def refill(session: Session | Connection, jid: str | None = None) -> None:
 
 
 def read(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date], objects: bool,
-         units: list[str] | None = None) -> dict[tuple[str, date], int]:
-    """{(subject, period start): records} of the activities in the periods of kind `per` starting at `starts`:
+         units: list[str] | None = None) -> dict[date, dict[str, int]]:
+    """{period start: {subject: records}} of the activities in the periods of kind `per` starting at `starts`:
     of objects, or of units (only `units` when given)."""
     t = table_of(PatrolTally).c
     # the start as stored (SQLite: text), turned into a date once per period, not once per row
@@ -188,12 +188,11 @@ def read(session: Session, jid: str, per: str, activities: tuple[str, ...], star
         t.period_start.in_(starts))
     if units is not None:
         query = query.where(t.subject.in_(units))
-    out: dict[tuple[str, date], int] = defaultdict(int)
-    days: dict[Any, date] = {}
+    out: dict[Any, dict[str, int]] = defaultdict(dict)
     for subject, start, n in session.execute(query).all():  # several activities: their records add up
-        day = days.get(start) or days.setdefault(start, _as_date(start))
-        out[(subject, day)] += n
-    return out
+        counts = out[start]
+        counts[subject] = counts.get(subject, 0) + n
+    return {_as_date(start): counts for start, counts in out.items()}
 
 
 def histogram(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date],
