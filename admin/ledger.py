@@ -197,7 +197,8 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
     service = _ledger(request).cadences
     p = current_period(period or None)
     result, trend = service.dashboard(jid, p, TREND_PERIODS, unit=unit or None)
-    rows = sorted(result["rows"], key=lambda r: (-RANK[r["status"]], r["level"], r["unit"]))  # the worst first
+    # the worst first; the report's order (level, grid, cadence) kept within a status
+    rows = sorted(result["rows"], key=lambda r: -RANK[r["status"]])
     if status:
         rows = [r for r in rows if r["status"] == status]
     charts = {"levels": bar_chart(f"各层级频次义务 ({p.label})", [f"第{lv['level']}级" for lv in result["levels"]],

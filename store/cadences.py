@@ -34,8 +34,7 @@ from store.tallies import Bucket, bucket_of
 from store.versions import PolicyStore
 
 STATUS_LABELS = {"met": "已完成", "at_risk": "有风险", "missed": "未完成", "open": "进行中", "pending": "未开始"}
-SEVERITY = ["met", "pending", "open", "at_risk", "missed"]  # a group's status is its worst obligation's
-RANK = {status: i for i, status in enumerate(SEVERITY)}
+RANK = {status: i for i, status in enumerate(["met", "pending", "open", "at_risk", "missed"])}  # worse: higher
 # Activities a check of an object counts for: a patrol that checked a source inspected it.
 INSPECTING = ("patrol", "source_inspection")
 KEPT = 20_000  # settled periods' statuses kept (a Hefei dashboard view uses ~40 per grid it is filtered by)
@@ -181,6 +180,7 @@ class CadenceService:
         # with few objects: a Hefei month is 7,000 rows, and the page's time went to making and collecting them
         by_cadence: dict[str, dict[str, dict]] = defaultdict(dict)
         per_cadence: dict[str, Counter] = defaultdict(Counter)
+        levels: Counter = Counter()  # (level, status) → obligations
         for cadence, _, obligations in counted:
             cid, times, rows = cadence.id, cadence.times, by_cadence[cadence.id]
             per_cadence[cid].update(status for _, _, _, status in obligations)
@@ -190,21 +190,21 @@ class CadenceService:
                     u = router.units[unit]
                     rows[unit] = {"unit": unit, "unit_name": u.name, "level": u.level, "cadence": cid,
                                   "required": times, "recorded": recorded if recorded < times else times,
-                                  "obligations": {status: 1}, "objects": int(oid is not None)}
+                                  "obligations": {status: 1}, "objects": int(oid is not None), "status": status}
+                    levels[(u.level, status)] += 1
                     continue
                 row["required"] += times
                 row["recorded"] += recorded if recorded < times else times
                 statuses = row["obligations"]
                 statuses[status] = statuses.get(status, 0) + 1
                 row["objects"] += oid is not None
+                if RANK[status] > RANK[row["status"]]:  # a group's status is its worst obligation's
+                    row["status"] = status
+                levels[(row["level"], status)] += 1
         unit_rows = sorted((row for rows in by_cadence.values() for row in rows.values()),
                            key=itemgetter("level", "unit", "cadence"))
-        levels: dict[int, Counter] = defaultdict(Counter)
         for row in unit_rows:
-            statuses = row["obligations"]
-            row["status"] = status = max(statuses, key=RANK.__getitem__) if len(statuses) > 1 else next(iter(statuses))
-            row["status_label"] = STATUS_LABELS[status]
-            levels[row["level"]].update(statuses)
+            row["status_label"] = STATUS_LABELS[row["status"]]
         level_names = {lv.number: lv.name for lv in policy.levels}
         return {
             "jurisdiction": jid, "name": policy.name, "period": period.as_dict(), "as_of": now.isoformat(),
@@ -215,8 +215,8 @@ class CadenceService:
                           "per": c.per.value, "per_label": PERIOD_LABELS[c.per.value],
                           "periods": [[b[0].isoformat(), b[1].isoformat()] for b in buckets],
                           "provenance": c.provenance, "obligations": dict(per_cadence[c.id])} for c, buckets in plan],
-            "levels": [{"level": n, "name": level_names.get(n, ""), **{s: levels[n][s] for s in STATUS_LABELS},
-                        "total": sum(levels[n].values())} for n in sorted(levels)],
+            "levels": [{"level": n, "name": level_names.get(n, ""), **{s: levels[(n, s)] for s in STATUS_LABELS},
+                        "total": sum(levels[(n, s)] for s in STATUS_LABELS)} for n in sorted({n for n, _ in levels})],
             "rows": unit_rows,
             "objects": {oid: {"name": name, "unit": u} for oid, (name, u) in objects.items()},
         }, counted
