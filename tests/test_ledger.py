@@ -647,3 +647,23 @@ def test_a_server_keeps_its_built_versions_out_of_garbage_collections(database_u
             assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 200), st.sampled_from(["patrol", "summary", "report"])),
+                         min_size=1, max_size=6), min_size=1, max_size=4),
+       st.integers(0, 240), st.sampled_from([None, "p02-township"]))
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_kept_dashboard_equals_a_fresh_one_after_any_patrols(ledger, batches, moment, unit):
+    """The settled periods the dashboard keeps (篇二's village cadences: twice a month, the monthly summary): after
+    every batch of patrols, on any day before or after the view's, its figures equal a service's that keeps nothing."""
+    village = next(u.id for u in ledger.policies.router("pian02").units.values() if u.level == 4)
+    start = datetime(2026, 1, 1, 8, tzinfo=CST)
+    now = start + timedelta(days=moment)
+    period, service = Period.parse(f"{now.year}-{now.month:02d}"), CadenceService(ledger.policies)
+    service.dashboard("pian02", period, 6, now, unit)
+    for batch in batches:
+        ledger.record_patrols("pian02", [(patrol(village, start + timedelta(days=day, minutes=next(PATROL_MINUTES)),
+                                                 activity=activity), None) for day, activity in batch],
+                              "app", now=datetime(2027, 3, 1, tzinfo=CST))
+        assert service.dashboard("pian02", period, 6, now, unit) == CadenceService(ledger.policies).dashboard(
+            "pian02", period, 6, now, unit)
