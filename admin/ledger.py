@@ -17,7 +17,7 @@ from admin.common import FormInvalid, Number, is_htmx, jurisdiction_redirect, pa
 from admin.forms import PatrolForm, read
 from api.ledger import current_period, ledger_services
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
-from store.cadences import STATUS_LABELS
+from store.cadences import RANK, STATUS_LABELS
 from store.errors import Invalid, StoreError
 from store.ledger import CST, IMPORT_COLUMNS, OBJECT_FIELDS, PAGE, Finding, PatrolInput, RowError, read_table
 from store.ledger_xlsx import patrol_summary
@@ -196,15 +196,14 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
                   status: Annotated[str | None, QueryParameter(max_length=16)] = None) -> Template:
     service = _ledger(request).cadences
     p = current_period(period or None)
-    result = service.compliance(jid, p, unit=unit or None)
-    rows = sorted(result["rows"], key=lambda r: (-["met", "pending", "open", "at_risk", "missed"].index(r["status"]),
-                                                 r["level"], r["unit"]))
+    result, trend = service.dashboard(jid, p, TREND_PERIODS, unit=unit or None)
+    # the worst first; the report's order (level, grid, cadence) kept within a status
+    rows = sorted(result["rows"], key=lambda r: -RANK[r["status"]])
     if status:
         rows = [r for r in rows if r["status"] == status]
     charts = {"levels": bar_chart(f"各层级频次义务 ({p.label})", [f"第{lv['level']}级" for lv in result["levels"]],
                                   {STATUS_LABELS[s]: [lv[s] for lv in result["levels"]] for s in CHART_ORDER},
                                   stacked=True)}
-    trend = service.trend(jid, p, TREND_PERIODS, unit=unit or None)
     charts["trend"] = bar_chart("近期各期完成率 (%)", [t["period"] for t in trend],
                                 {"已完成 %": [None if t["met_rate"] is None else round(100 * t["met_rate"], 1)
                                             for t in trend]},

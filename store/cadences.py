@@ -13,10 +13,14 @@ records a notification, like a case clock's, when an obligation turns at risk or
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
+from operator import itemgetter
 
+from cachetools import LRUCache
 from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session, col
 
@@ -30,10 +34,10 @@ from store.tallies import Bucket, bucket_of
 from store.versions import PolicyStore
 
 STATUS_LABELS = {"met": "已完成", "at_risk": "有风险", "missed": "未完成", "open": "进行中", "pending": "未开始"}
-SEVERITY = ["met", "pending", "open", "at_risk", "missed"]  # a group's status is its worst obligation's
+RANK = {status: i for i, status in enumerate(["met", "pending", "open", "at_risk", "missed"])}  # worse: higher
 # Activities a check of an object counts for: a patrol that checked a source inspected it.
 INSPECTING = ("patrol", "source_inspection")
-
+KEPT = 20_000  # settled periods' statuses kept (a Hefei dashboard view uses ~40 per grid it is filtered by)
 
 
 def period_days(period: Period) -> Bucket:
@@ -91,17 +95,20 @@ class CadenceService:
     def __init__(self, policies: PolicyStore):
         self.policies = policies
         self.engine = policies.engine
+        # (jurisdiction, version, units, cadence, period) → (tally stamp, statuses) of a grid cadence's settled period
+        self._kept: LRUCache = LRUCache(maxsize=KEPT)
+        self._keeping = threading.Lock()
 
     # --- the core: obligations of some cadences over some of their periods
     def evaluate(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime,
-                 units: set[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
+                 units: frozenset[str] | None = None) -> tuple[list[Obligation], dict[int, tuple[str, str]]]:
         """Obligations for each (cadence, periods) of `plan`, optionally only in `units`; and the objects
         concerned (id → (name, unit))."""
         counted, objects = self._counted(jid, plan, now, units)
         return [Obligation(cadence, unit, oid, bucket, cadence.times, recorded, status)
                 for cadence, bucket, rows in counted for unit, oid, recorded, status in rows], objects
 
-    def _counted(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime, units: set[str] | None
+    def _counted(self, jid: str, plan: list[tuple[Cadence, list[Bucket]]], now: datetime, units: frozenset[str] | None
                  ) -> tuple[list[tuple[Cadence, Bucket, list[tuple[str, int | None, int, str]]]],
                             dict[int, tuple[str, str]]]:
         """Per cadence and period of `plan`: (unit, object id, recorded, status) of each subject; the objects."""
@@ -126,10 +133,11 @@ class CadenceService:
             for bucket in sorted(set(buckets)):
                 statuses: dict[int, str] = {}  # one status per count: same period, same moment
                 rows = []
+                records = found.get(bucket[0], {})
                 for unit, oid, subject, registered in subjects:
                     if registered is not None and registered >= bucket[1]:
                         continue  # the object did not exist yet
-                    recorded = found.get((subject, bucket[0]), 0)
+                    recorded = records.get(subject, 0)
                     status = statuses.get(recorded) or statuses.setdefault(
                         recorded, status_of(cadence.times, recorded, bucket, now))
                     rows.append((unit, oid, recorded, status))
@@ -137,7 +145,7 @@ class CadenceService:
         return out, objects
 
     @staticmethod
-    def _objects(session: Session, jid: str, plan, units: set[str] | None) -> list[tuple]:
+    def _objects(session: Session, jid: str, plan, units: frozenset[str] | None) -> list[tuple]:
         """(id, name, unit, class, kind, registered_on) of the objects some per-object cadence of `plan` concerns."""
         classes = {c.source_class for c, _ in plan if c.source_class}
         kinds = {c.object_kind for c, _ in plan if c.object_kind}
@@ -150,38 +158,53 @@ class CadenceService:
     # --- reports
     def compliance(self, jid: str, period: Period, now: datetime | None = None, unit: str | None = None) -> dict:
         """Per unit and cadence: required, recorded, status; summaries per level and per cadence."""
+        return self._compliance(jid, period, now or utcnow(), unit)[0]
+
+    def dashboard(self, jid: str, period: Period, count: int, now: datetime | None = None,
+                  unit: str | None = None) -> tuple[dict, list[dict]]:
+        """The compliance of `period` and the trend of the `count` periods up to it (the cadence dashboard): the
+        cadence periods both answer for (the running ones, when `period` is the current one) are counted once."""
         now = now or utcnow()
+        report, counted = self._compliance(jid, period, now, unit)
+        return report, self._trend(jid, period, count, now, unit, counted)
+
+    def _compliance(self, jid: str, period: Period, now: datetime, unit: str | None) -> tuple[dict, list]:
+        """The compliance report, and its obligations as `_counted` gives them."""
         router = self.policies.router(jid)
         policy = router.jur.policy
         units = self._units(router, unit)
         start, end = period_days(period)
         plan = [(c, buckets_in(c.per.value, start, end)) for c in policy.cadences]
         counted, objects = self._counted(jid, plan, now, units)  # no Obligation per row: a quarter has 100,000
-        rows: dict[tuple[str, str], dict] = {}
-        levels: dict[int, Counter] = defaultdict(Counter)
+        # one row per grid and cadence (a cadence's periods in the report, its objects in the grid added up), made
+        # with few objects: a Hefei month is 7,000 rows, and the page's time went to making and collecting them
+        by_cadence: dict[str, dict[str, dict]] = defaultdict(dict)
         per_cadence: dict[str, Counter] = defaultdict(Counter)
+        levels: Counter = Counter()  # (level, status) → obligations
         for cadence, _, obligations in counted:
-            times = cadence.times
+            cid, times, rows = cadence.id, cadence.times, by_cadence[cadence.id]
+            per_cadence[cid].update(status for _, _, _, status in obligations)
             for unit, oid, recorded, status in obligations:
-                row = rows.get((unit, cadence.id))
+                row = rows.get(unit)
                 if row is None:
                     u = router.units[unit]
-                    row = rows[(unit, cadence.id)] = {
-                        "unit": unit, "unit_name": u.name, "level": u.level, "cadence": cadence.id,
-                        "required": 0, "recorded": 0, "obligations": {}, "objects": 0}
+                    rows[unit] = {"unit": unit, "unit_name": u.name, "level": u.level, "cadence": cid,
+                                  "required": times, "recorded": recorded if recorded < times else times,
+                                  "obligations": {status: 1}, "objects": int(oid is not None), "status": status}
+                    levels[(u.level, status)] += 1
+                    continue
                 row["required"] += times
                 row["recorded"] += recorded if recorded < times else times
                 statuses = row["obligations"]
                 statuses[status] = statuses.get(status, 0) + 1
                 row["objects"] += oid is not None
-        unit_rows = []
-        for row in sorted(rows.values(), key=lambda r: (r["level"], r["unit"], r["cadence"])):
-            row["status"] = max(row["obligations"], key=SEVERITY.index)
+                if RANK[status] > RANK[row["status"]]:  # a group's status is its worst obligation's
+                    row["status"] = status
+                levels[(row["level"], status)] += 1
+        unit_rows = sorted((row for rows in by_cadence.values() for row in rows.values()),
+                           key=itemgetter("level", "unit", "cadence"))
+        for row in unit_rows:
             row["status_label"] = STATUS_LABELS[row["status"]]
-            for status, n in row["obligations"].items():
-                levels[row["level"]][status] += n
-                per_cadence[row["cadence"]][status] += n
-            unit_rows.append(row)
         level_names = {lv.number: lv.name for lv in policy.levels}
         return {
             "jurisdiction": jid, "name": policy.name, "period": period.as_dict(), "as_of": now.isoformat(),
@@ -192,17 +215,22 @@ class CadenceService:
                           "per": c.per.value, "per_label": PERIOD_LABELS[c.per.value],
                           "periods": [[b[0].isoformat(), b[1].isoformat()] for b in buckets],
                           "provenance": c.provenance, "obligations": dict(per_cadence[c.id])} for c, buckets in plan],
-            "levels": [{"level": n, "name": level_names.get(n, ""), **{s: levels[n][s] for s in STATUS_LABELS},
-                        "total": sum(levels[n].values())} for n in sorted(levels)],
+            "levels": [{"level": n, "name": level_names.get(n, ""), **{s: levels[(n, s)] for s in STATUS_LABELS},
+                        "total": sum(levels[(n, s)] for s in STATUS_LABELS)} for n in sorted({n for n, _ in levels})],
             "rows": unit_rows,
             "objects": {oid: {"name": name, "unit": u} for oid, (name, u) in objects.items()},
-        }
+        }, counted
 
     def trend(self, jid: str, period: Period, count: int, now: datetime | None = None,
               unit: str | None = None) -> list[dict]:
         """Obligations per status in each of the `count` periods up to `period` (oldest first; the dashboard's
         chart): one evaluation over the periods' cadence periods, each obligation counted in the periods it
         answers for."""
+        return self._trend(jid, period, count, now or utcnow(), unit, [])
+
+    def _trend(self, jid: str, period: Period, count: int, now: datetime, unit: str | None,
+               counted: list) -> list[dict]:
+        """The trend, given some of its cadence periods counted already (`_counted`'s, of the same `unit`)."""
         periods = [period]
         for _ in range(count - 1):
             periods.insert(0, periods[0].previous())
@@ -210,15 +238,17 @@ class CadenceService:
         cadences = router.jur.policy.cadences
         answers = [{c.id: set(buckets_in(c.per.value, *period_days(p))) for c in cadences} for p in periods]
         plan = [(c, sorted(set().union(*(a[c.id] for a in answers)))) for c in cadences]
-        now, units = now or utcnow(), self._units(router, unit)
-        # a grid cadence's settled periods are counted in SQL (met: records ≥ times; the others missed); the rest,
-        # per subject
-        settled = [(c, [b for b in buckets if now >= at(b[1])]) for c, buckets in plan if not _per_object(c)]
-        rest = [(c, running) for c, buckets in plan
-                if (running := [b for b in buckets if _per_object(c) or now < at(b[1])])]  # no read for none
-        counted = self._counted(jid, rest, now, units)[0]
+        units = self._units(router, unit)
+        known = {(c.id, bucket) for c, bucket, _ in counted}
+        # a grid cadence's settled periods: from how many grids have each count (kept until their tallies change);
+        # the rest, per subject (no read for none)
+        settled = [(c, [b for b in buckets if now >= at(b[1]) and (c.id, b) not in known])
+                   for c, buckets in plan if not _per_object(c)]
+        rest = [(c, running) for c, buckets in plan if (running := [
+            b for b in buckets if (_per_object(c) or now < at(b[1])) and (c.id, b) not in known])]
+        counted = counted + self._counted(jid, rest, now, units)[0]
         tally = [(c.id, bucket, Counter(status for _, _, _, status in rows)) for c, bucket, rows in counted]
-        tally += [(c.id, bucket, statuses) for c, bucket, statuses in self._settled(jid, router, settled, units)]
+        tally += [(c.id, bucket, statuses) for c, bucket, statuses in self._settled(jid, router, settled, units, now)]
         out = []
         for p, answer in zip(periods, answers):
             statuses: Counter = Counter()
@@ -230,29 +260,45 @@ class CadenceService:
                         "met_rate": round(statuses["met"] / total, 3) if total else None})
         return out
 
-    def _settled(self, jid: str, router, plan: list[tuple[Cadence, list[Bucket]]], units: set[str] | None
-                 ) -> list[tuple[Cadence, Bucket, Counter]]:
-        """The statuses of grid cadences' settled periods: how many grids reached the cadence's times, counted in
-        SQL (a Hefei half year is 50,000 obligations); the others missed."""
+    def _settled(self, jid: str, router, plan: list[tuple[Cadence, list[Bucket]]], units: frozenset[str] | None,
+                 now: datetime) -> list[tuple[Cadence, Bucket, Counter]]:
+        """The statuses of grid cadences' settled periods, judged once per number of records from how many grids
+        have it (counted in SQL: a Hefei half year is 50,000 obligations). Kept until the period's tallies are
+        written again (its stamp: a back-dated patrol, a rebuild); another version (cadences, units) has its own."""
         by_level = _by_level(router, units)
+        periods = {(c.per.value, b[0]) for c, buckets in plan for b in buckets}
+        if not periods:
+            return []
         out = []
         with Session(reader(self.engine)) as session:
+            stamps = tallies.stamps(session, jid, periods)  # read first: a write after this bumps past what is kept
             for cadence, buckets in plan:
-                if not buckets:
-                    continue
-                subjects = by_level[cadence.level]
-                _, per, activities = _tally_key(cadence)
-                met = tallies.reaching(session, jid, per, activities, [b[0] for b in buckets], cadence.times, subjects)
-                out += [(cadence, b, Counter({"met": met.get(b[0], 0), "missed": len(subjects) - met.get(b[0], 0)}))
-                        for b in buckets]
+                subjects, per = by_level[cadence.level], cadence.per.value
+                keys = {b: ((jid, router.jur.content_hash, units, cadence.id, b), stamps[(per, b[0])])
+                        for b in buckets}
+                with self._keeping:
+                    kept = {b: hit[1] for b, (key, stamp) in keys.items()
+                            if (hit := self._kept.get(key)) is not None and hit[0] == stamp}
+                missing = [b for b in buckets if b not in kept]
+                counts = tallies.histogram(session, jid, per, _tally_key(cadence)[2], [b[0] for b in missing],
+                                           subjects) if missing else {}
+                for b in missing:
+                    by_count = counts.get(b[0], Counter())
+                    statuses: Counter = Counter()
+                    for recorded, n in [(0, len(subjects) - sum(by_count.values())), *by_count.items()]:
+                        statuses[status_of(cadence.times, recorded, b, now)] += n
+                    kept[b] = statuses
+                    with self._keeping:
+                        self._kept[keys[b][0]] = (keys[b][1], statuses)
+                out += [(cadence, b, kept[b]) for b in buckets]
         return out
 
-    def _units(self, router, unit: str | None) -> set[str] | None:
+    def _units(self, router, unit: str | None) -> frozenset[str] | None:
         if not unit:
             return None
         from store.ledger import LedgerService  # noqa: PLC0415 - the subtree of a grid, shared with the ledger
         below = LedgerService(self.policies).subtree(router, unit)
-        return set(below) if below is not None else None
+        return frozenset(below) if below is not None else None
 
     def missed(self, jid: str, start: date, end: date, now: datetime | None = None) -> list[Obligation]:
         """The obligations of the cadence periods that the days [start, end) answer for, missed as of `now`
@@ -337,8 +383,10 @@ class CadenceService:
                 session.execute(insert(Notification), rows[i:i + 5000])
 
 
-def _by_level(router, units: set[str] | None) -> dict[int | None, list[str]]:
-    """The grids (only `units` when given) of each level, and all of them under None (a cadence without a level)."""
+@lru_cache(maxsize=64)
+def _by_level(router, units: frozenset[str] | None) -> dict[int | None, list[str]]:
+    """The grids (only `units` when given) of each level, and all of them under None (a cadence without a level);
+    per compiled version (a PolicyRouter is one version's), not to be changed."""
     by_level: dict[int | None, list[str]] = defaultdict(list)
     for u in router.units.values():
         if units is None or u.id in units:

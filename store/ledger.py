@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam, column, func, insert, table, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -469,7 +470,7 @@ class LedgerService:
         records with their checked objects, finding cases and tallies (Core inserts: a record per request)."""
         connection = session.connection()  # Core on the connection: no ORM per row
         keys = [key for _, _, key in items if key]
-        stored: dict[str, int] = dict(connection.execute(BY_KEYS, {"jid": jid, "keys": keys}).all()) if keys else {}
+        stored = _by_keys(connection, jid, keys)
         fresh = [(i, p, values) for i, p, values in checked if values["idempotency_key"] not in stored]
         twins = _same_patrols([values for _, _, values in fresh])
         if twins:
@@ -500,12 +501,9 @@ class LedgerService:
         made = iter(records)
         return [(replayed[stored[key]], False) if key in stored else (next(made), True) for _, _, key in items]
 
-    def _patrols_by_keys(self, jid: str, keys: list[str]) -> dict[str, PatrolRecord]:
-        if not keys:
-            return {}
+    def _patrols_by_keys(self, jid: str, keys: list[str]) -> dict[str, int]:
         with Session(reader(self.engine)) as session:
-            return {r.idempotency_key or "": r for r in session.exec(select(PatrolRecord).where(
-                PatrolRecord.jurisdiction == jid, col(PatrolRecord.idempotency_key).in_(keys)))}
+            return _by_keys(session, jid, keys)
 
     def _conflict(self, jid: str, fresh: list[tuple[int, PatrolInput, dict[str, Any]]]) -> Conflict:
         """After a unique violation: the item already stored (a concurrent retry's key, or the same patrol)."""
@@ -671,6 +669,11 @@ class LedgerService:
         with Session(reader(self.engine)) as session:
             return {link.case_id: link
                     for link in session.exec(select(CaseLink).where(col(CaseLink.case_id).in_(case_ids)))}
+
+
+def _by_keys(session: Session | Connection, jid: str, keys: list[str]) -> dict[str, int]:
+    """The ids of the jurisdiction's patrol records stored under these Idempotency-Keys."""
+    return dict(session.execute(BY_KEYS, {"jid": jid, "keys": keys}).all()) if keys else {}
 
 
 def _same_patrols(records: list[dict[str, Any]]) -> list[int]:

@@ -331,6 +331,16 @@ class PatrolTally(SQLModel, table=True):
     n: int
 
 
+class TallyStamp(SQLModel, table=True):
+    """A revision per jurisdiction and period of each kind, bumped by every write of that period's tallies (intake,
+    rebuild): the cadence trend's cache of settled periods is checked against it (store/cadences.py)."""
+    __tablename__ = "tally_stamp"
+    jurisdiction: str = Field(max_length=64, primary_key=True)
+    per: str = Field(max_length=16, primary_key=True)
+    period_start: date = Field(primary_key=True)
+    revision: int
+
+
 class CaseLink(SQLModel, table=True):
     """A case found at a supervised object and/or opened from a patrol's finding."""
     __tablename__ = "case_link"

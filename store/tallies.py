@@ -4,7 +4,8 @@ checked), activity and calendar period of every kind a cadence can use (day, wee
 Patrol intake adds to them in the same transaction as the records (an upsert per touched row), so a cadence's
 obligations for any period — settled or current — read a few rows per subject instead of scanning the records.
 `recount` derives them from scratch in SQL — an implementation independent of the incremental one, which the tests
-compare it with — and `rebuild` stores that (the migration's backfill, the simulator's bulk inserts).
+compare it with — and `rebuild` stores that (the simulator's bulk inserts). Every write of a period's tallies bumps
+the period's stamp (`tally_stamp`): what a cache of figures of a settled period is checked against.
 """
 from __future__ import annotations
 
@@ -14,18 +15,19 @@ from datetime import date, timedelta
 from typing import Any
 from functools import lru_cache
 
-from sqlalchemy import String, and_, delete, func, or_, select, text, type_coerce
+from sqlalchemy import String, and_, delete, func, or_, select, text, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from policy.models import PERIOD_LABELS
 from store.assessment import MONTHS
-from store.tables import PatrolRecord, PatrolTally, table_of
+from store.tables import PatrolRecord, PatrolTally, TallyStamp, table_of
 
 PERIOD_KINDS = tuple(PERIOD_LABELS)  # every kind is kept: a new policy version may add a cadence of any kind
 OBJECT = "object:"  # an object's subject (as in cadence_obligation)
 KEY = ("jurisdiction", "per", "of_object", "period_start", "activity", "subject")  # the primary key's order
+STAMP_KEY = ("jurisdiction", "per", "period_start")  # a period's, of its tallies of units and of objects alike
 CHUNK = 5000
 
 Bucket = tuple[date, date]  # [start, end) days
@@ -75,22 +77,28 @@ def of_records(records: Iterable[tuple[PatrolRecord, Iterable[int]]]) -> Tallies
 
 
 def add(session: Session | Connection, counts: Tallies) -> None:
-    """Add `counts` to the stored tallies (one upsert per row, in key order so concurrent intakes lock rows in
-    the same order)."""
+    """Add `counts` to the stored tallies and bump their periods' stamps (one upsert per row, in key order so
+    concurrent intakes lock rows in the same order)."""
     if not counts:
         return
-    stmt = _upsert((session.get_bind() if isinstance(session, Session) else session).dialect.name)
+    upsert, bump = _upserts((session.get_bind() if isinstance(session, Session) else session).dialect.name)
     rows = [dict(zip(KEY, key), n=n) for key, n in sorted(counts.items())]
     for i in range(0, len(rows), CHUNK):
-        session.execute(stmt, rows[i:i + CHUNK])
+        session.execute(upsert, rows[i:i + CHUNK])
+    periods = sorted({(key[0], key[1], key[3]) for key in counts})
+    for i in range(0, len(periods), CHUNK):
+        session.execute(bump, [dict(zip(STAMP_KEY, p), revision=1) for p in periods[i:i + CHUNK]])
 
 
 @lru_cache(maxsize=2)
-def _upsert(dialect: str):
-    """The tallies' upsert statement (built once: building it cost more than running it for one record)."""
-    t = table_of(PatrolTally)
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
-    return stmt.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + stmt.excluded.n})
+def _upserts(dialect: str):
+    """The tallies' upsert and the stamps' bump (built once: building them cost more than running them for one
+    record)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    t, s = table_of(PatrolTally), table_of(TallyStamp)
+    tally, stamp = insert(t), insert(s)
+    return (tally.on_conflict_do_update(index_elements=list(KEY), set_={"n": t.c.n + tally.excluded.n}),
+            stamp.on_conflict_do_update(index_elements=list(STAMP_KEY), set_={"revision": s.c.revision + 1}))
 
 
 # The start of a day's period of each kind, in each dialect's SQL ({d}: the day column).
@@ -148,7 +156,20 @@ def recount(session: Session | Connection, jid: str | None = None) -> Tallies:
 
 
 def rebuild(session: Session | Connection, jid: str | None = None) -> None:
-    """Replace the stored tallies (of one jurisdiction, or all) with a recount, inside the database."""
+    """Replace the stored tallies (of one jurisdiction, or all) with a recount and bump the stamps of every period,
+    inside the database."""
+    refill(session, jid)
+    s = table_of(TallyStamp)
+    bump = update(s).values(revision=s.c.revision + 1)
+    session.execute(bump if jid is None else bump.where(s.c.jurisdiction == jid))
+    columns, where = ", ".join(STAMP_KEY), "TRUE" if jid is None else "jurisdiction = :jid"  # WHERE: SQLite's upsert
+    session.execute(text(f"INSERT INTO tally_stamp ({columns}, revision) SELECT DISTINCT {columns}, 1 "
+                         f"FROM patrol_tally WHERE {where} ON CONFLICT DO NOTHING"), {"jid": jid})
+
+
+def refill(session: Session | Connection, jid: str | None = None) -> None:
+    """Replace the stored tallies (of one jurisdiction, or all) with a recount, inside the database; no stamps
+    (`rebuild` bumps them)."""
     dialect = (session.get_bind() if isinstance(session, Session) else session).dialect.name
     t = table_of(PatrolTally)
     session.execute(delete(t) if jid is None else delete(t).where(t.c.jurisdiction == jid))
@@ -157,8 +178,8 @@ def rebuild(session: Session | Connection, jid: str | None = None) -> None:
 
 
 def read(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date], objects: bool,
-         units: list[str] | None = None) -> dict[tuple[str, date], int]:
-    """{(subject, period start): records} of the activities in the periods of kind `per` starting at `starts`:
+         units: list[str] | None = None) -> dict[date, dict[str, int]]:
+    """{period start: {subject: records}} of the activities in the periods of kind `per` starting at `starts`:
     of objects, or of units (only `units` when given)."""
     t = table_of(PatrolTally).c
     # the start as stored (SQLite: text), turned into a date once per period, not once per row
@@ -167,24 +188,37 @@ def read(session: Session, jid: str, per: str, activities: tuple[str, ...], star
         t.period_start.in_(starts))
     if units is not None:
         query = query.where(t.subject.in_(units))
-    out: dict[tuple[str, date], int] = defaultdict(int)
-    days: dict[Any, date] = {}
+    out: dict[Any, dict[str, int]] = defaultdict(dict)
     for subject, start, n in session.execute(query).all():  # several activities: their records add up
-        day = days.get(start) or days.setdefault(start, _as_date(start))
-        out[(subject, day)] += n
-    return out
+        counts = out[start]
+        counts[subject] = counts.get(subject, 0) + n
+    return {_as_date(start): counts for start, counts in out.items()}
 
 
-def reaching(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date], times: int,
-             units: list[str]) -> dict[date, int]:
-    """Per period start: how many of `units` have at least `times` records of the activities, counted in SQL."""
+def histogram(session: Session, jid: str, per: str, activities: tuple[str, ...], starts: list[date],
+              units: list[str]) -> dict[date, Counter]:
+    """Per period start: how many of `units` have each number of records of the activities (≥ 1), counted in SQL;
+    the caller judges each number once (a settled Hefei half year is 50,000 obligations)."""
     t = table_of(PatrolTally).c
     per_unit = select(t.period_start, func.sum(t.n).label("n")).where(
         t.jurisdiction == jid, t.per == per, t.activity.in_(activities), t.of_object.is_(False),
         t.period_start.in_(starts), t.subject.in_(units)).group_by(t.subject, t.period_start).subquery()
-    query = select(per_unit.c.period_start, func.count()).where(per_unit.c.n >= times).group_by(
-        per_unit.c.period_start)
-    return {_as_date(start): n for start, n in session.execute(query)}
+    query = select(per_unit.c.period_start, per_unit.c.n, func.count()).group_by(per_unit.c.period_start,
+                                                                                 per_unit.c.n)
+    out: dict[date, Counter] = defaultdict(Counter)
+    for start, n, subjects in session.execute(query):
+        out[_as_date(start)][n] = subjects
+    return out
+
+
+def stamps(session: Session, jid: str, periods: set[tuple[str, date]]) -> dict[tuple[str, date], int]:
+    """The stamp of each (kind, start) of `periods`: 0 if its tallies were never written since stamps were kept."""
+    s = table_of(TallyStamp).c
+    query = select(s.per, s.period_start, s.revision).where(
+        s.jurisdiction == jid, s.per.in_({per for per, _ in periods}),
+        s.period_start.in_({start for _, start in periods}))
+    found = {(per, _as_date(start)): revision for per, start, revision in session.execute(query)}
+    return {p: found.get(p, 0) for p in periods}
 
 
 def records(session: Session, jid: str, start: date | None, end: date | None, units: list[str] | None = None) -> int:

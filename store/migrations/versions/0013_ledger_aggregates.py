@@ -16,7 +16,7 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-from store.tallies import rebuild
+from store.tallies import refill
 
 revision: str = '0013_ledger_aggregates'
 down_revision: Union[str, Sequence[str], None] = '0012_patrol_activity_index'
@@ -65,7 +65,7 @@ def upgrade() -> None:
     else:
         for statement in SQLITE_SEARCH:
             op.execute(statement)
-    rebuild(op.get_bind())
+    refill(op.get_bind())  # its tally_stamp comes with 0014
 
 
 def downgrade() -> None:
