@@ -112,12 +112,12 @@ def test_a_write_waiting_beyond_its_budget_is_refused_and_writes_nothing(server)
 
 
 # --- the read budget: a GET waits for a build only so long (#17)
-READ_BUDGET = 0.05  # seconds: shorter than any build of Hefei (1,649 units)
+READ_BUDGET = 0.001  # seconds: shorter than any build (a build of a Hefei draft reusing its parent's parts took under 50 ms)
 
 
 @pytest.fixture(scope="module")
 def budget_server(prepared_sqlite, tmp_path_factory):
-    """Hefei with a second published version; the server's reads have a 50 ms budget."""
+    """Hefei with a second published version; the server's reads have a 1 ms budget."""
     path = tmp_path_factory.mktemp("budget") / "budget.db"
     shutil.copy(prepared_sqlite, path)
     policies = open_policy_store(f"sqlite:///{path}")
@@ -130,19 +130,26 @@ def budget_server(prepared_sqlite, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("GRIDPOLICY_READ_SECONDS", str(READ_BUDGET))
     with running_server(f"sqlite:///{path}") as base:
-        yield base
+        yield base, f"sqlite:///{path}"
     patch.undo()
 
 
 def test_a_read_waiting_for_a_build_past_its_budget_is_refused_and_answered_on_retry(budget_server):
-    # v1 is no longer active: nothing built it in this server, so the diff waits for its build
-    diff = f"{budget_server}/v1/jurisdictions/hefei/diff?from=1&to=2"
+    # a draft written after the server started: nothing can have built it there, so the diff waits for its build
+    base, url = budget_server
+    policies = open_policy_store(url)
+    draft = policies.create_draft("hefei", "编辑")
+    document = policies.document(draft)
+    document["departments"][0]["duties"] = [*document["departments"][0]["duties"], "核对巡查记录"]
+    policies.update_draft("hefei", draft.number, document, draft.revision, "编辑")
+    policies.engine.dispose()
+    diff = f"{base}/v1/jurisdictions/hefei/diff?from=2&to={draft.number}"
     refused = httpx.get(diff, timeout=30)
     assert refused.status_code == 503
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert refused.headers["retry-after"] == "5"
     assert "正在准备中" in refused.json()["detail"] and "still being prepared" in refused.json()["detail"]
-    assert httpx.get(f"{budget_server}/health", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/health", timeout=5).status_code == 200
     deadline = time.monotonic() + 120
     while (answer := httpx.get(diff, timeout=30)).status_code == 503:  # the build went on: a retry finds it
         assert time.monotonic() < deadline, answer.text
