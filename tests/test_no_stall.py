@@ -112,7 +112,7 @@ def test_a_write_waiting_beyond_its_budget_is_refused_and_writes_nothing(server)
 
 
 # --- the read budget: a GET waits for a build only so long (#17)
-READ_BUDGET = 0.001  # seconds: shorter than any build (a build of a Hefei draft reusing its parent's parts took under 50 ms)
+READ_BUDGET = 0.001  # seconds: shorter than any build (a Hefei draft reusing its parent's parts builds in < 50 ms)
 
 
 @pytest.fixture(scope="module")
