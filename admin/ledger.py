@@ -198,9 +198,10 @@ def cadences_page(request: Request, user: NamedDependency[Principal], jid: FromP
     p = current_period(period or None)
     result, trend = service.dashboard(jid, p, TREND_PERIODS, unit=unit or None)
     # the worst first; the report's order (level, grid, cadence) kept within a status
-    rows = sorted(result["rows"], key=lambda r: -RANK[r["status"]])
-    if status:
-        rows = [r for r in rows if r["status"] == status]
+    by_status: dict[str, list[dict]] = {s: [] for s in sorted(RANK, key=RANK.__getitem__, reverse=True)}
+    for row in result["rows"]:
+        by_status[row["status"]].append(row)
+    rows = by_status.get(status, []) if status else [row for group in by_status.values() for row in group]
     charts = {"levels": bar_chart(f"各层级频次义务 ({p.label})", [f"第{lv['level']}级" for lv in result["levels"]],
                                   {STATUS_LABELS[s]: [lv[s] for lv in result["levels"]] for s in CHART_ORDER},
                                   stacked=True)}

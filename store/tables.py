@@ -322,6 +322,7 @@ class PatrolTally(SQLModel, table=True):
     """Patrol records per subject (a unit, or "object:<id>" for the objects checked), activity and period of each
     kind (store/tallies.py): kept by patrol intake in the same transaction, read by the cadences."""
     __tablename__ = "patrol_tally"
+    __table_args__ = {"sqlite_with_rowid": False}  # read by key prefix: rows kept in the key's order (0015)
     jurisdiction: str = Field(max_length=64, primary_key=True)
     per: str = Field(max_length=16, primary_key=True)  # a cadence period kind: day, week, … year
     of_object: bool = Field(primary_key=True)  # the subject is an object
