@@ -126,7 +126,7 @@ class CaseService:
         record = new_row(
             CaseRecord, jurisdiction=jurisdiction, policy_version=decision.policy_version, version_number=number,
             idempotency_key=idempotency_key, problem_type=decision.problem_type.code, unit=case.unit,
-            facts=dict(case.facts), description=description, stored_decision=router.compact(decision),
+            facts=dict(case.facts), description=description, stored_decision=router.compact(decision, routed=True),
             handler_level=decision.handler.level,
             handler_unit=decision.handler.unit, found_level=found_level, finder_unit=finder.id if finder else None,
             workflow=decision.workflow, status=RECEIVED,
@@ -362,7 +362,8 @@ class CaseService:
         except (RoutingError, ValueError) as err:
             raise Invalid(str(err), field="facts") from None
         old = router.restore(record.stored_decision)
-        record.facts, record.stored_decision, record.workflow = facts, router.compact(decision), decision.workflow
+        record.facts, record.workflow = facts, decision.workflow
+        record.stored_decision = router.compact(decision, routed=True)
         record.handler_level, record.handler_unit = decision.handler.level, decision.handler.unit
         self._event(session, record, t.actor, "rerouted", record.status, record.status, now, t.note,
                     {"facts": t.facts, "old_handler": old.handler.model_dump(mode="json"),
