@@ -47,7 +47,8 @@ def new_row(model: type[M], **values: Any) -> M:
     """A new, transient `model` row, as its constructor makes it (defaults, then `values`; no validation, as a table
     model's constructor does none) but with the columns put in its `__dict__` as a load does: a row inserted by the
     ORM's flush or by `flush_new` reads them there. Relationships are set through the instrumentation, so that their
-    back references (a case's `events` and `clocks`) follow and the ORM's flush sees them."""
+    back references (a case's `events` and `clocks`) follow and the ORM's flush sees them; an empty collection is set
+    as loaded (what is appended to it later is the ORM's history)."""
     obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]  # set by SQLAlchemy's mapping
     relationships = model.__sqlmodel_relationships__  # type: ignore[attr-defined]
     columns = {k: v for k, v in values.items() if k not in relationships}
@@ -60,7 +61,11 @@ def new_row(model: type[M], **values: Any) -> M:
     row.update(columns)
     object.__setattr__(obj, "__pydantic_fields_set__", set(columns))
     for key in relationships:
-        if key in values:
+        if key not in values:
+            continue
+        if values[key] == []:  # a collection known to be empty: set as loaded, without replace events
+            attributes.set_committed_value(obj, key, [])
+        else:
             attributes.set_attribute(obj, key, values[key])
     return obj
 
