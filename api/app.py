@@ -251,7 +251,9 @@ def case_out(record: CaseRecord, services: NamedDependency[Services], events=Non
              decision: Decision | None = None) -> CaseOut:
     """`decision`: the case's, if known (intake routed it), else read back from the row."""
     allowed = [AllowedAction(action=a, label=TRANSITION_LABELS[a]) for a in services.cases.allowed_actions(record)]
-    return CaseOut.of(record, decision or services.policies.decision(record.stored_decision), allowed, events, clocks)
+    if decision is None:
+        decision = services.policies.decision(record.stored_decision)
+    return CaseOut.of(record, decision, allowed, events, clocks)
 
 
 # --- policy endpoints (public, read-only)
