@@ -247,9 +247,13 @@ def _api_key(request: Request, services: NamedDependency[Services]) -> ApiKey:
     return request.state.api_key
 
 
-def case_out(record: CaseRecord, services: NamedDependency[Services], events=None, clocks=None) -> CaseOut:
+def case_out(record: CaseRecord, services: NamedDependency[Services], events=None, clocks=None,
+             decision: Decision | None = None) -> CaseOut:
+    """`decision`: the case's, if known (intake routed it), else read back from the row."""
     allowed = [AllowedAction(action=a, label=TRANSITION_LABELS[a]) for a in services.cases.allowed_actions(record)]
-    return CaseOut.of(record, services.policies.decision(record.stored_decision), allowed, events, clocks)
+    if decision is None:
+        decision = services.policies.decision(record.stored_decision)
+    return CaseOut.of(record, decision, allowed, events, clocks)
 
 
 # --- policy endpoints (public, read-only)
@@ -429,13 +433,13 @@ def create_case(request: Request, services: NamedDependency[Services], api_key: 
     key = in_scope(api_key, data.jurisdiction)
     request_hash = _digest(data) if idempotency_key else None
     case, report = resolve(services.locators, data.jurisdiction, data.case(), data)
-    record = (ledger.ledger_services(request.app).ledger.open_case(
+    record, decision = (ledger.ledger_services(request.app).ledger.open_case(
         data.jurisdiction, case, data.object_id, f"apikey:{key.prefix}", idempotency_key, request_hash,
         description=data.description, report=report)
         if data.object_id else
-        services.cases.create(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
+        services.cases.open(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
                        description=data.description, request_hash=request_hash, report=report))
-    return ModelResponse(case_out(record, services, record.events, record.clocks), status_code=201,
+    return ModelResponse(case_out(record, services, record.events, record.clocks, decision), status_code=201,
                     headers={"Location": f"/v1/cases/{record.id}"})
 
 

@@ -139,6 +139,8 @@ class PolicyRouter:
         self._trace = self._trace_entries()
         self._chains: dict[str, list[Unit]] = {}
         self._action_entries: dict[int, dict] = {}
+        # the compact forms, less their times, that `expand` gave back exactly for a decision `route` made (see compact)
+        self._round_trips: set[tuple] = set()
         # per workflow, the fixed part of each deadline entry: only the due time varies per case
         self._plans = {w.id: [(step, {"step": step.id, "name": step.name, "actor": step.actor,
                                       "duration": _iso_duration(step.deadline.duration),
@@ -266,10 +268,12 @@ class PolicyRouter:
         })
 
     # --- a stored decision keeps what this version cannot restate (#17: ~9 KB → under 2 KB a case)
-    def compact(self, decision: Decision) -> dict:
+    def compact(self, decision: Decision, routed: bool = False) -> dict:
         """The decision as ids, levels and due times: names, labels, reasons and quotes come back from this version
         (content-addressed, so they are the texts that decided) in `expand`. A decision `expand` would not give back
-        exactly is kept whole."""
+        exactly is kept whole. `routed`: the decision is this router's own `route` answer, whose every other field
+        is this version's text for what the compact form keeps; its times are copied both ways, so once one such form
+        came back exactly, another that differs only in its times does too, and is not expanded again."""
         rules = {r.id: r for r in self.jur.policy.rules}
         actions = []
         for a in decision.actions:
@@ -287,11 +291,20 @@ class PolicyRouter:
                   "deadlines": [d.due for d in decision.deadlines],
                   "escalation_path": [[h.level, h.unit, h.after, h.rule] for h in decision.escalation_path],
                   "trace": [[t.rule, t.phase] if t.phase else t.rule for t in decision.trace]}
+        shape = _without_times(stored) if routed else None
+        if shape in self._round_trips:
+            return stored
         try:
             same = self.expand(stored) == decision
         except (KeyError, IndexError, ValueError):
             same = False
-        return stored if same else decision.model_dump(mode="json")
+        if not same:
+            return decision.model_dump(mode="json")
+        if shape is not None:
+            if len(self._round_trips) >= ROUND_TRIPS:  # bounded: a version with many units has many shapes
+                self._round_trips.clear()
+            self._round_trips.add(shape)
+        return stored
 
     def restore(self, stored: dict) -> Decision:
         """The whole decision from what `compact` stored: its compact form, or the decision kept whole."""
@@ -408,6 +421,23 @@ class PolicyRouter:
             trace.append(self._trace[hop.rule.id] | {"phase": "escalation"})
             due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
         return path, trace
+
+
+ROUND_TRIPS = 20_000
+
+
+def _without_times(stored: dict) -> tuple:
+    """`compact`'s form without its due times (hashable): whether an action has one stays, it is the rule's."""
+    return (stored["jurisdiction"], stored["policy_version"], stored["problem_type"], tuple(stored["handler"]),
+            stored["first_action"], stored["workflow"], len(stored["deadlines"]),
+            tuple((rule, index, _frozen(by), _frozen(to), due is None)
+                  for rule, index, by, to, due in stored["actions"]),
+            tuple((level, unit, rule) for level, unit, _, rule in stored["escalation_path"]),
+            tuple(t if isinstance(t, str) else tuple(t) for t in stored["trace"]))
+
+
+def _frozen(ref: list | dict | None) -> tuple | None:
+    return None if ref is None else tuple(ref.items() if isinstance(ref, dict) else ref)
 
 
 def _party_ref(party) -> list | dict | None:

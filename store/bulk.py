@@ -8,13 +8,15 @@ INSERT per table, cost most of an intake's CPU (#10: history, dependency sorting
 set-up per statement); `flush_new` numbers the session's new case rows itself (one statement) and inserts them with
 the driver's executemany, a statement per table compiled once, writes their outbox rows by the same definition as
 the session hook (store/outbox.py), and leaves the objects in the session as if loaded: later changes to them are
-ordinary ORM updates.
+ordinary ORM updates. `number_new` does all that but the inserts ahead of them (the simulator needs a case's number
+mid-batch), so that the batch's rows are inserted once, as they end, and never updated.
 """
 from __future__ import annotations
 
 import functools
 from collections import defaultdict
 from collections.abc import Callable
+from itertools import islice
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, inspect
@@ -28,6 +30,9 @@ from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, Notif
 M = TypeVar("M", bound=SQLModel)
 # parents first; the rows of any other table are left to the ORM's flush
 ORDER: tuple[type[SQLModel], ...] = (CaseRecord, CaseDepartment, CaseEvent, CaseClock, Notification)
+# session.info keys of rows number_new handled and flush_new has not inserted yet: the largest id given per table
+# (SQLite), how many of the session's new objects were seen, and each row's outbox row
+NUMBERED, NUMBERED_UP_TO, OUTBOX = "gridpolicy_numbered", "gridpolicy_numbered_up_to", "gridpolicy_outbox_rows"
 
 
 @functools.cache
@@ -47,7 +52,8 @@ def new_row(model: type[M], **values: Any) -> M:
     """A new, transient `model` row, as its constructor makes it (defaults, then `values`; no validation, as a table
     model's constructor does none) but with the columns put in its `__dict__` as a load does: a row inserted by the
     ORM's flush or by `flush_new` reads them there. Relationships are set through the instrumentation, so that their
-    back references (a case's `events` and `clocks`) follow and the ORM's flush sees them."""
+    back references (a case's `events` and `clocks`) follow and the ORM's flush sees them; an empty collection is set
+    as loaded (what is appended to it later is the ORM's history)."""
     obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]  # set by SQLAlchemy's mapping
     relationships = model.__sqlmodel_relationships__  # type: ignore[attr-defined]
     columns = {k: v for k, v in values.items() if k not in relationships}
@@ -60,7 +66,11 @@ def new_row(model: type[M], **values: Any) -> M:
     row.update(columns)
     object.__setattr__(obj, "__pydantic_fields_set__", set(columns))
     for key in relationships:
-        if key in values:
+        if key not in values:
+            continue
+        if values[key] == []:  # a collection known to be empty: set as loaded, without replace events
+            attributes.set_committed_value(obj, key, [])
+        else:
             attributes.set_attribute(obj, key, values[key])
     return obj
 
@@ -96,52 +106,99 @@ def _parameters(model: type[SQLModel], dialect: Dialect, rows: list[dict[str, An
     return sql, out
 
 
-def _next_ids(connection: Connection, wanted: dict[type[SQLModel], int]) -> dict[type[SQLModel], list[int]]:
+def _next_ids(connection: Connection, wanted: dict[type[SQLModel], int],
+              numbered: dict[str, int]) -> dict[type[SQLModel], list[int]]:
     """`n` new ids for each table, in one statement. SQLite: the write transaction (BEGIN IMMEDIATE) holds the
-    database's one write lock, so the ids after the largest are free, as its own rowid would take them. PostgreSQL:
-    from the table's sequence, as its default would."""
+    database's one write lock, so the ids after the largest are free, as its own rowid would take them, but for those
+    given to rows not inserted yet (`numbered`: table -> the largest, kept up to date here). PostgreSQL: from the
+    table's sequence, as its default would."""
     tables = [table_of(model).name for model in wanted]
     if connection.dialect.name == "sqlite":
         top = connection.exec_driver_sql(
             "SELECT " + ", ".join(f"(SELECT coalesce(max(id), 0) FROM {t})" for t in tables)).one()
-        return {model: list(range(first + 1, first + n + 1)) for (model, n), first in zip(wanted.items(), top)}
+        ids = {}
+        for (model, n), table, inserted in zip(wanted.items(), tables, top):
+            first = max(inserted, numbered.get(table, 0))
+            ids[model], numbered[table] = list(range(first + 1, first + n + 1)), first + n
+        return ids
     got = connection.exec_driver_sql(
         "SELECT " + ", ".join(f"array(SELECT nextval(pg_get_serial_sequence('{t}', 'id')) "
                               f"FROM generate_series(1, {n}))" for t, n in zip(tables, wanted.values()))).one()
     return {model: sorted(ids) for model, ids in zip(wanted, got)}
 
 
-def flush_new(session: Session) -> None:
-    """Insert the session's new case rows (cases, departments, events, clocks, notifications) and their outbox rows
-    in this transaction; each object gets its id and stays in the session, persistent."""
-    # in the order they were added (session.new keeps it; InstanceState.insert_order does not once a row has left
-    # it): the ids and the outbox follow the cases' histories. A row added by its case id alone is left to the ORM,
-    # whose hook finds the case for its outbox row.
-    added = [obj for obj in session.new
-             if type(obj) in ORDER and (type(obj) is CaseRecord or obj.__dict__.get("record") is not None)]
-    if not added:
-        return
-    connection = session.connection()
+def _new_rows(session: Session, start: int = 0) -> list[Any]:
+    """The session's new case rows in the order they were added, from the `start`th new object on (session.new
+    keeps that order, from the session's own record of them; InstanceState.insert_order does not once a row has left
+    it): the ids and the outbox follow the cases' histories. A row added by its case id alone is left to the ORM,
+    whose hook finds the case for its outbox row."""
+    return [obj for obj in islice(session._new.values(), start, None)
+            if type(obj) in ORDER and (type(obj) is CaseRecord or obj.__dict__.get("record") is not None)]
+
+
+def number_new(session: Session) -> None:
+    """What `flush_new` does but the inserts, now: the session's new case rows get their ids (the simulator writes a
+    case's number into a message mid-batch) and their outbox rows are taken as they would be written now (a warning's
+    names the grid holding the case when it was raised); `flush_new` inserts them later, with the rest of the batch,
+    so the rows it numbered are never updated."""
+    added = _new_rows(session, session.info.get(NUMBERED_UP_TO, 0))  # those of earlier calls are done
+    session.info[NUMBERED_UP_TO] = len(session._new)
+    _number(session.connection(), session, added)
+    for obj in added:
+        _outbox_row(session, obj)
+
+
+def _number(connection: Connection, session: Session, added: list[Any]) -> None:
     new: dict[type[SQLModel], list[Any]] = defaultdict(list)
     for obj in added:
-        new[type(obj)].append(obj)
-    ids = _next_ids(connection, {model: len(objs) for model, objs in new.items() if "id" in table_of(model).c})
-    for model, objs in ids.items():
-        for obj, row_id in zip(new[model], objs, strict=True):
+        if obj.__dict__.get("id") is None:  # not numbered by number_new
+            new[type(obj)].append(obj)
+    wanted = {model: len(objs) for model, objs in new.items() if "id" in table_of(model).c}
+    if not wanted:
+        return
+    for model, ids in _next_ids(connection, wanted, session.info.setdefault(NUMBERED, {})).items():
+        for obj, row_id in zip(new[model], ids, strict=True):
             obj.__dict__["id"] = row_id  # every column is in the __dict__ (new_row, or a constructor): no events
     for obj in added:
         if type(obj) is not CaseRecord:
             obj.__dict__["case_id"] = obj.__dict__["record"].id
+
+
+def _outbox_row(session: Session, obj: Any) -> dict[str, Any] | None:
+    """The outbox row of a new row, once: as taken by number_new, or now."""
+    if not announced(obj):
+        return None
+    taken = session.info.setdefault(OUTBOX, {})
+    state = attributes.instance_state(obj)
+    if state not in taken:
+        taken[state] = {**outbox_values(obj, obj.record), "case_id": obj.case_id}
+    return taken[state]
+
+
+def flush_new(session: Session) -> None:
+    """Insert the session's new case rows (cases, departments, events, clocks, notifications) and their outbox rows
+    in this transaction; each object gets its id (unless number_new gave it one) and stays in the session,
+    persistent."""
+    added = _new_rows(session)
+    if not added:
+        return
+    connection = session.connection()
+    _number(connection, session, added)
+    new: dict[type[SQLModel], list[Any]] = defaultdict(list)
+    for obj in added:
+        new[type(obj)].append(obj)
     dialect = connection.dialect
     # the driver's executemany of a statement compiled once (SQLAlchemy still wraps its errors: a duplicate
     # Idempotency-Key is an IntegrityError)
     for model in ORDER:
         if new.get(model):
             connection.exec_driver_sql(*_parameters(model, dialect, [obj.__dict__ for obj in new[model]]))
-    outbox = [{**outbox_values(obj, obj.record), "case_id": obj.case_id} for obj in added if announced(obj)]
+    outbox = [row for row in (_outbox_row(session, obj) for obj in added) if row is not None]
     if outbox:
         connection.exec_driver_sql(*_parameters(OutboxEvent, dialect, outbox, with_id=False))
         session.info[WROTE] = True
+    for key in (NUMBERED, NUMBERED_UP_TO, OUTBOX):  # inserted: the tables' largest ids cover them
+        session.info.pop(key, None)
     # pending → persistent as after the ORM's own flush (its bookkeeping, no cascades): identity map, nothing changed
     # since the insert, and expunged again if the transaction rolls back
     session._register_persistent({attributes.instance_state(obj) for obj in added})

@@ -76,10 +76,18 @@ class CaseService:
         """Route and store a case, with its events and clocks, and what `also` adds in the same transaction. The
         same Idempotency-Key returns the first case, never a duplicate; with another `request_hash` (a different
         request body) it is refused."""
+        return self.open(jurisdiction, case, actor, idempotency_key, now, description, request_hash, report, also)[0]
+
+    def open(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
+             now: datetime | None = None, description: str = "", request_hash: str | None = None,
+             report: dict[str, Any] | None = None,
+             also: Callable[[Session, CaseRecord], None] | None = None) -> tuple[CaseRecord, Decision]:
+        """`create`, with the case's decision: as routed, not expanded again from the row (a replayed
+        Idempotency-Key's is read from its row)."""
         if idempotency_key:
             existing = self._by_key(jurisdiction, idempotency_key)
             if existing is not None:
-                return _replayed(existing, request_hash)
+                return self._replay(existing, request_hash)
         now = now or self.clock()
         router, decision = self._route(jurisdiction, case, now)  # a case that cannot be routed writes nothing
 
@@ -93,14 +101,17 @@ class CaseService:
             return record
         try:
             if also is None:
-                return self.intakes.run(write)
+                return self.intakes.run(write), decision
             with UnitOfWork(self.engine) as uow:
-                return write(uow.session)
+                return write(uow.session), decision
         except IntegrityError:  # a concurrent retry with the same key won the race
             existing = self._by_key(jurisdiction, idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
-            return _replayed(existing, request_hash)
+            return self._replay(existing, request_hash)
+
+    def _replay(self, first: CaseRecord, request_hash: str | None) -> tuple[CaseRecord, Decision]:
+        return _replayed(first, request_hash), self.policies.decision(first.stored_decision)
 
     def intake(self, session: Session, jurisdiction: str, case: Case, actor: str, now: datetime,
                idempotency_key: str | None = None, description: str = "",
@@ -126,7 +137,7 @@ class CaseService:
         record = new_row(
             CaseRecord, jurisdiction=jurisdiction, policy_version=decision.policy_version, version_number=number,
             idempotency_key=idempotency_key, problem_type=decision.problem_type.code, unit=case.unit,
-            facts=dict(case.facts), description=description, stored_decision=router.compact(decision),
+            facts=dict(case.facts), description=description, stored_decision=router.compact(decision, routed=True),
             handler_level=decision.handler.level,
             handler_unit=decision.handler.unit, found_level=found_level, finder_unit=finder.id if finder else None,
             workflow=decision.workflow, status=RECEIVED,
@@ -362,7 +373,8 @@ class CaseService:
         except (RoutingError, ValueError) as err:
             raise Invalid(str(err), field="facts") from None
         old = router.restore(record.stored_decision)
-        record.facts, record.stored_decision, record.workflow = facts, router.compact(decision), decision.workflow
+        record.facts, record.workflow = facts, decision.workflow
+        record.stored_decision = router.compact(decision, routed=True)
         record.handler_level, record.handler_unit = decision.handler.level, decision.handler.unit
         self._event(session, record, t.actor, "rerouted", record.status, record.status, now, t.note,
                     {"facts": t.facts, "old_handler": old.handler.model_dump(mode="json"),

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
 from policy.models import ACTIVITY_LABELS, OBJECT_KINDS
@@ -657,13 +658,14 @@ class LedgerService:
     # --- cases found at an object
     def open_case(self, jid: str, case: Case, object_id: int, actor: str, idempotency_key: str | None = None,
                   request_hash: str | None = None, description: str = "",
-                  report: dict[str, Any] | None = None) -> CaseRecord:
-        """A case found at a supervised object: its grid and class (`enterprise_class`) come from the ledger."""
+                  report: dict[str, Any] | None = None) -> tuple[CaseRecord, Decision]:
+        """A case found at a supervised object: its grid and class (`enterprise_class`) come from the ledger. Returns
+        it with its decision (CaseService.open)."""
         obj = self.get_object(jid, object_id)
-        return self.cases.create(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
-                                 request_hash=request_hash, report=report,
-                                 also=lambda session, record: session.add(
-                                     CaseLink(case_id=row_id(record), object_id=obj.id)))
+        return self.cases.open(jid, case_at_object(case, obj), actor, idempotency_key, description=description,
+                               request_hash=request_hash, report=report,
+                               also=lambda session, record: session.add(
+                                   CaseLink(case_id=row_id(record), object_id=obj.id)))
 
     def case_links(self, case_ids: list[int]) -> dict[int, CaseLink]:
         with Session(reader(self.engine)) as session:

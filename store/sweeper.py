@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from store.bulk import flush_new
+from store.bulk import number_new
 from store.cases import CaseService, as_utc, open_clocks
 from store.db import transaction
 from store.tables import CaseClock, CaseRecord, Notification
@@ -57,7 +57,7 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
         counts["warning_75"] += 1
     if clock.overdue_at is None and now >= due:
         if record.id is None:  # a case of the simulator's current batch: its number goes into the messages
-            flush_new(session)
+            number_new(session)
         cases.mark_overdue(session, record, clock, now)
         _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
         counts["overdue"] += 1

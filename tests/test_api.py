@@ -8,6 +8,7 @@ from litestar.testing import TestClient
 from sqlalchemy import event
 
 from api.app import create_app
+from engine.router import PolicyRouter
 from store.apikeys import create_key
 from tests.test_pinned import MEDICAL_WASTE_CASE
 
@@ -152,6 +153,19 @@ def test_idempotent_intake(client):
     assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
     listed = client.get("/v1/cases", params={"jurisdiction": "karamay"}, headers=client.key_headers).json()
     assert listed["total"] == 1
+
+
+def test_intake_answers_with_the_decision_it_routed(client, monkeypatch):
+    """#10: the answer to an intake is the decision routed for it, not the stored form expanded again; the same as a
+    read of the case gives."""
+    client.post("/v1/cases", json=route_body(), headers=client.key_headers)  # the compact form's shape checked once
+    expanded: list[dict] = []
+    expand = PolicyRouter.expand
+    monkeypatch.setattr(PolicyRouter, "expand", lambda self, stored: expanded.append(stored) or expand(self, stored))
+    answer = client.post("/v1/cases", json=route_body(), headers=client.key_headers).json()
+    assert expanded == []
+    assert client.get(f"/v1/cases/{answer['id']}", headers=client.key_headers).json() == answer
+    assert len(expanded) == 1
 
 
 def test_case_lifecycle_with_reopen_and_409(client):

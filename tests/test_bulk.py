@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlmodel import Session
 
 import store.simulate
@@ -68,13 +68,26 @@ def test_the_bulk_inserts_write_what_the_orm_flush_writes(cases, monkeypatch, se
         with monkeypatch.context() as patch:
             if flush is not None:
                 patch.setattr(store.simulate, "flush_new", flush)
-                patch.setattr(store.sweeper, "flush_new", flush)
+                patch.setattr(store.sweeper, "number_new", flush)
             Simulator(cases, "karamay", seed, mix).run(25, 30, START, batch=10)
         histories.append(_history(cases, after))
     bulk, orm = histories
     assert len(bulk["case_record"]) == 25 and bulk["outbox_event"]
     for table in ("case_record", *CHILDREN):
         assert bulk[table] == orm[table], table
+
+
+def test_a_simulated_batch_is_inserted_once_and_never_updated(cases):
+    """#10: a case overdue mid-batch is numbered for its messages (number_new), not flushed: each batch's rows are
+    inserted by one statement per table as they end, and no row of it is updated."""
+    statements: list[str] = []
+    event.listen(cases.engine, "before_cursor_execute", lambda _c, _k, statement, *_: statements.append(statement))
+    counts = Simulator(cases, "karamay", 3, Mix(late=0.5)).run(40, 30, START, batch=20)
+    assert counts["overdue"] > 2
+    inserts = [s.split()[2] for s in statements if s.startswith("INSERT")]
+    assert sorted(inserts) == sorted(["case_record", "case_department", "case_event", "case_clock", "notification",
+                                      "outbox_event"] * 2)
+    assert not [s for s in statements if s.startswith("UPDATE")]
 
 
 def test_a_group_of_intakes_gets_ids_events_clocks_and_outbox_rows(cases):

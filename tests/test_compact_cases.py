@@ -2,12 +2,17 @@
 due times (under 2 KB); reading it back gives the whole decision, quotes and names included, as routing gave it."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
-from engine.router import Case
+from engine.compiler import compile_policy
+from engine.router import Case, PolicyRouter, RoutingError
 from store.cases import Transition
+from store.tables import CST
 
 WHEN = datetime(2026, 9, 28, 9, 0, tzinfo=timezone.utc)
 FACTS = [{}, {"persuasion_failed": True}, {"suspected_crime": True}, {"corrected_on_site": True}]
@@ -64,3 +69,56 @@ def test_a_decision_stored_whole_still_reads_and_is_compacted_in_place(cases):
     assert cases.compact_stored(batch=2) == 1  # `gridpolicy compact-cases`: rows stored whole become compact
     assert _stored_sizes(cases)[record.id] <= 2048
     assert cases.policies.decision(cases.get(record.id)[0].stored_decision) == decision
+
+
+# --- compact's memo of round trips (#10 item 6): a routed decision's shape is checked once per version
+JIDS = ["karamay", "panjin", "weiyang", "hefei"]
+FACT_NAMES = ["persuasion_failed", "corrected_on_site", "suspected_crime", "major", "no_platform"]
+
+
+@pytest.fixture(scope="module")
+def routers(bundled) -> dict[str, PolicyRouter]:
+    return {jid: PolicyRouter(compile_policy(bundled[jid])) for jid in JIDS}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_memoised_and_fresh_compaction_agree(routers, data):
+    """Whatever cases a router compacted before (its memo), a routed decision compacts exactly as a fresh check
+    (`routed=False`: expand and compare) compacts it, and reads back as the decision."""
+    router = routers[data.draw(st.sampled_from(JIDS))]
+    jur = router.jur
+    units = [u.id for level in jur.policy.levels for u in jur.units_at(level.number)[:3]]
+    case = Case(problem_type=data.draw(st.sampled_from([t.code for t in jur.policy.problem_types[:6]])),
+                unit=data.draw(st.sampled_from(units)),
+                found_at_level=data.draw(st.none() | st.sampled_from([lv.number for lv in jur.policy.levels])),
+                units_involved=data.draw(st.lists(st.sampled_from(units), max_size=2)),
+                facts=data.draw(st.dictionaries(st.sampled_from(FACT_NAMES), st.booleans())),
+                reported_at=data.draw(st.datetimes(datetime(2025, 1, 1), datetime(2027, 12, 31),
+                                                   timezones=st.sampled_from([timezone.utc, CST]))))
+    try:
+        decision = router.route(case)
+    except RoutingError:
+        assume(False)
+        return
+    memoised = router.compact(decision, routed=True)
+    assert memoised == router.compact(decision)
+    assert router.restore(memoised) == decision
+
+
+def test_a_routed_shape_is_expanded_once(routers, monkeypatch):
+    """Two cases that differ only in their moment: the second's compact form is not expanded again."""
+    router = PolicyRouter(routers["karamay"].compiled)  # its memo empty
+    expanded = []
+    expand = router.expand
+    monkeypatch.setattr(router, "expand", lambda stored: expanded.append(stored) or expand(stored))
+    unit = router.jur.units_at(3)[0].id
+    ptype = router.jur.policy.problem_types[0].code
+    first, second = (router.route(Case(problem_type=ptype, unit=unit, facts={"major": True}, reported_at=at))
+                     for at in (WHEN, WHEN + timedelta(days=3, minutes=7)))
+    assert first.deadlines[0].due != second.deadlines[0].due
+    stored = [router.compact(first, routed=True), router.compact(second, routed=True)]
+    assert len(expanded) == 1 and all(s.get("compact") for s in stored)
+    router.compact(second)  # a decision not known to be routed here (e.g. a row stored whole) is always checked
+    assert len(expanded) == 2
+    assert [router.restore(s) for s in stored] == [first, second]

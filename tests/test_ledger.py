@@ -259,9 +259,11 @@ def test_patrols_posted_together_share_one_commit_and_a_retry_gets_the_first(led
 def test_a_case_found_at_an_object_takes_its_grid_and_class(ledger):
     from engine.router import Case
     obj = ledger.create_object("panjin", SOURCE, "t")
-    record = ledger.open_case("panjin", Case(problem_type="工业生产企业排污"), obj.id, "app", "k")
+    record, decision = ledger.open_case("panjin", Case(problem_type="工业生产企业排污"), obj.id, "app", "k")
     assert record.unit == "pj-l3-01" and record.facts["enterprise_class"] == "C"
-    assert ledger.open_case("panjin", Case(problem_type="工业生产企业排污"), obj.id, "app", "k").id == record.id
+    assert decision == ledger.cases.policies.decision(record.stored_decision)  # as routed: what the row reads back
+    replayed, again = ledger.open_case("panjin", Case(problem_type="工业生产企业排污"), obj.id, "app", "k")
+    assert replayed.id == record.id and again == decision
     with pytest.raises(Invalid, match="与监管对象 #1 台账中的类别 'C' 不符"):
         ledger.open_case("panjin", Case(problem_type="工业生产企业排污", facts={"enterprise_class": "A"}), obj.id,
                          "app")
