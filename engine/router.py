@@ -67,6 +67,8 @@ class Evaluation:
 
 
 DEFAULT_FACTS = default_facts()
+# grid parties kept per version (~0.8 KB each): every unit of a city, not all 200,000 of a province (#17)
+GRID_PARTIES = 4096
 _PRIORITY_ORDER = attrgetter("priority", "id")
 
 
@@ -344,8 +346,10 @@ class PolicyRouter:
     def _grid(self, level: int, unit: Unit | None) -> GridParty:
         key = (level, unit.id if unit else None)
         party = self._grids.get(key)
-        if party is None:  # at most one per unit and level of this version
-            party = self._grids[key] = GridParty(level=level, unit=key[1], name=unit.name if unit else None)
+        if party is None:
+            party = GridParty(level=level, unit=key[1], name=unit.name if unit else None)
+            if len(self._grids) < GRID_PARTIES:
+                self._grids[key] = party
         return party
 
     def _party(self, party: str, ptype: ProblemType, finder: GridParty, handler: GridParty,

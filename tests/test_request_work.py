@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 
 from api import guards
 from api.app import create_app
+from engine import router as router_module
 from engine.router import Case
 from store.apikeys import create_key
 
@@ -99,3 +100,15 @@ def test_a_decisions_fixed_parts_are_shared_not_rebuilt(client):
     answer = client.post("/v1/route", json=ROUTE, headers=client.key_headers).json()
     assert answer["trace"] == [t.model_dump(mode="json", exclude_none=True) for t in first.trace]
     assert all("phase" not in t or t["phase"] == "escalation" for t in answer["trace"])
+
+
+def test_grid_parties_kept_per_version_are_bounded(client, monkeypatch):
+    """A province routes over 200,000 units: the grid parties a version keeps stop at GRID_PARTIES, and a party
+    past the bound is built for its decision all the same."""
+    monkeypatch.setattr(router_module, "GRID_PARTIES", 2)
+    router = client.app.state.services.policies.router("karamay")
+    router._grids.clear()
+    units = [u for u in router.units.values() if u.level == 3][:4]
+    decisions = [router.route(Case(problem_type=ROUTE["problem_type"], unit=u.id)) for u in units]
+    assert len(router._grids) == 2
+    assert [d.actions[0].by.unit for d in decisions] == [u.id for u in units]
