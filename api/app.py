@@ -32,10 +32,10 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import OperationalError
 
-from admin.common import Services, services as services_of
+from admin.common import Services
 from admin.routes import admin_parts
 from api import events, ledger, open311
-from api.guards import API_KEY_HEADER, KEYED, input_guard, read_deadline, security_headers
+from api.guards import API_KEY_HEADER, KEYED, read_deadline, request_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, ModelResponse, TrendPoint,
                            UnitExplanation, VersionOut)
@@ -242,7 +242,7 @@ CaseId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 def _api_key(request: Request, services: NamedDependency[Services]) -> ApiKey:
-    """The key the require_key guard checked. It takes `services` only so that Litestar resolves the two in turn:
+    """The key request_guard checked. It takes `services` only so that Litestar resolves the two in turn:
     dependencies resolved side by side cost a task group per request, more than both reads together."""
     return request.state.api_key
 
@@ -610,6 +610,10 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
     services = Services(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
     admin = admin_parts(policies.engine)
 
+    def _services() -> Services:
+        """The app's services: a provider without parameters, so Litestar parses nothing to call it."""
+        return services
+
     def _state(config: AppConfig) -> AppConfig:
         config.state.update({"services": services, "sweep": sweep_enabled})
         return config
@@ -633,11 +637,11 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
                                      components=Components(security_schemes={"apiKey": SecurityScheme(
                                          type="apiKey", name=API_KEY_HEADER, security_scheme_in="header",
                                          description="接入系统的 API key (gridpolicy apikey create)")})),
-        dependencies={"services": Provide(services_of, sync_to_thread=False),
+        dependencies={"services": Provide(_services, sync_to_thread=False),
                       "api_key": Provide(_api_key, sync_to_thread=False)},
         request_max_body_size=MAX_BODY,
         response_class=ModelResponse,
-        guards=[input_guard],
+        guards=[request_guard],
         before_send=[security_headers],
         middleware=[read_deadline],
         template_config=admin.templates,

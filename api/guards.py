@@ -1,5 +1,8 @@
 """What every request passes before its handler, and the security headers every answer carries.
 
+`request_guard` is the app's one guard (Litestar copies the handler once per guard it runs, a fifth of a route
+request's CPU with two): the input limits, then the API key on every operation whose OpenAPI security names it.
+
 `input_guard` is one check for all write endpoints instead of a patch per handler: the body must be UTF-8,
 JSON at most MAX_DEPTH levels deep with numbers JSON can carry exactly (I-JSON, RFC 7493), and any date,
 datetime or ISO 8601 duration (in the body, a form or the query) within what a calendar can add to. An
@@ -22,7 +25,9 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
+from litestar.exceptions import SerializationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from pydantic import TypeAdapter, ValidationError
 
@@ -82,16 +87,30 @@ def parse_moment(value: str, field: str) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def _check_json(text: str) -> None:
-    def refuse_constant(name: str) -> Any:
-        raise InputRefused(f"JSON 不允许 {name} — not a JSON number", field="body")
+def _refuse_constant(name: str) -> Any:
+    raise InputRefused(f"JSON 不允许 {name} — not a JSON number", field="body")
 
+
+_lenient = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+async def _check_json(request: Request, text: str) -> None:
     try:
-        document = json.loads(text, parse_constant=refuse_constant)
-    except RecursionError:
-        raise InputRefused(f"JSON 嵌套超过 {MAX_DEPTH} 层 — nested too deeply", field="body") from None
-    except ValueError:
-        return  # malformed JSON: the handler's parser reports where
+        # Litestar's own parse, which it keeps for the handler's `data`: the body is parsed once
+        document = await request.json()
+    except (SerializationException, RecursionError):
+        # what that parser refuses, a lenient one reads to name why (NaN, a number beyond a float, depth); what
+        # neither reads, the handler's parser reports where, as it would have without this guard
+        try:
+            document = _lenient.decode(text)
+        except RecursionError:
+            raise InputRefused(f"JSON 嵌套超过 {MAX_DEPTH} 层 — nested too deeply", field="body") from None
+        except ValueError:
+            return
+    _check_document(document)
+
+
+def _check_document(document: Any) -> None:
     stack: list[tuple[Any, str, int]] = [(document, "", 0)]
     while stack:
         value, path, depth = stack.pop()
@@ -118,14 +137,15 @@ def _query_params_taken(handler: BaseRouteHandler, path_params: tuple[str, ...])
     return {param.field_alias: param for param in model.expected_query_params}
 
 
-def _check_query(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+def _check_query(connection: ASGIConnection) -> None:
     """A query parameter the operation does not take is refused on /v1 (a misspelt filter would otherwise be
     ignored and the answer look right); one given twice is refused unless the operation takes a list of it (the
     framework would quietly keep one of the values)."""
     params = connection.query_params
     if not params:
         return
-    taken = _query_params_taken(handler, tuple(connection.path_params))
+    # the registered handler, not the guard's argument: Litestar hands each guard a copy, which no cache would know
+    taken = _query_params_taken(connection.route_handler, tuple(connection.path_params))
     strict = connection.url.path.startswith("/v1/")
     for name in params:
         param = taken.get(name)
@@ -144,12 +164,20 @@ def _check_if_match(value: str | None) -> None:
                            field="If-Match")
 
 
-async def input_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def request_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """The app's guard: the input limits, then, on an operation whose OpenAPI security requires the API key (its
+    decorator's `**KEYED`), the key: so the schema and the check cannot disagree."""
+    await input_guard(connection)
+    if isinstance(handler, HTTPRouteHandler) and API_KEY_SECURITY in handler.resolve_security():
+        await require_key(connection)
+
+
+async def input_guard(connection: ASGIConnection) -> None:
     """Refuses, before any handler runs, input that would otherwise reach a parser, a calendar or the
     database out of range."""
     for name, value in connection.query_params.multi_items():
         _check_text(value, name)
-    _check_query(connection, handler)
+    _check_query(connection)
     if not isinstance(connection, Request) or connection.method not in WRITES:
         return
     _check_if_match(connection.headers.get("If-Match"))
@@ -175,7 +203,7 @@ async def input_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> 
         raise InputRefused(f"请求体不是有效的 UTF-8 (第 {err.start} 字节) — body is not valid UTF-8",
                            field="body") from None
     if media == "application/json" or media.endswith("+json"):
-        _check_json(text)
+        await _check_json(connection, text)
 
 
 # --- API keys
@@ -183,7 +211,7 @@ API_KEY_HEADER = "X-API-Key"
 API_KEY_SECURITY: dict[str, list[str]] = {"apiKey": []}  # the OpenAPI security requirement of the keyed endpoints
 
 
-async def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def require_key(connection: ASGIConnection) -> None:
     """The request's API key must be valid, and cover the `jid` of the path if there is one, which must exist (a
     jurisdiction named in the body or by a case is checked by the handler with `in_scope`). The handler receives
     the key as `api_key`. What this worker knows is checked on the loop; only a read of the database goes to a
@@ -201,7 +229,7 @@ async def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     connection.state.api_key = key
 
 
-KEYED: dict[str, Any] = {"guards": [require_key], "security": [API_KEY_SECURITY]}  # a keyed handler's decorator
+KEYED: dict[str, Any] = {"security": [API_KEY_SECURITY]}  # a keyed handler's decorator: request_guard checks the key
 
 
 # --- response headers

