@@ -164,11 +164,12 @@ def _check_if_match(value: str | None) -> None:
                            field="If-Match")
 
 
-async def request_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def request_guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """The app's guard: the input limits, then, on an operation whose OpenAPI security requires the API key (its
     decorator's `**KEYED`), the key: so the schema and the check cannot disagree."""
     await input_guard(connection)
-    if isinstance(handler, HTTPRouteHandler) and API_KEY_SECURITY in handler.resolve_security():
+    registered = connection.route_handler  # not the guard's copy of it, whose resolved security is not kept
+    if isinstance(registered, HTTPRouteHandler) and API_KEY_SECURITY in registered.resolve_security():
         await require_key(connection)
 
 
