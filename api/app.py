@@ -18,7 +18,7 @@ from pathlib import Path
 from datetime import timedelta
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, get, patch, post, put
+from litestar import Litestar, MediaType, Request, Response, get, patch, post, put
 from litestar.config.app import AppConfig
 from litestar.utils.sync import AsyncCallable
 from litestar.exceptions import HTTPException, ValidationException
@@ -37,6 +37,7 @@ from admin.routes import admin_parts
 from api import events, ledger, open311
 from api.guards import API_KEY_HEADER, KEYED, read_deadline, request_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
+from api.writer import Writer
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, ModelResponse, TrendPoint,
                            UnitExplanation, VersionOut)
 from engine.decision import Decision
@@ -57,7 +58,8 @@ from store.cases import TRANSITION_LABELS, CaseService, Transition
 from store.db import WRITE_WAIT_SECONDS, refresh_statistics
 from store.errors import NotFound, PreconditionRequired, StoreError
 from store.sweeper import sweep
-from store.tables import MAX_ID, ApiKey, CaseRecord
+from store.ledger import LedgerService
+from store.tables import MAX_ID, ApiKey, CaseRecord, row_id
 from store.versions import DraftEdit, PolicyStore, merge_item, open_policy_store
 
 log = logging.getLogger("gridpolicy")
@@ -425,22 +427,34 @@ async def route(services: NamedDependency[Services], api_key: NamedDependency[Ap
     return await asyncio.to_thread(router.route, data.case())
 
 
-@post("/v1/cases", sync_to_thread=True, **KEYED)
-def create_case(request: Request, services: NamedDependency[Services], api_key: NamedDependency[ApiKey],
-                data: JSONBody[CaseRequest],
-                idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)] = None,
-                ) -> Response[CaseOut]:
+@post("/v1/cases", **KEYED)
+async def create_case(request: Request, services: NamedDependency[Services], api_key: NamedDependency[ApiKey],
+                      data: JSONBody[CaseRequest],
+                      idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)]
+                      = None) -> Response[CaseOut]:
     key = in_scope(api_key, data.jurisdiction)
     request_hash = _digest(data) if idempotency_key else None
+    writer: Writer = request.app.state.writer
+    served = services.policies.registry.active().get(data.jurisdiction)
+    case_id, body = await writer.run(_open_case, data, served, f"apikey:{key.prefix}", idempotency_key, request_hash)
+    return Response(body, status_code=201, media_type=MediaType.JSON,  # type: ignore[arg-type] # CaseOut's JSON
+                    headers={"Location": f"/v1/cases/{case_id}"})
+
+
+def _open_case(services: Services, data: CaseRequest, served: str | None, actor: str, idempotency_key: str | None,
+               request_hash: str | None) -> tuple[int, bytes]:
+    """A new case, routed and stored, and its answer's JSON (a writer job: see api/writer.py). `served`: the version
+    the server routes the jurisdiction's cases by, which the writer then serves too."""
+    services.policies.follow(data.jurisdiction, served)
     case, report = resolve(services.locators, data.jurisdiction, data.case(), data)
-    record, decision = (ledger.ledger_services(request.app).ledger.open_case(
-        data.jurisdiction, case, data.object_id, f"apikey:{key.prefix}", idempotency_key, request_hash,
+    record, decision = (LedgerService(services.policies, services.cases).open_case(
+        data.jurisdiction, case, data.object_id, actor, idempotency_key, request_hash,
         description=data.description, report=report)
         if data.object_id else
-        services.cases.open(data.jurisdiction, case, actor=f"apikey:{key.prefix}", idempotency_key=idempotency_key,
-                       description=data.description, request_hash=request_hash, report=report))
-    return ModelResponse(case_out(record, services, record.events, record.clocks, decision), status_code=201,
-                    headers={"Location": f"/v1/cases/{record.id}"})
+        services.cases.open(data.jurisdiction, case, actor=actor, idempotency_key=idempotency_key,
+                            description=data.description, request_hash=request_hash, report=report))
+    out = case_out(record, services, record.events, record.clocks, decision)
+    return row_id(record), out.__pydantic_serializer__.to_json(out)
 
 
 def _digest(data: BaseModel) -> str:
@@ -580,6 +594,16 @@ async def _thread_pool(_: Litestar):
 
 
 @contextlib.asynccontextmanager
+async def _writer(app: Litestar):
+    writer: Writer = app.state.writer
+    writer.start()
+    try:
+        yield
+    finally:
+        await writer.stop()
+
+
+@contextlib.asynccontextmanager
 async def _lifespan(app: Litestar):
     task = asyncio.create_task(_background(app))
     try:
@@ -599,7 +623,9 @@ def _api_docs() -> SwaggerRenderPlugin:
                                favicon="<link rel='icon' href='/admin/static/favicon.svg' type='image/svg+xml'>")
 
 
-def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True) -> Litestar:
+def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True,
+               writer_process: bool | None = None) -> Litestar:
+    """`writer_process`: intake in a writer process (api/writer.py); by default when `background` (a server)."""
     # Handler threads doing ORM work hand the GIL back to the event loop every millisecond instead of every 5 ms:
     # routing on the loop then waits for intake's threads at most that long per turn.
     sys.setswitchinterval(0.001)
@@ -609,13 +635,17 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
     services = Services(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
     admin = admin_parts(policies.engine)
+    url = policies.engine.url
+    separate = background if writer_process is None else writer_process
+    writer = Writer(services, url.render_as_string(hide_password=False)
+                    if separate and url.database not in (None, "", ":memory:") else None)
 
     def _services() -> Services:
         """The app's services: a provider without parameters, so Litestar parses nothing to call it."""
         return services
 
     def _state(config: AppConfig) -> AppConfig:
-        config.state.update({"services": services, "sweep": sweep_enabled})
+        config.state.update({"services": services, "sweep": sweep_enabled, "writer": writer})
         return config
 
     app = Litestar(
@@ -646,7 +676,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         middleware=[read_deadline],
         template_config=admin.templates,
         stores=admin.stores,
-        lifespan=[_thread_pool, *([_lifespan, events.delivery] if background else [])],
+        lifespan=[_thread_pool, _writer, *([_lifespan, events.delivery] if background else [])],
         on_app_init=[_state],
     )
     _wrap_once(app)

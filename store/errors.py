@@ -12,6 +12,15 @@ class StoreError(Exception):
         self.field = field
         self.extra = extra
 
+    def __reduce__(self):  # whole again after crossing to another process (the writer's errors reach the server)
+        return _restored, (type(self), self.message, self.field, self.extra)
+
+
+def _restored(kind: type[StoreError], message: str, field: str | None, extra: dict) -> StoreError:
+    error = kind.__new__(kind)  # not kind(...): a subclass may take other arguments
+    StoreError.__init__(error, message, field, **extra)
+    return error
+
 
 class NotFound(StoreError):
     status = 404

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
+import sqlalchemy
 from sqlalchemy import JSON, Column, Index, bindparam, event, func, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import defer
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, Relationship, Session, SQLModel, col, select
 
 from store.db import UnitOfWork, reader
@@ -113,29 +112,45 @@ def message(row: OutboxEvent) -> dict:
                      "case_id": row.case_id, **row.data}}
 
 
-def sequence(engine: Engine, fan_out=None) -> int:
-    """Number the committed, unnumbered rows in id order and hand each to `fan_out(session, rows)` in the same
-    transaction; returns how many. PostgreSQL: an advisory lock makes it one sequencer at a time; SQLite's
-    BEGIN IMMEDIATE does the same."""
+class Numbered(NamedTuple):
+    """A new event as the sequencer numbered it, without its data (fan-out does not read it)."""
+    id: int
+    seq: int
+    jurisdiction: str
+    kind: str
+    case_id: int
+    at: datetime
+
+
+# built once: the sequencer runs after every intake
+_OUTBOX = table_of(OutboxEvent)
+_ANY_NEW = sqlalchemy.select(_OUTBOX.c.id).where(_OUTBOX.c.seq.is_(None)).limit(1)
+_NEW = (sqlalchemy.select(_OUTBOX.c.id, _OUTBOX.c.jurisdiction, _OUTBOX.c.kind, _OUTBOX.c.case_id, _OUTBOX.c.at)
+        .where(_OUTBOX.c.seq.is_(None)).order_by(_OUTBOX.c.id).limit(BATCH))
+_TOP = sqlalchemy.select(func.max(_OUTBOX.c.seq))
+_NUMBER = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(seq=bindparam("number"))
+
+
+def sequence(engine: Engine, fan_out: Callable[[Session, list[Numbered]], int]) -> int:
+    """Number the committed, unnumbered rows in id order and hand them to `fan_out(session, rows)` in the same
+    transaction; returns what it returns (0 when nothing was new). PostgreSQL: an advisory lock makes it one sequencer
+    at a time; SQLite's BEGIN IMMEDIATE does the same."""
+    with reader(engine).connect() as connection:  # most rounds find nothing new: look without the write lock first
+        if connection.execute(_ANY_NEW).first() is None:
+            return 0
     with UnitOfWork(engine) as uow:
         session = uow.session
+        connection = session.connection()
         if engine.dialect.name == "postgresql":
-            session.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
-        # without their data (fan-out does not read it), numbered by one UPDATE statement: this runs for every round
-        # of a busy intake, and loading and flushing the rows through the ORM cost as much as the intakes' inserts
-        rows = list(session.exec(select(OutboxEvent).options(defer(OutboxEvent.data))  # type: ignore[arg-type]
-                                 .where(col(OutboxEvent.seq).is_(None)).order_by(col(OutboxEvent.id)).limit(BATCH)).all())
-        if not rows:
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
+        new = connection.execute(_NEW).all()
+        if not new:
             return 0
-        top = session.exec(select(func.max(OutboxEvent.seq))).one() or 0
-        for offset, row in enumerate(rows, 1):
-            set_committed_value(row, "seq", top + offset)
-        table = table_of(OutboxEvent)
-        session.execute(update(table).where(table.c.id == bindparam("row_id")).values(seq=bindparam("number")),
-                        [{"row_id": row.id, "number": row.seq} for row in rows])
-        if fan_out is not None:
-            fan_out(session, rows)
-        return len(rows)
+        top = connection.execute(_TOP).scalar() or 0
+        rows = [Numbered(row.id, top + offset, row.jurisdiction, row.kind, row.case_id, row.at)
+                for offset, row in enumerate(new, 1)]
+        connection.execute(_NUMBER, [{"row_id": row.id, "number": row.seq} for row in rows])
+        return fan_out(session, rows)
 
 
 def feed(engine: Engine, jurisdictions: list[str] | None, after: int, kinds: list[str] | None,

@@ -203,6 +203,11 @@ class PolicyStore:
         number = self.numbers[jid, content_hash]
         budget.wait(self._serve(jid, number, content_hash), f"{jid} v{number}")
 
+    def follow(self, jid: str, content_hash: str | None) -> None:
+        """Serve the version another process of this server serves (its writer process follows its publishes)."""
+        if content_hash is not None and self.registry.active().get(jid) != content_hash:
+            self._switch(jid)
+
     def _activate_build(self, jid: str, number: int, content_hash: str) -> PolicyRouter:
         """Compile the version and make it the one served, unless another became active while it was built."""
         try:

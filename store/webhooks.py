@@ -29,7 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from store.cases import as_utc
 from store.db import UnitOfWork, reader
 from store.errors import Invalid, NotFound
-from store.outbox import KINDS, OutboxEvent, local, message, notify, sequence
+from store.outbox import KINDS, Numbered, OutboxEvent, local, message, notify, sequence
 from store.tables import utcnow
 from store.versions import audit
 
@@ -171,24 +171,29 @@ def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
 
 
 # --- fan-out and delivery
-def fan_out(session: Session, events: list[OutboxEvent]) -> None:
-    """One pending delivery per event and matching subscription (inside the sequencer's transaction)."""
+def fan_out(session: Session, events: list[Numbered]) -> int:
+    """One pending delivery per event and matching subscription (inside the sequencer's transaction); returns how
+    many."""
     subs = session.exec(select(WebhookSubscription).where(
         col(WebhookSubscription.active),
         col(WebhookSubscription.jurisdiction).in_({e.jurisdiction for e in events}))).all()
-    now = utcnow()
+    if not subs:
+        return 0
+    now, created = utcnow(), 0
     for event in events:
-        assert event.id is not None and event.seq is not None  # stored and numbered by the sequencer
         due = min(as_utc(event.at), now)  # due from the event on; the 24-hour retry window counts from it too
         for sub in subs:
             if (sub.id is not None and sub.jurisdiction == event.jurisdiction
                     and (not sub.kinds or event.kind in sub.kinds)):
                 session.add(WebhookDelivery(subscription_id=sub.id, event_id=event.id, case_id=event.case_id,
                                             seq=event.seq, created_at=due, next_attempt_at=due))
+                created += 1
+    return created
 
 
 def publish(engine: Engine) -> int:
-    """Number newly committed events and create their deliveries: before the feed is read and each delivery round."""
+    """Number newly committed events and create their deliveries: before the feed is read, after each write of the
+    writer process and in each delivery round. Returns how many deliveries it created."""
     return sequence(engine, fan_out)
 
 

@@ -1,0 +1,167 @@
+"""Case intake in a writer process beside each server worker. A new case costs ~2 ms of CPU in the ORM and the
+database driver; in the worker's threads that CPU holds the GIL, and routing on the event loop waits for it. In a
+child process it runs on the other core.
+
+The worker sends each job down a pipe from its event loop (no threads of its own); the writer runs the jobs in
+threads, so jobs that arrive together share a transaction (`store.db.GroupCommit`), and numbers their events after
+them. In-process apps (tests, `background=False`) run the same jobs in a thread: one definition, two places."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import pickle
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from admin.common import Services
+from policy.loader import Loader
+from store import webhooks
+from store.assessment import AssessmentService
+from store.boundaries import Locators
+from store.cases import CaseService
+from store.db import make_engine
+from store.errors import Busy
+from store.outbox import notify
+from store.versions import PolicyStore
+
+log = logging.getLogger("gridpolicy")
+T = TypeVar("T")
+THREADS = 16  # jobs in flight in the writer: what arrives together is written together
+WOKEN = -1  # the message id that says "deliveries are due": wake the server's delivery loop
+
+
+def _services(database_url: str) -> Services:
+    """The writer's services over the server's database (migrated and bootstrapped by the server)."""
+    policies = PolicyStore(make_engine(database_url), Loader().catalog)
+    return Services(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
+
+
+def _serve(connection: Connection, database_url: str) -> None:
+    """The writer process: jobs in, answers out, until the server closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops its writer
+    services = _services(database_url)
+    services.policies.warm()  # the active versions start building now, not at the first case
+    sending, written = threading.Lock(), threading.Event()
+
+    def send(message: tuple) -> None:
+        with sending:
+            connection.send_bytes(message_bytes(message))
+
+    def answer(ident: int, job: Callable[..., Any], args: tuple) -> None:
+        try:
+            send((ident, True, job(services, *args)))
+        except Exception as err:  # noqa: BLE001 - every error goes back to the request that caused it
+            send((ident, False, err))
+        written.set()
+
+    def number() -> None:
+        """Number what the jobs wrote, after them and once for many: the server's delivery round then takes no write
+        lock to look for new events (SQLite: the two would wait for each other's), and is woken only when there is
+        something to send."""
+        while True:
+            written.wait()
+            written.clear()
+            try:
+                if webhooks.publish(services.policies.engine):
+                    send((WOKEN, True, None))
+            except Exception:  # noqa: BLE001 - the server's delivery round numbers them instead
+                log.exception("numbering the writer's events failed")
+
+    threading.Thread(target=number, daemon=True, name="number").start()
+    with ThreadPoolExecutor(THREADS, thread_name_prefix="writer") as pool:
+        while True:
+            try:
+                ident, job, args = pickle.loads(connection.recv_bytes())
+            except EOFError:
+                break
+            pool.submit(answer, ident, job, args)
+
+
+def message_bytes(message: tuple) -> bytes:
+    try:
+        return pickle.dumps(message)
+    except Exception as err:  # noqa: BLE001 - an error that does not pickle still reaches its request, as text
+        ident, _, value = message
+        return pickle.dumps((ident, False, RuntimeError(f"{value.__class__.__name__}: {value} ({err})")))
+
+
+class Writer:
+    """Runs write jobs `job(services, *args)` in the writer process, or in a thread of this one."""
+
+    def __init__(self, services: Services, database_url: str | None):
+        """`database_url`: the server's, for a writer process; None runs the jobs here."""
+        self.services, self.database_url = services, database_url
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._connection: Connection | None = None
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+
+    def start(self) -> None:
+        """Spawn the writer now, so that it imports and builds while the server starts."""
+        if self.database_url is None:
+            return
+        ours, theirs = multiprocessing.Pipe()
+        context = multiprocessing.get_context("spawn")  # the server's threads and event loop are not forked
+        self._process = context.Process(target=_serve, args=(theirs, self.database_url), name="gridpolicy-writer")
+        self._process.start()
+        theirs.close()
+        self._connection = ours
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._receive)
+
+    async def stop(self) -> None:
+        """Close the pipe and wait for the writer to finish what it has (it exits when the pipe is closed)."""
+        self._drop("服务正在停止 — the server is stopping")
+        process, self._process = self._process, None
+        if process is not None:
+            await asyncio.to_thread(process.join, 30)
+
+    def _drop(self, why: str) -> None:
+        if self._connection is not None:
+            asyncio.get_running_loop().remove_reader(self._connection.fileno())
+            self._connection.close()
+            self._connection = None
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(Busy(f"{why}, 本次请求未必保存, 请用同一 Idempotency-Key 重试 — "
+                                          "it may or may not be saved: retry with the same Idempotency-Key",
+                                          retry_after=1))
+
+    def _receive(self) -> None:
+        assert self._connection is not None
+        try:
+            ident, ok, value = pickle.loads(self._connection.recv_bytes())
+        except (EOFError, OSError):
+            log.error("the writer process died; the next write starts another")
+            self._drop("写入进程已退出 — the writer process died")
+            if self._process is not None:
+                self._process.join(5)
+                self._process = None
+            return
+        if ident == WOKEN:
+            notify()  # deliveries are due: wake this process's delivery loop
+            return
+        future = self._waiting.pop(ident, None)
+        if future is not None and not future.done():
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    async def run(self, job: Callable[..., T], *args) -> T:
+        if self.database_url is None:
+            return await asyncio.to_thread(job, self.services, *args)  # its commit wakes the delivery loop
+        if self._connection is None:
+            self.start()
+        assert self._connection is not None
+        ident = next(self._ids)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = future
+        self._connection.send_bytes(pickle.dumps((ident, job, args)))
+        return await future
