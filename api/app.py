@@ -428,24 +428,21 @@ async def route(services: NamedDependency[Services], api_key: NamedDependency[Ap
 
 
 @post("/v1/cases", **KEYED)
-async def create_case(request: Request, services: NamedDependency[Services], api_key: NamedDependency[ApiKey],
-                      data: JSONBody[CaseRequest],
+async def create_case(request: Request, api_key: NamedDependency[ApiKey], data: JSONBody[CaseRequest],
                       idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=200)]
                       = None) -> Response[CaseOut]:
     key = in_scope(api_key, data.jurisdiction)
     request_hash = _digest(data) if idempotency_key else None
     writer: Writer = request.app.state.writer
-    served = services.policies.registry.active().get(data.jurisdiction)
-    case_id, body = await writer.run(_open_case, data, served, f"apikey:{key.prefix}", idempotency_key, request_hash)
+    case_id, body = await writer.run(_open_case, data, f"apikey:{key.prefix}", idempotency_key, request_hash,
+                                     jurisdiction=data.jurisdiction)
     return Response(body, status_code=201, media_type=MediaType.JSON,  # type: ignore[arg-type] # CaseOut's JSON
                     headers={"Location": f"/v1/cases/{case_id}"})
 
 
-def _open_case(services: Services, data: CaseRequest, served: str | None, actor: str, idempotency_key: str | None,
+def _open_case(services: Services, data: CaseRequest, actor: str, idempotency_key: str | None,
                request_hash: str | None) -> tuple[int, bytes]:
-    """A new case, routed and stored, and its answer's JSON (a writer job: see api/writer.py). `served`: the version
-    the server routes the jurisdiction's cases by, which the writer then serves too."""
-    services.policies.follow(data.jurisdiction, served)
+    """A new case, routed and stored, and its answer's JSON (a writer job: see api/writer.py)."""
     case, report = resolve(services.locators, data.jurisdiction, data.case(), data)
     record, decision = (LedgerService(services.policies, services.cases).open_case(
         data.jurisdiction, case, data.object_id, actor, idempotency_key, request_hash,

@@ -17,7 +17,9 @@ from litestar.params import FromPath
 from pydantic import ValidationError
 
 from api.guards import parse_moment
+from admin.common import Services
 from api.intake import Report, resolve
+from api.writer import Writer
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.catalog import pinyin_keys
@@ -26,6 +28,7 @@ from store.apikeys import authorize
 from store.cases import CLOSED
 from store.errors import StoreError
 from store.tables import MAX_ID, CaseRecord
+from store.versions import PolicyStore
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-01T00:00:00Z"
@@ -40,6 +43,9 @@ class Open311Error(Exception):
     def __init__(self, status: int, description: str):
         super().__init__(description)
         self.status, self.description = status, description
+
+    def __reduce__(self):  # raised in the writer process, answered by the server
+        return Open311Error, (self.status, self.description)
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -73,9 +79,9 @@ def error_response(err: Open311Error, fmt: str) -> Response:
     return render("errors", [{"code": err.status, "description": err.description}], fmt, err.status)
 
 
-def _router(request: Request, jid: str) -> PolicyRouter:
+def _router(policies: PolicyStore, jid: str) -> PolicyRouter:
     try:
-        return request.app.state.services.policies.router(jid)
+        return policies.router(jid)
     except StoreError:
         raise Open311Error(404, f"jurisdiction_id '{jid}' 不存在 — not found") from None
 
@@ -146,7 +152,7 @@ def _guarded(resource: str, build) -> Response:
 @get("/open311/v2/{jid:str}/{resource:str}", sync_to_thread=True)
 def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
     def build(stem: str, fmt: str) -> Response:
-        router = _router(request, jid)
+        router = _router(request.app.state.services.policies, jid)
         if stem == "discovery":
             base = str(request.base_url).rstrip("/") + f"/open311/v2/{jid}"
             return render("discovery", {"changeset": CHANGESET, "contact": "网格化环境监管平台管理员",
@@ -166,7 +172,7 @@ def open311_get(request: Request, jid: FromPath[str], resource: FromPath[str]) -
 @get("/open311/v2/{jid:str}/services/{name:str}", sync_to_thread=True)
 def open311_service_definition(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
     def build(code: str, fmt: str) -> Response:
-        router = _router(request, jid)
+        router = _router(request.app.state.services.policies, jid)
         if code not in router.compiled.types_by_code:
             raise Open311Error(404, f"service_code '{code}' 不存在")
         attributes = [{"variable": "true", "code": fact, "datatype": "singlevaluelist", "required": "false",
@@ -180,7 +186,7 @@ def open311_service_definition(request: Request, jid: FromPath[str], name: FromP
 @get("/open311/v2/{jid:str}/requests/{name:str}", sync_to_thread=True)
 def open311_request(request: Request, jid: FromPath[str], name: FromPath[str]) -> Response:
     def build(case_id: str, fmt: str) -> Response:
-        router = _router(request, jid)
+        router = _router(request.app.state.services.policies, jid)
         missing = Open311Error(404, f"service_request_id '{case_id}' 不存在")
         if not case_id.isdigit() or int(case_id) > MAX_ID:
             raise missing
@@ -233,21 +239,25 @@ def _reader(request: Request, jid: str) -> bool:
 @post("/open311/v2/{jid:str}/{resource:str}", status_code=201)
 async def open311_post(request: Request, jid: FromPath[str], resource: FromPath[str]) -> Response:
     form = dict(await request.form())
-
-    def build(stem: str, fmt: str) -> Response:
+    fmt = "xml"
+    try:
+        stem, fmt = _split(resource)
         if stem != "requests":
             raise Open311Error(404, f"只能向 requests 提交 — POST to requests.{fmt}")
-        return _create(request, jid, form, fmt)
-    return _guarded(resource, build)
+        writer: Writer = request.app.state.writer
+        body = await writer.run(_create, jid, form, jurisdiction=jid)
+    except Open311Error as err:
+        return error_response(err, fmt)
+    return render("service_requests", body, fmt, 201)
 
 
-def _create(request: Request, jid: str, form: dict, fmt: str) -> Response:
-    services = request.app.state.services
+def _create(services: Services, jid: str, form: dict) -> list[dict]:
+    """A service request, routed and stored, and its answer (a writer job: see api/writer.py)."""
     try:
         key = authorize(services.policies.engine, form.get("api_key"), jid)
     except StoreError as err:
         raise Open311Error(403, f"api_key 无效: {err.message}") from None
-    router = _router(request, jid)
+    router = _router(services.policies, jid)
     code = form.get("service_code")
     if not code:
         raise Open311Error(400, "缺少 service_code — service_code was not provided")
@@ -274,9 +284,8 @@ def _create(request: Request, jid: str, form: dict, fmt: str) -> Response:
     except (StoreError, RoutingError) as err:
         raise Open311Error(400, getattr(err, "message", str(err))) from None
     decision = services.policies.decision(record.stored_decision)
-    body = [{"service_request_id": record.id, "service_notice": _notice(decision),
+    return [{"service_request_id": record.id, "service_notice": _notice(decision),
              "account_id": form.get("account_id") or None}]
-    return render("service_requests", body, fmt, 201)
 
 
 def _report(form: dict, located: bool) -> Report:

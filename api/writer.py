@@ -53,8 +53,10 @@ def _serve(connection: Connection, database_url: str) -> None:
         with sending:
             connection.send_bytes(message_bytes(message))
 
-    def answer(ident: int, job: Callable[..., Any], args: tuple) -> None:
+    def answer(ident: int, job: Callable[..., Any], args: tuple, served: tuple[str, str | None] | None) -> None:
         try:
+            if served is not None:
+                services.policies.follow(*served)
             send((ident, True, job(services, *args)))
         except Exception as err:  # noqa: BLE001 - every error goes back to the request that caused it
             send((ident, False, err))
@@ -77,10 +79,10 @@ def _serve(connection: Connection, database_url: str) -> None:
     with ThreadPoolExecutor(THREADS, thread_name_prefix="writer") as pool:
         while True:
             try:
-                ident, job, args = pickle.loads(connection.recv_bytes())
+                ident, job, args, served = pickle.loads(connection.recv_bytes())
             except EOFError:
                 break
-            pool.submit(answer, ident, job, args)
+            pool.submit(answer, ident, job, args, served)
 
 
 def message_bytes(message: tuple) -> bytes:
@@ -154,7 +156,8 @@ class Writer:
             else:
                 future.set_exception(value)
 
-    async def run(self, job: Callable[..., T], *args) -> T:
+    async def run(self, job: Callable[..., T], *args, jurisdiction: str | None = None) -> T:
+        """`jurisdiction`: the job routes its cases, by the version this server serves (the writer follows it)."""
         if self.database_url is None:
             return await asyncio.to_thread(job, self.services, *args)  # its commit wakes the delivery loop
         if self._connection is None:
@@ -163,5 +166,7 @@ class Writer:
         ident = next(self._ids)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting[ident] = future
-        self._connection.send_bytes(pickle.dumps((ident, job, args)))
+        served = None if jurisdiction is None else (
+            jurisdiction, self.services.policies.registry.active().get(jurisdiction))
+        self._connection.send_bytes(pickle.dumps((ident, job, args, served)))
         return await future

@@ -121,3 +121,17 @@ def test_a_stopped_server_leaves_no_writer_behind(tmp_path, prepared_sqlite):
             break
         time.sleep(0.1)
     assert not Path(f"/proc/{writer}").exists() or "zombie" in Path(f"/proc/{writer}/status").read_text()
+
+
+def test_open311_requests_are_written_by_the_writer_and_refused_in_the_spec_format(database_url):
+    headers = _keyed(database_url)
+    form = {"api_key": headers["X-API-Key"], "service_code": "waste.medical.disposal", "address_id": "kmy-l3-03"}
+    with running_server(database_url) as base, httpx.Client(base_url=base, timeout=60) as http:
+        made = http.post("/open311/v2/karamay/requests.json", data=form)
+        assert made.status_code == 201 and made.json()[0]["service_request_id"] > 0
+        assert _writers(int(base.rsplit(":", 1)[1]))
+        # an error raised in the writer (Open311Error) reaches the client as the spec's errors document
+        unknown = http.post("/open311/v2/karamay/requests.json", data={**form, "address_id": "nowhere"})
+        assert unknown.status_code == 400 and "nowhere" in unknown.json()[0]["description"]
+        foreign = http.post("/open311/v2/karamay/requests.json", data={**form, "api_key": "gp_wrong"})
+        assert foreign.status_code == 403 and foreign.json()[0]["code"] == 403
