@@ -51,25 +51,29 @@ def _defaults(model: type[SQLModel]) -> tuple[dict[str, Any], list[tuple[str, Ca
     return constant, factories
 
 
+def _fill(row: dict[str, Any], model: type[SQLModel], values: dict[str, Any]) -> None:
+    """A new row's attributes: the model's defaults, then `values`."""
+    constant, factories = _defaults(model)
+    row.update(constant)
+    for name, factory in factories:
+        if name not in values:
+            row[name] = factory()  # these tables' factories take no arguments
+    row.update(values)
+
+
 def new_row(model: type[M], **values: Any) -> M:
     """A new, transient `model` row, as its constructor makes it (defaults, then `values`; no validation, as a table
     model's constructor does none) but with the columns put in its `__dict__` as a load does: a row inserted by the
     ORM's flush or by `flush_new` reads them there. Relationships are set through the instrumentation, so that their
     back references (a case's `events` and `clocks`) follow and the ORM's flush sees them; an empty collection is set
-    as loaded (what is appended to it later is the ORM's history)."""
+    as loaded (what is appended to it later is the ORM's history). Inside `plain_rows`, the batch's plain row."""
     batch = _BATCH.get()
     if batch is not None:
         return batch.make(model, values)  # type: ignore[return-value]  # a plain row stands in for the model's
     obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]  # set by SQLAlchemy's mapping
     relationships = model.__sqlmodel_relationships__  # type: ignore[attr-defined]
     columns = {k: v for k, v in values.items() if k not in relationships}
-    constant, factories = _defaults(model)
-    row = obj.__dict__
-    row.update(constant)
-    for name, factory in factories:
-        if name not in columns:
-            row[name] = factory()  # these tables' factories take no arguments
-    row.update(columns)
+    _fill(obj.__dict__, model, columns)
     object.__setattr__(obj, "__pydantic_fields_set__", set(columns))
     for key in relationships:
         if key not in values:
@@ -123,12 +127,7 @@ class Batch:
         the case's collection as the ORM's back reference would."""
         obj = _plain(model)()
         row = obj.__dict__
-        constant, factories = _defaults(model)
-        row.update(constant)
-        for name, factory in factories:
-            if name not in values:
-                row[name] = factory()
-        row.update(values)
+        _fill(row, model, values)
         if _numbered(model):
             row["id"] = self._next_id(model)
         record = values.get("record")
