@@ -127,6 +127,18 @@ def test_simulated_histories_are_what_the_case_service_writes(cases, monkeypatch
             assert replayed[table] == simulated[table], table
 
 
+def test_a_seed_gives_the_same_rows_whatever_the_batches(cases):
+    """Determinism per seed, row by row (a case's number and its rows' places aside), and the batch size (how many
+    cases share a transaction and their inserts) changes nothing."""
+    before = _top(cases)
+    Simulator(cases, "ningjiaping", 11, Mix(late=0.3)).run(30, 30, START, batch=8)
+    middle = _top(cases)
+    Simulator(cases, "ningjiaping", 11, Mix(late=0.3)).run(30, 30, START, batch=13)
+    first, second = _history(cases, before, middle), _history(cases, middle)
+    assert len(first["case_record"]) == 30 and first["notification"]
+    assert first == second
+
+
 def test_a_simulated_batch_is_inserted_once_and_never_updated(cases):
     """#10: the rows of a case overdue mid-batch are numbered as they are made (its messages name it), not flushed:
     each batch's rows are inserted by one statement per table as it ends, and no row of it is updated."""
