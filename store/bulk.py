@@ -158,8 +158,8 @@ class Batch:
 
     def insert(self) -> None:
         self.settle()
-        for record in self.rows[CaseRecord]:
-            for clock in record.clocks:  # type: ignore[attr-defined]  # start_clock appends a case's clocks to its list (`record.clocks`)
+        for record in self.rows[CaseRecord]:  # start_clock appends a clock to its case's list, not naming the case
+            for clock in record.clocks:  # type: ignore[attr-defined]
                 clock.case_id = record.id  # type: ignore[attr-defined]
         _insert_rows(self.session, self.connection, {model: [obj.__dict__ for obj in rows]
                                                      for model, rows in self.rows.items()}, self.outbox)
@@ -248,7 +248,7 @@ def _number(connection: Connection, added: list[Any]) -> None:
     new: dict[type[SQLModel], list[Any]] = defaultdict(list)
     for obj in added:
         new[type(obj)].append(obj)
-    wanted = {model: len(objs) for model, objs in new.items() if "id" in table_of(model).c}
+    wanted = {model: len(objs) for model, objs in new.items() if _numbered(model)}
     if not wanted:
         return
     for model, ids in _next_ids(connection, wanted, {}).items():
