@@ -77,15 +77,16 @@ def _rolled_back(session: OrmSession) -> None:
     session.info.pop(WROTE, None)
 
 
-def announced(obj: object) -> bool:
-    """Whether a new row adds an outbox row: each case event, and each warning."""
-    return isinstance(obj, CaseEvent) or (isinstance(obj, Notification) and obj.kind in WARNINGS)
+def announced(model: type, obj: Any) -> bool:
+    """Whether a new row of `model` (an ORM object, or store.bulk's plain row) adds an outbox row: each case event,
+    and each warning."""
+    return model is CaseEvent or (model is Notification and obj.kind in WARNINGS)
 
 
-def outbox_values(obj: CaseEvent | Notification, record: CaseRecord) -> dict[str, Any]:
+def outbox_values(model: type, obj: Any, record: Any) -> dict[str, Any]:
     """The outbox row (but its case id) of an `announced` row: one definition for the session hook below and
     store.bulk's inserts."""
-    if isinstance(obj, CaseEvent):
+    if model is CaseEvent:
         return {"jurisdiction": record.jurisdiction, "kind": f"case.{obj.action}", "at": obj.at,
                 "data": {"actor": obj.actor, "from_status": obj.from_status, "to_status": obj.to_status,
                          "unit": obj.unit, "level": obj.level, "note": obj.note, "data": obj.data}}
@@ -99,10 +100,10 @@ def _write_outbox(session: OrmSession, _context, _instances) -> None:
     for obj in list(session.new):
         if isinstance(obj, (CaseEvent, Notification)):
             session.info[WROTE] = True
-        if announced(obj):
+        if announced(type(obj), obj):
             record = obj.record or session.get(CaseRecord, obj.case_id)
             assert record is not None  # an event or a warning belongs to a case
-            session.add(OutboxEvent(record=record, **outbox_values(obj, record)))  # case_id: from `record`
+            session.add(OutboxEvent(record=record, **outbox_values(type(obj), obj, record)))  # case_id: from `record`
 
 
 def message(row: OutboxEvent) -> dict:

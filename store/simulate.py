@@ -1,7 +1,8 @@
 """A realistic, deterministic generator of case histories for tests, benchmarks and demos.
 
 Each case goes through CaseService's own state machine (intake, transitions, clocks, events) and the
-sweeper's own deadline check, in simulated time; many cases share one transaction, and its inserts, for speed. The mix:
+sweeper's own deadline check, in simulated time; many cases share one transaction, and their rows are plain ones,
+inserted as the batch ends (store/bulk.py `plain_rows`), for speed. The mix:
 mostly on time, some late (overdue → escalated by the policy), returned (回退), extended (延期),
 reopened after a failed verification (返工), found by an upper grid, corrected on the spot.
 """
@@ -11,12 +12,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlmodel import Session
 
 from engine.router import Case
 from store.assessment import CST
-from store.bulk import flush_new
+from store.bulk import Batch, plain_rows
 from store.cases import CLOSED, CaseService, Transition, as_utc, open_clock
 from store.db import UnitOfWork, refresh_statistics
 from store.sweeper import check_clock, new_counts
@@ -71,18 +73,19 @@ class Simulator:
         end = start + timedelta(days=days)
         moments = sorted(start + timedelta(seconds=self.rng.uniform(0, days * 86400)) for _ in range(n_cases))
         for offset in range(0, n_cases, batch):
-            with UnitOfWork(self.cases.engine) as uow:
+            with UnitOfWork(self.cases.engine) as uow, plain_rows(uow.session) as rows:
                 for moment in moments[offset:offset + batch]:
-                    self._one(uow.session, moment, end)
-                flush_new(uow.session)  # the batch's rows, a statement per table (as intake's)
+                    self._one(rows, moment, end)
             if progress:
                 progress(min(offset + batch, n_cases), n_cases)
         refresh_statistics(self.cases.engine)
         return {**self.counts, "seconds": round(time.perf_counter() - began, 2)}
 
-    def _one(self, session: Session, now: datetime, end: datetime) -> None:
+    def _one(self, rows: Batch, now: datetime, end: datetime) -> None:
         rng, mix, cases = self.rng, self.mix, self.cases
+        session = cast(Session, rows)  # the state machine only adds rows to its session
         record = cases.intake(session, self.jid, self._case(), "simulator", now)
+        rows.settle()  # each intake, transition and sweeper's check: as its own transaction would write it
         self.counts["cases"] += 1
         returned = extended = False
         reopened = 0
@@ -107,8 +110,9 @@ class Simulator:
             if at >= end:
                 self.counts["open"] += 1
                 return
-            self._pass_deadlines(session, record, at)
+            self._pass_deadlines(rows, record, at)
             cases.apply(session, record, action, at)
+            rows.settle()
             kind = {"fail": "reopened", "return": "returned", "extend": "extended"}.get(action.action)
             if kind:
                 self.counts[kind] += 1
@@ -121,14 +125,15 @@ class Simulator:
         workflow = router.compiled.workflows_by_id[record.workflow]
         return {s.id for s in workflow.steps if s.handling}
 
-    def _pass_deadlines(self, session: Session, record: CaseRecord, at: datetime) -> None:
+    def _pass_deadlines(self, rows: Batch, record: CaseRecord, at: datetime) -> None:
         """Run the sweeper's check for each deadline that passes before `at` (overdue, escalation)."""
         counts = new_counts()
         while record.due_at is not None and as_utc(record.due_at) <= at:
             clock = open_clock(record)
             if clock is None or as_utc(clock.due_at) > at:
                 break
-            check_clock(session, self.cases, clock, record, as_utc(clock.due_at), counts)
+            check_clock(cast(Session, rows), self.cases, clock, record, as_utc(clock.due_at), counts)
+            rows.settle()
         self.counts["overdue"] += counts["overdue"]
         self.counts["escalated"] += counts["escalated"]
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
-from store.bulk import number_new
+from store.bulk import new_row
 from store.cases import CaseService, as_utc, open_clocks
 from store.db import transaction
 from store.tables import CaseClock, CaseRecord, Notification
@@ -56,8 +56,6 @@ def check_clock(session: Session, cases: CaseService, clock: CaseClock, record: 
         _notify(session, record, "warning_75", f"步骤 {clock.step} 已用时 75%, 截止 {due.isoformat()}")
         counts["warning_75"] += 1
     if clock.overdue_at is None and now >= due:
-        if record.id is None:  # a case of the simulator's current batch: its number goes into the messages
-            number_new(session)
         cases.mark_overdue(session, record, clock, now)
         _notify(session, record, "overdue", f"案件 {record.id} 超期未办结")
         counts["overdue"] += 1
@@ -72,4 +70,4 @@ def _notify(session: Session, record: CaseRecord, kind: str, message: str) -> No
     recipient = f"第{record.handler_level}级网格 {record.handler_unit or ''}".strip()
     if kind in ("overdue", "escalated"):
         recipient += " / 包抓领导"
-    session.add(Notification(record=record, kind=kind, recipient=recipient, message=message))
+    session.add(new_row(Notification, record=record, kind=kind, recipient=recipient, message=message))
