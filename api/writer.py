@@ -8,6 +8,7 @@ them. In-process apps (tests, `background=False`) run the same jobs in a thread:
 from __future__ import annotations
 
 import asyncio
+import os
 import itertools
 import logging
 import multiprocessing
@@ -33,6 +34,9 @@ from store.versions import PolicyStore
 log = logging.getLogger("gridpolicy")
 T = TypeVar("T")
 THREADS = 16  # jobs in flight in the writer: what arrives together is written together
+# when the cores are busy the kernel runs the server's event loop first: routing does not wait for intake's CPU (a
+# process of its own, so no lock it holds waits for it, unlike a thread of the server's)
+WRITER_NICENESS = int(os.environ.get("GRIDPOLICY_WRITER_NICENESS", "10"))
 WOKEN = -1  # the message id that says "deliveries are due": wake the server's delivery loop
 
 
@@ -45,6 +49,7 @@ def _services(database_url: str) -> Services:
 def _serve(connection: Connection, database_url: str) -> None:
     """The writer process: jobs in, answers out, until the server closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops its writer
+    os.nice(WRITER_NICENESS)
     services = _services(database_url)
     services.policies.warm()  # the active versions start building now, not at the first case
     sending, written = threading.Lock(), threading.Event()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from api.writer import WRITER_NICENESS
 from store.apikeys import create_key
 from store.budget import TooSlow
 from store.db import make_engine
@@ -75,6 +76,7 @@ def test_a_killed_writer_is_replaced_and_loses_nothing(database_url):
         port = int(base.rsplit(":", 1)[1])
         first = _intake(http, headers, "before")
         [writer] = _writers(port)  # the case was written by the server's one writer process
+        assert os.getpriority(os.PRIO_PROCESS, writer) == WRITER_NICENESS > 0  # routing goes first when cores are busy
         os.kill(writer, signal.SIGKILL)
         for n in range(3):
             _intake(http, headers, f"after-{n}")
