@@ -75,7 +75,8 @@ def _serve(connection: Connection, database_url: str) -> None:
             written.wait()
             written.clear()
             try:
-                if webhooks.publish(services.policies.engine):
+                created = webhooks.publish(services.policies.engine)
+                if created is None or created:  # None: numbered elsewhere first, maybe with deliveries the server owes
                     send((WOKEN, True, None))
             except Exception:  # noqa: BLE001 - the server's delivery round numbers them instead
                 log.exception("numbering the writer's events failed")

@@ -132,13 +132,13 @@ _TOP = sqlalchemy.select(func.max(_OUTBOX.c.seq))
 _NUMBER = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(seq=bindparam("number"))
 
 
-def sequence(engine: Engine, fan_out: Callable[[Session, list[Numbered]], int]) -> int:
+def sequence(engine: Engine, fan_out: Callable[[Session, list[Numbered]], int]) -> int | None:
     """Number the committed, unnumbered rows in id order and hand them to `fan_out(session, rows)` in the same
-    transaction; returns what it returns (0 when nothing was new). PostgreSQL: an advisory lock makes it one sequencer
-    at a time; SQLite's BEGIN IMMEDIATE does the same."""
+    transaction; returns what it returns, or None when nothing was new. PostgreSQL: an advisory lock makes it one
+    sequencer at a time; SQLite's BEGIN IMMEDIATE does the same."""
     with reader(engine).connect() as connection:  # most rounds find nothing new: look without the write lock first
         if connection.execute(_ANY_NEW).first() is None:
-            return 0
+            return None
     with UnitOfWork(engine) as uow:
         session = uow.session
         connection = session.connection()
@@ -146,7 +146,7 @@ def sequence(engine: Engine, fan_out: Callable[[Session, list[Numbered]], int]) 
             connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
         new = connection.execute(_NEW).all()
         if not new:
-            return 0
+            return None
         top = connection.execute(_TOP).scalar() or 0
         rows = [Numbered(row.id, top + offset, row.jurisdiction, row.kind, row.case_id, row.at)
                 for offset, row in enumerate(new, 1)]
