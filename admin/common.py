@@ -51,6 +51,10 @@ class Services:
     assessment: AssessmentService
     locators: Locators
 
+    @classmethod
+    def over(cls, policies: PolicyStore) -> Services:
+        return cls(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
+
 
 def services(request: ASGIConnection) -> Services:
     return request.app.state.services

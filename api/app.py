@@ -50,11 +50,11 @@ from policy.facts import CASE_FACTS, ENUM_FACTS
 from policy.models import SLUG
 from store.apikeys import in_scope
 from store.budget import read_budget
-from store.assessment import AssessmentService, Period
+from store.assessment import Period
 from store.assessment_xlsx import workbook
-from store.boundaries import Locators, diff as boundaries_diff
+from store.boundaries import diff as boundaries_diff
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
-from store.cases import TRANSITION_LABELS, CaseService, Transition
+from store.cases import TRANSITION_LABELS, Transition
 from store.db import WRITE_WAIT_SECONDS, refresh_statistics
 from store.errors import NotFound, PreconditionRequired, StoreError
 from store.sweeper import sweep
@@ -620,9 +620,8 @@ def _api_docs() -> SwaggerRenderPlugin:
                                favicon="<link rel='icon' href='/admin/static/favicon.svg' type='image/svg+xml'>")
 
 
-def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True,
-               writer_process: bool | None = None) -> Litestar:
-    """`writer_process`: intake in a writer process (api/writer.py); by default when `background` (a server)."""
+def create_app(database_url: str | None = None, background: bool = True, sweep_enabled: bool = True) -> Litestar:
+    """`background`: a server's app (its loops, and intake in a writer process: api/writer.py)."""
     # Handler threads doing ORM work hand the GIL back to the event loop every millisecond instead of every 5 ms:
     # routing on the loop then waits for intake's threads at most that long per turn.
     sys.setswitchinterval(0.001)
@@ -630,12 +629,11 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
         policies = open_policy_store(database_url)
     except PolicyError as err:
         raise SystemExit("规则文件校验失败, 服务未启动:\n" + str(err)) from None
-    services = Services(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
+    services = Services.over(policies)
     admin = admin_parts(policies.engine)
     url = policies.engine.url
-    separate = background if writer_process is None else writer_process
     writer = Writer(services, url.render_as_string(hide_password=False)
-                    if separate and url.database not in (None, "", ":memory:") else None)
+                    if background and url.database not in (None, "", ":memory:") else None)
 
     def _services() -> Services:
         """The app's services: a provider without parameters, so Litestar parses nothing to call it."""

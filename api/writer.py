@@ -23,9 +23,6 @@ from typing import Any, TypeVar
 from admin.common import Services
 from policy.loader import Loader
 from store import webhooks
-from store.assessment import AssessmentService
-from store.boundaries import Locators
-from store.cases import CaseService
 from store.db import make_engine
 from store.errors import Busy
 from store.outbox import notify
@@ -43,7 +40,7 @@ WOKEN = -1  # the message id that says "deliveries are due": wake the server's d
 def _services(database_url: str) -> Services:
     """The writer's services over the server's database (migrated and bootstrapped by the server)."""
     policies = PolicyStore(make_engine(database_url), Loader().catalog)
-    return Services(policies, CaseService(policies), AssessmentService(policies), Locators(policies))
+    return Services.over(policies)
 
 
 def _serve(connection: Connection, database_url: str) -> None:
