@@ -18,8 +18,8 @@ from engine.verify import escalation_edges
 from policy.diff import compare
 from policy.words import CASE_EVENT_LABELS, CASE_STATE_LABELS, condition_text, duration_text, label
 from store import dashboard, xlsx
-from store.cases import CLOSED, as_utc
-from store.tables import utcnow
+from store.cases import CLOSED
+from store.tables import as_utc, utcnow
 from store.errors import Invalid, NotFound
 from store.replay import DEFAULT_DAYS, parse_days, replay_version
 from store.users import Principal

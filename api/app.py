@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import json
 import sys
@@ -37,7 +36,7 @@ from admin.routes import admin_parts
 from api import events, ledger, open311
 from api.guards import API_KEY_HEADER, KEYED, read_deadline, request_guard, security_headers
 from api.openapi_errors import PROBLEM_JSON, document_errors
-from api.writer import Writer
+from api.writer import KeptOutOfCollections, Writer
 from api.responses import (AllowedAction, Assessment, AssessmentRecordOut, CaseOut, CasePage, ModelResponse, TrendPoint,
                            UnitExplanation, VersionOut)
 from engine.decision import Decision
@@ -553,15 +552,14 @@ async def _background(app: Litestar) -> None:
     """Each worker polls for newly published versions and sweeps deadlines; all state is in the DB."""
     services: Services = app.state.services
     last_sweep = last_statistics = 0.0
-    frozen: dict[str, str] = {}
+    garbage = KeptOutOfCollections(services.policies)
     await asyncio.to_thread(services.policies.warm)
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
             await asyncio.to_thread(services.policies.warm)
-            if services.policies.registry.active() != frozen and not services.policies.loading():
-                frozen = services.policies.registry.active()
-                await asyncio.to_thread(_freeze)
+            if garbage.due():
+                await asyncio.to_thread(garbage.freeze)
             now = asyncio.get_running_loop().time()
             if app.state.sweep and now - last_sweep >= SWEEP_SECONDS:
                 last_sweep = now
@@ -572,15 +570,6 @@ async def _background(app: Litestar) -> None:
                 await asyncio.to_thread(refresh_statistics, services.cases.engine)
         except Exception:  # noqa: BLE001 - keep the worker alive; the next round retries
             log.exception("background refresh/sweep failed")
-
-
-def _freeze() -> None:
-    """Once the versions served are built (again after a switch): the garbage collected, what is left is kept out of
-    later collections. A full collection scanned the compiled versions (~0.4 s at Hefei's size) every few large
-    pages, such as the cadence dashboard (its p95)."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,7 @@
 `POST /v1/cases` and Open311's `POST requests`; the grid is found from the location when no unit is given."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from enum import Enum
 from typing import Annotated, Any
 
@@ -11,7 +11,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from engine.router import Case
 from store.boundaries import COORD_LABELS, Locators, to_wgs84
 from store.errors import Invalid
-from store.outbox import local
 from store.tables import utcnow
 
 ATTACHMENT_URL = r"^https?://[^/?#]"  # scheme and host: one meaning in every regex engine (schema, generator, pydantic)
@@ -84,7 +83,3 @@ def resolve(locators: Locators, jurisdiction: str, case: Case, report: Report) -
         columns.update(lat=lat, lon=lon, coord_system=where.coord_system.strip().lower(), address=where.address)
     return case, columns
 
-
-def localized(row: dict[str, Any]) -> dict[str, Any]:
-    """A dumped row with its timestamps in the jurisdiction's offset (+08:00); they are stored in UTC."""
-    return {key: local(value) if isinstance(value, datetime) else value for key, value in row.items()}

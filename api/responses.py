@@ -10,9 +10,8 @@ from litestar.serialization import default_serializer
 from litestar.types import Serializer
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from api.intake import localized
 from engine.decision import Decision, Provenance
-from store.tables import CaseClock, CaseEvent, CaseRecord, PolicyVersion
+from store.tables import CST, CaseClock, CaseEvent, CaseRecord, PolicyVersion, as_utc
 
 Number = int | float  # kept as computed: an integer score stays an integer in the JSON
 
@@ -122,13 +121,26 @@ class CaseOut(_Sparse):
            events: list[CaseEvent] | None = None, clocks: list[CaseClock] | None = None) -> CaseOut:
         parts: dict[str, Any] = {}
         if events is not None:
-            parts["events"] = [EventOut.model_validate(localized(e.model_dump(exclude={"case_id"}))) for e in events]
+            parts["events"] = [EventOut.model_validate(_local_columns(e, _EVENT_COLUMNS)) for e in events]
         if clocks is not None:
-            parts["clocks"] = [ClockOut.model_validate(localized(c.model_dump(exclude={"case_id", "next_check_at"})))
-                               for c in clocks]
-        fields = localized({name: getattr(record, name) for name in CaseRecord.model_fields
-                            if name not in ("idempotency_key", "request_hash", "stored_decision")})
-        return cls.model_validate(fields | {"decision": decision, "allowed_actions": allowed} | parts)
+            parts["clocks"] = [ClockOut.model_validate(_local_columns(c, _CLOCK_COLUMNS)) for c in clocks]
+        return cls.model_validate(_local_columns(record, _CASE_COLUMNS)
+                                  | {"decision": decision, "allowed_actions": allowed} | parts)
+
+
+def _local_columns(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """A row's columns `names`, its timestamps (stored in UTC) in the jurisdiction's offset (+08:00)."""
+    values = {name: getattr(row, name) for name in names}
+    for name, value in values.items():
+        if isinstance(value, datetime):
+            values[name] = as_utc(value).astimezone(CST)
+    return values
+
+
+# the columns each answer shows, read straight off the row (a dump of the whole row first cost a third of an answer)
+_EVENT_COLUMNS = tuple(EventOut.model_fields)
+_CLOCK_COLUMNS = tuple(ClockOut.model_fields)
+_CASE_COLUMNS = tuple(name for name in CaseOut.model_fields if name in CaseRecord.model_fields)
 
 
 class CasePage(_Out):

@@ -21,7 +21,8 @@ from sqlmodel import Session, select  # noqa: E402
 
 from engine.router import Case  # noqa: E402
 from store import webhooks  # noqa: E402
-from store.cases import CaseService, as_utc  # noqa: E402
+from store.cases import CaseService  # noqa: E402
+from store.tables import as_utc  # noqa: E402
 from store.outbox import OutboxEvent  # noqa: E402
 from store.versions import open_policy_store  # noqa: E402
 from tests.receiver import receiving  # noqa: E402

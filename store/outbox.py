@@ -134,24 +134,29 @@ _NUMBER = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(seq=
 
 def sequence(engine: Engine, fan_out: Callable[[Session, list[Numbered]], int]) -> int | None:
     """Number the committed, unnumbered rows in id order and hand them to `fan_out(session, rows)` in the same
-    transaction; returns what it returns, or None when nothing was new. PostgreSQL: an advisory lock makes it one
-    sequencer at a time; SQLite's BEGIN IMMEDIATE does the same."""
+    transaction; returns what it returns, or None when nothing was new."""
     with reader(engine).connect() as connection:  # most rounds find nothing new: look without the write lock first
         if connection.execute(_ANY_NEW).first() is None:
             return None
     with UnitOfWork(engine) as uow:
-        session = uow.session
-        connection = session.connection()
-        if engine.dialect.name == "postgresql":
-            connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
-        new = connection.execute(_NEW).all()
-        if not new:
-            return None
-        top = connection.execute(_TOP).scalar() or 0
-        rows = [Numbered(row.id, top + offset, row.jurisdiction, row.kind, row.case_id, row.at)
-                for offset, row in enumerate(new, 1)]
-        connection.execute(_NUMBER, [{"row_id": row.id, "number": row.seq} for row in rows])
-        return fan_out(session, rows)
+        return number_in(uow.session, fan_out)
+
+
+def number_in(session: Session, fan_out: Callable[[Session, list[Numbered]], int]) -> int | None:
+    """`sequence` inside the caller's write transaction, as its last statements: the rows it wrote are numbered with
+    those committed before it, and their numbers stay in commit order because one sequencer runs at a time until its
+    transaction ends (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE already holds the one write lock)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
+    new = connection.execute(_NEW).all()
+    if not new:
+        return None
+    top = connection.execute(_TOP).scalar() or 0
+    rows = [Numbered(row.id, top + offset, row.jurisdiction, row.kind, row.case_id, row.at)
+            for offset, row in enumerate(new, 1)]
+    connection.execute(_NUMBER, [{"row_id": row.id, "number": row.seq} for row in rows])
+    return fan_out(session, rows)
 
 
 def feed(engine: Engine, jurisdictions: list[str] | None, after: int, kinds: list[str] | None,

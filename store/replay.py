@@ -11,9 +11,8 @@ from sqlmodel import Session, col, func
 from engine.compiler import compile_policy
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
-from store.cases import as_utc
 from store.errors import Invalid
-from store.tables import CaseRecord, PolicyVersion, utcnow
+from store.tables import CaseRecord, PolicyVersion, as_utc, utcnow
 from store.versions import PolicyStore
 
 DEFAULT_DAYS = 30

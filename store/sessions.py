@@ -16,9 +16,8 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from store.cases import as_utc
 from store.db import UnitOfWork, reader
-from store.tables import AdminSession, utcnow
+from store.tables import AdminSession, as_utc, utcnow
 
 
 class DatabaseStore(Store):

@@ -19,10 +19,10 @@ from sqlmodel import Session
 from engine.router import Case
 from store.assessment import CST
 from store.bulk import Batch, plain_rows
-from store.cases import CLOSED, CaseService, Transition, as_utc, open_clock
+from store.cases import CLOSED, CaseService, Transition, open_clock
 from store.db import UnitOfWork, refresh_statistics
 from store.sweeper import check_clock, new_counts
-from store.tables import CaseRecord
+from store.tables import CaseRecord, as_utc
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=CST)
 

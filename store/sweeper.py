@@ -14,9 +14,9 @@ from sqlalchemy.orm import selectinload
 from sqlmodel import Session, col, select
 
 from store.bulk import new_row
-from store.cases import CaseService, as_utc, open_clocks
+from store.cases import CaseService, open_clocks
 from store.db import transaction
-from store.tables import CaseClock, CaseRecord, Notification
+from store.tables import CaseClock, CaseRecord, Notification, as_utc
 
 
 def new_counts() -> dict[str, int]:

@@ -20,6 +20,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored moment as aware UTC (SQLite gives it back naive)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 class PolicyVersion(SQLModel, table=True):
     """One version of a jurisdiction's resolved policy. Published versions are immutable."""
     __tablename__ = "policy_version"

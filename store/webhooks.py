@@ -20,17 +20,17 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import JSON, Column, Index, and_, exists
+from sqlalchemy import JSON, Column, Index, and_, bindparam, exists
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Field, Session, SQLModel, col, select
 from standardwebhooks.webhooks import Webhook
 
-from store.cases import as_utc
 from store.db import UnitOfWork, reader
 from store.errors import Invalid, NotFound
 from store.outbox import KINDS, Numbered, OutboxEvent, local, message, notify, sequence
-from store.tables import utcnow
+from store.tables import as_utc, table_of, utcnow
 from store.versions import audit
 
 if TYPE_CHECKING:  # httpx is imported on the first send: a server start does not need it
@@ -171,20 +171,24 @@ def unsubscribe(engine: Engine, jid: str, sub_id: int, actor: str) -> None:
 
 
 # --- fan-out and delivery
+_SUBSCRIPTIONS = table_of(WebhookSubscription)
+# built once: intake fans out each group of cases it commits
+_ACTIVE = (core_select(_SUBSCRIPTIONS.c.id, _SUBSCRIPTIONS.c.jurisdiction, _SUBSCRIPTIONS.c.kinds)
+           .where(_SUBSCRIPTIONS.c.active,
+                  _SUBSCRIPTIONS.c.jurisdiction.in_(bindparam("jurisdictions", expanding=True))))
+
+
 def fan_out(session: Session, events: list[Numbered]) -> int:
     """One pending delivery per event and matching subscription (inside the sequencer's transaction); returns how
     many."""
-    subs = session.exec(select(WebhookSubscription).where(
-        col(WebhookSubscription.active),
-        col(WebhookSubscription.jurisdiction).in_({e.jurisdiction for e in events}))).all()
+    subs = session.connection().execute(_ACTIVE, {"jurisdictions": list({e.jurisdiction for e in events})}).all()
     if not subs:
         return 0
     now, created = utcnow(), 0
     for event in events:
         due = min(as_utc(event.at), now)  # due from the event on; the 24-hour retry window counts from it too
         for sub in subs:
-            if (sub.id is not None and sub.jurisdiction == event.jurisdiction
-                    and (not sub.kinds or event.kind in sub.kinds)):
+            if sub.jurisdiction == event.jurisdiction and (not sub.kinds or event.kind in sub.kinds):
                 session.add(WebhookDelivery(subscription_id=sub.id, event_id=event.id, case_id=event.case_id,
                                             seq=event.seq, created_at=due, next_attempt_at=due))
                 created += 1

@@ -13,11 +13,11 @@ from sqlmodel import Session, col, select
 
 from engine.router import Case
 from store.bulk import new_row
-from store.cases import CaseService, Transition, as_utc, open_clocks
+from store.cases import CaseService, Transition, open_clocks
 from store.db import transaction
 from store.simulate import Mix, Simulator
 from store.sweeper import check_clock, new_counts
-from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord
+from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, as_utc
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CHILDREN = ("case_department", "case_event", "case_clock", "notification", "outbox_event")
