@@ -338,3 +338,61 @@ def test_writers_of_one_process_take_turns_before_sqlite_lock(tmp_path):
     finally:
         db.WRITE_WAIT_SECONDS = waited
     engine.dispose()
+
+
+def _hold_a_write(path: str, holding, release) -> None:
+    """In another process: a write transaction open until `release` is set."""
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+        holding.set()
+        release.wait(30)
+    engine.dispose()
+
+
+def test_writers_of_several_processes_take_turns_before_sqlite_lock(tmp_path):
+    """Issue #10 (two workers' intake p99): a write waiting for another process's is woken when it ends, in the
+    processes' own lock (an flock beside the database), not in SQLite's busy handler, which sleeps up to 100 ms
+    between looks; one that cannot get its turn in time is a 503 and writes nothing."""
+    import multiprocessing  # noqa: PLC0415
+
+    import store.db as db  # noqa: PLC0415
+    from store.errors import Busy  # noqa: PLC0415
+    path = tmp_path / "p.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+    context = multiprocessing.get_context("spawn")
+    holding, release = context.Event(), context.Event()
+    other = context.Process(target=_hold_a_write, args=(str(path), holding, release))
+    other.start()
+    assert holding.wait(60)
+    waited, db.WRITE_WAIT_SECONDS = db.WRITE_WAIT_SECONDS, 0.3
+    try:
+        with pytest.raises(Busy) as refused, engine.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert refused.value.status == 503
+        db.WRITE_WAIT_SECONDS = 30
+        waiting = []
+
+        def write() -> None:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("INSERT INTO t VALUES (3)")
+            waiting.append("written")
+        writer = threading.Thread(target=write)
+        writer.start()
+        for _ in range(100):  # the write waits in the processes' lock, not in SQLite
+            if any(t.name == "sqlite-process-lock" and t.is_alive() for t in threading.enumerate()):
+                break
+            time.sleep(0.05)
+        assert waiting == [] and any(t.name == "sqlite-process-lock" for t in threading.enumerate())
+        release.set()
+        writer.join(30)
+        other.join(30)
+        assert waiting == ["written"]
+    finally:
+        db.WRITE_WAIT_SECONDS = waited
+        release.set()
+    with engine.connect() as connection:  # the refused write left nothing; the other two are stored
+        assert sorted(n for (n,) in connection.exec_driver_sql("SELECT n FROM t")) == [1, 3]
+    engine.dispose()
