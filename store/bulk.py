@@ -1,19 +1,20 @@
-"""New case rows made and inserted cheaply: `new_row` instead of a table model's constructor, and `flush_new` instead
-of the ORM's unit of work.
+"""New case rows made and inserted cheaply: `new_row` instead of a table model's constructor, and plain rows or
+`flush_new` instead of the ORM's unit of work.
 
-Intake and the simulator build a case's rows as ORM objects through the one state machine (store/cases.py). A
-SQLModel table model's constructor sets each column through SQLAlchemy's instrumentation (~0.5 ms a row, #10);
-`new_row` fills the instance's `__dict__` as a load does. Flushing them through the unit of work, or even one Core
-INSERT per table, cost most of an intake's CPU (#10: history, dependency sorting, statement execution and result
-set-up per statement); `flush_new` numbers the session's new case rows itself (one statement) and inserts them with
-the driver's executemany, a statement per table compiled once, writes their outbox rows by the same definition as
-the session hook (store/outbox.py), and leaves the objects in the session as if loaded: later changes to them are
-ordinary ORM updates.
+Every case's rows are made by the one state machine (store/cases.py). A SQLModel table model's constructor sets each
+column through SQLAlchemy's instrumentation (~0.5 ms a row, #10); `new_row` fills the instance's `__dict__` as a load
+does. Flushing them through the unit of work, or even one Core INSERT per table, cost most of an intake's CPU (#10:
+history, dependency sorting, statement execution and result set-up per statement).
 
-The simulator goes further (`plain_rows`): while it writes a batch of histories, `new_row` makes plain rows, numbered
-as they are made, which the state machine changes as plain attributes, and which are inserted as the batch ends, a
-statement per table, never updated: the ORM's instrumentation, backrefs, cascades and identity map were half of a
-simulated case's CPU (#10).
+Intake and the simulator go furthest (`plain_rows`): while a group of intakes or a batch of histories is written,
+`new_row` makes plain rows, numbered as they are made, which the state machine changes as plain attributes, and
+which are inserted as the group ends, a statement per table, never updated: the ORM's instrumentation, backrefs,
+cascades and identity map were half of their CPU (#10). What intake answers with is read off those rows.
+
+The cases a patrol's findings open are ORM rows of the patrol's session: `flush_new` numbers the session's new case
+rows itself (one statement) and inserts them with the driver's executemany, a statement per table compiled once,
+writes their outbox rows by the same definition as the session hook (store/outbox.py), and leaves the objects in the
+session as if loaded: later changes to them are ordinary ORM updates.
 """
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ class Batch:
     It stands in for the session the state machine adds rows to; `plain_rows` makes one."""
 
     def __init__(self, session: Session):
-        self.session, self.connection = session, session.connection()
+        self.session = session  # its connection is taken at the first id: a batch that made nothing writes nothing
         self.rows: dict[type[SQLModel], list[PlainRow]] = {model: [] for model in ORDER}
         self.outbox: list[dict[str, Any]] = []
         self._announced: list[PlainRow] = []  # events and notifications whose outbox rows are not taken yet
@@ -144,7 +145,7 @@ class Batch:
     def _next_id(self, model: type[SQLModel]) -> int:
         row_id = next(self._ids[model], None) if model in self._ids else None
         if row_id is None:
-            self._ids[model] = iter(_next_ids(self.connection, {model: BLOCK}, self._top)[model])
+            self._ids[model] = iter(_next_ids(self.session.connection(), {model: BLOCK}, self._top)[model])
             row_id = next(self._ids[model])
         return row_id
 
@@ -157,11 +158,13 @@ class Batch:
         self._announced.clear()
 
     def insert(self) -> None:
+        if not any(self.rows.values()):
+            return  # no row was made
         self.settle()
         for record in self.rows[CaseRecord]:  # start_clock appends a clock to its case's list, not naming the case
             for clock in record.clocks:  # type: ignore[attr-defined]
                 clock.case_id = record.id  # type: ignore[attr-defined]
-        _insert_rows(self.session, self.connection, {model: [obj.__dict__ for obj in rows]
+        _insert_rows(self.session, self.session.connection(), {model: [obj.__dict__ for obj in rows]
                                                      for model, rows in self.rows.items()}, self.outbox)
 
 

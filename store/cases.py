@@ -19,7 +19,7 @@ from sqlmodel import Session, col, delete, func, select
 from engine.decision import Decision
 from engine.router import Case, PolicyRouter, RoutingError
 from policy.models import CalendarKind, Workflow, WorkflowStep
-from store.bulk import flush_new, new_row
+from store.bulk import flush_new, new_row, plain_rows
 from store.db import GroupCommit, UnitOfWork, transaction
 from store.outbox import WROTE, number_in  # and its session hook: each event's outbox row, in the same transaction
 from store.errors import Conflict, Invalid, NotFound
@@ -62,8 +62,10 @@ class CaseService:
         self.policies = policies
         self.engine = policies.engine
         self.clock = clock  # "now" when a caller gives no moment (tests and the simulator give their own)
-        # concurrent intakes share a transaction, and its inserts: a statement per table
-        self.intakes = GroupCommit(self.engine, flush=_insert_and_number)
+        # concurrent intakes share a transaction, and its inserts: a statement per table, of plain rows (no ORM)
+        self.intakes = GroupCommit(self.engine, rows=plain_rows, flush=_number_events)
+        # patrol records (store.ledger) share them the same way, with the cases they open as ORM rows
+        self.patrols = GroupCommit(self.engine, flush=_insert_and_number)
 
     # --- intake
     def create(self, jurisdiction: str, case: Case, actor: str, idempotency_key: str | None = None,
@@ -410,14 +412,19 @@ class CaseService:
                             data=data or {}))
 
 
-def _insert_and_number(session: Session) -> None:
-    """Intakes' rows, then their events numbered and fanned out to the webhook subscriptions in the same transaction:
-    a separate sequencer's transaction after each group cost as much CPU as a tenth of the group's intakes. The
-    delivery loop is woken only when deliveries were made (more than a sequencer's batch of others' events left
-    unnumbered waits for its next round)."""
-    flush_new(session)
+def _number_events(session: Session) -> None:
+    """The events a group of intakes wrote, numbered and fanned out to the webhook subscriptions in the same
+    transaction: a separate sequencer's transaction after each group cost as much CPU as a tenth of the group's
+    intakes. The delivery loop is woken only when deliveries were made (more than a sequencer's batch of others'
+    events left unnumbered waits for its next round)."""
     if session.info.get(WROTE) and not number_in(session, fan_out):
         del session.info[WROTE]
+
+
+def _insert_and_number(session: Session) -> None:
+    """Rows the ORM holds (store.bulk.flush_new), then their events numbered."""
+    flush_new(session)
+    _number_events(session)
 
 
 def open_clocks(record: CaseRecord) -> list[CaseClock]:

@@ -10,6 +10,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -232,10 +233,13 @@ class GroupCommit:
     up to `limit` of them. A database takes one SQLite writer at a time, and its commit and the ORM's flush cost
     more than a case's own rows, so under load this is most of the write throughput. Each `work(session)` must
     only add rows (check its input before): if the shared transaction fails, each runs again alone, so one bad
-    write never takes the others with it. `flush(session)`, if given, writes what they added before the commit."""
+    write never takes the others with it. `rows(session)`, if given, is the context the writes run in, and what
+    they are given instead of the session (intake: store.bulk.plain_rows); `flush(session)`, if given, writes what
+    they added before the commit."""
 
-    def __init__(self, engine: Engine, limit: int = 64, flush: Callable[[Session], None] | None = None):
-        self.engine, self.limit, self.flush = engine, limit, flush
+    def __init__(self, engine: Engine, limit: int = 64, flush: Callable[[Session], None] | None = None,
+                 rows: Callable[[Session], AbstractContextManager[Any]] | None = None):
+        self.engine, self.limit, self.flush, self.rows = engine, limit, flush, rows
         self._lock = threading.Lock()
         self._queue: list[_Write] = []
         self._leading = False
@@ -267,7 +271,8 @@ class GroupCommit:
     def _commit(self, batch: list[_Write]) -> None:
         try:
             with UnitOfWork(self.engine) as uow:
-                values = [job.work(uow.session) for job in batch]
+                with self.rows(uow.session) if self.rows else nullcontext(uow.session) as target:
+                    values = [job.work(target) for job in batch]
                 if self.flush is not None:
                     self.flush(uow.session)
         except Exception as err:  # noqa: BLE001 - handed to the writes' own threads

@@ -451,7 +451,7 @@ class LedgerService:
             left = [e for i, errs in errors.items() if items[i][1] not in seen for e in errs]
             if left:
                 raise _invalid(left)
-        return self.cases.intakes.run(lambda session: self._write_patrols(
+        return self.cases.patrols.run(lambda session: self._write_patrols(
             session, router, jid, [(i, p, key) for i, (p, key) in enumerate(items)], checked, objects, actor, now))
 
     def _checked_objects(self, jid: str, patrols: list[PatrolInput]) -> dict[int, SupervisedObject]:

@@ -1,4 +1,5 @@
-"""store.bulk.flush_new (intake's and the simulator's inserts) writes the rows the ORM's flush writes, outbox too."""
+"""store.bulk's plain rows (intake's and the simulator's) and flush_new (the ORM rows of a patrol's cases) write the
+rows the ORM's flush writes, outbox too."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from sqlmodel import Session, col, select
 from engine.router import Case
 from store.bulk import new_row
 from store.cases import CaseService, Transition, open_clocks
-from store.db import transaction
+from store.db import GroupCommit, transaction
 from store.simulate import Mix, Simulator
 from store.sweeper import check_clock, new_counts
 from store.tables import CaseClock, CaseDepartment, CaseEvent, CaseRecord, as_utc
@@ -103,9 +104,9 @@ def _replay(cases: CaseService, simulated: list[tuple[CaseRecord, list[CaseEvent
 @example(jid="ningjiaping", seed=1, late=0.9, reopened=0.1, returned=0.1)
 def test_simulated_histories_are_what_the_case_service_writes(cases, monkeypatch, jid, seed, late, reopened, returned):
     """The simulator's plain rows (store.bulk.plain_rows: intake, every transition, warnings, overdue, escalation)
-    are the rows CaseService writes for the same steps, through its intake (flush_new), its transitions and the
-    sweeper's check, each in its own transaction; and the same again with intake's rows flushed by the ORM (and its
-    outbox hook) instead of flush_new."""
+    are the rows CaseService writes for the same steps, through its intake, its transitions and the sweeper's check,
+    each in its own transaction; and the same again with intake's rows made by the ORM and inserted by flush_new (as
+    a patrol's finding opens a case), or flushed by the ORM (and its outbox hook)."""
     mix = Mix(late=late, reopened=reopened, returned=returned, extended=0.2, corrected_on_site=0.1)
     before = _top(cases)
     Simulator(cases, jid, seed, mix).run(25, 30, START, batch=10)
@@ -116,11 +117,11 @@ def test_simulated_histories_are_what_the_case_service_writes(cases, monkeypatch
         steps = [(record, list(record.events)) for record in session.exec(
             select(CaseRecord).where(col(CaseRecord.id) > before).order_by(col(CaseRecord.id))
             .options(selectinload(CaseRecord.events)))]
-    for flush in (None, _orm_flush):
+    # intake as it is (plain rows); as patrols open cases (ORM rows, flush_new); through the ORM's flush and its hook
+    for intakes in (cases.intakes, cases.patrols, GroupCommit(cases.engine, flush=_orm_flush)):
         after = _top(cases)
         with monkeypatch.context() as patch:
-            if flush is not None:
-                patch.setattr(cases.intakes, "flush", flush)
+            patch.setattr(cases, "intakes", intakes)
             _replay(cases, steps)
         replayed = _history(cases, after)
         for table in ("case_record", *CHILDREN):
@@ -153,8 +154,8 @@ def test_a_simulated_batch_is_inserted_once_and_never_updated(cases):
 
 
 def test_a_group_of_intakes_gets_ids_events_clocks_and_outbox_rows(cases):
-    """Concurrent intakes share one transaction (GroupCommit) and flush_new: each returned case carries its ids, and
-    each event has its outbox row."""
+    """Concurrent intakes share one transaction (GroupCommit) and their plain rows' inserts: each returned case carries
+    its ids, and each event has its outbox row."""
     units = [f"kmy-l3-{n:02d}" for n in range(1, 10)]
     with ThreadPoolExecutor(8) as pool:
         records = list(pool.map(lambda unit: cases.create("karamay", Case(problem_type="医疗废物处置", unit=unit),

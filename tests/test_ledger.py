@@ -240,12 +240,12 @@ def test_patrols_posted_together_share_one_commit_and_a_retry_gets_the_first(led
     def post(item):
         return ledger.record_patrol("panjin", item[0], "app", item[1], now=NOON)
     items = [(patrol(at=NOON - timedelta(minutes=n)), f"k-{n}") for n in range(8)]
-    outcomes = queued_behind_a_leader(ledger.cases.intakes, [*items, items[1]], post)
+    outcomes = queued_behind_a_leader(ledger.cases.patrols, [*items, items[1]], post)
     assert len(commits) == 1, outcomes  # one for the nine queued behind the leader (which wrote nothing)
     assert all(outcomes[n][1] for n in (0, 2, 3, 4, 5, 6, 7))
     assert outcomes[8][0].id == outcomes[1][0].id and {outcomes[8][1], outcomes[1][1]} == {True, False}  # either first
     assert count(ledger.engine, PatrolRecord) == 8
-    outcomes = queued_behind_a_leader(ledger.cases.intakes, [
+    outcomes = queued_behind_a_leader(ledger.cases.patrols, [
         (patrol(at=NOON - timedelta(hours=1)), None), (patrol(), None), (patrol(at=NOON - timedelta(hours=2)), None)],
         post)
     assert isinstance(outcomes[1], Conflict) and "重复提交" in outcomes[1].message
