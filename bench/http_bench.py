@@ -85,7 +85,7 @@ def _command(url: str, path: str, bodies: list | None, key: str, connections: in
 
 
 def _parse(out: str, connections: int) -> dict:
-    percent = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
+    percent = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"requests_per_second": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))),
             "p50_ms": percent.get("50"), "p99_ms": percent.get("99"), "connections": connections,
@@ -107,7 +107,7 @@ def soak(url: str, key: str, seconds: int, scratch: Path) -> dict:
 
 
 def _ms(value: str, unit: str) -> float:
-    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
+    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000}[unit], 2)
 
 
 def run(root: Path, workers: int, seconds: int, soak_seconds: int = 0) -> dict:
