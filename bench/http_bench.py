@@ -61,10 +61,19 @@ def wait_started(server: subprocess.Popen, log: Path, workers: int, url: str) ->
         if server.poll() is not None or time.time() > deadline:
             raise SystemExit("server did not start:\n" + log.read_text())
         time.sleep(0.5)
-    while httpx.get(url + "/health", timeout=10).json()["loading"]:  # measure the server, not its start-up builds
+    while not _built(url):  # measure the server, not its start-up builds
         if time.time() > deadline:
             raise SystemExit("the active versions were not built in time:\n" + log.read_text())
         time.sleep(0.5)
+
+
+def _built(url: str) -> bool:
+    """Whether the server answers and has built its active versions (one worker logs its start-up before it
+    listens)."""
+    try:
+        return not httpx.get(url + "/health", timeout=10).json()["loading"]
+    except httpx.ConnectError:
+        return False
 
 
 def wrk(url: str, path: str, bodies: list | None, key: str, connections: int, seconds: int, scratch: Path) -> dict:
