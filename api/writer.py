@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import os
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 import threading
@@ -156,11 +156,7 @@ class Writer:
         try:
             ident, ok, value = pickle.loads(self._connection.recv_bytes())
         except (EOFError, OSError):
-            log.error("the writer process died; the next write starts another")
-            self._drop("写入进程已退出 — the writer process died")
-            if self._process is not None:
-                self._process.join(5)
-                self._process = None
+            self._died()
             return
         if ident == WOKEN:
             notify()  # deliveries are due: wake this process's delivery loop
@@ -176,13 +172,29 @@ class Writer:
         """`jurisdiction`: the job routes its cases, by the version this server serves (the writer follows it)."""
         if self.database_url is None:
             return await asyncio.to_thread(job, self.services, *args)  # its commit wakes the delivery loop
-        if self._connection is None:
-            self.start()
-        assert self._connection is not None
         ident = next(self._ids)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting[ident] = future
         served = None if jurisdiction is None else (
             jurisdiction, self.services.policies.registry.active().get(jurisdiction))
-        self._connection.send_bytes(pickle.dumps((ident, job, args, served)))
+        message = pickle.dumps((ident, job, args, served))
+        for attempt in range(2):
+            if self._connection is None:
+                self.start()
+            assert self._connection is not None
+            try:
+                self._connection.send_bytes(message)
+                break
+            except OSError:  # it died, and this loop has not read its pipe's end yet: nothing was sent
+                self._died()
+                if attempt:
+                    raise Busy("写入进程无法启动, 未保存任何内容 — the writer process could not start; nothing was "
+                               "written", retry_after=1) from None
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = future  # answers are read on this loop: none can come before this line
         return await future
+
+    def _died(self) -> None:
+        log.error("the writer process died; the next write starts another")
+        self._drop("写入进程已退出 — the writer process died")
+        if self._process is not None:
+            self._process.join(5)
+            self._process = None
