@@ -381,13 +381,16 @@ def test_writers_of_several_processes_take_turns_before_sqlite_lock(tmp_path):
             with engine.begin() as connection:
                 connection.exec_driver_sql("INSERT INTO t VALUES (3)")
             waiting.append("written")
+        def lock_waiters() -> int:  # the refused write's waiter is still there, to give the lock back when it comes
+            return sum(t.name == "sqlite-process-lock" and t.is_alive() for t in threading.enumerate())
+        refused_waiters = lock_waiters()
         writer = threading.Thread(target=write)
         writer.start()
-        for _ in range(100):  # the write waits in the processes' lock, not in SQLite
-            if any(t.name == "sqlite-process-lock" and t.is_alive() for t in threading.enumerate()):
+        for _ in range(200):  # the write waits in the processes' lock, not in SQLite
+            if lock_waiters() > refused_waiters:
                 break
             time.sleep(0.05)
-        assert waiting == [] and any(t.name == "sqlite-process-lock" for t in threading.enumerate())
+        assert waiting == [] and lock_waiters() == refused_waiters + 1
         release.set()
         writer.join(30)
         other.join(30)

@@ -160,7 +160,7 @@ def test_the_writer_keeps_its_built_versions_out_of_garbage_collections(tmp_path
         writer = Writer(Services.over(open_policy_store(database_url)), database_url)
         writer.start()
         try:
-            for _ in range(240):  # each job lets the writer look whether its builds are done
+            for _ in range(720):  # each job lets the writer look whether its builds are done (all 16, niced)
                 if count := await writer.run(_frozen):
                     return count
                 await asyncio.sleep(0.25)
