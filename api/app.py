@@ -54,7 +54,7 @@ from store.assessment_xlsx import workbook
 from store.boundaries import diff as boundaries_diff
 from store.xlsx import MEDIA_TYPE as XLSX_MEDIA_TYPE
 from store.cases import TRANSITION_LABELS, Transition
-from store.db import WRITE_WAIT_SECONDS, refresh_statistics
+from store.db import WRITE_WAIT_SECONDS, in_memory, refresh_statistics
 from store.errors import NotFound, PreconditionRequired, StoreError
 from store.sweeper import sweep
 from store.ledger import LedgerService
@@ -621,8 +621,7 @@ def create_app(database_url: str | None = None, background: bool = True, sweep_e
     services = Services.over(policies)
     admin = admin_parts(policies.engine)
     url = policies.engine.url
-    writer = Writer(services, url.render_as_string(hide_password=False)
-                    if background and url.database not in (None, "", ":memory:") else None)
+    writer = Writer(services, url.render_as_string(hide_password=False) if background and not in_memory(url) else None)
 
     def _services() -> Services:
         """The app's services: a provider without parameters, so Litestar parses nothing to call it."""

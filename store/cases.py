@@ -415,10 +415,9 @@ class CaseService:
 def _number_events(session: Session) -> None:
     """The events a group of intakes wrote, numbered and fanned out to the webhook subscriptions in the same
     transaction: a separate sequencer's transaction after each group cost as much CPU as a tenth of the group's
-    intakes. The delivery loop is woken only when deliveries were made (more than a sequencer's batch of others'
-    events left unnumbered waits for its next round)."""
-    if session.info.get(WROTE) and not number_in(session, fan_out):
-        del session.info[WROTE]
+    intakes."""
+    if session.info.get(WROTE):  # outbox rows were written
+        number_in(session, fan_out)
 
 
 def _insert_and_number(session: Session) -> None:

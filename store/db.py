@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
@@ -58,8 +58,7 @@ def make_engine(url: str | None = None) -> Engine:
         # sleeps of up to 100 ms, so a dozen handler threads waiting on it left the lock idle most of the time.
         writers = threading.Lock()
         # ... and then, one per process, with the other processes' (each server worker's writer, the CLI)
-        processes = ProcessLock(f"{engine.url.database}-writer.lock") if engine.url.database not in (
-            None, "", ":memory:") else None
+        processes = None if in_memory(engine.url) else ProcessLock(f"{engine.url.database}-writer.lock")
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
@@ -92,6 +91,11 @@ def make_engine(url: str | None = None) -> Engine:
         _disable_pysqlite_autobegin(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def in_memory(url: URL) -> bool:
+    """SQLite's in-memory database (or a URL naming none): no other process can open it."""
+    return url.database in (None, "", ":memory:")
 
 
 class ProcessLock:

@@ -4,7 +4,9 @@ A session hook adds one `outbox_event` row for each new CaseEvent (created, ente
 and each warning Notification, so whichever code path records an event (intake, transitions, the sweeper, the
 simulator) the outbox row commits or rolls back with it. `sequence` then numbers the committed rows in commit
 order (one sequencer at a time) and fans them out to the webhook subscriptions: the pull feed pages by that
-number, so a cursor never skips a row that committed late.
+number, so a cursor never skips a row that committed late. A group of intakes numbers its own rows as the last
+statements of its transaction (`number_in`). A commit that made deliveries, or left rows unnumbered, wakes this
+process's delivery loop (`listen`).
 """
 from __future__ import annotations
 
@@ -123,7 +125,7 @@ class Numbered(NamedTuple):
     at: datetime
 
 
-# built once: the sequencer runs after every intake
+# built once: the sequencer runs in every group of intakes
 _OUTBOX = table_of(OutboxEvent)
 _ANY_NEW = sqlalchemy.select(_OUTBOX.c.id).where(_OUTBOX.c.seq.is_(None)).limit(1)
 _NEW = (sqlalchemy.select(_OUTBOX.c.id, _OUTBOX.c.jurisdiction, _OUTBOX.c.kind, _OUTBOX.c.case_id, _OUTBOX.c.at)
@@ -132,31 +134,37 @@ _TOP = sqlalchemy.select(func.max(_OUTBOX.c.seq))
 _NUMBER = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(seq=bindparam("number"))
 
 
-def sequence(engine: Engine, fan_out: Callable[[Session, list[Numbered]], int]) -> int | None:
+def sequence(engine: Engine, fan_out: Callable[[Session, list[Numbered]], int]) -> None:
     """Number the committed, unnumbered rows in id order and hand them to `fan_out(session, rows)` in the same
-    transaction; returns what it returns, or None when nothing was new."""
+    transaction."""
     with reader(engine).connect() as connection:  # most rounds find nothing new: look without the write lock first
         if connection.execute(_ANY_NEW).first() is None:
-            return None
+            return
     with UnitOfWork(engine) as uow:
-        return number_in(uow.session, fan_out)
+        number_in(uow.session, fan_out)
 
 
-def number_in(session: Session, fan_out: Callable[[Session, list[Numbered]], int]) -> int | None:
+def number_in(session: Session, fan_out: Callable[[Session, list[Numbered]], int]) -> None:
     """`sequence` inside the caller's write transaction, as its last statements: the rows it wrote are numbered with
     those committed before it, and their numbers stay in commit order because one sequencer runs at a time until its
-    transaction ends (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE already holds the one write lock)."""
+    transaction ends (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE already holds the one write lock). The
+    commit wakes the delivery loop only if `fan_out` made deliveries (more than a batch of rows left unnumbered wait
+    for its next round)."""
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(text(f"SELECT pg_advisory_xact_lock({SEQUENCE_LOCK})"))
     new = connection.execute(_NEW).all()
-    if not new:
-        return None
-    top = connection.execute(_TOP).scalar() or 0
-    rows = [Numbered(row.id, top + offset, row.jurisdiction, row.kind, row.case_id, row.at)
-            for offset, row in enumerate(new, 1)]
-    connection.execute(_NUMBER, [{"row_id": row.id, "number": row.seq} for row in rows])
-    return fan_out(session, rows)
+    created = 0
+    if new:
+        top = connection.execute(_TOP).scalar() or 0
+        rows = [Numbered(row.id, top + offset, row.jurisdiction, row.kind, row.case_id, row.at)
+                for offset, row in enumerate(new, 1)]
+        connection.execute(_NUMBER, [{"row_id": row.id, "number": row.seq} for row in rows])
+        created = fan_out(session, rows)
+    if created:
+        session.info[WROTE] = True
+    else:
+        session.info.pop(WROTE, None)
 
 
 def feed(engine: Engine, jurisdictions: list[str] | None, after: int, kinds: list[str] | None,

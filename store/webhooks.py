@@ -195,14 +195,10 @@ def fan_out(session: Session, events: list[Numbered]) -> int:
     return created
 
 
-def publish(engine: Engine) -> int | None:
-    """Number newly committed events and create their deliveries: before the feed is read, after each write of the
-    writer process and in each delivery round; deliveries it created wake this process's delivery loop. Returns how
-    many it created, or None when no event was new (another process numbered them, and may have made deliveries)."""
-    created = sequence(engine, fan_out)
-    if created:
-        notify()
-    return created
+def publish(engine: Engine) -> None:
+    """Number newly committed events and create their deliveries (before the feed is read, and in each delivery
+    round); deliveries it created wake this process's delivery loop as it commits."""
+    sequence(engine, fan_out)
 
 
 def backoff(attempts: int) -> timedelta:
